@@ -1,0 +1,122 @@
+"""The `edge-distill` command. Thin: every command calls a library function; library errors
+(EdgeDistillError) become one clear message and exit code 2. Heavy imports happen inside commands so
+`edge-distill bench`/`profiles` work on a device install without torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from edge_distill.errors import EdgeDistillError
+
+log = logging.getLogger("edge_distill")
+
+EXIT_USAGE = 2
+EXIT_GATE_FAILED = 3
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgeDistillError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished stages are kept; continue with --resume", err=True)
+            sys.exit(130)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="edge-distill")
+def main(verbose: int, quiet: bool) -> None:
+    """Distill math reasoning into a small student and ship it to edge devices."""
+    _setup_logging(-1 if quiet else verbose)
+
+
+def _load(config: str | None, overrides: tuple[str, ...]):
+    from edge_distill.config import load_config
+
+    return load_config(config, list(overrides))
+
+
+_config_arg = click.argument("config", type=click.Path(dir_okay=False), required=False)
+_overrides_arg = click.argument("overrides", nargs=-1)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False), default="edge-distill.yaml")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: str, force: bool) -> None:
+    """Write a commented starter config to PATH."""
+    from edge_distill.starter import write_starter_config
+
+    write_starter_config(Path(path), force=force)
+    click.echo(f"wrote {path}: edit it, then run `edge-distill run {path}`")
+
+
+def _run(config, overrides, *, resume=False, overwrite=False, until=None, redo=None):
+    from edge_distill.pipeline import run_pipeline
+
+    cfg = _load(config, overrides)
+    run = run_pipeline(cfg, resume=resume, overwrite=overwrite, until=until, redo=redo)
+    report = run.path / "report.md"
+    click.echo(f"run directory: {run.path}" + (f"\nreport: {report}" if report.exists() else ""))
+    return run
+
+
+@main.command()
+@_config_arg
+@_overrides_arg
+@click.option("--resume", is_flag=True, help="Continue an existing run directory; finished stages are skipped.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run directory of the same name first.")
+def run(config: str | None, overrides: tuple[str, ...], resume: bool, overwrite: bool) -> None:
+    """Run the whole pipeline: data, teach, filter, train (or SIKeD/FDD loops), eval, export, bench.
+
+    CONFIG is a YAML file (default: the built-in quickstart defaults); OVERRIDES are key=value pairs,
+    e.g. `train.lr=1e-4 eval.limit=50`.
+    """
+    from edge_distill.gates import gate_exit_code
+
+    r = _run(config, overrides, resume=resume, overwrite=overwrite)
+    code = gate_exit_code(r)
+    if code:
+        click.echo("a device gate failed: see bench/ in the run directory", err=True)
+        sys.exit(EXIT_GATE_FAILED)
+
+
+@main.command()
+@_config_arg
+@_overrides_arg
+def teach(config: str | None, overrides: tuple[str, ...]) -> None:
+    """Run the data and teach stages: teacher samples into <run>/teach/samples.jsonl."""
+    _run(config, overrides, until="teach", redo="teach")
+
+
+@main.command()
+@_config_arg
+@_overrides_arg
+def train(config: str | None, overrides: tuple[str, ...]) -> None:
+    """Train the student (runs data/teach/filter first if they are not finished)."""
+    _run(config, overrides, until="train", redo="train")
+
+
+@main.command(name="eval")
+@_config_arg
+@_overrides_arg
+def eval_cmd(config: str | None, overrides: tuple[str, ...]) -> None:
+    """Evaluate the run's student on the dev split (and test with eval.final_test=true)."""
+    _run(config, overrides, until="eval", redo="eval")

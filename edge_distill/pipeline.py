@@ -1,0 +1,251 @@
+"""`edge-distill run`: the stages, top to bottom, in one run directory.
+
+    data -> teach -> filter -> train -> eval -> export -> bench -> report
+
+`methods: [siked]` / `[fdd, siked]` replace train+eval with iterations/rounds (edge_distill.methods).
+Only this module (and the CLI) reads the config tree; components get plain arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge_distill.config import Config
+from edge_distill.errors import StageError
+from edge_distill.io import read_jsonl, write_json, write_jsonl
+from edge_distill.rundir import RunDir, config_digest
+from edge_distill.types import Problem, Sample
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "teach", "filter", "train", "eval", "export", "bench", "report")
+
+
+# ---------------------------------------------------------------------------------------------- data
+def stage_data(cfg: Config, run: RunDir) -> dict[str, Any]:
+    from edge_distill.data import load_problems, split_dev
+
+    d = cfg.data
+    problems = load_problems(
+        d.train,
+        fmt=d.format,
+        question_field=d.question_field,
+        answer_field=d.answer_field,
+        skip_malformed=d.skip_malformed,
+        split="train",
+    )
+    train, dev = split_dev(problems, d.dev_size, d.seed)
+    if d.limit_train is not None:
+        train = train[: d.limit_train]
+    out = run.stage_dir("data")
+    write_jsonl(out / "train.jsonl", (p.to_dict() for p in train))
+    write_jsonl(out / "dev.jsonl", (p.to_dict() for p in dev))
+    return {"train": len(train), "dev": len(dev), "source": d.train}
+
+
+def load_split(run: RunDir, split: str) -> list[Problem]:
+    run.require(f"data/{split}.jsonl")
+    return [Problem.from_dict(r) for r in read_jsonl(run.path / "data" / f"{split}.jsonl")]
+
+
+def load_test(cfg: Config) -> list[Problem]:
+    """The test split is read here only: for the final number, never for selection."""
+    from edge_distill.data import load_problems
+
+    d = cfg.data
+    return load_problems(
+        d.test,
+        fmt=d.format,
+        question_field=d.question_field,
+        answer_field=d.answer_field,
+        skip_malformed=d.skip_malformed,
+        split="test",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- teach
+def build_teacher(cfg: Config):
+    from edge_distill.teachers.factory import make_teacher
+
+    return make_teacher(cfg.teacher, data_cfg=cfg.data)
+
+
+def stage_teach(cfg: Config, run: RunDir) -> dict[str, Any]:
+    from edge_distill.teach import teach
+
+    problems = load_split(run, "train")
+    teacher = build_teacher(cfg)
+    samples, stats = teach(teacher, problems, cfg.teacher.strategies, cfg.teacher.samples_per_strategy)
+    out = run.stage_dir("teach")
+    write_jsonl(out / "samples.jsonl", (s.to_dict() for s in samples))
+    write_json(out / "stats.json", stats)
+    return stats
+
+
+def load_samples(path: Path) -> list[Sample]:
+    return [Sample.from_dict(r) for r in read_jsonl(path)]
+
+
+def stage_filter(cfg: Config, run: RunDir) -> dict[str, Any]:
+    from edge_distill.teach import filter_samples
+
+    run.require("teach/samples.jsonl")
+    samples = load_samples(run.path / "teach" / "samples.jsonl")
+    kept = filter_samples(samples, keep=cfg.student.keep)
+    out = run.stage_dir("filter")
+    write_jsonl(out / "train.jsonl", (s.to_dict() for s in kept))
+    by_strategy: dict[str, int] = {}
+    for s in kept:
+        by_strategy[s.strategy.value] = by_strategy.get(s.strategy.value, 0) + 1
+    stats = {"teacher_samples": len(samples), "kept": len(kept), "kept_by_strategy": by_strategy}
+    write_json(out / "stats.json", stats)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------- train / eval
+def train_student(cfg: Config, samples: list[Sample], base_model: str | Path, out_dir: Path) -> Path:
+    """Train on `samples` with the configured objective; return the trained model/adapter directory.
+
+    This is the one function the SIKeD/FDD loops call for each iteration/round, so the loops decide
+    the data and `train.objective` decides the loss.
+    """
+    from edge_distill.objectives.build import train_with_objective
+
+    return train_with_objective(cfg.train, samples, base_model, out_dir, seed=cfg.seed)
+
+
+def evaluate_student(cfg: Config, model_dir: Path, problems: list[Problem], out_dir: Path, split: str):
+    from edge_distill.eval import evaluate, write_eval
+    from edge_distill.objectives.build import generate_fn_for
+
+    e = cfg.eval
+    result = evaluate(
+        model_dir,
+        problems[: e.limit] if e.limit else problems,
+        strategy=e.strategy,
+        batch_size=e.batch_size,
+        max_new_tokens=e.max_new_tokens,
+        generate_fn=generate_fn_for(cfg.train),
+    )
+    write_eval(result, out_dir, split)
+    return result
+
+
+def stage_train(cfg: Config, run: RunDir) -> dict[str, Any]:
+    from edge_distill.models import resolve_model
+
+    run.require("filter/train.jsonl")
+    samples = load_samples(run.path / "filter" / "train.jsonl")
+    if not samples:
+        raise StageError("no correct teacher samples survived filtering: nothing to train on (see teach/stats.json)")
+    base = resolve_model(cfg.student.model)
+    final = train_student(cfg, samples, base, run.stage_dir("train"))
+    return {"model": str(final), "samples": len(samples), "base": str(base)}
+
+
+def final_model_dir(run: RunDir) -> Path:
+    """The run's result: train/final, or the best iteration/round chosen on dev by the loops."""
+    stages = run.stages()
+    for stage in ("methods", "train"):
+        model = stages.get(stage, {}).get("summary", {}).get("model")
+        if model:
+            return Path(model)
+    raise StageError(f"{run.path}: no trained model yet (run the train stage first)")
+
+
+def stage_eval(cfg: Config, run: RunDir) -> dict[str, Any]:
+    model = final_model_dir(run)
+    out = run.stage_dir("eval")
+    dev = load_split(run, "dev")
+    result = evaluate_student(cfg, model, dev, out, "dev")
+    summary: dict[str, Any] = {"dev": result.summary()}
+    if cfg.eval.final_test or cfg.eval.split == "test":
+        test = load_test(cfg)
+        summary["test"] = evaluate_student(cfg, model, test, out, "test").summary()
+    return summary
+
+
+def stage_methods(cfg: Config, run: RunDir) -> dict[str, Any]:
+    from edge_distill.methods.loop import run_methods_from_config
+
+    return run_methods_from_config(cfg, run)
+
+
+# ---------------------------------------------------------------------------------------------- export / bench
+def stage_export(cfg: Config, run: RunDir) -> dict[str, Any]:
+    from edge_distill.exporting import export_run
+
+    return export_run(cfg, run, final_model_dir(run))
+
+
+def stage_bench(cfg: Config, run: RunDir) -> dict[str, Any]:
+    from edge_distill.exporting import bench_run
+
+    return bench_run(cfg, run)
+
+
+def stage_report(cfg: Config, run: RunDir) -> dict[str, Any]:
+    from edge_distill.report import write_report
+
+    path = write_report(run)
+    return {"report": str(path)}
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def plan(cfg: Config) -> list[tuple[str, Callable[[Config, RunDir], dict[str, Any]]]]:
+    steps: list[tuple[str, Callable[[Config, RunDir], dict[str, Any]]]] = [
+        ("data", stage_data),
+        ("teach", stage_teach),
+        ("filter", stage_filter),
+    ]
+    if cfg.methods:
+        steps.append(("methods", stage_methods))
+    else:
+        steps.append(("train", stage_train))
+    steps.append(("eval", stage_eval))
+    if cfg.export.targets:
+        steps.append(("export", stage_export))
+        if cfg.bench.profiles:
+            steps.append(("bench", stage_bench))
+    steps.append(("report", stage_report))
+    return steps
+
+
+def run_pipeline(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    until: str | None = None,
+    redo: str | None = None,
+) -> RunDir:
+    """Run every stage not yet finished; stop after `until`; re-run `redo` even if finished."""
+    run = RunDir(cfg, resume=resume or until is not None or redo is not None, overwrite=overwrite)
+    steps = plan(cfg)
+    names = [n for n, _ in steps]
+    for name in (until, redo):
+        if name is not None and name not in names:
+            raise StageError(f"stage {name!r} is not part of this run; stages: {', '.join(names)}")
+    log.info("run %s (config %s): %s", run.path, config_digest(cfg), " -> ".join(names))
+    for name, fn in steps:
+        if run.done(name) and name != redo and name != "report":
+            log.info("stage %s: already finished, skipped", name)
+        else:
+            log.info("stage %s: started", name)
+            t0 = time.perf_counter()
+            summary = fn(cfg, run)
+            wall = time.perf_counter() - t0
+            run.mark_done(name, wall, summary)
+            run.metric(name, wall_s=round(wall, 2), **{k: v for k, v in summary.items() if _scalar(v)})
+            log.info("stage %s: finished in %.1f s", name, wall)
+        if name == until:
+            break
+    return run
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, int | float | str | bool)
