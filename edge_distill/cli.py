@@ -50,6 +50,10 @@ def main(verbose: int, quiet: bool) -> None:
 def _load(config: str | None, overrides: tuple[str, ...]):
     from edge_distill.config import load_config
 
+    # CONFIG is optional: `edge-distill run name=x train.lr=1e-4` runs the defaults with overrides.
+    if config is not None and "=" in config and not Path(config).exists():
+        overrides = (config, *overrides)
+        config = None
     return load_config(config, list(overrides))
 
 
@@ -89,11 +93,10 @@ def run(config: str | None, overrides: tuple[str, ...], resume: bool, overwrite:
     CONFIG is a YAML file (default: the built-in quickstart defaults); OVERRIDES are key=value pairs,
     e.g. `train.lr=1e-4 eval.limit=50`.
     """
+    r = _run(config, overrides, resume=resume, overwrite=overwrite)
     from edge_distill.gates import gate_exit_code
 
-    r = _run(config, overrides, resume=resume, overwrite=overwrite)
-    code = gate_exit_code(r)
-    if code:
+    if gate_exit_code(r):
         click.echo("a device gate failed: see bench/ in the run directory", err=True)
         sys.exit(EXIT_GATE_FAILED)
 
