@@ -1,0 +1,66 @@
+"""GGUF-specific checks: the file reads back with gguf's reader and loads in transformers' GGUF loader."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from exporters.errors import ParityError
+from exporters.gguf_writer import GgufSummary
+
+logger = logging.getLogger(__name__)
+
+
+def check_gguf_readback(path: Path, summary: GgufSummary, *, exact_types: bool) -> dict[str, Any]:
+    """Names and shapes must match what was written; types too for f16/f32 (quantized types vary by tensor)."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    got = {t.name: (tuple(int(x) for x in t.shape), t.tensor_type.name) for t in reader.tensors}
+    problems = []
+    if set(got) != set(summary.tensors):
+        problems.append(f"tensor names differ: missing {sorted(set(summary.tensors) - set(got))[:5]}, "
+                        f"extra {sorted(set(got) - set(summary.tensors))[:5]}")  # fmt: skip
+    for name, (shape, typ) in summary.tensors.items():
+        if name not in got:
+            continue
+        if tuple(got[name][0]) != tuple(shape):
+            problems.append(f"{name}: shape {got[name][0]} != written {shape}")
+        if exact_types and got[name][1] != typ:
+            problems.append(f"{name}: type {got[name][1]} != written {typ}")
+    arch = reader.fields["general.architecture"].contents()
+    n_tokens = len(reader.fields["tokenizer.ggml.tokens"].data)
+    if arch != summary.arch or n_tokens != summary.n_vocab:
+        problems.append(f"metadata: arch {arch!r}/{summary.arch!r}, tokens {n_tokens}/{summary.n_vocab}")
+    numbers = {
+        "tensors": len(got),
+        "types": dict(Counter(t for _, t in got.values())),
+        "problems": problems[:10],
+    }
+    if problems:
+        raise ParityError(f"{path.name} does not read back as written", numbers)
+    return numbers
+
+
+def check_transformers_gguf(path: Path, ref_text_ids: list[list[int]], ref_nll: float, tokenizer: Any,
+                            strings: list[str]) -> dict[str, Any]:  # fmt: skip
+    """Load with `from_pretrained(dir, gguf_file=...)`: model NLL and tokenizer ids vs the source."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from exporters.parity import _nll_from_logits
+
+    kw = {"gguf_file": path.name}
+    model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
+    gguf_tok = AutoTokenizer.from_pretrained(path.parent, **kw)
+    with torch.no_grad():
+        nll = float(np.mean([_nll_from_logits(model(torch.tensor([ids])).logits[0].numpy(), ids) for ids in ref_text_ids]))
+    bad = [s for s in strings if gguf_tok(s)["input_ids"] != tokenizer(s)["input_ids"]]
+    numbers = {"nll_ref": ref_nll, "nll_transformers_gguf": nll, "ppl_ratio": float(np.exp(nll - ref_nll)),
+               "tokenizer_mismatches": len(bad), "first_mismatch": bad[0] if bad else None}  # fmt: skip
+    if bad:
+        raise ParityError("transformers' GGUF tokenizer disagrees with the source tokenizer", numbers)
+    return numbers

@@ -1,0 +1,231 @@
+"""Write an f32/f16 GGUF from a HF Llama or Qwen2 directory with the `gguf` package.
+
+Follows llama.cpp's convert_hf_to_gguf for these two architectures (not vendored): GPT-2 style BPE vocab
+(`tokenizer.ggml.model = "gpt2"`, tokens, token types, merges, pre-tokenizer name), special tokens and chat
+template via `gguf.SpecialVocab`, tensor names via `gguf.get_tensor_name_map`, Llama's q/k row permutation
+(llama.cpp's LLAMA rope is the interleaved kind; HF stores the rotate-half layout), and llama3 rope factors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporters.errors import ExportError
+
+logger = logging.getLogger(__name__)
+
+# HF model_type -> gguf architecture. Anything else is refused: a wrong mapping gives a file that loads
+# and prints garbage, which is worse than an error.
+SUPPORTED_ARCHS: dict[str, str] = {"llama": "LLAMA", "qwen2": "QWEN2"}
+FLOAT_TYPES = ("f32", "f16")
+
+
+@dataclass
+class GgufSummary:
+    """What was written: checked against the file by `parity.check_gguf_readback`."""
+
+    path: Path
+    arch: str
+    tensors: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)  # name -> (shape, type)
+    n_vocab: int = 0
+    pre: str = ""
+
+
+def _rope(config: Any) -> tuple[float, dict[str, Any]]:
+    """(theta, scaling params) across transformers 4 (`rope_theta`/`rope_scaling`) and 5 (`rope_parameters`)."""
+    params = dict(getattr(config, "rope_parameters", None) or {})
+    scaling = dict(getattr(config, "rope_scaling", None) or {})
+    params = {**scaling, **params}
+    theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+    return float(theta), params
+
+
+def _llama3_rope_factors(theta: float, head_dim: int, p: dict[str, Any]) -> np.ndarray:
+    """llama.cpp's `rope_freqs` tensor for rope_type llama3 (Llama-3.1/3.2)."""
+    factor = p.get("factor", 8.0)
+    low, high = p.get("low_freq_factor", 1.0), p.get("high_freq_factor", 4.0)
+    old_ctx = p.get("original_max_position_embeddings", 8192)
+    low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+    out = []
+    for i in range(0, head_dim, 2):
+        wavelen = 2 * math.pi / (1.0 / theta ** (i / head_dim))
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, dtype=np.float32)
+
+
+def _permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF rotate-half rows -> llama.cpp interleaved rows (convert_hf_to_gguf LlamaModel.permute)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def detect_pre_tokenizer(tokenizer_json: dict[str, Any]) -> str:
+    """llama.cpp's pre-tokenizer name for the byte-level BPE tokenizers we support.
+
+    llama.cpp recognises pre-tokenizers by name (convert_hf_to_gguf hashes a test string); we read the
+    structure of tokenizer.json instead. The tokenizer parity check then proves the choice on real text.
+    """
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
+        return "smollm"
+    if kinds == ["Split", "ByteLevel"]:
+        regex = (steps[0].get("pattern") or {}).get("Regex", "")
+        if "\\p{N}{1,3}" in regex:
+            return "llama-bpe"
+        if "\\p{N}|" in regex or "\\p{N}]" in regex:
+            return "qwen2"
+    raise ExportError(
+        f"unsupported pre-tokenizer {kinds} in tokenizer.json; supported: GPT-2 byte-level, SmolLM2 "
+        "(digits + byte-level), Llama-3 and Qwen2 split regexes"
+    )
+
+
+def _vocab(model_dir: Path, n_vocab: int) -> tuple[list[str], list[int], str, Any]:
+    """Tokens in id order, their gguf token types, the pre-tokenizer name and the HF tokenizer."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    tok_json = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    model = tok_json.get("model", {})
+    if (
+        model.get("type") != "BPE"
+        or model.get("byte_fallback")
+        or (tok_json.get("decoder") or {}).get("type") != "ByteLevel"
+    ):
+        raise ExportError(f"{model_dir}: only byte-level BPE tokenizers (GPT-2 style) are supported for GGUF")
+    pre = detect_pre_tokenizer(tok_json)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    reverse = {i: t for t, i in tokenizer.get_vocab().items()}
+    added = tokenizer.added_tokens_decoder
+    tokens, types = [], []
+    for i in range(n_vocab):
+        if i not in reverse:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+        elif i in added:
+            tokens.append(reverse[i])
+            types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
+        else:
+            tokens.append(reverse[i])
+            types.append(gguf.TokenType.NORMAL)
+    return tokens, [int(t) for t in types], pre, tokenizer
+
+
+def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: Any = None) -> GgufSummary:
+    """Write `model_dir` (HF Llama/Qwen2 with tokenizer.json) as an f32/f16 GGUF at `out_path`.
+
+    `model` may be the already loaded torch model (saves a second load). 1-D tensors stay f32 like
+    llama.cpp's converter does; 2-D weights get `outtype`.
+    """
+    import gguf
+
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    if outtype not in FLOAT_TYPES:
+        raise ExportError(f"gguf outtype {outtype!r}: choose one of {FLOAT_TYPES} (then quantize)")
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    model_type = config.get("model_type", "?")
+    if model_type not in SUPPORTED_ARCHS:
+        raise ExportError(
+            f"{model_dir}: architecture {model_type!r} ({config.get('architectures')}) is not supported for GGUF "
+            f"export; supported: {sorted(SUPPORTED_ARCHS)} (Llama: SmolLM2, Llama-3.2; Qwen2/Qwen2.5)"
+        )
+    arch = getattr(gguf.MODEL_ARCH, SUPPORTED_ARCHS[model_type])
+    if model is None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    cfg = model.config
+    n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    theta, rope = _rope(cfg)
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", "llama3", "linear"):
+        raise ExportError(f"{model_dir}: rope type {rope_type!r} is not supported (default, linear, llama3)")
+
+    tokens, types, pre, tokenizer = _vocab(model_dir, cfg.vocab_size)
+    arch_name = gguf.MODEL_ARCH_NAMES[arch]
+    w = gguf.GGUFWriter(out_path, arch_name)
+    w.add_name(model_dir.name)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_rope_dimension_count(head_dim)
+    if head_dim != cfg.hidden_size // n_head:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_rope_freq_base(theta)
+    if rope_type == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(rope["factor"]))
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if outtype == "f16" else gguf.LlamaFileType.ALL_F32)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
+    # What HF does when encoding plain text, so llama.cpp tokenizes prompts into the same ids.
+    probe = tokenizer("1")["input_ids"]
+    special.add_special_token["bos"] = bool(
+        tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]
+    )
+    special.add_special_token["eos"] = bool(
+        tokenizer.eos_token_id is not None and probe[-1:] == [tokenizer.eos_token_id]
+    )
+    if special.chat_template is None and getattr(tokenizer, "chat_template", None):
+        special.chat_template = tokenizer.chat_template
+    special.add_to_gguf(w, quiet=True)
+
+    summary = GgufSummary(out_path, arch_name, n_vocab=len(tokens), pre=pre)
+    name_map = gguf.get_tensor_name_map(arch, cfg.num_hidden_layers)
+    ftype = np.float16 if outtype == "f16" else np.float32
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    for hf_name, t in model.state_dict().items():
+        if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
+            continue
+        name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise ExportError(f"cannot map tensor {hf_name!r} to a GGUF name for {arch_name}")
+        data = t.detach().float().cpu().numpy()
+        if arch_name == "llama" and hf_name.endswith("q_proj.weight"):
+            data = _permute_qk(data, n_head)
+        elif arch_name == "llama" and hf_name.endswith("k_proj.weight"):
+            data = _permute_qk(data, n_kv)
+        data = data.astype(ftype if data.ndim > 1 else np.float32)
+        w.add_tensor(name, data)
+        summary.tensors[name] = (tuple(reversed(data.shape)), "F16" if data.dtype == np.float16 else "F32")
+    if rope_type == "llama3":
+        factors = _llama3_rope_factors(theta, head_dim, rope)
+        rope_name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS]
+        w.add_tensor(rope_name, factors)
+        summary.tensors[rope_name] = (factors.shape, "F32")
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    logger.info("wrote %s (%s, %d tensors, pre=%s)", out_path, outtype, len(summary.tensors), pre)
+    return summary

@@ -1,0 +1,244 @@
+"""Parity of an exported model with the torch model it came from.
+
+The torch side is computed once (`torch_reference`); each runtime (llama.cpp, ORT GenAI) is driven with
+the *same token ids* so model differences are not confused with tokenizer differences, which are checked
+separately (`check_tokenizer_parity`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from exporters.errors import ParityError
+
+logger = logging.getLogger(__name__)
+
+# A small, fixed text set for the perplexity delta and the tokenizer check: numbers, units, symbols and
+# several scripts, because those are where tokenizer/pre-tokenizer mismatches show up.
+PARITY_TEXTS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May? 48 / 2 = 24. 48 + 24 = 72.",
+    "A train travels 120.5 km in 1.25 hours; its speed is 96.4 km/h. 3,141,592 + 2,718,281 = 5,859,873.",
+    "answer = (17 * 23 - 5) // 4 + 2**10  # = 1120\nprint(answer)",
+]
+TOKENIZER_CHECK_STRINGS = PARITY_TEXTS + [
+    "Ünïcödé café naïve: 12€, 7½ kg, −3 °C, 1e-5, 0.000123, 10^6, 99.99%",
+    "日本語の数学: 三つのりんごと 5 個のみかん。 中文：小明有 12 个苹果。 한국어 123 숫자",
+    "Русский текст: 2024 год, 15 задач. العربية ١٢٣ ۴۵۶. हिन्दी ४२",
+    "  leading spaces\tand\ttabs\n\nnewlines   12345678901234567890  ",
+    "emoji 🚀🔥 x² + y² = z²; √2 ≈ 1.41421356; π ≈ 3.14159",
+]
+LOSSLESS = ("f32", "f16", "fp32")
+
+
+@dataclass
+class Reference:
+    """Torch outputs the exported model is compared with."""
+
+    prompt_ids: list[list[int]]
+    greedy: list[list[int]]
+    text_ids: list[list[int]]
+    nll: float  # mean negative log-likelihood per predicted token over text_ids
+    eos_id: int | None
+
+
+@dataclass
+class ParityReport:
+    runtime: str
+    quant: str
+    tokens_compared: int
+    token_agreement: float  # fraction of reference greedy tokens reproduced before the first divergence
+    identical_prompts: int
+    n_prompts: int
+    nll_ref: float
+    nll_export: float
+    ppl_ratio: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Runtime(Protocol):
+    def greedy(self, ids: list[int], n: int, eos_id: int | None) -> list[int]: ...
+    def nll(self, ids: list[int]) -> float: ...
+
+
+def _nll_from_logits(logits: np.ndarray, ids: list[int]) -> float:
+    """Mean NLL of ids[1:] given logits[:-1] (logits: [T, V])."""
+    x = logits[:-1].astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    logp = x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return float(-logp[np.arange(len(ids) - 1), ids[1:]].mean())
+
+
+def torch_reference(
+    model: Any, tokenizer: Any, prompts: list[str], n_tokens: int, texts: list[str] | None = None
+) -> Reference:
+    import torch
+
+    model.eval()
+    prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
+    text_ids = [tokenizer(t)["input_ids"] for t in (texts or PARITY_TEXTS)]
+    eos = tokenizer.eos_token_id
+    greedy = []
+    with torch.no_grad():
+        for ids in prompt_ids:
+            out: list[int] = []
+            seq = torch.tensor([ids])
+            for _ in range(n_tokens):  # no KV cache: simple and exact for a few short prompts
+                nxt = int(model(seq).logits[0, -1].argmax())
+                out.append(nxt)
+                if nxt == eos:
+                    break
+                seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
+            greedy.append(out)
+        nlls = [
+            _nll_from_logits(model(torch.tensor([ids])).logits[0].float().numpy(), ids) for ids in text_ids
+        ]
+    return Reference(prompt_ids, greedy, text_ids, float(np.mean(nlls)), eos)
+
+
+class LlamaCppRuntime:
+    def __init__(self, gguf_path: Path, threads: int | None = None):
+        from llama_cpp import Llama
+
+        n = threads or min(4, os.cpu_count() or 1)
+        self.llm = Llama(
+            str(gguf_path),
+            n_ctx=1024,
+            n_batch=512,
+            n_threads=n,
+            n_threads_batch=n,
+            logits_all=True,
+            verbose=False,
+        )
+
+    def greedy(self, ids: list[int], n: int, eos_id: int | None) -> list[int]:
+        self.llm.reset()
+        self.llm.eval(ids)
+        out: list[int] = []
+        for _ in range(n):
+            nxt = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+            out.append(nxt)
+            if nxt == eos_id:
+                break
+            self.llm.eval([nxt])
+        return out
+
+    def nll(self, ids: list[int]) -> float:
+        self.llm.reset()
+        self.llm.eval(ids)
+        return _nll_from_logits(np.array(self.llm.scores[: len(ids)]), ids)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+class OrtGenaiRuntime:
+    def __init__(self, model_dir: Path):
+        import onnxruntime_genai as og
+
+        self.og = og
+        self.model = og.Model(str(model_dir))
+
+    def _generator(self, max_length: int):
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(do_sample=False, max_length=max_length)
+        return self.og.Generator(self.model, params)
+
+    def greedy(self, ids: list[int], n: int, eos_id: int | None) -> list[int]:
+        gen = self._generator(len(ids) + n)
+        gen.append_tokens(ids)
+        out: list[int] = []
+        while not gen.is_done() and len(out) < n:
+            gen.generate_next_token()
+            out.append(int(gen.get_next_tokens()[0]))
+            if out[-1] == eos_id:
+                break
+        return out
+
+    def nll(self, ids: list[int]) -> float:
+        gen = self._generator(len(ids) + 1)
+        gen.append_tokens(ids)
+        return _nll_from_logits(np.asarray(gen.get_output("logits"))[0], ids)
+
+    def close(self) -> None:
+        del self.model
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def compare(runtime: Runtime, ref: Reference, *, name: str, quant: str) -> ParityReport:
+    outs = [
+        runtime.greedy(ids, max(len(g), 1), ref.eos_id)
+        for ids, g in zip(ref.prompt_ids, ref.greedy, strict=True)
+    ]
+    total = sum(len(g) for g in ref.greedy)
+    agreed = sum(_common_prefix(o, g) for o, g in zip(outs, ref.greedy, strict=True))
+    nll = float(np.mean([runtime.nll(ids) for ids in ref.text_ids]))
+    return ParityReport(
+        runtime=name,
+        quant=quant,
+        tokens_compared=total,
+        token_agreement=agreed / total if total else 1.0,
+        identical_prompts=sum(o == g for o, g in zip(outs, ref.greedy, strict=True)),
+        n_prompts=len(outs),
+        nll_ref=ref.nll,
+        nll_export=nll,
+        ppl_ratio=float(np.exp(nll - ref.nll)),
+    )
+
+
+def enforce(
+    report: ParityReport, *, max_ppl_ratio_quantized: float = 1.5, lossless_ppl_tol: float = 0.01
+) -> None:
+    """Lossless exports must reproduce every greedy token; quantized ones must not blow up perplexity."""
+    numbers = report.as_dict()
+    if report.quant in LOSSLESS:
+        if report.identical_prompts != report.n_prompts:
+            raise ParityError(f"{report.runtime} {report.quant}: greedy tokens differ from torch", numbers)
+        if abs(report.ppl_ratio - 1.0) > lossless_ppl_tol:
+            raise ParityError(f"{report.runtime} {report.quant}: perplexity differs from torch", numbers)
+    elif report.ppl_ratio > max_ppl_ratio_quantized:
+        raise ParityError(
+            f"{report.runtime} {report.quant}: perplexity ratio {report.ppl_ratio:.3f} > {max_ppl_ratio_quantized}",
+            numbers,
+        )
+    logger.info(
+        "parity %s %s: %.0f%% of %d greedy tokens agree, ppl ratio %.4f",
+        report.runtime, report.quant, 100 * report.token_agreement, report.tokens_compared, report.ppl_ratio,
+    )  # fmt: skip
+
+
+def check_tokenizer_parity(
+    encode: Any, tokenizer: Any, *, name: str, strings: list[str] | None = None
+) -> dict[str, Any]:
+    """`encode(text) -> ids` of an exported runtime must equal the HF tokenizer's ids on the check strings."""
+    strings = strings or TOKENIZER_CHECK_STRINGS
+    bad = [s for s in strings if list(encode(s)) != tokenizer(s)["input_ids"]]
+    numbers = {
+        "runtime": name,
+        "strings": len(strings),
+        "mismatches": len(bad),
+        "first_mismatch": bad[0] if bad else None,
+    }
+    if bad:
+        raise ParityError(f"{name} tokenizer disagrees with the source tokenizer", numbers)
+    return numbers
