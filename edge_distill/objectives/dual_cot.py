@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import warnings
 from dataclasses import dataclass
 
 from edge_distill.strategies import ANSWER_MARKER
@@ -124,10 +125,12 @@ class Perturbation:
 
 
 def _safe_eval(expr: str) -> float | None:
-    if not re.fullmatch(r"[\d.+\-*/() ]+", expr):
+    if not re.fullmatch(r"[\d.+\-*/() ]+", expr) or "**" in expr:
         return None
     try:
-        value = eval(expr, {"__builtins__": {}}, {})  # noqa: S307 - digits/operators only (checked above)
+        with warnings.catch_warnings():  # "2(3)" compiles with a SyntaxWarning, then fails with TypeError
+            warnings.simplefilter("ignore", SyntaxWarning)
+            value = eval(expr, {"__builtins__": {}}, {})  # noqa: S307 - digits/operators only (checked above)
     except (ZeroDivisionError, SyntaxError, TypeError, ValueError, OverflowError):
         return None
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
@@ -254,3 +257,41 @@ def _try_swap(
         swap=f"{op}->{_SWAP[op]}",
         changed_steps=len(values),
     )
+
+
+_PLAIN_EQ = re.compile(
+    r"(?P<vis>(?:\$?(?:\d[\d,]*(?:\.\d+)?|\.\d+)|\()[\d$.,()\s]*(?:[-+*/x×÷][\d$.,()\s]+)+?)"
+    r"\s*=\s*(?P<cur>\$?)(?P<res>\d[\d,]*(?:\.\d+)?)(?![\d<])"
+)
+_STRIP = re.compile(r"<<[^<>]*>>")
+
+
+def _annotate_plain(text: str) -> str:
+    """Give visible equations ("48/2 = 24") GSM8K calculator annotations so they can be perturbed."""
+
+    def repl(m: re.Match[str]) -> str:
+        vis = m.group("vis").rstrip()
+        expr = re.sub(r"[$,\s]", "", vis).replace("x", "*").replace("×", "*").replace("÷", "/")
+        res = m.group("res").replace(",", "")
+        value = _safe_eval(expr)
+        if value is None or abs(value - float(res)) > 1e-6 * max(1.0, abs(value)):
+            return m.group()  # not an arithmetic identity we can recompute
+        return f"{vis} = {m.group('cur')}<<{expr}={res}>>{res}"
+
+    return _PLAIN_EQ.sub(repl, text)
+
+
+def perturb_rationale(rationale: str, gold: str, seed: str = "") -> tuple[str, str, Perturbation] | None:
+    """Wrong twin of a rationale (with or without calculator annotations) whose final answer is `gold`.
+
+    Returns (wrong rationale in the input's own style, wrong answer, the perturbation) or None.
+    """
+    annotated = "<<" in rationale
+    source = rationale if annotated else _annotate_plain(rationale)
+    p = perturb_gsm8k_solution(f"{source}\n#### {gold}", seed)
+    if p is None:
+        return None
+    body = p.solution.rpartition("####")[0].rstrip("\n")
+    if not annotated:
+        body = _STRIP.sub("", body)
+    return body, p.answer, p
