@@ -42,6 +42,9 @@ class SamplingConfig(Section):
     temperature: float = Field(default=0.7, ge=0.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(default=512, ge=1)
+    # extra stop strings; the few-shot exemplar boundary of each strategy is always a stop string
+    stop: list[str] = Field(default_factory=list)
+    # seed of sample 0; sample i of a prompt uses seed + i (null: the server picks)
     seed: int | None = 0
 
 
@@ -52,7 +55,11 @@ class HttpTeacherConfig(Section):
     concurrency: int = Field(default=8, ge=1)
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
+    backoff_s: float = Field(default=0.5, ge=0)  # first retry delay; doubles per attempt; Retry-After wins
+    # send n=K in one request (vLLM, hosted APIs); a server that returns fewer choices is looped anyway
     supports_n: bool = False
+    # server-specific request fields, e.g. llama_cpp.server {repeat_penalty: 1.0, top_k: 0, min_p: 0.0}
+    extra_body: dict[str, Any] = Field(default_factory=dict)
 
 
 class TeacherConfig(Section):
@@ -67,7 +74,8 @@ class TeacherConfig(Section):
     http: HttpTeacherConfig = Field(default_factory=HttpTeacherConfig)
     n_ctx: int = Field(default=4096, ge=256)
     n_threads: int | None = None
-    tensor_parallel_size: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=8, ge=1)  # transformers: prompts per generate() call
+    tensor_parallel_size: int = Field(default=1, ge=1)  # vllm in-process
     # SQLite cache shared across runs; "auto" = ~/.cache/edge-distill/teacher.sqlite
     cache: str | None = "auto"
 
