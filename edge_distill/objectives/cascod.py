@@ -25,9 +25,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from edge_distill.objectives.examples import Example
+from edge_distill.objectives.sft import encode
 from edge_distill.strategies import ANSWER_MARKER, format_response, student_prompt
 from edge_distill.types import Sample, Strategy
-from edge_distill.training import Example
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def cascod_text(sample: Sample, marker: str = ANSWER_MARKER) -> CascodText | Non
     """The CasCoD strings of a CoT/L2M sample (None for PoT or a response without the marker)."""
     if sample.strategy == Strategy.POT:
         return None
-    answer = sample.gold if sample.correct or sample.pred is None else sample.pred
+    answer = sample.gold or sample.pred  # as in SFT (objectives.sft.sample_response)
     parts = split_response(format_response(sample.strategy, sample.rationale, answer), marker)
     if parts is None:
         return None
@@ -74,10 +75,6 @@ def cascod_weights(n_prompt: int, n_target: int, part_weight: float, parts: int 
     """Weights of one part: 0 on the prompt, `parts·part_weight / n_target` on each target token."""
     w = parts * part_weight / n_target if n_target else 0.0
     return [0.0] * n_prompt + [w] * n_target
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def build_cascod_examples(
@@ -106,10 +103,10 @@ def build_cascod_examples(
         if text is None:
             passthrough.append(s)
             continue
-        p_ids = _encode(tokenizer, text.prompt)
-        r_ids = _encode(tokenizer, text.rationale) + [eos]
-        q_ids = _encode(tokenizer, answer_prompt(text.prompt, text.rationale, marker))
-        a_ids = _encode(tokenizer, text.answer) + [eos]
+        p_ids = encode(tokenizer, text.prompt)
+        r_ids = encode(tokenizer, text.rationale) + [eos]
+        q_ids = encode(tokenizer, answer_prompt(text.prompt, text.rationale, marker))
+        a_ids = encode(tokenizer, text.answer) + [eos]
         if len(q_ids) + len(a_ids) > max_length:
             n_long += 1
             continue

@@ -27,9 +27,10 @@ from edge_distill.objectives.dual_cot import (
     perturb_rationale,
     split_rationale,
 )
+from edge_distill.objectives.examples import Example
 from edge_distill.objectives.keysteps import KeySteps, key_step_fraction, key_steps
+from edge_distill.objectives.sft import encode
 from edge_distill.strategies import format_response, judge, student_prompt
-from edge_distill.training import Example
 from edge_distill.types import Sample, Strategy
 
 log = logging.getLogger(__name__)
@@ -174,12 +175,9 @@ def krsl_weights(
     return [0.0] * n_prompt + [scale * (diff_weight if d else shared_weight) for d in diff]
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def _response(s: Sample) -> str:
-    return format_response(s.strategy, s.rationale, s.pred if s.pred is not None else s.gold)
+    """Right side: the gold answer (as SFT writes it); wrong side: its own (wrong) prediction."""
+    return format_response(s.strategy, s.rationale, (s.gold or s.pred) if s.correct else s.pred)
 
 
 def build_krsl_examples(
@@ -206,9 +204,9 @@ def build_krsl_examples(
     all_steps: list[KeySteps] = []
     n_long = 0
     for i, p in enumerate(pairs):
-        prompt = _encode(tokenizer, student_prompt(p.right.question))
-        r_ids = _encode(tokenizer, _response(p.right)) + [eos]
-        w_ids = _encode(tokenizer, _response(p.wrong)) + [eos]
+        prompt = encode(tokenizer, student_prompt(p.right.question))
+        r_ids = encode(tokenizer, _response(p.right)) + [eos]
+        w_ids = encode(tokenizer, _response(p.wrong)) + [eos]
         if len(prompt) + max(len(r_ids), len(w_ids)) > max_length:
             n_long += 1
             continue
