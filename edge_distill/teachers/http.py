@@ -181,7 +181,7 @@ class HttpTeacher(LiveTeacher):
                 delay = min(delay, 60.0) * random.uniform(1.0, 1.25)
                 log.debug("teacher call failed (%s), retry %d in %.2fs", e, attempt + 1, delay)
                 with self._lock:
-                    self.stats.retries += 1
+                    self.stats.retries[e.reason] += 1
                 if self._stop.wait(delay):
                     return [Generation.failed(e.reason, "cancelled")]
         raise AssertionError("unreachable")

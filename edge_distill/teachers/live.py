@@ -32,6 +32,9 @@ from edge_distill.types import Problem, Strategy
 
 log = logging.getLogger(__name__)
 
+# teacher_prompt joins exemplars as "...\n\nQuestion: ...": a completion that starts the next exemplar is done
+EXEMPLAR_STOP = ("\nQuestion:",)
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -82,7 +85,7 @@ class Generation:
 @dataclass
 class TeacherStats:
     requests: int = 0  # backend calls actually sent (HTTP requests incl. retries, generate() calls)
-    retries: int = 0
+    retries: Counter[str] = field(default_factory=Counter)  # retried attempts by reason
     cache_hits: int = 0
     cache_misses: int = 0
     completions: int = 0  # new completions obtained from the backend
@@ -94,6 +97,7 @@ class TeacherStats:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["faults"] = dict(self.faults)
+        d["retries"] = dict(self.retries)
         d["failed"] = sum(self.faults.values())
         d["completions_per_s"] = round(self.completions / self.backend_s, 3) if self.backend_s else None
         d["tokens_per_s"] = round(self.completion_tokens / self.backend_s, 2) if self.backend_s else None
@@ -139,7 +143,8 @@ class LiveTeacher:
         from edge_distill.strategies import teacher_prompt
 
         prompts = [teacher_prompt(strategy, p.question, n_shots=self.n_shots) for p in problems]
-        return self.complete(prompts, k, self.sampling, desc=f"teacher {strategy.value}")
+        stop = self.sampling.stop + tuple(s for s in EXEMPLAR_STOP if s not in self.sampling.stop)
+        return self.complete(prompts, k, replace(self.sampling, stop=stop), desc=f"teacher {strategy.value}")
 
     def complete(
         self, prompts: list[str], k: int, sampling: Sampling | None = None, *, desc: str = "teacher"

@@ -1,0 +1,228 @@
+"""HTTP teacher against a scripted fake OpenAI server on 127.0.0.1: faults, retries, n, auth, cache."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from edge_distill.errors import TeacherError
+from edge_distill.teachers.cache import TeacherCache
+from edge_distill.teachers.http import HttpTeacher
+from edge_distill.teachers.live import Sampling
+from edge_distill.teachers.llamacpp import free_port
+
+
+class FakeOpenAI:
+    """Answers POST /v1/completions and /v1/chat/completions; `schedule` scripts the first responses.
+
+    Behaviours: ok, length (finish_reason=length), 500/502/429/400/401/404 (status), hang (never answers
+    within the client timeout), truncated (Content-Length larger than the body), garbage (not JSON),
+    empty (no choices). After the schedule every request is "ok".
+    """
+
+    def __init__(self, schedule: list[str] | None = None, honor_n: bool = False, hang_s: float = 3.0):
+        self.schedule = list(schedule or [])
+        self.honor_n, self.hang_s = honor_n, hang_s
+        self.log: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.closing = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    what = fake.schedule.pop(0) if fake.schedule else "ok"
+                    fake.log.append(
+                        {
+                            "path": self.path,
+                            "body": body,
+                            "auth": self.headers.get("Authorization"),
+                            "what": what,
+                        }
+                    )
+                fake.respond(self, what, body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    @staticmethod
+    def text_for(body: dict[str, Any], j: int = 0) -> str:
+        prompt = body.get("prompt") or body["messages"][-1]["content"]
+        return f"echo {prompt} seed={body.get('seed')} j={j}"
+
+    def respond(self, h: BaseHTTPRequestHandler, what: str, body: dict[str, Any]) -> None:
+        if what == "hang":
+            self.closing.wait(self.hang_s)
+            return
+        if what.isdigit():
+            status, payload = int(what), json.dumps({"error": {"message": f"scripted {what}"}}).encode()
+        elif what == "garbage":
+            status, payload = 200, b"<html>502 Bad Gateway</html>"
+        elif what == "empty":
+            status, payload = 200, b'{"choices": []}'
+        else:
+            n = int(body.get("n", 1)) if self.honor_n else 1
+            chat = "messages" in body
+            choices = [
+                {"index": j, "finish_reason": "length" if what == "length" else "stop"}
+                | (
+                    {"message": {"role": "assistant", "content": self.text_for(body, j)}}
+                    if chat
+                    else {"text": self.text_for(body, j)}
+                )
+                for j in range(n)
+            ]
+            status, payload = (
+                200,
+                json.dumps({"choices": choices, "usage": {"completion_tokens": 7 * n}}).encode(),
+            )
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        if what == "429":
+            h.send_header("Retry-After", "0")
+        if what == "truncated":
+            h.send_header("Content-Length", str(len(payload) + 100))
+            h.end_headers()
+            h.wfile.write(payload[:20])
+            return
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
+
+    def __enter__(self) -> FakeOpenAI:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as f:
+        yield f
+
+
+def teacher(url: str, tmp_path: Any = None, **kw: Any) -> HttpTeacher:
+    args: dict[str, Any] = dict(
+        base_url=url, timeout_s=0.5, max_retries=2, backoff_s=0.01, concurrency=1, progress=False
+    )
+    args["cache"] = TeacherCache(tmp_path / "cache.sqlite") if tmp_path is not None else None
+    args.update(kw)
+    return HttpTeacher("fake-model", **args)
+
+
+SAMPLING = Sampling(temperature=0.7, max_tokens=16, seed=10)
+
+
+def test_fault_schedule_completes_retries_and_counts_each_kind(fake: FakeOpenAI, tmp_path: Any) -> None:
+    # per call: ok first (a teacher whose first call fails is stopped), then every fault kind once;
+    # each retryable fault is followed by a success within max_retries=2; one call exhausts its retries,
+    # one gets a non-retryable 400, one hits max tokens.
+    fake.schedule = ["ok", "500", "ok", "hang", "ok", "truncated", "ok", "garbage", "ok", "429", "ok",
+                     "empty", "ok", "502", "502", "502", "400", "length"]  # fmt: skip
+    t = teacher(fake.url, tmp_path)
+    prompts = [f"q{i}" for i in range(5)]
+    out = t.complete(prompts, 2, SAMPLING)
+    assert [len(row) for row in out] == [2] * 5
+    flat = [c for row in out for c in row]
+    failed = [c for c in flat if c.finish_reason == "error"]
+    assert sorted(c.error.split(":")[0] for c in failed) == ["http_400", "http_502"]
+    assert sum(c.finish_reason == "length" for c in flat) == 1
+    ok = [c for c in flat if c.finish_reason != "error"]
+    assert len(ok) == 8 and all(c.text.startswith("echo q") for c in ok)
+    r = t.report()
+    assert r["faults"] == {"http_502": 1, "http_400": 1}
+    assert r["retries"] == {
+        "http_500": 1,
+        "timeout": 1,
+        "incomplete_body": 1,
+        "bad_response": 2,
+        "http_429": 1,
+        "http_502": 2,
+    }
+    assert r["truncated"] == 1 and r["failed"] == 2
+    assert r["requests"] == len(fake.log) == 18
+    assert t.cache is not None and t.cache.fault_counts() == {"http_502": 1, "http_400": 1}
+
+    # a re-run pays only for the two failed samples (failures are never cached), then is fully cached
+    before = len(fake.log)
+    again = t.complete(prompts, 2, SAMPLING)
+    assert len(fake.log) - before == 2
+    assert all(c.finish_reason != "error" for row in again for c in row)
+    assert sum(c.cached for row in again for c in row) == 8
+    before = len(fake.log)
+    third = t.complete(prompts, 2, SAMPLING)
+    assert len(fake.log) == before and all(c.cached for row in third for c in row)
+
+
+def test_samples_get_distinct_seeds_and_a_greedy_prompt_is_asked_once(fake: FakeOpenAI) -> None:
+    t = teacher(fake.url, concurrency=4)
+    out = t.complete(["p"], 3, SAMPLING)
+    assert sorted(r["body"]["seed"] for r in fake.log) == [10, 11, 12]
+    assert len({c.text for c in out[0]}) == 3
+    fake.log.clear()
+    greedy = t.complete(["p", "q"], 3, Sampling(temperature=0.0, max_tokens=8))
+    assert len(fake.log) == 2 and all(len({c.text for c in row}) == 1 and len(row) == 3 for row in greedy)
+
+
+def test_n_is_sent_when_supported_and_a_server_that_ignores_it_is_looped(tmp_path: Any) -> None:
+    with FakeOpenAI(honor_n=True) as f:
+        out = teacher(f.url, supports_n=True).complete(["a", "b"], 4, SAMPLING)
+        assert len(f.log) == 2 and [r["body"]["n"] for r in f.log] == [4, 4]
+        assert all(len(set(c.text for c in row)) == 4 for row in out)
+    with FakeOpenAI(honor_n=False) as f:
+        t = teacher(f.url, supports_n=True)
+        out = t.complete(["a", "b"], 4, SAMPLING)
+        assert all(len(row) == 4 and len(set(c.text for c in row)) == 4 for row in out)
+        assert t.supports_n is False and len(f.log) == 1 + 3 + 4  # detected on the first prompt
+
+
+def test_chat_endpoint_api_key_and_extra_body(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_TEACHER_KEY", "sk-test")
+    t = teacher(fake.url, endpoint="chat", api_key_env="MY_TEACHER_KEY", extra_body={"top_k": 0})
+    out = t.complete(["hello"], 1, Sampling(temperature=0.0, max_tokens=8, stop=("\n\n",)))
+    req = fake.log[0]
+    assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer sk-test"
+    assert req["body"]["messages"] == [{"role": "user", "content": "hello"}]
+    assert (
+        req["body"]["stop"] == ["\n\n"] and req["body"]["top_k"] == 0 and req["body"]["model"] == "fake-model"
+    )
+    assert out[0][0].text.startswith("echo hello")
+
+
+@pytest.mark.parametrize("status, words", [("401", "authentication failed"), ("404", "not found")])
+def test_auth_and_wrong_path_stop_at_once(fake: FakeOpenAI, status: str, words: str) -> None:
+    fake.schedule = [status] * 10
+    with pytest.raises(TeacherError, match=words):
+        teacher(fake.url, concurrency=1).complete([f"q{i}" for i in range(5)], 2, SAMPLING)
+    assert len(fake.log) == 1
+
+
+def test_unreachable_teacher_is_one_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(TeacherError, match="is not working.*none succeeded.*connection"):
+        teacher(url, concurrency=4).complete([f"q{i}" for i in range(20)], 2, SAMPLING)
+    assert time.monotonic() - start < 10
+
+
+def test_a_server_that_dies_mid_run_stops_the_stage(fake: FakeOpenAI, tmp_path: Any) -> None:
+    fake.schedule = ["ok", "ok"] + ["503"] * 100
+    t = teacher(fake.url, tmp_path, max_retries=0, give_up_after=3)
+    with pytest.raises(TeacherError, match="3 call\\(s\\) in a row failed"):
+        t.complete([f"q{i}" for i in range(10)], 1, SAMPLING)
+    assert t.cache is not None and len(t.cache) == 2  # what was paid before the failure is kept
