@@ -9,6 +9,7 @@ from edge_distill.types import Problem, Strategy
 
 __all__ = ["FINISH_REASONS", "Completion", "Teacher"]
 
+# Backends map their own reasons onto these; teach() counts "length" as truncated and "error" as failed.
 FINISH_REASONS = ("stop", "length", "error")
 
 
