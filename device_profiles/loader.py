@@ -70,21 +70,27 @@ class DeviceProfile(_Section):
     threads: int | Literal["auto"] = Field(description="threads the runtime uses ('auto' = all cores)")
     runtime: Literal["llama.cpp", "onnxruntime-genai"]
     format: Literal["gguf", "onnx"]
-    typical_prompt_tokens: int = Field(default=128, ge=1, le=8192)
     hardware: Hardware
     budget: Budget
-    is_host: bool = Field(default=False, description="this machine: every figure is measured, never estimated")
+    is_host: bool = Field(
+        default=False, description="this machine: every figure is measured, never estimated"
+    )
     detect: Detect | None = None
     source_file: str = Field(default="", description="set by the loader")
 
     @model_validator(mode="after")
     def _check(self) -> DeviceProfile:
         if RUNTIME_FORMAT[self.runtime] != self.format:
-            raise ValueError(f"format: runtime {self.runtime} runs {RUNTIME_FORMAT[self.runtime]}, not {self.format}")
+            raise ValueError(
+                f"format: runtime {self.runtime} runs {RUNTIME_FORMAT[self.runtime]}, not {self.format}"
+            )
         cores = self.hardware.cores
         if isinstance(self.threads, int) and isinstance(cores, int) and not 1 <= self.threads <= cores:
             raise ValueError(f"threads: {self.threads} must be between 1 and hardware.cores={cores}")
-        if not self.is_host and "measure" in (self.hardware.memory_bandwidth.gbs, self.hardware.compute_gflops):
+        if not self.is_host and "measure" in (
+            self.hardware.memory_bandwidth.gbs,
+            self.hardware.compute_gflops,
+        ):
             raise ValueError("hardware: 'measure' is only possible for the host profile (is_host: true)")
         return self
 
@@ -125,7 +131,9 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
         raise ConfigError(f"device profile {path}: expected a mapping of keys, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)
     if raw["name"] != path.stem:
-        raise ConfigError(f"device profile {path}: name: {raw['name']!r} must equal the file name {path.stem!r}")
+        raise ConfigError(
+            f"device profile {path}: name: {raw['name']!r} must equal the file name {path.stem!r}"
+        )
     try:
         return DeviceProfile.model_validate({**raw, "source_file": str(path)})
     except ValidationError as e:
@@ -148,7 +156,11 @@ def list_profiles(extra_dirs: Iterable[str | Path] = ()) -> list[DeviceProfile]:
 
 def load_profile(name_or_path: str | Path, extra_dirs: Iterable[str | Path] = ()) -> DeviceProfile:
     """A profile by name (`raspberry-pi-5`) or by path to a YAML file."""
-    if isinstance(name_or_path, Path) or str(name_or_path).endswith((".yaml", ".yml")) or os.sep in str(name_or_path):
+    if (
+        isinstance(name_or_path, Path)
+        or str(name_or_path).endswith((".yaml", ".yml"))
+        or os.sep in str(name_or_path)
+    ):
         return load_profile_file(name_or_path)
     files = _profile_files(extra_dirs)
     if name_or_path not in files:

@@ -1,0 +1,182 @@
+"""`edge-distill bench`: package x profile -> measured/estimated figures, quantized accuracy, budget gates.
+
+The runtime is measured once per (package, threads) and accuracy once per package, however many profiles
+are gated, because only the host can be measured here; other profiles get estimates from that measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from device_profiles import gate
+from device_profiles.accuracy import AccuracyResult, load_eval_problems, run_accuracy
+from device_profiles.bandwidth import HostHardware, host_hardware
+from device_profiles.estimate import Figures, figures_for, runs_on
+from device_profiles.loader import Budget, DeviceProfile, load_profile
+from device_profiles.package import Package, read_package
+from device_profiles.worker import RuntimeMeasurement, measure
+from edge_distill.types import Problem, Strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchReport:
+    package: str
+    package_name: str
+    format: str
+    quant: str
+    profile: str
+    profile_file: str
+    profile_format: str
+    budget: Budget
+    weights_bytes: int
+    measurement: RuntimeMeasurement
+    host: HostHardware
+    figures: Figures
+    accuracy: AccuracyResult | None
+    gates: list[gate.GateLine]
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def passed(self) -> bool:
+        return gate.passed(self.gates)
+
+    @property
+    def preferred_format(self) -> bool:
+        return self.format == self.profile_format
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "package": self.package, "package_name": self.package_name, "format": self.format, "quant": self.quant,
+            "profile": self.profile, "profile_file": self.profile_file, "basis": self.figures.basis,
+            "passed": self.passed, "preferred_format": self.preferred_format,
+            "budget": self.budget.model_dump(), "figures": self.figures.to_dict(),
+            "measurement": asdict(self.measurement), "host": asdict(self.host),
+            "accuracy": self.accuracy.summary() if self.accuracy else None,
+            "gates": [g.to_dict() for g in self.gates], "weights_bytes": self.weights_bytes, "created": self.created,
+        }  # fmt: skip
+
+
+@dataclass
+class _Cache:
+    """Measurements shared between the profiles of one bench call."""
+
+    measurements: dict[tuple[str, int], RuntimeMeasurement] = field(default_factory=dict)
+    accuracy: dict[str, AccuracyResult | None] = field(default_factory=dict)
+
+
+def _problems(problems: str | Path | list[Problem] | None, limit: int) -> list[Problem]:
+    if isinstance(problems, list):
+        return problems[:limit]
+    return load_eval_problems(problems, limit=limit) if limit > 0 else []
+
+
+def _bench_one(
+    pkg: Package,
+    profile: DeviceProfile,
+    *,
+    problems: list[Problem],
+    timing_question: str,
+    repetitions: int,
+    new_tokens: int,
+    on_target: bool | None,
+    strategy: Strategy | None,
+    cache: _Cache,
+) -> BenchReport:
+    on_target = runs_on(profile) if on_target is None else on_target
+    # On the device: the profile's threads. Estimating: the host at full width, scaled by hardware ratios.
+    threads = profile.resolved_threads() if on_target else max(1, os.cpu_count() or 1)
+    host = host_hardware(threads)
+    key = (str(pkg.path), threads)
+    if key not in cache.measurements:
+        log.info("measuring %s with %s, %d threads", pkg.name, pkg.runtime, threads)
+        cache.measurements[key] = measure(
+            pkg.runtime, pkg.model_path, threads, pkg.prompt(timing_question), new_tokens=new_tokens,
+            repetitions=repetitions,
+        )  # fmt: skip
+    m = cache.measurements[key]
+    if str(pkg.path) not in cache.accuracy:
+        cache.accuracy[str(pkg.path)] = (
+            run_accuracy(pkg, threads, problems, strategy=strategy) if problems else None
+        )
+    acc = cache.accuracy[str(pkg.path)]
+    fig = figures_for(
+        profile, m, host, package_bytes=pkg.size_bytes, weight_bytes=pkg.weights_bytes, on_target=on_target
+    )
+    lines = gate.evaluate(profile.budget, fig, acc)
+    report = BenchReport(
+        str(pkg.path), pkg.name, pkg.format, str(pkg.manifest.get("quant", "")), profile.name, profile.source_file,
+        profile.format, profile.budget, pkg.weights_bytes, m, host, fig, acc, lines,
+    )  # fmt: skip
+    log.info("%s on %s: %s (%s)", pkg.name, profile.name, "pass" if report.passed else "FAIL", fig.basis)
+    return report
+
+
+def bench_packages(
+    package_dirs: list[str | Path],
+    profiles: list[str | Path | DeviceProfile],
+    *,
+    accuracy_limit: int = 50,
+    problems: str | Path | list[Problem] | None = None,
+    repetitions: int = 3,
+    new_tokens: int = 64,
+    out_dir: str | Path | None = None,
+    on_target: bool | None = None,
+    strategy: Strategy | None = None,
+    extra_profile_dirs: tuple[str | Path, ...] = (),
+) -> list[BenchReport]:
+    """Bench every package on every profile; write bench.{md,json,png} into `out_dir` when given.
+
+    `problems`: eval JSONL (GSM8K format) or a list of Problem; default the builtin GSM8K test slice, first
+    `accuracy_limit` problems (0 skips the accuracy stage). `on_target`: None = detect from the profile.
+    Raises EdgeDistillError subclasses (unknown profile, bad profile file, broken package, runtime failure).
+    """
+    loaded = [p if isinstance(p, DeviceProfile) else load_profile(p, extra_profile_dirs) for p in profiles]
+    pkgs = [read_package(d) for d in package_dirs]  # fail on a broken package before any measurement
+    eval_problems = _problems(problems, accuracy_limit)
+    timing_question = (eval_problems or load_eval_problems(None, limit=1))[0].question
+    cache = _Cache()
+    reports = [
+        _bench_one(
+            pkg,
+            prof,
+            problems=eval_problems,
+            timing_question=timing_question,
+            repetitions=repetitions,
+            new_tokens=new_tokens,
+            on_target=on_target,
+            strategy=strategy,
+            cache=cache,
+        )  # fmt: skip
+        for pkg in pkgs
+        for prof in loaded
+    ]
+    if out_dir is not None:
+        from device_profiles.report import write_outputs
+
+        write_outputs(reports, Path(out_dir))
+        _write_predictions(cache, Path(out_dir))
+    return reports
+
+
+def bench_package(
+    package_dir: str | Path,
+    profile: str | Path | DeviceProfile,
+    **kwargs: Any,
+) -> BenchReport:
+    """One package on one profile; keyword arguments as `bench_packages`."""
+    return bench_packages([package_dir], [profile], **kwargs)[0]
+
+
+def _write_predictions(cache: _Cache, out_dir: Path) -> None:
+    from edge_distill.io import write_jsonl
+
+    for pkg_path, acc in cache.accuracy.items():
+        if acc is not None:
+            write_jsonl(out_dir / f"{Path(pkg_path).name}.predictions.jsonl", acc.predictions)

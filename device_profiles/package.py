@@ -1,0 +1,114 @@
+"""Read an export package as the bench sees it: verified hashes, runtime, model path, prompt template."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_distill.errors import EdgeDistillError
+
+MANIFEST = "manifest.json"
+PROMPT_TEMPLATE = "prompt_template.json"
+
+
+class PackageError(EdgeDistillError):
+    """The package directory is incomplete or was modified after export."""
+
+
+@dataclass(frozen=True)
+class Package:
+    path: Path
+    manifest: dict[str, Any]
+    template: dict[str, Any]
+    model_path: Path  # the .gguf file, or the ONNX directory holding genai_config.json
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def format(self) -> str:
+        return str(self.manifest["format"])
+
+    @property
+    def runtime(self) -> str:
+        return str(self.manifest["runtime"])
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(int(f["bytes"]) for f in self.manifest["files"].values())
+
+    @property
+    def weights_bytes(self) -> int:
+        """Bytes of model weights: what one decode step reads (roofline numerator)."""
+        suffixes = (".gguf", ".onnx", ".onnx.data", ".data")
+        return sum(int(f["bytes"]) for n, f in self.manifest["files"].items() if n.endswith(suffixes))
+
+    @property
+    def source_accuracy(self) -> tuple[float | None, int | None]:
+        acc = self.manifest.get("source_accuracy") or {}
+        dev = acc.get("dev")
+        return (float(dev) if dev is not None else None, int(acc["n"]) if acc.get("n") is not None else None)
+
+    def prompt(self, question: str, strategy: str | None = None) -> str:
+        """The packaged student prompt; a forced strategy appends the packaged tag suffix."""
+        text = str(self.template["student_prompt"]).format(question=question)
+        if strategy is not None:
+            text += str(self.template.get("forced_strategy_suffix", "[{strategy}]: ")).format(
+                strategy=strategy
+            )
+        return text
+
+
+def _verify(pkg: Path) -> list[str]:
+    # exporters.package is torch-free; it owns the manifest format, so the bench re-hashes through it.
+    from exporters.package import verify
+
+    return list(verify(pkg).problems)
+
+
+def read_package(package_dir: str | Path, *, verify: bool = True) -> Package:
+    """Load and (by default) re-hash a package; PackageError names every problem found."""
+    pkg = Path(package_dir)
+    if not pkg.is_dir():
+        raise PackageError(
+            f"package {pkg}: not a directory (expected export/<format>-<quant>/ from the exporter)"
+        )
+    man_path = pkg / MANIFEST
+    try:
+        manifest = json.loads(man_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise PackageError(f"package {pkg}: {MANIFEST} missing; re-export the package") from e
+    except json.JSONDecodeError as e:
+        raise PackageError(f"package {pkg}: {MANIFEST} is not valid JSON ({e})") from e
+    missing = [k for k in ("format", "runtime", "files") if k not in manifest]
+    if missing:
+        raise PackageError(f"package {pkg}: {MANIFEST} lacks {', '.join(missing)}")
+    if verify and (problems := _verify(pkg)):
+        raise PackageError(f"package {pkg} failed verification (re-export it):\n  " + "\n  ".join(problems))
+    try:
+        template = json.loads((pkg / PROMPT_TEMPLATE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError) as e:
+        raise PackageError(f"package {pkg}: {PROMPT_TEMPLATE} missing or invalid ({e})") from e
+    if "{question}" not in str(template.get("student_prompt", "")):
+        raise PackageError(f"package {pkg}: {PROMPT_TEMPLATE}: student_prompt must contain {{question}}")
+    return Package(pkg, manifest, template, _model_path(pkg, manifest))
+
+
+def _model_path(pkg: Path, manifest: dict[str, Any]) -> Path:
+    names = list(manifest["files"])
+    if manifest["format"] == "gguf":
+        ggufs = [n for n in names if n.endswith(".gguf")]
+        if len(ggufs) != 1:
+            raise PackageError(f"package {pkg}: expected one .gguf file in the manifest, found {ggufs}")
+        return pkg / ggufs[0]
+    if manifest["format"] == "onnx":
+        configs = [n for n in names if n.endswith("genai_config.json")]
+        if len(configs) != 1:
+            raise PackageError(
+                f"package {pkg}: expected one genai_config.json in the manifest, found {configs}"
+            )
+        return (pkg / configs[0]).parent
+    raise PackageError(f"package {pkg}: format {manifest['format']!r}: the bench runs gguf or onnx")

@@ -1,0 +1,130 @@
+"""Bench outputs: a markdown table per (package x profile), one JSON file, one PNG chart (matplotlib Agg,
+imported only when the chart is drawn so `edge-distill profiles` stays light).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_distill.io import atomic_path, write_json, write_text
+
+if TYPE_CHECKING:
+    from device_profiles.bench import BenchReport
+
+log = logging.getLogger(__name__)
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    s = f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return f"{s} {unit}".strip()
+
+
+def table(r: BenchReport) -> str:
+    """Markdown: headline numbers, then one row per budget line with pass/fail."""
+    m, f, a = r.measurement, r.figures, r.accuracy
+    label = f.basis.upper()
+    lines = [
+        f"### {r.package_name} on {r.profile} — {'PASS' if r.passed else 'FAIL'} ({label})",
+        "",
+        f"- {f.note}",
+        f"- runtime {m.runtime}, {m.threads} threads, prompt {m.prompt_tokens} tokens, {m.new_tokens} new tokens, "
+        f"{m.repetitions} repetitions after warm-up ({m.warmup_s:.2f}s), load {m.load_s:.2f}s",
+        f"- host measurement: decode {m.decode_tok_s.median:.1f} tok/s (min {m.decode_tok_s.min:.1f}, max "
+        f"{m.decode_tok_s.max:.1f}), prefill {m.prefill_tok_s.median:.1f} tok/s, TTFT {m.ttft_s.median:.3f}s "
+        f"(min {m.ttft_s.min:.3f}, max {m.ttft_s.max:.3f}), peak RSS {m.peak_rss_mb:.0f} MiB "
+        f"(interpreter before load {m.baseline_rss_mb:.0f} MiB)",
+        f"- {label.lower()} for {r.profile}: decode {f.decode_tok_s:.1f} tok/s = {100 * f.roofline_fraction:.0f}% of "
+        f"the bandwidth roofline {f.roofline_tok_s:.0f} tok/s ({f.bandwidth_gbs:g} GB/s / "
+        f"{r.weights_bytes / 2**20:.1f} MiB weights per token)",
+    ]
+    if a is not None:
+        src = "not in manifest" if a.source_accuracy is None else f"{a.source_accuracy:.3f} (n={a.source_n})"
+        lines.append(
+            f"- accuracy {a.accuracy:.3f} ({a.correct}/{a.n}, 95% CI {a.ci_low:.3f}–{a.ci_high:.3f}); "
+            f"source model {src}; strategies {a.by_strategy}"
+        )
+    if not r.preferred_format:
+        lines.append(f"- note: {r.profile} prefers {r.profile_format}; this package is {r.format}")
+    lines += ["", "| budget | value | limit | basis | status |", "|---|---|---|---|---|"]
+    for g in r.gates:
+        status = {"pass": "pass", "fail": "**FAIL**"}.get(g.status, g.status)
+        lines.append(
+            f"| {g.name} | {_fmt(g.value, g.unit)} | {_fmt(g.limit, g.unit)} | {g.basis} | {status} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(reports: list[BenchReport], out_dir: Path, stem: str = "bench") -> dict[str, Path]:
+    """bench.md, bench.json (+ predictions JSONL per package) and bench.png in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out_dir / f"{stem}.md", "json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.png"}
+    md = "\n".join(table(r) for r in reports)
+    write_text(paths["md"], f"# Device bench\n\n{md}")
+    write_json(
+        paths["json"],
+        {"all_passed": all(r.passed for r in reports), "reports": [r.to_dict() for r in reports]},
+    )
+    plot(reports, paths["png"])
+    log.info("bench report: %s", paths["md"])
+    return paths
+
+
+def _bar(ax: Any, labels: list[str], values: list[float], limits: list[float | None], bases: list[str], title: str,
+         higher_is_better: bool) -> None:  # fmt: skip
+    xs = range(len(values))
+    colors = []
+    for v, lim in zip(values, limits, strict=True):
+        ok = lim is None or (v >= lim if higher_is_better else v <= lim)
+        colors.append("tab:green" if ok else "tab:red")
+    bars = ax.bar(xs, values, color=colors)
+    for bar, basis in zip(bars, bases, strict=True):
+        if basis == "estimated":
+            bar.set_hatch("//")
+            bar.set_alpha(0.7)
+    for x, lim in zip(xs, limits, strict=True):
+        if lim is not None:
+            ax.hlines(lim, x - 0.4, x + 0.4, colors="black", linestyles="--")
+    ax.set_title(title + (" (≥ budget)" if higher_is_better else " (≤ budget)"), fontsize=9)
+    ax.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=7)
+
+
+def plot(reports: list[BenchReport], path: Path) -> None:
+    """Latency, memory and accuracy against the budget; hatched bars are estimates, dashed lines budgets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.package_name}\n{r.profile}" for r in reports]
+    bases = [r.figures.basis for r in reports]
+    b = [r.budget for r in reports]
+    fig, axes = plt.subplots(1, 4, figsize=(max(10, 2.2 * len(reports) + 6), 4.2))
+    _bar(axes[0], labels, [r.figures.decode_tok_s for r in reports], [x.min_decode_tok_s for x in b], bases,
+         "decode tok/s", True)  # fmt: skip
+    _bar(
+        axes[1],
+        labels,
+        [r.figures.ttft_s for r in reports],
+        [x.max_ttft_s for x in b],
+        bases,
+        "TTFT s",
+        False,
+    )
+    _bar(axes[2], labels, [r.figures.peak_rss_mb for r in reports], [x.max_peak_rss_mb for x in b], bases,
+         "peak RSS MiB", False)  # fmt: skip
+    accs = [r.accuracy.accuracy if r.accuracy else 0.0 for r in reports]
+    _bar(axes[3], labels, accs, [x.min_accuracy for x in b], ["measured"] * len(reports), "accuracy", True)
+    for i, r in enumerate(reports):
+        if r.accuracy is not None:
+            a = r.accuracy
+            axes[3].errorbar(i, a.accuracy, yerr=[[a.accuracy - a.ci_low], [a.ci_high - a.accuracy]], fmt="none",
+                             ecolor="black", capsize=3)  # fmt: skip
+    fig.suptitle("edge-distill device bench (hatched = estimated, dashed = budget)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

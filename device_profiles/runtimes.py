@@ -1,0 +1,177 @@
+"""Run a packaged model through its real runtime: llama-cpp-python (GGUF) or onnxruntime-genai (ONNX).
+
+A `Session` loads the model file as exported, with the profile's thread count, and offers two things:
+`timed_generate` (greedy, one timestamp per token: TTFT, prefill and decode speed) and `generate` (greedy text
+until EOS, for the accuracy stage). Runtimes are imported inside the sessions, so a device install needs only
+the one it uses. Measurements run in a child process (see `worker.py`) so peak RSS is the model's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from edge_distill.errors import EdgeDistillError
+
+log = logging.getLogger(__name__)
+
+
+class RuntimeMissing(EdgeDistillError):
+    """The runtime a package needs is not installed on this machine."""
+
+
+@dataclass(frozen=True)
+class GenTiming:
+    """One greedy generation: wall-clock timestamps relative to the call, one per generated token."""
+
+    prompt_tokens: int
+    token_times: list[float]  # seconds since the call, when each new token became available
+    tokens: list[int]
+
+    @property
+    def ttft_s(self) -> float:
+        return self.token_times[0]
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.prompt_tokens / self.token_times[0]
+
+    @property
+    def decode_tok_s(self) -> float:
+        """Tokens after the first, over the time after the first (the first is prefill's)."""
+        n = len(self.token_times) - 1
+        return n / (self.token_times[-1] - self.token_times[0]) if n > 0 else float("nan")
+
+
+class Session(Protocol):
+    runtime: str
+
+    def tokenize(self, text: str) -> list[int]: ...
+    def timed_generate(self, prompt_ids: list[int], new_tokens: int) -> GenTiming: ...
+    def generate(self, prompt: str, max_new_tokens: int) -> str: ...
+
+
+class LlamaCppSession:
+    runtime = "llama.cpp"
+
+    def __init__(self, model_file: Path, threads: int, n_ctx: int = 2048):
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:
+            raise RuntimeMissing(
+                "this GGUF package needs llama-cpp-python: pip install 'edge-distill[llamacpp]' "
+                f"(it compiles; see README) ({e})"
+            ) from e
+        self._llm = Llama(
+            model_path=str(model_file),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=0,
+            verbose=False,
+        )
+        self._eos = self._llm.token_eos()
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def _greedy(self, ids: list[int]):  # noqa: ANN202 - llama_cpp's generator type
+        self._llm.reset()  # otherwise generate() reuses the KV cache of a common prefix
+        return self._llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0)
+
+    def timed_generate(self, prompt_ids: list[int], new_tokens: int) -> GenTiming:
+        times: list[float] = []
+        out: list[int] = []
+        t0 = time.perf_counter()
+        for tok in self._greedy(prompt_ids):  # generation continues past EOS: fixed length for timing
+            times.append(time.perf_counter() - t0)
+            out.append(tok)
+            if len(out) >= new_tokens:
+                break
+        return GenTiming(len(prompt_ids), times, out)
+
+    def generate(self, prompt: str, max_new_tokens: int) -> str:
+        out: list[int] = []
+        for tok in self._greedy(self.tokenize(prompt)):
+            if tok == self._eos or len(out) >= max_new_tokens:
+                break
+            out.append(tok)
+        return self._llm.detokenize(out).decode("utf-8", errors="replace")
+
+
+class OrtGenAISession:
+    runtime = "onnxruntime-genai"
+
+    def __init__(self, model_dir: Path, threads: int):
+        try:
+            import onnxruntime_genai as og
+        except ImportError as e:
+            raise RuntimeMissing(
+                f"this ONNX package needs onnxruntime-genai: pip install 'edge-distill[device]' ({e})"
+            ) from e
+        self._og = og
+        config = og.Config(str(model_dir))
+        session = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": session}}}))
+        self._model = og.Model(config)
+        self._tok = og.Tokenizer(self._model)
+        genai = json.loads((model_dir / "genai_config.json").read_text())["model"]
+        self._max_length = int(genai["context_length"])
+        eos = genai.get("eos_token_id", [])
+        self._eos = set(eos if isinstance(eos, list) else [eos])
+
+    def tokenize(self, text: str) -> list[int]:
+        return [int(t) for t in self._tok.encode(text)]
+
+    def _generator(self, ids: list[int], new_tokens: int, *, ignore_eos: bool):  # noqa: ANN202
+        params = self._og.GeneratorParams(self._model)
+        max_length = min(self._max_length, len(ids) + new_tokens)
+        opts: dict[str, object] = {"max_length": max_length, "do_sample": False}
+        if ignore_eos:
+            opts["min_length"] = max_length  # fixed length for timing, like the llama.cpp loop
+        params.set_search_options(**opts)
+        return self._og.Generator(self._model, params)
+
+    def timed_generate(self, prompt_ids: list[int], new_tokens: int) -> GenTiming:
+        times: list[float] = []
+        out: list[int] = []
+        t0 = time.perf_counter()
+        gen = self._generator(prompt_ids, new_tokens, ignore_eos=True)
+        gen.append_tokens(prompt_ids)
+        while not gen.is_done() and len(out) < new_tokens:
+            gen.generate_next_token()
+            out.append(int(gen.get_next_tokens()[0]))
+            times.append(time.perf_counter() - t0)
+        return GenTiming(len(prompt_ids), times, out)
+
+    def generate(self, prompt: str, max_new_tokens: int) -> str:
+        ids = self.tokenize(prompt)
+        gen = self._generator(ids, max_new_tokens, ignore_eos=False)
+        gen.append_tokens(ids)
+        out: list[int] = []
+        while not gen.is_done() and len(out) < max_new_tokens:
+            gen.generate_next_token()
+            out.append(int(gen.get_next_tokens()[0]))
+        while out and out[-1] in self._eos:  # ORT GenAI stops *at* EOS and returns it as the last token
+            out.pop()
+        return str(self._tok.decode(out))
+
+
+def open_session(runtime: str, model_path: Path, threads: int) -> Session:
+    """Open the package's model in `runtime` ("llama.cpp" | "onnxruntime-genai")."""
+    t0 = time.perf_counter()
+    session: Session
+    if runtime == "llama.cpp":
+        session = LlamaCppSession(model_path, threads)
+    elif runtime == "onnxruntime-genai":
+        session = OrtGenAISession(model_path, threads)
+    else:
+        raise EdgeDistillError(f"runtime {runtime!r}: choose llama.cpp or onnxruntime-genai")
+    log.info(
+        "loaded %s with %s (%d threads) in %.2fs", model_path.name, runtime, threads, time.perf_counter() - t0
+    )
+    return session
