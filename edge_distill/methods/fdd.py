@@ -1,0 +1,392 @@
+"""FDD: feedback-driven distillation (METHODS.md, "FDD"; no public code, the design beyond the abstract is ours).
+
+round_0 trains on the teacher data. Each later round: the student solves every training problem
+(greedy or k samples) → easy/hard; the teacher writes a harder variant of each easy problem and a new
+problem of similar complexity for each hard one; candidates too close to an eval question
+(contamination) or to a training problem / each other (near duplicates) are dropped *before* any
+solution is paid for; the rest are kept only if independent teacher solutions agree (PoT vs CoT, or a
+majority of k); verified problems join the data with their agreeing rationales (cumulative) and the
+student is retrained (continuing from the previous round or from the base).
+Accounting per round: requested == added + Σ dropped[reason].
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edge_distill.errors import ConfigError
+from edge_distill.io import write_json, write_jsonl
+from edge_distill.methods import (
+    Stages,
+    accuracy_of,
+    best_index,
+    cached_problems,
+    cached_rows,
+    cached_samples,
+    evaluated,
+    per_strategy_accuracy,
+    read_record,
+    trained_model,
+)
+from edge_distill.methods.dedup import CONTAMINATION_METHOD, DEDUP_METHOD, check_candidates
+from edge_distill.methods.mixing import alpha, composition, filter_correct
+from edge_distill.methods.sampling import SamplingParams, sample_student
+from edge_distill.methods.siked import MethodResult, SamplerFactory
+from edge_distill.types import Problem, Sample, Strategy
+
+log = logging.getLogger(__name__)
+
+DROP_REASONS = ("teacher_error", "unparsable", "contaminated", "near_duplicate", "no_answer", "disagreement")
+_CUT_RE = re.compile(r"\n\s*\n|\n\s*(?:Solution|Answer|Original problem|Problem|Question)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FddParams:
+    rounds: int = 2  # including round 0 (teacher data only)
+    feedback_samples: int = 1
+    easy_threshold: float = 0.5
+    max_new_problems: int | None = None
+    verify: Literal["pot_cot", "majority"] = "pot_cot"
+    verify_k: int = 3
+    dedup_threshold: float = 0.9
+    contamination_threshold: float = 0.8
+    continue_training: bool = True
+    limit_questions: int | None = None
+    harder_template: str = "{question}"
+    similar_template: str = "{question}"
+    write_temperature: float = 0.8
+    write_max_tokens: int = 256
+    feedback: SamplingParams = field(default_factory=lambda: SamplingParams(n=1, temperature=0.0))
+
+
+def require_live_teacher(teacher: Any) -> None:
+    if not callable(getattr(teacher, "complete", None)):
+        raise ConfigError(
+            f"methods: fdd needs a live teacher that can write new problems (teacher.backend: llamacpp, http, "
+            f"transformers or vllm); {getattr(teacher, 'name', teacher)!r} only replays recorded solutions"
+        )
+
+
+def parse_problem(text: str) -> str | None:
+    """The problem the teacher wrote: up to the first blank line or solution/answer heading."""
+    body = _CUT_RE.split(text.strip(), maxsplit=1)[0].strip().strip('"').strip()
+    if len(body.split()) < 6 or len(body) > 1200:
+        return None
+    return body
+
+
+def classify(
+    samples: Sequence[Sample], problems: Sequence[Problem], threshold: float
+) -> dict[str, list[str]]:
+    """Easy = solved in ≥ `threshold` of its samples (and at least once); hard = the rest."""
+    total, right = Counter(s.problem_id for s in samples), Counter(s.problem_id for s in samples if s.correct)
+    easy = [p.id for p in problems if right[p.id] > 0 and right[p.id] / max(1, total[p.id]) >= threshold]
+    easy_set = set(easy)
+    return {"easy": easy, "hard": [p.id for p in problems if p.id not in easy_set]}
+
+
+def agreed_answer(preds: dict[Strategy, list[str | None]], mode: str, k: int) -> str | None:
+    """PoT-vs-CoT: the majority PoT answer equals the majority CoT answer. Majority: one answer has more
+    than half of all k·|strategies| votes. Answers are compared after normalization."""
+    from edge_distill.answers import normalize_number
+
+    def top(values: list[str | None]) -> tuple[str | None, int]:
+        counts = Counter(n for n in (normalize_number(v) if v else None for v in values) if n is not None)
+        return counts.most_common(1)[0] if counts else (None, 0)
+
+    if mode == "pot_cot":
+        pot, _ = top(preds.get(Strategy.POT, []))
+        cot, _ = top(preds.get(Strategy.COT, []))
+        return pot if pot is not None and pot == cot else None
+    answer, votes = top([p for vs in preds.values() for p in vs])
+    return answer if votes * 2 > k * len(preds) else None
+
+
+def _write_prompts(problems: list[Problem], kinds: dict[str, str], params: FddParams) -> list[str]:
+    return [
+        (params.harder_template if kinds[p.id] == "easy" else params.similar_template).format(
+            question=p.question
+        )
+        for p in problems
+    ]
+
+
+def _pick_sources(problems: list[Problem], split: dict[str, list[str]], cap: int | None) -> list[Problem]:
+    """Easy and hard problems interleaved, so a cap keeps both kinds."""
+    by_id = {p.id: p for p in problems}
+    easy, hard = [by_id[i] for i in split["easy"]], [by_id[i] for i in split["hard"]]
+    out = [x for pair in zip(easy, hard, strict=False) for x in pair]
+    n = min(len(easy), len(hard))
+    out += easy[n:] + hard[n:]
+    return out[:cap] if cap else out
+
+
+def generate_problems(
+    teacher: Any,
+    sources: list[Problem],
+    split: dict[str, list[str]],
+    round_k: int,
+    params: FddParams,
+    *,
+    existing: Sequence[str],
+    eval_questions: Sequence[str],
+) -> list[dict[str, Any]]:
+    """One row per requested problem: source, kind, text, and `drop` (a reason) or None."""
+    from edge_distill.teachers.live import Sampling
+
+    kinds = {pid: kind for kind, ids in split.items() for pid in ids}
+    sampling = Sampling(
+        temperature=params.write_temperature, top_p=0.95, max_tokens=params.write_max_tokens, seed=round_k
+    )
+    completions = teacher.complete(_write_prompts(sources, kinds, params), 1, sampling) if sources else []
+    rows: list[dict[str, Any]] = []
+    for p, comps in zip(sources, completions, strict=True):
+        c = comps[0] if comps else None
+        kind = "harder" if kinds[p.id] == "easy" else "similar"
+        row: dict[str, Any] = {
+            "id": f"fdd{round_k}-{kind}-{p.id}",
+            "source_id": p.id,
+            "kind": kind,
+            "raw": c.text if c else "",
+            "question": None,
+            "drop": None,
+        }
+        if c is None or c.finish_reason == "error":
+            row["drop"] = "teacher_error"
+        else:
+            row["question"] = parse_problem(c.text)
+            row["drop"] = None if row["question"] else "unparsable"
+        rows.append(row)
+    live = [r for r in rows if r["drop"] is None]
+    verdicts = check_candidates(
+        [r["question"] for r in live],
+        existing=existing,
+        eval_questions=eval_questions,
+        dedup_threshold=params.dedup_threshold,
+        contamination_threshold=params.contamination_threshold,
+    )
+    for r, v in zip(live, verdicts, strict=True):
+        r.update(
+            drop=v.reason,
+            eval_score=round(v.eval_score, 4),
+            dup_score=round(v.dup_score, 4),
+            match=v.match if not v.keep else None,
+        )
+    return rows
+
+
+def verify_problems(
+    teacher: Any, rows: list[dict[str, Any]], params: FddParams
+) -> tuple[list[Problem], list[Sample]]:
+    """Solve the surviving candidates independently; keep those whose solutions agree. Mutates rows' `drop`."""
+    from edge_distill.strategies import judge_many, parse_teacher_completion
+
+    live = [r for r in rows if r["drop"] is None]
+    cands = [Problem(r["id"], r["question"], "", source=f"fdd:{r['kind']}:{r['source_id']}") for r in live]
+    strategies = [Strategy.POT, Strategy.COT]
+    texts: dict[Strategy, list[list[str]]] = {}
+    preds: dict[Strategy, list[list[str | None]]] = {}
+    for s in strategies:
+        comps = teacher.generate(cands, s, params.verify_k) if cands else []
+        texts[s] = [
+            [parse_teacher_completion(s, c.text) for c in cs if c.finish_reason != "error"] for cs in comps
+        ]
+        flat = [(s, t) for ts in texts[s] for t in ts]
+        judged = iter(judge_many(flat, [""] * len(flat)))
+        preds[s] = [[next(judged)[0] for _ in ts] for ts in texts[s]]
+    problems: list[Problem] = []
+    samples: list[Sample] = []
+    for i, (r, p) in enumerate(zip(live, cands, strict=True)):
+        per = {s: preds[s][i] for s in strategies}
+        answer = agreed_answer(per, params.verify, params.verify_k)
+        if answer is None:
+            r["drop"] = "no_answer" if not any(v for vs in per.values() for v in vs) else "disagreement"
+            continue
+        r["answer"] = answer
+        problems.append(Problem(p.id, p.question, answer, source=p.source))
+        samples += _agreeing_samples(p, answer, strategies, texts, preds, i)
+    return problems, filter_correct(samples)
+
+
+def _agreeing_samples(p, answer, strategies, texts, preds, i) -> list[Sample]:
+    from edge_distill.answers import answers_match
+    from edge_distill.strategies import split_final_answer
+
+    out = []
+    for s in strategies:
+        for text, pred in zip(texts[s][i], preds[s][i], strict=True):
+            if pred is not None and answers_match(pred, answer):
+                rationale = text if s is Strategy.POT else split_final_answer(text)[0]
+                out.append(
+                    Sample(
+                        p.id,
+                        p.question,
+                        answer,
+                        s,
+                        rationale,
+                        raw=text,
+                        pred=pred,
+                        correct=True,
+                        source="synthetic",
+                        meta={"fdd_source": p.source},
+                    )
+                )
+    return out
+
+
+def run_fdd(
+    out_dir: Path,
+    *,
+    train_problems: Sequence[Problem],
+    dev_problems: Sequence[Problem],
+    teacher_samples: Sequence[Sample],
+    base_model: Path,
+    stages: Stages,
+    sampler_factory: SamplerFactory,
+    teacher: Any,
+    params: FddParams,
+    eval_questions: Sequence[str] = (),
+    start_model: Path | None = None,
+) -> MethodResult:
+    """Run (or resume) FDD rounds under `out_dir/round_k/`; returns the best round on dev and the
+    cumulative problems/samples (so SIKeD can run on the enriched data next)."""
+    require_live_teacher(teacher)
+    original, dev = list(train_problems), list(dev_problems)
+    problems, samples = list(original), list(teacher_samples)
+    eval_questions = list(eval_questions) + [p.question for p in dev]
+    records: list[dict[str, Any]] = []
+    model: Path | None = None
+    for k in range(params.rounds):
+        step = out_dir / f"round_{k}"
+        record = read_record(step)
+        if record is not None:
+            log.info("FDD round %d: finished earlier (dev %.3f), skipped", k, record["dev"]["accuracy"])
+            problems = cached_problems(step / "problems.jsonl", lambda: [])
+            samples = cached_samples(step / "samples.jsonl", lambda: [])
+        else:
+            step.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            record = {"round": k}
+            if k == 0 and start_model is not None:
+                record["adopted"] = str(start_model)
+                model = Path(start_model)
+            else:
+                if k > 0:
+                    assert model is not None
+                    new_p, new_s = _feedback_and_generate(
+                        step,
+                        k,
+                        model,
+                        original,
+                        problems,
+                        teacher,
+                        stages,
+                        sampler_factory,
+                        params,
+                        eval_questions,
+                        record,
+                    )
+                    problems, samples = problems + new_p, samples + new_s
+                base = stages.full_model(model, step) if (k > 0 and params.continue_training) else base_model
+                model = trained_model(stages, samples, base, step / "train")
+            write_jsonl(step / "problems.jsonl", (p.to_dict() for p in problems))
+            write_jsonl(step / "samples.jsonl", (s.to_dict() for s in samples))
+            summary = evaluated(stages, model, dev, step / "eval")
+            record.update(
+                model=str(model),
+                train_size=len(samples),
+                problems=len(problems),
+                alpha=alpha(samples),
+                composition=composition(samples),
+                wall_s=round(time.perf_counter() - t0, 1),
+                dev={
+                    "accuracy": accuracy_of(summary),
+                    "n": summary.get("n"),
+                    "per_strategy": per_strategy_accuracy(summary),
+                    "summary": summary,
+                },
+            )
+            write_json(step / "record.json", record)
+            log.info(
+                "FDD round %d: dev accuracy %.3f, %d problems", k, record["dev"]["accuracy"], len(problems)
+            )
+        model = Path(record["model"])
+        records.append(record)
+    best = best_index(records)
+    best_dir = out_dir / f"round_{best}"
+    return MethodResult(
+        Path(records[best]["model"]),
+        best,
+        records,
+        cached_problems(best_dir / "problems.jsonl", lambda: problems),
+        cached_samples(best_dir / "samples.jsonl", lambda: samples),
+    )
+
+
+def _feedback_and_generate(
+    step, k, model, original, problems, teacher, stages, sampler_factory, params, eval_questions, record
+) -> tuple[list[Problem], list[Sample]]:
+    start = stages.full_model(model, step)
+    questions = original[: params.limit_questions] if params.limit_questions else original
+
+    def feedback() -> list[Sample]:
+        return sample_student(sampler_factory(start), questions, params.feedback)[0]
+
+    fb = cached_samples(step / "feedback.jsonl", feedback)
+    split = classify(fb, questions, params.easy_threshold)
+    sources = _pick_sources(questions, split, params.max_new_problems)
+    rows = cached_rows(
+        step / "generated.jsonl",
+        lambda: generate_problems(
+            teacher,
+            sources,
+            split,
+            k,
+            params,
+            existing=[p.question for p in problems],
+            eval_questions=eval_questions,
+        ),
+    )
+    verified_path = step / "verified.jsonl"
+    if verified_path.is_file():
+        new_s = cached_samples(verified_path, lambda: [])
+        rows = cached_rows(step / "accounting.jsonl", lambda: [])
+        by_id = {r["id"]: r for r in rows if r["drop"] is None}
+        new_p = [
+            Problem(
+                i,
+                by_id[i]["question"],
+                by_id[i]["answer"],
+                source=f"fdd:{by_id[i]['kind']}:{by_id[i]['source_id']}",
+            )
+            for i in by_id
+        ]
+    else:
+        new_p, new_s = verify_problems(teacher, rows, params)
+        cached_rows(step / "accounting.jsonl", lambda: rows)
+        cached_samples(verified_path, lambda: new_s)
+    dropped = Counter(r["drop"] for r in rows if r["drop"] is not None)
+    record.update(
+        easy=len(split["easy"]),
+        hard=len(split["hard"]),
+        requested=len(rows),
+        generated=sum(r["drop"] not in ("teacher_error", "unparsable") for r in rows),
+        verified=len(new_p),
+        added_samples=len(new_s),
+        dropped={r: dropped.get(r, 0) for r in DROP_REASONS},
+        similarity={
+            "dedup": DEDUP_METHOD,
+            "dedup_threshold": params.dedup_threshold,
+            "contamination": CONTAMINATION_METHOD,
+            "contamination_threshold": params.contamination_threshold,
+            "eval_questions": len(eval_questions),
+        },
+    )
+    return new_p, new_s

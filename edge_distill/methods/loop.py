@@ -1,0 +1,204 @@
+"""Compose the data methods (`methods: [fdd, siked]`) in one run directory, each resumable.
+
+Methods run in the configured order; each hands the next its best model (which becomes the next method's
+iteration/round 0 without retraining) and its data (FDD's verified problems and rationales join the
+teacher data SIKeD mixes). The loops see train and dev problems only: the test split is never read here
+(contamination checks get question *texts* of the eval sets, no answers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_distill.io import write_json, write_text
+from edge_distill.methods import Stages
+from edge_distill.methods.fdd import FddParams, require_live_teacher, run_fdd
+from edge_distill.methods.plots import records_markdown, write_plots
+from edge_distill.methods.sampling import SamplingParams, make_sampler
+from edge_distill.methods.siked import MethodResult, SamplerFactory, SikedParams, run_siked
+from edge_distill.types import Problem, Sample
+
+log = logging.getLogger(__name__)
+
+
+def run_methods(
+    methods: Sequence[str],
+    *,
+    run_dir: Path,
+    train_problems: Sequence[Problem],
+    dev_problems: Sequence[Problem],
+    teacher_samples: Sequence[Sample],
+    base_model: Path,
+    stages: Stages,
+    sampler_factory: SamplerFactory,
+    siked: SikedParams | None = None,
+    fdd: FddParams | None = None,
+    teacher: Any = None,
+    eval_questions: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run (or resume) each method under `run_dir/{iter_k,round_k}/`; return the stage summary
+    (`model` = the best model of the last method, chosen on dev) and write `run_dir/methods/`
+    (summary.json, methods.md, PNG plots)."""
+    run_dir = Path(run_dir)
+    if "fdd" in methods:
+        require_live_teacher(teacher)  # fail before any training, not after round 0
+    problems, samples = list(train_problems), list(teacher_samples)
+    start: Path | None = None
+    results: dict[str, MethodResult] = {}
+    for method in methods:
+        common = dict(
+            train_problems=problems,
+            dev_problems=dev_problems,
+            teacher_samples=samples,
+            base_model=Path(base_model),
+            stages=stages,
+            sampler_factory=sampler_factory,
+            start_model=start,
+        )
+        if method == "siked":
+            result = run_siked(run_dir, params=siked or SikedParams(), **common)
+        elif method == "fdd":
+            result = run_fdd(
+                run_dir, teacher=teacher, params=fdd or FddParams(), eval_questions=eval_questions, **common
+            )
+        else:
+            raise ValueError(f"methods: {method!r} is not a method; choose siked or fdd")
+        results[method] = result
+        problems, samples, start = result.problems, result.teacher_samples, result.model
+    return _write_summary(run_dir, methods, results)
+
+
+def _write_summary(run_dir: Path, methods: Sequence[str], results: dict[str, MethodResult]) -> dict[str, Any]:
+    out = run_dir / "methods"
+    sections, summary = [], {}
+    for method in methods:
+        r = results[method]
+        plots = write_plots(method, r.records, out)
+        sections.append(records_markdown(method, r.records, r.best, plots, run_dir))
+        summary[method] = {"best": r.best, "steps": len(r.records), "records": r.records}
+    last = results[methods[-1]]
+    write_json(out / "summary.json", summary)
+    write_text(out / "methods.md", "\n".join(sections))
+    best = last.records[last.best]
+    return {
+        "model": str(last.model),
+        "best": f"{methods[-1]}:{last.best}",
+        "dev_accuracy": best["dev"]["accuracy"],
+        "alpha": best.get("alpha"),
+        "report": str(out / "methods.md"),
+        "records": {m: [_brief(r) for r in results[m].records] for m in methods},
+    }
+
+
+def _brief(r: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "dev",
+        "alpha",
+        "train_size",
+        "easy",
+        "hard",
+        "requested",
+        "verified",
+        "dropped",
+        "student_strategy_mix",
+    )
+    out = {k: r[k] for k in keys if k in r}
+    out["dev"] = {k: v for k, v in r["dev"].items() if k != "summary"}
+    return out
+
+
+# ------------------------------------------------------------------ the pipeline's entry point
+def siked_params(cfg: Any) -> SikedParams:
+    s = cfg.siked
+    return SikedParams(
+        iterations=s.iterations,
+        mixing=s.mixing,
+        priority=tuple(s.priority),
+        patience=s.patience,
+        limit_questions=s.limit_questions,
+        sampling=SamplingParams(
+            n=s.samples_per_question,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_new_tokens=s.max_new_tokens,
+            seed=cfg.seed,
+        ),
+    )
+
+
+def fdd_params(cfg: Any) -> FddParams:
+    f = cfg.fdd
+    greedy = f.feedback_samples == 1
+    return FddParams(
+        rounds=f.rounds,
+        feedback_samples=f.feedback_samples,
+        easy_threshold=f.easy_threshold,
+        max_new_problems=f.max_new_problems,
+        verify=f.verify,
+        verify_k=f.verify_k,
+        dedup_threshold=f.dedup_threshold,
+        contamination_threshold=f.contamination_threshold,
+        continue_training=f.continue_training,
+        limit_questions=f.limit_questions,
+        harder_template=f.harder_template,
+        similar_template=f.similar_template,
+        write_temperature=f.write_temperature,
+        write_max_tokens=f.write_max_tokens,
+        feedback=SamplingParams(
+            n=f.feedback_samples,
+            temperature=0.0 if greedy else cfg.siked.temperature,
+            top_p=cfg.siked.top_p,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            seed=cfg.seed,
+        ),
+    )
+
+
+def sampler_factory_for(backend: str, batch_size: int) -> SamplerFactory:
+    def factory(model_dir: Path):
+        kwargs: dict[str, Any] = {"batch_size": batch_size} if backend == "transformers" else {}
+        return make_sampler(backend, model_dir, **kwargs)  # type: ignore[arg-type]
+
+    return factory
+
+
+def eval_question_texts(cfg: Any) -> list[str]:
+    """Question texts of the test split for FDD's contamination check (answers are dropped here)."""
+    from edge_distill.errors import EdgeDistillError
+    from edge_distill.pipeline import load_test
+
+    try:
+        return [p.question for p in load_test(cfg)]
+    except (EdgeDistillError, OSError) as e:
+        log.warning("FDD contamination check against dev questions only: test split unreadable (%s)", e)
+        return []
+
+
+def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
+    """`stage_methods` of the pipeline: maps the config tree to `run_methods` arguments."""
+    from edge_distill.models import resolve_model
+    from edge_distill.pipeline import build_teacher, evaluate_student, load_samples, load_split, train_student
+
+    run.require("filter/train.jsonl")
+    stages = Stages(
+        train=lambda samples, base, out: train_student(cfg, samples, base, out),
+        evaluate=lambda model, problems, out: evaluate_student(cfg, model, problems, out, "dev"),
+    )
+    teacher = build_teacher(cfg) if "fdd" in cfg.methods else None
+    return run_methods(
+        cfg.methods,
+        run_dir=run.path,
+        train_problems=load_split(run, "train"),
+        dev_problems=load_split(run, "dev"),
+        teacher_samples=load_samples(run.path / "filter" / "train.jsonl"),
+        base_model=resolve_model(cfg.student.model),
+        stages=stages,
+        sampler_factory=sampler_factory_for(cfg.siked.sampler, cfg.eval.batch_size),
+        siked=siked_params(cfg),
+        fdd=fdd_params(cfg),
+        teacher=teacher,
+        eval_questions=eval_question_texts(cfg) if "fdd" in cfg.methods else (),
+    )

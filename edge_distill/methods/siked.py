@@ -1,0 +1,174 @@
+"""SIKeD: self-guided iterative distillation over strategies (METHODS.md, "SIKeD").
+
+iter_0 trains on the teacher data (or adopts the model a previous method produced). Each later
+iteration merges the previous student, samples it n times per training question (free strategy
+choice), keeps its correct samples, mixes them with the teacher data by the rule, selects one sample
+per question by strategy priority, trains a fresh LoRA (or full FT) from the merged checkpoint and
+evaluates on the *dev* split. The best iteration on dev is the result; the test split is never read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_distill.io import write_json
+from edge_distill.methods import (
+    Stages,
+    accuracy_of,
+    best_index,
+    cached_samples,
+    evaluated,
+    per_strategy_accuracy,
+    read_record,
+    should_stop,
+    trained_model,
+)
+from edge_distill.methods.mixing import MixingRule, alpha, build_iteration_data, composition
+from edge_distill.methods.sampling import SamplingParams, StudentSampler, sample_student
+from edge_distill.types import Problem, Sample, Strategy
+
+log = logging.getLogger(__name__)
+
+SamplerFactory = Callable[[Path], StudentSampler]
+
+
+@dataclass(frozen=True)
+class SikedParams:
+    iterations: int = 3  # including iteration 0 (teacher data only)
+    mixing: MixingRule = "adaptive"
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    priority: tuple[Strategy, ...] = (Strategy.COT, Strategy.POT, Strategy.L2M)
+    patience: int = 1
+    limit_questions: int | None = None
+
+
+@dataclass
+class MethodResult:
+    """What a method hands to the next one (or to the pipeline)."""
+
+    model: Path
+    best: int
+    records: list[dict[str, Any]]
+    problems: list[Problem]
+    teacher_samples: list[Sample]
+
+
+def _record_dev(record: dict[str, Any], summary: dict[str, Any]) -> None:
+    record["dev"] = {
+        "accuracy": accuracy_of(summary),
+        "n": summary.get("n"),
+        "per_strategy": per_strategy_accuracy(summary),
+        "summary": summary,
+    }
+
+
+def run_siked(
+    out_dir: Path,
+    *,
+    train_problems: Sequence[Problem],
+    dev_problems: Sequence[Problem],
+    teacher_samples: Sequence[Sample],
+    base_model: Path,
+    stages: Stages,
+    sampler_factory: SamplerFactory,
+    params: SikedParams,
+    start_model: Path | None = None,
+) -> MethodResult:
+    """Run (or resume) SIKeD iterations under `out_dir/iter_k/`.
+
+    `teacher_samples` are the correctness-filtered teacher (and FDD synthetic) samples; `start_model`,
+    when given, is a student already trained on them and becomes iteration 0 without retraining.
+    """
+    train_problems, dev = list(train_problems), list(dev_problems)
+    teacher = list(teacher_samples)
+    records: list[dict[str, Any]] = []
+    model: Path | None = None
+    for k in range(params.iterations):
+        step = out_dir / f"iter_{k}"
+        done = read_record(step)
+        if done is not None:
+            log.info("SIKeD iteration %d: finished earlier (dev %.3f), skipped", k, done["dev"]["accuracy"])
+            records.append(done)
+            model = Path(done["model"])
+        else:
+            step.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            if k == 0:
+                record, model = _iteration_zero(step, teacher, base_model, start_model, stages)
+            else:
+                assert model is not None
+                record, model = _iteration(
+                    step, k, model, train_problems, teacher, stages, sampler_factory, params
+                )
+            _record_dev(record, evaluated(stages, model, dev, step / "eval"))
+            record.update(iteration=k, model=str(model), wall_s=round(time.perf_counter() - t0, 1))
+            write_json(step / "record.json", record)
+            records.append(record)
+            log.info(
+                "SIKeD iteration %d: dev accuracy %.3f, alpha %s",
+                k,
+                record["dev"]["accuracy"],
+                record["alpha"],
+            )
+        if should_stop([r["dev"]["accuracy"] for r in records], params.patience):
+            log.info(
+                "SIKeD: dev accuracy stopped improving (patience %d), stopping after iteration %d",
+                params.patience,
+                k,
+            )
+            break
+    best = best_index(records)
+    return MethodResult(Path(records[best]["model"]), best, records, train_problems, teacher)
+
+
+def _iteration_zero(
+    step: Path, teacher: list[Sample], base_model: Path, start_model: Path | None, stages: Stages
+) -> tuple[dict[str, Any], Path]:
+    record: dict[str, Any] = {
+        "rule": "teacher",
+        "train_size": len(teacher),
+        "alpha": alpha(teacher),
+        "composition": composition(teacher),
+        "student_strategy_mix": {},
+    }
+    if start_model is not None:
+        record["adopted"] = str(start_model)
+        return record, Path(start_model)
+    return record, trained_model(stages, teacher, base_model, step / "train")
+
+
+def _iteration(
+    step: Path,
+    k: int,
+    prev_model: Path,
+    train_problems: list[Problem],
+    teacher: list[Sample],
+    stages: Stages,
+    sampler_factory: SamplerFactory,
+    params: SikedParams,
+) -> tuple[dict[str, Any], Path]:
+    start = stages.full_model(prev_model, step)
+    questions = train_problems[: params.limit_questions] if params.limit_questions else train_problems
+    sampler_stats: dict[str, Any] = {}
+
+    def draw() -> list[Sample]:
+        sampler = sampler_factory(start)
+        p = params.sampling
+        samples, stats = sample_student(
+            sampler, questions, SamplingParams(p.n, p.temperature, p.top_p, p.max_new_tokens, p.seed + k)
+        )
+        sampler_stats.update(stats.to_dict())
+        return samples
+
+    student_raw = cached_samples(step / "student_samples.jsonl", draw)
+    data, record = build_iteration_data(teacher, student_raw, rule=params.mixing, priority=params.priority)
+    cached_samples(step / "train.jsonl", lambda: data)
+    record["sampler"] = sampler_stats or {"resumed": True}
+    record["start_model"] = str(start)
+    record["questions_sampled"] = len(questions)
+    return record, trained_model(stages, data, start, step / "train")
