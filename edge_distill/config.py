@@ -146,6 +146,7 @@ class EvalConfig(Section):
 
 # --------------------------------------------------------------------------- methods
 class SikedConfig(Section):
+    # iterations counted from iteration 0 (teacher data only): 3 = iter_0 + two self-guided iterations
     iterations: int = Field(default=3, ge=1)
     mixing: Literal["adaptive", "all", "standard"] = "adaptive"
     samples_per_question: int = Field(default=10, ge=1)
@@ -154,11 +155,25 @@ class SikedConfig(Section):
     max_new_tokens: int = Field(default=512, ge=1)
     priority: list[Strategy] = Field(default_factory=lambda: [Strategy.COT, Strategy.POT, Strategy.L2M])
     sampler: Literal["transformers", "vllm", "llamacpp"] = "transformers"
+    # stop when the last `patience` iterations did not beat the best dev accuracy before them; 0 = never early
     patience: int = Field(default=1, ge=0)
     limit_questions: int | None = Field(default=None, ge=1)
 
 
+_FDD_HARDER = (
+    "Below is a math word problem. Write ONE new, harder math word problem based on it: it needs one or two "
+    "more reasoning steps (extra quantities or constraints) and has a single whole-number answer. Write only "
+    "the new problem, without its solution.\n\nProblem: {question}\n\nHarder problem:"
+)
+_FDD_SIMILAR = (
+    "Below is a math word problem. Write ONE new math word problem of the same structure and difficulty, with "
+    "different names, objects and numbers, and a single whole-number answer. Write only the new problem, "
+    "without its solution.\n\nProblem: {question}\n\nNew problem:"
+)
+
+
 class FddConfig(Section):
+    # rounds counted from round 0 (teacher data only): 2 = round_0 + one feedback round
     rounds: int = Field(default=2, ge=1)
     feedback_samples: int = Field(default=1, ge=1)
     easy_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -169,6 +184,18 @@ class FddConfig(Section):
     contamination_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     continue_training: bool = True
     limit_questions: int | None = Field(default=None, ge=1)
+    # completion-style prompts for the teacher; {question} is the source problem (easy -> harder, hard -> similar)
+    harder_template: str = _FDD_HARDER
+    similar_template: str = _FDD_SIMILAR
+    write_temperature: float = Field(default=0.8, ge=0.0)
+    write_max_tokens: int = Field(default=256, ge=16)
+
+    @model_validator(mode="after")
+    def _check_templates(self) -> FddConfig:
+        for key in ("harder_template", "similar_template"):
+            if "{question}" not in getattr(self, key):
+                raise ValueError(f"fdd.{key}: must contain the placeholder {{question}}")
+        return self
 
 
 # --------------------------------------------------------------------------- export / bench
