@@ -206,3 +206,28 @@ def test_two_stage_generate_uses_training_templates():
     t = prompt_template("cascod")
     assert t["stages"] == 2 and t["stage2_prompt"].endswith("\n" + ANSWER_MARKER)
     assert prompt_template("sft")["stages"] == 1
+
+
+def test_end_to_end_cascod_trains_and_eval_decodes_in_two_stages(tiny_model_dir, tmp_path):
+    """objective=cascod through the real trainer, then eval with the pipeline's decoding hook."""
+    import json
+
+    from edge_distill.config import TrainConfig
+    from edge_distill.eval import evaluate
+    from edge_distill.objectives.build import generate_fn_for, train_with_objective
+    from edge_distill.types import Problem
+
+    cfg = TrainConfig(objective="cascod", max_steps=3, batch_size=2, lr=1e-3, save_steps=100, logging_steps=1)
+    cfg.cascod.alpha = 0.25
+    final = train_with_objective(cfg, _samples(), tiny_model_dir, tmp_path / "train")
+    assert (final / "adapter_config.json").is_file()
+    metrics = json.loads((tmp_path / "train" / "objective.json").read_text())
+    assert metrics["cascod_alpha"] == 0.25 and metrics["cascod_samples_split"] == 3
+    assert json.loads((tmp_path / "train" / "train_result.json").read_text())["steps"] == 3
+    problems = [Problem(s.problem_id, s.question, s.gold) for s in _samples()]
+    fn = generate_fn_for(cfg)
+    assert fn is not None and generate_fn_for(TrainConfig()) is None
+    result = evaluate(final, problems, strategy="cot", max_new_tokens=8, batch_size=4, generate_fn=fn)
+    assert result.meta["decoding"] == "custom" and result.n == 4
+    # every forced-CoT response went through stage 2: rationale + "\nThe answer is" + generated answer
+    assert all(f"\n{ANSWER_MARKER}" in p["raw"] for p in result.predictions)

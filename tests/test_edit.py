@@ -235,3 +235,30 @@ def test_nll_cap_switches_the_negative_term_off(model_and_tokenizer):
         uncapped = _step(model, tok, [examples], len(examples), nll_cap=None)
     torch.testing.assert_close(capped, ref)
     assert uncapped < capped
+
+
+def test_end_to_end_edit_step1_then_krsl_step2(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from edge_distill.config import TrainConfig
+    from edge_distill.objectives.build import train_with_objective
+
+    cfg = TrainConfig(objective="edit", max_steps=2, batch_size=2, lr=1e-3, save_steps=100, logging_steps=1)
+    cfg.edit.step2_lr = 1e-3
+    final = train_with_objective(cfg, _gold_samples(6), tiny_model_dir, tmp_path / "train")
+    assert final == tmp_path / "train" / "step2" / "final"
+    assert (tmp_path / "train" / "step1" / "merged" / "config.json").is_file()
+    adapter = json.loads((final / "adapter_config.json").read_text())
+    assert (
+        Path(adapter["base_model_name_or_path"]).resolve()
+        == (tmp_path / "train" / "step1" / "merged").resolve()
+    )
+    lora_b = [t for k, t in load_file(final / "adapter_model.safetensors").items() if "lora_B" in k]
+    assert any(torch.count_nonzero(t) > 0 for t in lora_b)  # step 2 moved the weights (B starts at 0)
+    m = json.loads((tmp_path / "train" / "objective.json").read_text())
+    assert (
+        m["objective"] == "edit"
+        and 0 < m["key_step_fraction"] < 0.5
+        and m["pairs_kept"] == m["edit_pairs_used"]
+    )
+    assert m["edit_wrong_weight"] == -0.025 and m["edit_nll_cap"] == 5.0
