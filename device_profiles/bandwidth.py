@@ -79,7 +79,7 @@ def copy_bandwidth_gbs(size_mb: int = 128, threads: int = 1, repeats: int = 5) -
     return 2 * n / best / 1e9, f"numpy copyto, {threads} thread(s), {size_mb} MiB"
 
 
-def matmul_gflops(n: int = 768, repeats: int = 3) -> float:
+def matmul_gflops(n: int = 1024, repeats: int = 7) -> float:
     try:
         import numpy as np
     except ImportError:

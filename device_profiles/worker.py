@@ -84,11 +84,18 @@ def measure_session(
 
 
 def _peak_rss_mb() -> float:
+    """Peak RSS of this process. Linux: VmHWM, which exec resets (ru_maxrss would keep the parent's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     try:
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS: bytes, Linux: KiB
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS: bytes, else KiB
     except ImportError:  # Windows
         import psutil
 
