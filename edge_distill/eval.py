@@ -1,0 +1,225 @@
+"""Accuracy of a student on problems: generate, parse, judge (PoT through the sandbox), summarize.
+
+The prompt, parser and judge are the ones used for training data and on device (`strategies`), so an
+accuracy here is comparable with the exported packages' numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_distill.io import write_json, write_jsonl, write_text
+from edge_distill.types import Problem, Strategy
+
+logger = logging.getLogger(__name__)
+
+STRATEGY_CHOICES = ("auto", "cot", "l2m", "pot")
+NO_TAG = "none"  # per-strategy key for "auto" outputs that start with no strategy tag
+
+# generate_fn(model, tokenizer, prompts, **kwargs) -> one response text per prompt
+GenerateFn = Callable[..., list[str]]
+
+
+@dataclass
+class EvalResult:
+    """Accuracy with a Wilson 95 % interval, overall and per strategy the student used (or was forced to)."""
+
+    accuracy: float
+    n: int
+    correct: int
+    ci95: tuple[float, float]
+    per_strategy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the per-problem predictions (what stages.json and reports carry)."""
+        return {
+            "accuracy": self.accuracy,
+            "n": self.n,
+            "correct": self.correct,
+            "ci95": list(self.ci95),
+            "per_strategy": self.per_strategy,
+            **self.meta,
+        }
+
+
+def _default_generate(model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any) -> list[str]:
+    from edge_distill.generation import generate
+
+    return [outs[0] for outs in generate(model, tokenizer, prompts, **kwargs)]
+
+
+def score(
+    problems: Sequence[Problem],
+    responses: Sequence[str],
+    strategy: str = "auto",
+) -> EvalResult:
+    """Judge one response per problem and aggregate. Pure apart from the PoT sandbox."""
+    from edge_distill.stats import wilson_ci
+    from edge_distill.strategies import judge_many, parse_response
+
+    if len(problems) != len(responses):
+        raise ValueError(f"score: {len(problems)} problems but {len(responses)} responses")
+    forced = None if strategy == "auto" else Strategy(strategy)
+    chosen: list[Strategy | None] = []
+    for text in responses:
+        chosen.append(forced if forced is not None else parse_response(text).strategy)
+    # An untagged "auto" output is judged as prose (its last "The answer is" line), never executed.
+    items = [(s if s is not None else Strategy.COT, text) for s, text in zip(chosen, responses, strict=True)]
+    judged = judge_many(items, [p.answer for p in problems])
+    predictions: list[dict[str, Any]] = []
+    buckets: dict[str, list[bool]] = {}
+    for p, text, s, (pred, ok) in zip(problems, responses, chosen, judged, strict=True):
+        key = s.value if s is not None else NO_TAG
+        buckets.setdefault(key, []).append(ok)
+        predictions.append(
+            {
+                "id": p.id,
+                "question": p.question,
+                "gold": p.answer,
+                "raw": text,
+                "strategy": key,
+                "pred": pred,
+                "correct": ok,
+            }
+        )
+    n = len(problems)
+    correct = sum(1 for r in predictions if r["correct"])
+    per_strategy = {
+        key: {
+            "n": len(v),
+            "correct": sum(v),
+            "accuracy": sum(v) / len(v),
+            "ci95": list(wilson_ci(sum(v), len(v))),
+        }
+        for key, v in sorted(buckets.items())
+    }
+    return EvalResult(
+        accuracy=correct / n if n else 0.0,
+        n=n,
+        correct=correct,
+        ci95=tuple(wilson_ci(correct, n)),
+        per_strategy=per_strategy,
+        predictions=predictions,
+    )
+
+
+def evaluate(
+    model_or_dir: Any,
+    problems: Sequence[Problem],
+    *,
+    strategy: str = "auto",
+    batch_size: int = 16,
+    max_new_tokens: int = 320,
+    temperature: float = 0.0,
+    adapter_dir: str | os.PathLike[str] | None = None,
+    tokenizer: Any = None,
+    generate_fn: GenerateFn | None = None,
+) -> EvalResult:
+    """Evaluate a model directory (full or LoRA adapter) or a loaded model (then pass `tokenizer`).
+
+    strategy "auto" lets the student choose by generating the tag; cot|l2m|pot force the tag in the prompt.
+    `generate_fn(model, tokenizer, prompts, **kw) -> list[str]` replaces single-pass decoding (CasCoD's
+    two-stage inference); it receives max_new_tokens, batch_size and temperature.
+    """
+    from edge_distill.strategies import student_prompt
+
+    if strategy not in STRATEGY_CHOICES:
+        raise ValueError(f"eval.strategy: {strategy!r} is not one of {', '.join(STRATEGY_CHOICES)}")
+    problems = list(problems)
+    source = "<in-memory model>"
+    if isinstance(model_or_dir, (str, os.PathLike)):
+        from edge_distill.models import load_model, load_tokenizer
+
+        source = str(model_or_dir)
+        model = load_model(model_or_dir, adapter_dir=adapter_dir)
+        tokenizer = tokenizer or load_tokenizer(model_or_dir)
+    else:
+        model = model_or_dir
+        if tokenizer is None:
+            raise ValueError("evaluate: pass tokenizer= together with a loaded model")
+    forced = None if strategy == "auto" else Strategy(strategy)
+    prompts = [student_prompt(p.question, forced) for p in problems]
+    t0 = time.time()
+    gen = generate_fn or _default_generate
+    responses = gen(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        temperature=temperature,
+    )
+    gen_s = time.time() - t0
+    result = score(problems, responses, strategy)
+    result.meta = {
+        "model": source,
+        "strategy": strategy,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "decoding": "custom" if generate_fn else "single-pass",
+        "generate_s": round(gen_s, 2),
+    }
+    logger.info(
+        "eval %s: %d/%d = %.1f%% (95%% CI %.1f-%.1f%%)",
+        source, result.correct, result.n, 100 * result.accuracy, 100 * result.ci95[0], 100 * result.ci95[1],
+    )  # fmt: skip
+    return result
+
+
+def _md_cell(text: Any, limit: int = 80) -> str:
+    s = str(text).replace("\n", " ⏎ ").replace("|", "\\|")
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def render_markdown(result: EvalResult, split: str, max_rows: int = 50) -> str:
+    lo, hi = result.ci95
+    lines = [
+        f"# Evaluation: {split}",
+        "",
+        f"**Accuracy {100 * result.accuracy:.1f}%** ({result.correct}/{result.n}; Wilson 95% CI "
+        f"{100 * lo:.1f}–{100 * hi:.1f}%)",
+        "",
+        "| strategy | n | correct | accuracy | 95% CI |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for key, s in result.per_strategy.items():
+        lines.append(
+            f"| {key} | {s['n']} | {s['correct']} | {100 * s['accuracy']:.1f}% | "
+            f"{100 * s['ci95'][0]:.1f}–{100 * s['ci95'][1]:.1f}% |"
+        )
+    lines += [
+        "",
+        f"## First {min(max_rows, result.n)} predictions",
+        "",
+        "| id | strategy | gold | pred | ok | output |",
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    for r in result.predictions[:max_rows]:
+        ok = "✓" if r["correct"] else "✗"
+        lines.append(
+            f"| {_md_cell(r['id'], 24)} | {r['strategy']} | {_md_cell(r['gold'], 16)} | {_md_cell(r['pred'], 16)} "
+            f"| {ok} | {_md_cell(r['raw'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_eval(result: EvalResult, out_dir: str | os.PathLike[str], split: str = "dev") -> dict[str, Path]:
+    """Write {split}.json (summary), {split}_predictions.jsonl and {split}.md, each atomically."""
+    out = Path(out_dir)
+    paths = {
+        "summary": out / f"{split}.json",
+        "predictions": out / f"{split}_predictions.jsonl",
+        "markdown": out / f"{split}.md",
+    }
+    write_json(paths["summary"], {"split": split, **result.summary()})
+    write_jsonl(paths["predictions"], result.predictions)
+    write_text(paths["markdown"], render_markdown(result, split))
+    return paths

@@ -1,0 +1,86 @@
+"""Training examples (token ids + per-token loss weights) and their batch collator.
+
+Every objective builds `Example`s; the trainer never needs to know which objective made them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class Example:
+    """One training sequence.
+
+    `weights[t]` is the loss weight of predicting token `input_ids[t]` (0 for prompt and padding);
+    per-sample normalization lives in the weights, so the loss of an optimizer step is
+    Σ_t w_t · CE_t / (#examples in the step). `group` ties examples that come from one sample
+    (CasCoD's rationale/answer pair, EDIT's right/wrong twins) for bookkeeping.
+    """
+
+    input_ids: list[int]
+    weights: list[float]
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.input_ids) != len(self.weights):
+            raise ValueError(
+                f"Example: {len(self.input_ids)} input_ids but {len(self.weights)} weights (group={self.group!r})"
+            )
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class ExampleDataset(Dataset):
+    """Examples as the dicts transformers' Trainer expects. Length grouping is Trainer's
+    LengthGroupedSampler (`train_sampling_strategy="group_by_length"`), which reads the "input_ids" key:
+    shuffled megabatches sorted by length, so batches pad little but the order stays random."""
+
+    def __init__(self, examples: Sequence[Example]):
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ex = self.examples[i]
+        return {"input_ids": ex.input_ids, "weights": ex.weights}
+
+
+class ExampleCollator:
+    """Right-pads a list of examples into tensors: input_ids/attention_mask [B,T] long, weights [B,T] float.
+
+    Padding gets weight 0 and attention 0, so it never contributes to the loss. `pad_to_multiple_of`
+    helps tensor cores on GPU; it changes nothing numerically.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: Sequence[dict[str, Any] | Example]) -> dict[str, torch.Tensor]:
+        rows = [
+            (f.input_ids, f.weights) if isinstance(f, Example) else (f["input_ids"], f["weights"])
+            for f in features
+        ]
+        if not rows:
+            raise ValueError("ExampleCollator: empty batch")
+        length = max(len(ids) for ids, _ in rows)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            length = (length + m - 1) // m * m
+        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), length), dtype=torch.long)
+        weights = torch.zeros((len(rows), length), dtype=torch.float32)
+        for i, (ids, w) in enumerate(rows):
+            n = len(ids)
+            input_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
+            attention[i, :n] = 1
+            weights[i, :n] = torch.tensor(w, dtype=torch.float32)
+        return {"input_ids": input_ids, "attention_mask": attention, "weights": weights}

@@ -1,0 +1,319 @@
+"""Fine-tune a student on weighted `Example`s with transformers' Trainer (LoRA via peft, or full).
+
+Trainer is used as is for the loop, checkpoints, resume, schedulers, mixed precision and distribution
+(`accelerate launch` / `torchrun` work unchanged); only the loss is ours: `weighted_ce` summed over a
+micro-batch and divided by the number of examples in the whole optimizer step (all micro-batches, all
+ranks). That makes batch 4 × accum 1 and batch 1 × accum 4 the same gradient, which Trainer's default
+per-micro-batch mean does not guarantee.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from edge_distill.errors import ModelError
+from edge_distill.io import append_jsonl, atomic_path, write_json
+from edge_distill.models import load_tokenizer
+from edge_distill.objectives.examples import Example, ExampleCollator, ExampleDataset
+from edge_distill.objectives.losses import weighted_ce
+
+__all__ = ["Example", "TrainResult", "WeightedLossTrainer", "merge_lora", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced. `losses` are (step, mean per-example loss) at each logging step."""
+
+    final_dir: Path
+    steps: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    resumed_from_step: int = 0
+    examples: int = 0
+    finetune: str = "lora"
+    trainable_params: int = 0
+    runtime_s: float = 0.0
+
+    @property
+    def first_loss(self) -> float | None:
+        return self.losses[0][1] if self.losses else None
+
+    @property
+    def last_loss(self) -> float | None:
+        return self.losses[-1][1] if self.losses else None
+
+    def summary(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["final_dir"] = str(self.final_dir)
+        d.pop("losses")
+        d.update(first_loss=self.first_loss, last_loss=self.last_loss, logged_losses=len(self.losses))
+        return d
+
+
+class WeightedLossTrainer(Trainer):
+    """Trainer whose loss is Σ w·CE / (#examples in the optimizer step), exact under accumulation and DDP."""
+
+    # compute_loss already divides by the step's example count: Trainer must not divide by accum again.
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args: Any, nll_cap: float | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.nll_cap = nll_cap
+
+    def get_batch_samples(
+        self, epoch_iterator: Any, num_batches: int, device: torch.device
+    ) -> tuple[list, Any]:
+        # Trainer fetches all micro-batches of an optimizer step up front; count their examples (on every
+        # rank, summed) so each micro-batch can be normalized by the step total.
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        n = torch.tensor(sum(int(b["input_ids"].shape[0]) for b in batch_samples), device=device)
+        if self.args.world_size > 1:
+            n = self.accelerator.gather(n.reshape(1)).sum()
+        return batch_samples, n
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        weights = inputs["weights"]
+        outputs = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
+        )
+        total = weighted_ce(outputs.logits, inputs["input_ids"], weights, self.nll_cap)
+        n = num_items_in_batch if num_items_in_batch is not None else inputs["input_ids"].shape[0]
+        loss = total / n
+        if self.args.world_size > 1:
+            loss = (
+                loss * self.args.world_size
+            )  # DDP averages gradients over ranks; n already counts all ranks
+        return (loss, outputs) if return_outputs else loss
+
+
+class _MetricsCallback(TrainerCallback):
+    """Collects logged losses and appends them to a JSONL metrics file (one row per logging step)."""
+
+    def __init__(self, metrics_path: Path | None, tag: str):
+        self.metrics_path = metrics_path
+        self.tag = tag
+        self.losses: list[tuple[int, float]] = []
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        if "loss" in logs:
+            self.losses.append((state.global_step, float(logs["loss"])))
+        if self.metrics_path is not None:
+            append_jsonl(
+                self.metrics_path, {"stage": self.tag, "step": state.global_step, **logs, "time": time.time()}
+            )
+
+
+def _lora_settings(lora: Any, r: int, alpha: int, dropout: float, target_modules: Any) -> dict[str, Any]:
+    """Explicit lora_* arguments, overridden by a `lora` section (config.LoraConfig or a dict) when given."""
+    settings = {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": target_modules}
+    if lora is not None:
+        src = lora if isinstance(lora, dict) else {k: getattr(lora, k) for k in settings if hasattr(lora, k)}
+        settings.update({k: v for k, v in src.items() if k in settings})
+    return settings
+
+
+def _mixed_precision(precision: str) -> tuple[bool, bool]:
+    """(bf16, fp16) flags for TrainingArguments. "auto": bf16 on a GPU that has it, fp32 otherwise —
+    CPU bf16 autocast is slower than fp32 on these machines and fp16 needs loss scaling on GPU."""
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        return (cuda and torch.cuda.is_bf16_supported(), False)
+    if precision == "fp16" and not cuda:
+        raise ModelError("train.precision=fp16 needs a CUDA GPU; use auto, fp32 or bf16")
+    return (precision == "bf16", precision == "fp16")
+
+
+def train(
+    model_path: str | os.PathLike[str],
+    examples: Sequence[Example],
+    out_dir: str | os.PathLike[str],
+    *,
+    finetune: str = "lora",
+    lora: Any = None,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    target_modules: list[str] | str = "all-linear",
+    lr: float = 3e-4,
+    epochs: float = 3.0,
+    max_steps: int | None = None,
+    batch_size: int = 8,
+    grad_accum: int = 1,
+    warmup_steps: int = 5,
+    scheduler: str = "cosine",
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 1.0,
+    group_by_length: bool = True,
+    save_steps: int = 50,
+    save_total_limit: int = 2,
+    precision: str = "auto",
+    gradient_checkpointing: bool = False,
+    logging_steps: int = 5,
+    seed: int = 0,
+    nll_cap: float | None = None,
+    resume: bool = True,
+    metrics_path: str | os.PathLike[str] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> TrainResult:
+    """Train `model_path` (a full HF directory) on `examples`; write out_dir/{checkpoints/, final/}.
+
+    final/ holds the LoRA adapter (whose config names the absolute base path) or the full model, plus the
+    tokenizer. With `resume`, a run that stopped (crash, preemption) continues from the newest checkpoint
+    in out_dir/checkpoints, optimizer and scheduler state included. `callbacks` are extra Trainer callbacks.
+    """
+    from transformers import AutoModelForCausalLM, set_seed
+
+    if finetune not in ("lora", "full"):
+        raise ValueError(f"train.finetune: {finetune!r} is not one of lora, full")
+    if not examples:
+        raise ValueError("train: no examples to train on")
+    model_path = Path(model_path).resolve()
+    if not (model_path / "config.json").is_file():
+        hint = (
+            " (a LoRA adapter: merge it first with training.merge_lora)"
+            if (model_path / "adapter_config.json").is_file()
+            else ""
+        )
+        raise ModelError(f"{model_path}: not a full HF model directory{hint}")
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    set_seed(seed)
+    tokenizer = load_tokenizer(model_path)
+    # fp32 master weights; bf16/fp16 is autocast by Trainer, which keeps small-model fine-tuning stable.
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    if finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        s = _lora_settings(lora, lora_r, lora_alpha, lora_dropout, target_modules)
+        peft_cfg = LoraConfig(
+            r=s["r"],
+            lora_alpha=s["alpha"],
+            lora_dropout=s["dropout"],
+            target_modules=s["target_modules"],
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, peft_cfg)
+        if gradient_checkpointing:
+            model.enable_input_require_grads()  # frozen embeddings would otherwise cut the checkpointed graph
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    bf16, fp16 = _mixed_precision(precision)
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=lr,
+        num_train_epochs=epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        warmup_steps=warmup_steps,
+        lr_scheduler_type=scheduler if scheduler != "constant" else "constant_with_warmup",
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,  # 0 disables clipping
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=save_total_limit,
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        seed=seed,
+        bf16=bf16,
+        fp16=fp16,
+        activation_checkpointing=gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        remove_unused_columns=False,  # keeps our "weights" column
+        label_names=[],
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    metrics_cb = _MetricsCallback(Path(metrics_path) if metrics_path else None, tag=f"train:{out_dir.name}")
+    trainer = WeightedLossTrainer(
+        model=model,
+        args=args,
+        train_dataset=ExampleDataset(examples),
+        data_collator=ExampleCollator(tokenizer.pad_token_id),
+        callbacks=[metrics_cb, *callbacks],
+        nll_cap=nll_cap,
+    )
+    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    resumed_from = int(Path(last).name.split("-")[-1]) if last else 0
+    if last:
+        logger.info("resuming training from %s (step %d)", last, resumed_from)
+    elif ckpt_dir.is_dir() and not resume:
+        shutil.rmtree(ckpt_dir)  # a fresh run must not mix with an old run's checkpoints
+    logger.info(
+        "training %s (%s, %d trainable params) on %d examples: batch %d x accum %d, lr %g",
+        model_path.name, finetune, trainable, len(examples), batch_size, grad_accum, lr,
+    )  # fmt: skip
+    t0 = time.time()
+    out = trainer.train(resume_from_checkpoint=last)
+    final = out_dir / "final"
+    if trainer.is_world_process_zero():
+        with atomic_path(final) as tmp:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+    result = TrainResult(
+        final_dir=final,
+        steps=out.global_step,
+        losses=metrics_cb.losses,
+        resumed_from_step=resumed_from,
+        examples=len(examples),
+        finetune=finetune,
+        trainable_params=trainable,
+        runtime_s=time.time() - t0,
+    )
+    if trainer.is_world_process_zero():
+        write_json(out_dir / "train_result.json", result.summary())
+    if result.last_loss is not None and not math.isfinite(result.last_loss):
+        logger.warning("training loss is %s at the end: check lr/precision", result.last_loss)
+    return result
+
+
+def merge_lora(
+    adapter_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    base_path: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Merge a LoRA adapter into its base (default: the base named in adapter_config.json) and write a
+    full fp32 HF directory + tokenizer to `out_dir` atomically. Returns `out_dir`."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from edge_distill.models import adapter_base
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ModelError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json)")
+    base = Path(base_path) if base_path is not None else adapter_base(adapter_dir)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    tokenizer = load_tokenizer(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base)
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    logger.info("merged %s into %s -> %s", adapter_dir, base, out_dir)
+    return out_dir

@@ -1,0 +1,166 @@
+"""Training on the tiny Llama: learning, LoRA and full fine-tuning, exact accumulation, resume, merge."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from edge_distill.errors import ModelError
+from edge_distill.objectives.examples import Example
+from edge_distill.training import merge_lora, train
+
+FAST = {
+    "logging_steps": 1,
+    "warmup_steps": 0,
+    "save_steps": 1000,
+    "lora_dropout": 0.0,
+    "group_by_length": False,
+}
+
+
+def _examples(tok, pairs=(("What is 2+3?", " 5"), ("What is 4+4?", " 8"))) -> list[Example]:
+    out = []
+    for q, a in pairs:
+        p = tok(q, add_special_tokens=False)["input_ids"]
+        r = tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        out.append(Example(p + r, [0.0] * len(p) + [1.0 / len(r)] * len(r)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from edge_distill.models import load_tokenizer
+
+    return load_tokenizer(tiny_model_dir)
+
+
+def _state(path):
+    model = AutoModelForCausalLM.from_pretrained(path)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_lora_memorizes_and_writes_adapter(tiny_model_dir, tok, tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    r = train(
+        tiny_model_dir,
+        _examples(tok),
+        tmp_path / "run",
+        max_steps=30,
+        batch_size=2,
+        lr=1e-2,
+        metrics_path=metrics,
+        **FAST,
+    )
+    assert r.steps == 30 and r.finetune == "lora"
+    assert r.last_loss < 0.2 * r.first_loss, r.losses
+    final = tmp_path / "run" / "final"
+    cfg = json.loads((final / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(tiny_model_dir.resolve())  # exporters merge from it
+    assert (final / "tokenizer.json").is_file()
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [row["step"] for row in rows if "loss" in row][:3] == [1, 2, 3]
+    # the adapter changed the model's outputs on the training prompt
+    from edge_distill.models import load_model
+
+    ids = torch.tensor([_examples(tok)[0].input_ids])
+    base = load_model(tiny_model_dir)(ids).logits
+    tuned = load_model(final)(ids).logits
+    assert not torch.allclose(base, tuned, atol=1e-3)
+
+
+def test_full_finetune_changes_weights_and_lowers_loss(tiny_model_dir, tok, tmp_path):
+    r = train(
+        tiny_model_dir,
+        _examples(tok),
+        tmp_path / "run",
+        finetune="full",
+        max_steps=20,
+        batch_size=2,
+        lr=1e-3,
+        **FAST,
+    )
+    assert r.last_loss < 0.5 * r.first_loss, r.losses
+    before, after = _state(tiny_model_dir), _state(r.final_dir)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) >= len(before) // 2, f"only {changed} changed"
+    assert (r.final_dir / "config.json").is_file()
+
+
+class _GradCapture(TrainerCallback):
+    def __init__(self):
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        if not self.grads:
+            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("n_examples,configs", [(4, [(4, 1), (2, 2), (1, 4)]), (3, [(3, 1), (2, 2), (1, 3)])])
+def test_gradient_is_exact_under_accumulation(tiny_model_dir, tok, tmp_path, n_examples, configs):
+    """One optimizer step over the same examples gives the same gradient however it is split into
+    micro-batches — including an uneven split (2 + 1), where a per-micro-batch mean would be wrong."""
+    pairs = [("What is 2+3?", " 5"), ("Tom has 12 apples and eats 4. How many are left?", " 8 apples"),
+             ("What is 10 times 10?", " The answer is 100"), ("Half of 9?", " 4.5")][:n_examples]  # fmt: skip
+    examples = _examples(tok, pairs)
+    grads = []
+    for bs, accum in configs:
+        cap = _GradCapture()
+        train(tiny_model_dir, examples, tmp_path / f"b{bs}a{accum}", max_steps=1, batch_size=bs, grad_accum=accum,
+              max_grad_norm=0.0, callbacks=[cap], **FAST)  # fmt: skip
+        grads.append(cap.grads)
+    assert grads[0]
+    for other in grads[1:]:
+        for name, g in grads[0].items():
+            torch.testing.assert_close(other[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+class _StopAfter(TrainerCallback):
+    """Simulates a crash/preemption after `step` optimizer steps."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step >= self.step:
+            raise KeyboardInterrupt(f"stopped at step {state.global_step}")
+
+
+def test_resume_continues_from_last_checkpoint(tiny_model_dir, tok, tmp_path):
+    out = tmp_path / "run"
+    kwargs = {**FAST, "save_steps": 4, "max_steps": 10, "batch_size": 2, "lr": 1e-2}
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model_dir, _examples(tok), out, callbacks=[_StopAfter(6)], **kwargs)
+    assert (out / "checkpoints" / "checkpoint-4").is_dir() and not (out / "final").exists()
+    r = train(tiny_model_dir, _examples(tok), out, **kwargs)
+    assert r.resumed_from_step == 4 and r.steps == 10
+    assert [s for s, _ in r.losses] == list(range(5, 11)), r.losses  # steps 1-4 were not run again
+    # resume=False starts over
+    r2 = train(tiny_model_dir, _examples(tok), out, resume=False, **kwargs)
+    assert r2.resumed_from_step == 0 and r2.losses[0][0] == 1
+
+
+def test_merge_lora_gives_same_logits_as_base_plus_adapter(tiny_model_dir, tok, tmp_path):
+    from edge_distill.models import load_model
+
+    r = train(tiny_model_dir, _examples(tok), tmp_path / "run", max_steps=5, batch_size=2, lr=1e-2, **FAST)
+    merged = merge_lora(r.final_dir, tmp_path / "merged")
+    assert (merged / "config.json").is_file() and (merged / "tokenizer.json").is_file()
+    assert not (merged / "adapter_config.json").exists()
+    ids = torch.tensor([_examples(tok)[1].input_ids])
+    with torch.no_grad():
+        a = load_model(tiny_model_dir, adapter_dir=r.final_dir)(ids).logits
+        b = load_model(merged)(ids).logits
+        base = load_model(tiny_model_dir)(ids).logits
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(a, base, atol=1e-3)  # the adapter is not a no-op, so the check means something
+
+
+def test_train_rejects_adapter_dir_and_empty_data(tiny_model_dir, tok, tmp_path):
+    r = train(tiny_model_dir, _examples(tok), tmp_path / "run", max_steps=1, batch_size=2, **FAST)
+    with pytest.raises(ModelError, match="merge it first"):
+        train(r.final_dir, _examples(tok), tmp_path / "again", max_steps=1, **FAST)
+    with pytest.raises(ValueError, match="no examples"):
+        train(tiny_model_dir, [], tmp_path / "empty", max_steps=1, **FAST)
