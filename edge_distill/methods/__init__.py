@@ -127,6 +127,13 @@ def evaluated(stages: Stages, model: Path, dev: list[Problem], out_dir: Path) ->
     return summary
 
 
+def adopt_eval(step_dir: Path, summary: dict[str, Any] | None) -> None:
+    """An adopted start model keeps the dev eval it already has: no second eval of the same model."""
+    path = step_dir / "eval" / "dev_summary.json"
+    if summary is not None and not path.is_file():
+        write_json(path, summary)
+
+
 def read_record(step_dir: Path) -> dict[str, Any] | None:
     path = step_dir / "record.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

@@ -26,6 +26,7 @@ from edge_distill.io import write_json, write_jsonl
 from edge_distill.methods import (
     Stages,
     accuracy_of,
+    adopt_eval,
     best_index,
     cached_problems,
     cached_rows,
@@ -254,6 +255,7 @@ def run_fdd(
     params: FddParams,
     eval_questions: Sequence[str] = (),
     start_model: Path | None = None,
+    start_summary: dict[str, Any] | None = None,
 ) -> MethodResult:
     """Run (or resume) FDD rounds under `out_dir/round_k/`; returns the best round on dev and the
     cumulative problems/samples (so SIKeD can run on the enriched data next)."""
@@ -277,6 +279,7 @@ def run_fdd(
             if k == 0 and start_model is not None:
                 record["adopted"] = str(start_model)
                 model = Path(start_model)
+                adopt_eval(step, start_summary)
             else:
                 if k > 0:
                     assert model is not None

@@ -47,6 +47,7 @@ def run_methods(
         require_live_teacher(teacher)  # fail before any training, not after round 0
     problems, samples = list(train_problems), list(teacher_samples)
     start: Path | None = None
+    start_summary: dict[str, Any] | None = None
     results: dict[str, MethodResult] = {}
     for method in methods:
         common = dict(
@@ -57,6 +58,7 @@ def run_methods(
             stages=stages,
             sampler_factory=sampler_factory,
             start_model=start,
+            start_summary=start_summary,
         )
         if method == "siked":
             result = run_siked(run_dir, params=siked or SikedParams(), **common)
@@ -68,6 +70,7 @@ def run_methods(
             raise ValueError(f"methods: {method!r} is not a method; choose siked or fdd")
         results[method] = result
         problems, samples, start = result.problems, result.teacher_samples, result.model
+        start_summary = result.records[result.best]["dev"]["summary"]
     return _write_summary(run_dir, methods, results)
 
 

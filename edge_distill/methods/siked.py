@@ -20,6 +20,7 @@ from edge_distill.io import write_json
 from edge_distill.methods import (
     Stages,
     accuracy_of,
+    adopt_eval,
     best_index,
     cached_samples,
     evaluated,
@@ -78,11 +79,13 @@ def run_siked(
     sampler_factory: SamplerFactory,
     params: SikedParams,
     start_model: Path | None = None,
+    start_summary: dict[str, Any] | None = None,
 ) -> MethodResult:
     """Run (or resume) SIKeD iterations under `out_dir/iter_k/`.
 
     `teacher_samples` are the correctness-filtered teacher (and FDD synthetic) samples; `start_model`,
-    when given, is a student already trained on them and becomes iteration 0 without retraining.
+    when given, is a student already trained on them and becomes iteration 0 without retraining (nor
+    re-evaluation when its dev `start_summary` is given).
     """
     train_problems, dev = list(train_problems), list(dev_problems)
     teacher = list(teacher_samples)
@@ -100,6 +103,8 @@ def run_siked(
             t0 = time.perf_counter()
             if k == 0:
                 record, model = _iteration_zero(step, teacher, base_model, start_model, stages)
+                if start_model is not None:
+                    adopt_eval(step, start_summary)
             else:
                 assert model is not None
                 record, model = _iteration(

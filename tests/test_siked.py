@@ -1,0 +1,204 @@
+"""SIKeD iterations (edge_distill.methods.siked / loop): records add up, resume, dev-only selection.
+
+Fast tests use stand-in stage functions and a scripted sampler (no torch); the end-to-end test at the
+bottom trains the tiny random Llama through the pipeline's own train/eval functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_distill.methods import Stages, should_stop
+from edge_distill.methods.loop import run_methods
+from edge_distill.methods.sampling import SamplingParams
+from edge_distill.methods.siked import SikedParams, run_siked
+from edge_distill.types import Problem, Sample, Strategy
+
+N = 6
+PROBLEMS = [
+    Problem(f"p{i}", f"Tom has {i} apples and buys {i + 1} more. How many now?", str(2 * i + 1))
+    for i in range(N)
+]
+DEV = [Problem(f"d{i}", f"Ann has {i} pens and finds {i} more. How many pens?", str(2 * i)) for i in range(3)]
+TEACHER = [
+    Sample(p.id, p.question, p.answer, s, r, correct=True, source="teacher")
+    for p in PROBLEMS
+    for s, r in (
+        (Strategy.COT, f"{p.answer} in total."),
+        (Strategy.L2M, "Sub-question 1: how many? Answer 1: some."),
+    )
+]
+
+
+class ScriptedSampler:
+    """Solves problem i with CoT when i is even, with L2M (real sub-questions) when i % 3 == 0, else wrong."""
+
+    name = "scripted"
+
+    def __init__(self, calls: list[str]):
+        self.calls = calls
+
+    def sample(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
+        self.calls.append("sample")
+        out = []
+        for prompt in prompts:
+            p = next((p for p in PROBLEMS if p.question in prompt), None)
+            if p is None:  # a problem FDD added: never solved
+                out.append(["[cot]: no idea.\nThe answer is -7."] * params.n)
+                continue
+            i = int(p.id[1:])
+            texts = []
+            if i % 2 == 0:
+                texts.append(f"[cot]: add them.\nThe answer is {p.answer}.")
+            if i % 3 == 0:
+                texts.append(
+                    f"[l2m]: Sub-question 1: how many? Answer 1: {p.answer}.\nThe answer is {p.answer}."
+                )
+            texts.append("[pot]: answer = -1")
+            texts.append("no tag at all. The answer is 0.")
+            out.append((texts * params.n)[: params.n])
+        return out
+
+
+class FakeStages:
+    """train_fn writes a directory; eval_fn returns scripted accuracies; both count their calls."""
+
+    def __init__(self, accuracies: list[float], fail_on_train: int | None = None):
+        self.accuracies, self.fail_on_train = accuracies, fail_on_train
+        self.trained: list[tuple[int, str]] = []
+        self.evaluated: list[list[str]] = []
+
+    def train(self, samples: list[Sample], base: Path, out_dir: Path) -> Path:
+        if self.fail_on_train is not None and len(self.trained) == self.fail_on_train:
+            self.fail_on_train = None
+            raise KeyboardInterrupt("killed mid-iteration")
+        self.trained.append((len(samples), str(base)))
+        model = out_dir / "final"
+        model.mkdir(parents=True, exist_ok=True)
+        (model / "config.json").write_text("{}")
+        return model
+
+    def evaluate(self, model: Path, problems: list[Problem], out_dir: Path) -> dict:
+        self.evaluated.append([p.id for p in problems])
+        acc = self.accuracies[min(len(self.evaluated) - 1, len(self.accuracies) - 1)]
+        return {"accuracy": acc, "n": len(problems), "per_strategy": {"cot": {"accuracy": acc, "n": 2}}}
+
+    def stages(self) -> Stages:
+        return Stages(train=self.train, evaluate=self.evaluate)
+
+
+def _run(
+    tmp_path: Path, fake: FakeStages, calls: list[str], rule: str = "adaptive", iterations: int = 2, **kw
+):
+    params = SikedParams(
+        iterations=iterations, mixing=rule, sampling=SamplingParams(n=4), patience=kw.pop("patience", 0)
+    )
+    return run_siked(
+        tmp_path,
+        train_problems=PROBLEMS,
+        dev_problems=DEV,
+        teacher_samples=TEACHER,
+        base_model=tmp_path / "base",
+        stages=fake.stages(),
+        sampler_factory=lambda model: ScriptedSampler(calls),
+        params=params,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("rule", ["adaptive", "all", "standard"])
+def test_iteration_records_add_up_for_each_mixing_rule(tmp_path, rule):
+    fake, calls = FakeStages([0.2, 0.5]), []
+    result = _run(tmp_path, fake, calls, rule)
+    assert [r["iteration"] for r in result.records] == [0, 1]
+    assert result.best == 1 and result.model == Path(result.records[1]["model"])
+    r0, r1 = (json.loads((tmp_path / f"iter_{k}" / "record.json").read_text()) for k in (0, 1))
+    assert r0["alpha"] == 1.0 and r0["train_size"] == len(TEACHER)
+    train = [json.loads(line) for line in (tmp_path / "iter_1" / "train.jsonl").read_text().splitlines()]
+    by_source = r1["composition"]["by_source"]
+    assert sum(by_source.values()) == r1["train_size"] == len(train) == fake.trained[1][0]
+    assert r1["alpha"] == pytest.approx(by_source.get("teacher", 0) / len(train))
+    # student solved p0,p2,p4 with CoT and p0,p3 with L2M; one sample per question
+    assert len({t["problem_id"] for t in train}) == len(train)
+    solved = {"p0", "p2", "p3", "p4"}
+    if rule == "standard":
+        assert {t["problem_id"] for t in train} == solved and r1["alpha"] == 0.0
+    else:
+        assert len(train) == N
+        student_ids = {t["problem_id"] for t in train if t["source"] == "student"}
+        # CoT outranks L2M: the student's CoT wins (over the teacher's on a tie), but p3, which the student
+        # solved with L2M only, gets the teacher's CoT
+        assert student_ids == {"p0", "p2", "p4"}
+        assert {(t["problem_id"], t["source"], t["strategy"]) for t in train if t["problem_id"] == "p3"} == {
+            ("p3", "teacher", "cot")
+        }
+    assert set(r1["student_strategy_mix"]) == {"cot", "l2m", "pot", "none"}
+    assert sum(r1["student_strategy_mix"].values()) == pytest.approx(1.0)
+    assert r1["dev"]["per_strategy"] == {"cot": 0.5}
+    # iteration 1 starts from iteration 0's model; only dev problems were ever evaluated
+    assert fake.trained[1][1] == r0["model"]
+    assert all(ids == [p.id for p in DEV] for ids in fake.evaluated)
+
+
+def test_resume_after_kill_mid_iteration_redoes_nothing_finished(tmp_path):
+    calls: list[str] = []
+    fake = FakeStages([0.2, 0.5, 0.6], fail_on_train=1)  # dies while training iteration 1
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, fake, calls, iterations=3)
+    assert (tmp_path / "iter_0" / "record.json").is_file() and not (
+        tmp_path / "iter_1" / "record.json"
+    ).exists()
+    assert calls == ["sample"] and len(fake.trained) == 1
+    result = _run(tmp_path, fake, calls, iterations=3)
+    assert len(fake.trained) == 3  # iteration 0 not retrained; 1 and 2 trained once each
+    assert calls == ["sample", "sample"]  # iteration 1's student samples were reused, iteration 2 sampled
+    assert [r["iteration"] for r in result.records] == [0, 1, 2]
+    # a third call finds everything finished: no training, no sampling, no eval
+    n_eval = len(fake.evaluated)
+    _run(tmp_path, fake, calls, iterations=3)
+    assert len(fake.trained) == 3 and calls == ["sample", "sample"] and len(fake.evaluated) == n_eval
+
+
+def test_patience_stops_and_the_best_iteration_on_dev_is_the_result(tmp_path):
+    fake, calls = FakeStages([0.3, 0.5, 0.4, 0.45, 0.9]), []
+    result = _run(tmp_path, fake, calls, iterations=5, patience=2)
+    assert len(result.records) == 4 and result.best == 1
+    assert not (tmp_path / "iter_4").exists()
+
+
+def test_should_stop():
+    assert not should_stop([0.1, 0.2, 0.1], 0)
+    assert should_stop([0.1, 0.2, 0.1], 1)
+    assert not should_stop([0.1, 0.2, 0.1], 2)
+    assert should_stop([0.1, 0.2, 0.1, 0.2], 2)
+    assert not should_stop([0.1], 1)
+
+
+def test_run_methods_writes_summary_report_and_plots(tmp_path):
+    fake, calls = FakeStages([0.2, 0.5]), []
+    summary = run_methods(
+        ["siked"],
+        run_dir=tmp_path,
+        train_problems=PROBLEMS,
+        dev_problems=DEV,
+        teacher_samples=TEACHER,
+        base_model=tmp_path / "base",
+        stages=fake.stages(),
+        sampler_factory=lambda m: ScriptedSampler(calls),
+        siked=SikedParams(iterations=2, sampling=SamplingParams(n=2)),
+    )
+    assert summary["model"].endswith("iter_1/train/final") and summary["dev_accuracy"] == 0.5
+    pngs = sorted(p.name for p in (tmp_path / "methods").glob("*.png"))
+    assert pngs == [
+        "siked_alpha.png",
+        "siked_composition.png",
+        "siked_dev_accuracy.png",
+        "siked_strategy_mix.png",
+    ]
+    assert all((tmp_path / "methods" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    md = (tmp_path / "methods" / "methods.md").read_text()
+    assert "| 1 **best** | 0.500 |" in md and "siked_alpha.png" in md
+    assert json.loads((tmp_path / "methods" / "summary.json").read_text())["siked"]["best"] == 1
