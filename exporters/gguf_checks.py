@@ -57,7 +57,11 @@ def check_transformers_gguf(path: Path, ref_text_ids: list[list[int]], ref_nll: 
     model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
     gguf_tok = AutoTokenizer.from_pretrained(path.parent, **kw)
     with torch.no_grad():
-        nll = float(np.mean([_nll_from_logits(model(torch.tensor([ids])).logits[0].numpy(), ids) for ids in ref_text_ids]))
+        nll = float(
+            np.mean(
+                [_nll_from_logits(model(torch.tensor([ids])).logits[0].numpy(), ids) for ids in ref_text_ids]
+            )
+        )
     bad = [s for s in strings if gguf_tok(s)["input_ids"] != tokenizer(s)["input_ids"]]
     numbers = {"nll_ref": ref_nll, "nll_transformers_gguf": nll, "ppl_ratio": float(np.exp(nll - ref_nll)),
                "tokenizer_mismatches": len(bad), "first_mismatch": bad[0] if bad else None}  # fmt: skip

@@ -1,0 +1,11 @@
+"""Student -> GGUF (gguf + llama.cpp quantizer) and ONNX (onnxruntime-genai builder) packages, with parity checks.
+
+Entry points: `export_model(...)` and `verify(package_dir)`. Heavy dependencies (torch, transformers,
+gguf, llama_cpp, onnxruntime_genai) are imported inside the functions that need them.
+"""
+
+from exporters.api import export_model, run_metadata
+from exporters.errors import ExportError, ParityError
+from exporters.package import VerifyResult, verify
+
+__all__ = ["ExportError", "ParityError", "VerifyResult", "export_model", "run_metadata", "verify"]

@@ -1,0 +1,215 @@
+"""One call per export: source (full model or LoRA) -> verified package directory `export/<format>-<quant>/`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_distill.io import atomic_path
+from exporters import gguf_checks, package, parity
+from exporters.errors import ExportError
+from exporters.gguf_writer import write_gguf
+from exporters.merge import TOKENIZER_FILES, check_tokenizer, is_lora_dir, lora_base, prepare_full_model
+from exporters.onnx_export import build_onnx, check_builder_compatible, check_onnx_quant
+from exporters.quantize import GGUF_FLOATS, check_gguf_quant, quantize_gguf
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("gguf", "onnx")
+PARITY_QUESTIONS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?",
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
+    "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take?",
+    "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?",
+]
+
+
+def default_parity_prompts(n: int = 3, template: dict[str, Any] | None = None) -> list[str]:
+    tpl = (template or package.default_prompt_template())["student_prompt"]
+    return [tpl.format(question=q) for q in PARITY_QUESTIONS[:n]]
+
+
+def check_request(source: Path, fmt: str, quant: str) -> None:
+    """Everything that can be refused before a single file is written."""
+    if fmt not in FORMATS:
+        raise ExportError(f"export format {fmt!r}: choose one of {FORMATS}")
+    (check_gguf_quant if fmt == "gguf" else check_onnx_quant)(quant)
+    if not Path(source).is_dir():
+        raise ExportError(f"{source}: not a model directory")
+    if is_lora_dir(source):
+        base = lora_base(source)
+        check_tokenizer(source if (Path(source) / "tokenizer.json").is_file() else base)
+        config_dir = base
+    else:
+        check_tokenizer(source)
+        config_dir = Path(source)
+    if fmt == "onnx":
+        check_builder_compatible(config_dir)
+    if fmt == "gguf":
+        from exporters.gguf_writer import SUPPORTED_ARCHS
+
+        cfg = json.loads((config_dir / "config.json").read_text(encoding="utf-8"))
+        if cfg.get("model_type") not in SUPPORTED_ARCHS:
+            raise ExportError(
+                f"{source}: architecture {cfg.get('model_type')!r} is not supported for GGUF export; "
+                f"supported: {sorted(SUPPORTED_ARCHS)} (Llama: SmolLM2, Llama-3.2; Qwen2/Qwen2.5)"
+            )
+
+
+def run_metadata(run_dir: str | Path) -> dict[str, Any]:
+    """source_run, config_digest (sha256 of config.yaml) and source_accuracy (eval/dev.json) of a run directory."""
+    run = Path(run_dir)
+    cfg = run / "config.yaml"
+    meta: dict[str, Any] = {"source_run": str(run), "config_digest": None, "source_accuracy": None}
+    if cfg.is_file():
+        meta["config_digest"] = "sha256:" + hashlib.sha256(cfg.read_bytes()).hexdigest()
+    dev = run / "eval" / "dev.json"
+    if dev.is_file():
+        d = json.loads(dev.read_text(encoding="utf-8"))
+        meta["source_accuracy"] = {"dev": d.get("accuracy"), "n": d.get("n")}
+    return meta
+
+
+def _export_gguf(full: Path, pkg: Path, work: Path, quant: str, model: Any, tokenizer: Any,
+                 ref: parity.Reference, threads: int | None, check_transformers: bool) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    t0 = time.perf_counter()
+    float_type = quant if quant in GGUF_FLOATS else "f16"
+    name = f"model-{quant}.gguf"
+    f_path = pkg / name if quant in GGUF_FLOATS else work / "model-f16.gguf"
+    summary = write_gguf(full, f_path, float_type, model=model)
+    path = f_path if quant in GGUF_FLOATS else quantize_gguf(f_path, pkg / name, quant, threads=threads)
+    numbers: dict[str, Any] = {"export_s": round(time.perf_counter() - t0, 2)}
+    summary.path = path
+    numbers["gguf_readback"] = gguf_checks.check_gguf_readback(
+        path, summary, exact_types=quant in GGUF_FLOATS
+    )
+    rt = parity.LlamaCppRuntime(path, threads)
+    try:
+        report = parity.compare(rt, ref, name="llama.cpp", quant=quant)
+        numbers["tokenizer_llama_cpp"] = parity.check_tokenizer_parity(
+            rt.tokenize, tokenizer, name="llama.cpp"
+        )
+    finally:
+        rt.close()
+    parity.enforce(report)
+    numbers["greedy"] = report.as_dict()
+    if check_transformers:
+        numbers["transformers_gguf"] = gguf_checks.check_transformers_gguf(
+            path, ref.text_ids, ref.nll, tokenizer, parity.TOKENIZER_CHECK_STRINGS
+        )
+    for f in TOKENIZER_FILES:  # the GGUF embeds its vocab; ship the HF files too for other runtimes
+        if (full / f).is_file():
+            shutil.copy2(full / f, pkg / f)
+    return name, numbers
+
+
+def _export_onnx(full: Path, pkg: Path, work: Path, quant: str, tokenizer: Any, ref: parity.Reference,
+                 threads: int | None, block_size: int, accuracy_level: int) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    t0 = time.perf_counter()
+    build_onnx(
+        full, pkg, quant, block_size=block_size, accuracy_level=accuracy_level, work_dir=work, threads=threads
+    )
+    numbers: dict[str, Any] = {"export_s": round(time.perf_counter() - t0, 2)}
+    if quant in ("int4", "int8"):
+        numbers["onnx_options"] = {"block_size": block_size, "accuracy_level": accuracy_level}
+    rt = parity.OrtGenaiRuntime(pkg)
+    try:
+        report = parity.compare(rt, ref, name="onnxruntime-genai", quant=quant)
+        import onnxruntime_genai as og
+
+        og_tok = og.Tokenizer(rt.model)
+        numbers["tokenizer_ort_genai"] = parity.check_tokenizer_parity(
+            og_tok.encode, tokenizer, name="ORT GenAI"
+        )
+    finally:
+        rt.close()
+    parity.enforce(report)
+    numbers["greedy"] = report.as_dict()
+    return "model.onnx", numbers
+
+
+def export_model(
+    source: str | Path,
+    out_dir: str | Path,
+    fmt: str,
+    quant: str,
+    *,
+    prompt_template: dict[str, Any] | None = None,
+    cascod_template: dict[str, Any] | None = None,
+    source_run: str | None = None,
+    config_digest: str | None = None,
+    source_accuracy: dict[str, Any] | None = None,
+    parity_prompts: list[str] | int | None = None,
+    parity_tokens: int = 16,
+    archive: bool = False,
+    threads: int | None = None,
+    onnx_block_size: int = 32,
+    onnx_accuracy_level: int = 4,
+    check_transformers: bool = True,
+) -> Path:
+    """Export `source` (HF dir or LoRA adapter) to a verified package at `out_dir`; returns `out_dir`.
+
+    The package appears only after every parity check passed (ParityError otherwise, with the numbers);
+    any failure leaves nothing at `out_dir`. `parity_prompts` is a list of prompts or a count of built-in
+    GSM8K-style prompts in the student format (default 3).
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    check_request(source, fmt, quant)
+    template = prompt_template or package.default_prompt_template(cascod_template)
+    if cascod_template is not None and "cascod" not in template:
+        template = {**template, "cascod": cascod_template}
+    prompts = (
+        parity_prompts
+        if isinstance(parity_prompts, list)
+        else default_parity_prompts(parity_prompts or 3, template)
+    )
+    t_start = time.perf_counter()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.work.", dir=out_dir.parent) as work_s,
+        atomic_path(out_dir) as pkg,
+    ):
+        work = Path(work_s)
+        full = prepare_full_model(source, work)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(full)
+        model = AutoModelForCausalLM.from_pretrained(full, dtype=torch.float32)
+        ref = parity.torch_reference(model, tokenizer, prompts, parity_tokens)
+        pkg.mkdir()
+        if fmt == "gguf":
+            model_file, numbers = _export_gguf(
+                full, pkg, work, quant, model, tokenizer, ref, threads, check_transformers
+            )
+        else:
+            del model
+            model_file, numbers = _export_onnx(
+                full, pkg, work, quant, tokenizer, ref, threads, onnx_block_size, onnx_accuracy_level
+            )
+        (pkg / package.PROMPT_TEMPLATE).write_text(
+            json.dumps(template, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        timings = {"export_s": numbers.pop("export_s"), "total_s": round(time.perf_counter() - t_start, 2)}
+        meta = dict(
+            fmt=fmt,
+            quant=quant,
+            source_run=source_run,
+            config_digest=config_digest,
+            source_accuracy=source_accuracy,
+        )
+        extra = {"model_file": model_file, "source_model": str(source), "parity": numbers, "timings": timings}
+        manifest = package.write_manifest(pkg, **meta, extra=extra)
+        (pkg / "README.md").write_text(package.model_card(manifest, model_file), encoding="utf-8")
+        package.write_manifest(pkg, **meta, extra=extra)
+    logger.info("exported %s (%s %s) in %.1fs", out_dir, fmt, quant, time.perf_counter() - t_start)
+    if archive:
+        package.write_archive(out_dir)
+    return out_dir

@@ -1,0 +1,183 @@
+"""Export package: model files + tokenizer + prompt template + manifest.json (sha256 of every file) + model card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tarfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge_distill.io import atomic_path
+from exporters.errors import ExportError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+PROMPT_TEMPLATE = "prompt_template.json"
+RUNTIMES = {"gguf": "llama.cpp", "onnx": "onnxruntime-genai"}
+
+# The contract text formats (docs/ARCHITECTURE.md). Used only when edge_distill.strategies is unavailable.
+_FALLBACK_STUDENT_PROMPT = (
+    "Question: {question}\nSolve it with one strategy: [cot] step-by-step reasoning, [l2m] sub-questions and "
+    "answers, or [pot] a Python program that sets `answer`.\nSolution: "
+)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_prompt_template(cascod_template: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The strategy-tag prompt/response formats the student was trained with (+ CasCoD's, when used)."""
+    try:
+        from edge_distill import strategies
+
+        student_prompt = strategies.STUDENT_PROMPT
+        marker = strategies.ANSWER_MARKER
+    except (ImportError, AttributeError):
+        student_prompt, marker = _FALLBACK_STUDENT_PROMPT, "The answer is"
+    template: dict[str, Any] = {
+        "student_prompt": student_prompt,
+        "forced_strategy_suffix": "[{strategy}]: ",
+        "strategies": ["cot", "l2m", "pot"],
+        "response": {
+            "cot": "[cot]: {rationale}\n" + marker + " {answer}.",
+            "l2m": "[l2m]: {rationale}\n" + marker + " {answer}.",
+            "pot": "[pot]: {program}",
+        },
+        "answer_marker": marker,
+        "chat_template": False,
+        "stop": "eos",
+    }
+    if cascod_template is not None:
+        template["cascod"] = cascod_template
+    return template
+
+
+def _files(pkg: Path) -> list[Path]:
+    return sorted(p for p in pkg.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(pkg: Path, *, fmt: str, quant: str, source_run: str | None, config_digest: str | None,
+                   source_accuracy: dict[str, Any] | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Hash every file in `pkg` and write manifest.json (last, so it covers the model card too)."""
+    files = {
+        p.relative_to(pkg).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in _files(pkg)
+    }
+    manifest = {
+        "format": fmt,
+        "quant": quant,
+        "files": files,
+        "source_run": source_run,
+        "config_digest": config_digest,
+        "source_accuracy": source_accuracy,
+        "runtime": RUNTIMES[fmt],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    (pkg / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+@dataclass
+class VerifyResult:
+    package: Path
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    checked: int = 0
+
+
+def verify(package: str | Path) -> VerifyResult:
+    """Re-hash every file listed in manifest.json; report missing, changed and unlisted files."""
+    pkg = Path(package)
+    man_path = pkg / MANIFEST
+    if not man_path.is_file():
+        return VerifyResult(pkg, False, [f"{man_path}: missing"])
+    try:
+        files: dict[str, dict[str, Any]] = json.loads(man_path.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError) as e:
+        return VerifyResult(pkg, False, [f"{man_path}: unreadable ({e})"])
+    problems = []
+    for name, meta in files.items():
+        p = pkg / name
+        if not p.is_file():
+            problems.append(f"{name}: missing")
+        elif p.stat().st_size != meta["bytes"]:
+            problems.append(f"{name}: {p.stat().st_size} bytes, manifest says {meta['bytes']}")
+        elif sha256_file(p) != meta["sha256"]:
+            problems.append(f"{name}: sha256 mismatch")
+    listed = set(files)
+    problems += [
+        f"{p.relative_to(pkg).as_posix()}: not in manifest"
+        for p in _files(pkg)
+        if p.relative_to(pkg).as_posix() not in listed
+    ]
+    return VerifyResult(pkg, not problems, problems, len(files))
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def model_card(manifest: dict[str, Any], model_file: str) -> str:
+    """README.md of the package: what it is, how to run it, the prompt format, parity numbers."""
+    fmt, quant = manifest["format"], manifest["quant"]
+    acc = manifest.get("source_accuracy") or {}
+    acc_line = f"{acc.get('dev')} on {acc.get('n')} dev problems" if acc else "not recorded"
+    if fmt == "gguf":
+        run = (f"```python\nfrom llama_cpp import Llama\nllm = Llama('{model_file}', n_ctx=2048)\n"
+               "tpl = json.load(open('prompt_template.json'))\n"
+               "prompt = tpl['student_prompt'].format(question=q)\n"
+               "print(llm(prompt, max_tokens=256, temperature=0)['choices'][0]['text'])\n```")  # fmt: skip
+    else:
+        run = ("```python\nimport onnxruntime_genai as og\nmodel = og.Model('.')\ntok = og.Tokenizer(model)\n"
+               "params = og.GeneratorParams(model); params.set_search_options(do_sample=False, max_length=512)\n"
+               "gen = og.Generator(model, params); gen.append_tokens(tok.encode(prompt))\n"
+               "while not gen.is_done(): gen.generate_next_token()\nprint(tok.decode(gen.get_sequence(0)))\n```")  # fmt: skip
+    parity = manifest.get("parity") or {}
+    par = "\n".join(f"- {k}: {v}" for k, v in parity.items()) or "- not run"
+    files = "\n".join(
+        f"| {n} | {_fmt_bytes(m['bytes'])} | `{m['sha256'][:16]}…` |" for n, m in manifest["files"].items()
+    )
+    return f"""# edge-distill student — {fmt} {quant}
+
+Runtime: {manifest["runtime"]}. Source run: {manifest.get("source_run") or "n/a"};
+config digest: {manifest.get("config_digest") or "n/a"}. Accuracy of the source model: {acc_line}
+(measured with torch before export; quantized accuracy is measured by the device benchmark).
+
+## Prompt
+Plain text, no chat template: fill `student_prompt` in `prompt_template.json` with the question; the
+model answers with a strategy tag (`[cot]`, `[l2m]` or `[pot]`) and stops at EOS. Decode greedily.
+
+{run}
+
+## Parity with the torch model
+{par}
+
+## Files (sha256 in manifest.json; check with `edge-distill verify <this dir>`)
+| file | size | sha256 |
+|---|---|---|
+{files}
+"""
+
+
+def write_archive(pkg: Path) -> Path:
+    """`<pkg>.tar.gz` next to the package, written atomically."""
+    archive = pkg.with_name(pkg.name + ".tar.gz")
+    with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        tar.add(pkg, arcname=pkg.name)
+    return archive
+
+
+def require_empty_or_absent(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ExportError(f"{path}: exists and is not a directory")
