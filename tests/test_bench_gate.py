@@ -1,0 +1,145 @@
+"""Bench logic without a runtime: accuracy arithmetic, gates, estimates, detection, report outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from device_profiles import accuracy, estimate, gate, load_profile
+from device_profiles.bandwidth import HostHardware
+from device_profiles.bench import BenchReport
+from device_profiles.loader import Budget
+from device_profiles.package import Package
+from device_profiles.report import write_outputs
+from device_profiles.worker import RuntimeMeasurement, Spread
+from edge_distill.types import Problem, Strategy
+
+PROBLEMS = [Problem(f"p{i}", f"q{i}?", gold) for i, gold in enumerate(["5", "8", "42", "1"])]
+COMPLETIONS = [
+    "[cot]: 2 + 3 = 5\nThe answer is 5.",
+    "[l2m]: Sub-question 1: what? Answer 1: 7.\nThe answer is 7.",
+    "[pot]: answer = 6 * 7",
+    "no idea",
+]
+HOST = HostHardware(
+    "test cpu", "x86_64", 2, 16.0, bandwidth_gbs=10.0, compute_gflops=100.0, threads=2, method="t"
+)
+
+
+def _measurement(decode: float = 50.0, prefill: float = 500.0, ttft: float = 0.2) -> RuntimeMeasurement:
+    return RuntimeMeasurement(
+        "llama.cpp", "m.gguf", 2, 0.1, 0.1, 100, 64, 3, Spread.of([ttft] * 3), Spread.of([prefill] * 3),
+        Spread.of([decode * 0.9, decode, decode * 1.1]), peak_rss_mb=300.0, baseline_rss_mb=30.0,
+    )  # fmt: skip
+
+
+def test_accuracy_arithmetic_with_known_outputs():
+    r = accuracy.score(COMPLETIONS, PROBLEMS, source_accuracy=(0.75, 100))
+    from edge_distill.stats import wilson_ci
+
+    assert (r.n, r.correct, r.accuracy) == (4, 2, 0.5)
+    assert (r.ci_low, r.ci_high) == pytest.approx(wilson_ci(2, 4))
+    assert r.drop == pytest.approx(0.25)
+    assert r.by_strategy == {
+        "cot": {"n": 2, "correct": 1},
+        "l2m": {"n": 1, "correct": 0},
+        "pot": {"n": 1, "correct": 1},
+    }
+    assert [p["correct"] for p in r.predictions] == [True, False, True, False]
+    assert r.summary()["ci95"] == [r.ci_low, r.ci_high]
+    assert accuracy.score(COMPLETIONS, PROBLEMS).drop is None
+
+
+def test_forced_strategy_and_packaged_prompt(monkeypatch, tmp_path):
+    template = {"student_prompt": "Q: {question}\nA: ", "forced_strategy_suffix": "<{strategy}> "}
+    manifest = {
+        "format": "gguf",
+        "runtime": "llama.cpp",
+        "files": {},
+        "source_accuracy": {"dev": 0.5, "n": 10},
+    }
+    pkg = Package(tmp_path, manifest, template, tmp_path / "m.gguf")
+    seen: dict[str, list[str]] = {}
+
+    def fake_generate(runtime, model_path, threads, prompts, *, max_new_tokens):
+        seen["prompts"] = prompts
+        return ["answer = 5", "answer = 2"]
+
+    monkeypatch.setattr("device_profiles.worker.generate", fake_generate)
+    r = accuracy.run_accuracy(pkg, 2, PROBLEMS[:2], strategy=Strategy.POT)
+    assert seen["prompts"] == ["Q: q0?\nA: <pot> ", "Q: q1?\nA: <pot> "]
+    assert (r.correct, r.n, r.source_accuracy, r.drop) == (1, 2, 0.5, 0.0)
+
+
+def test_eval_problems_builtin_slice():
+    probs = accuracy.load_eval_problems(limit=5)
+    assert len(probs) == 5 and probs[0].answer == "18"  # GSM8K test[0]: Janet's ducks
+
+
+def test_gate_lines():
+    budget = Budget(max_package_mb=100, max_peak_rss_mb=250, min_decode_tok_s=10, max_ttft_s=None,
+                    min_accuracy=0.4, max_accuracy_drop=0.1)  # fmt: skip
+    fig = estimate.Figures("estimated", 50.0, 20.0, 100.0, 1.0, 300.0, 10.0, 100.0, 0.2, "n")
+    acc = accuracy.AccuracyResult(4, 2, 0.5, 0.15, 0.85, 0.7, 100)
+    lines = {g.name: g for g in gate.evaluate(budget, fig, acc)}
+    assert {k: g.status for k, g in lines.items()} == {
+        "max_package_mb": "pass", "max_peak_rss_mb": "fail", "min_decode_tok_s": "pass", "max_ttft_s": "n/a",
+        "min_accuracy": "pass", "max_accuracy_drop": "fail",
+    }  # fmt: skip
+    assert lines["max_peak_rss_mb"].basis == "estimated" and lines["max_package_mb"].basis == "measured"
+    assert not gate.passed(list(lines.values()))
+    better = accuracy.AccuracyResult(4, 4, 1.0, 0.5, 1.0, 0.7, 100)  # quantized beats source: negative drop
+    assert gate.evaluate(Budget(max_accuracy_drop=0.0), fig, better)[-1].status == "pass"
+    assert gate.passed(gate.evaluate(Budget(), fig, None))  # nothing gated -> pass
+
+
+def test_estimate_scales_decode_by_bandwidth_and_prefill_by_compute():
+    pi = load_profile("raspberry-pi-5")
+    m = _measurement()
+    f = estimate.figures_for(pi, m, HOST, package_bytes=2**20, weight_bytes=10**8, on_target=False)
+    assert f.basis == "estimated" and "estimated" in f.note
+    assert f.decode_tok_s == pytest.approx(50.0 * 17.1 / 10.0)
+    assert f.prefill_tok_s == pytest.approx(500.0 * 153.6 / 100.0)
+    assert f.ttft_s == pytest.approx(100 / f.prefill_tok_s + 1 / f.decode_tok_s)
+    assert f.roofline_tok_s == pytest.approx(171.0) and f.roofline_fraction == pytest.approx(
+        f.decode_tok_s / 171.0
+    )
+    assert f.peak_rss_mb == 300.0 and f.package_mb == 1.0
+    g = estimate.figures_for(pi, m, HOST, package_bytes=2**20, weight_bytes=10**8, on_target=True)
+    assert g.basis == "measured" and g.decode_tok_s == 50.0 and g.ttft_s == 0.2
+    assert g.roofline_fraction == pytest.approx(50.0 / 100.0)
+
+
+def test_runs_on_detection(monkeypatch):
+    assert estimate.runs_on(load_profile("host"))
+    pi = load_profile("raspberry-pi-5")
+    monkeypatch.setattr(estimate.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(estimate, "device_model", lambda: "Raspberry Pi 5 Model B Rev 1.0")
+    assert estimate.runs_on(pi)
+    monkeypatch.setattr(estimate, "device_model", lambda: "Raspberry Pi 4 Model B")
+    assert not estimate.runs_on(pi)
+
+
+def _report(profile: str, on_target: bool, acc: accuracy.AccuracyResult | None) -> BenchReport:
+    p = load_profile(profile)
+    m = _measurement()
+    f = estimate.figures_for(p, m, HOST, package_bytes=2**20, weight_bytes=10**8, on_target=on_target)
+    return BenchReport("/x/gguf-q4_k_m", "gguf-q4_k_m", "gguf", "q4_k_m", p.name, p.source_file, p.format,
+                       p.budget, 10**8, m, HOST, f, acc, gate.evaluate(p.budget, f, acc))  # fmt: skip
+
+
+def test_report_outputs(tmp_path: Path):
+    acc = accuracy.AccuracyResult(50, 1, 0.02, 0.004, 0.1, 0.04, 100)
+    reports = [_report("host", True, acc), _report("pixel-8", False, acc)]
+    paths = write_outputs(reports, tmp_path)
+    md = paths["md"].read_text()
+    assert "gguf-q4_k_m on host — PASS (MEASURED)" in md
+    assert "gguf-q4_k_m on pixel-8 — FAIL (ESTIMATED)" in md  # min_accuracy 0.05 > 0.02
+    assert "| min_accuracy | 0.020 | 0.050 | measured | **FAIL** |" in md
+    assert "pixel-8 prefers onnx; this package is gguf" in md
+    data = json.loads(paths["json"].read_text())
+    assert data["all_passed"] is False and [r["basis"] for r in data["reports"]] == ["measured", "estimated"]
+    assert data["reports"][1]["gates"][2]["basis"] == "estimated"
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
