@@ -79,13 +79,16 @@ def train_with_objective(
     *,
     seed: int = 0,
     pairs: Sequence[DualPair] | None = None,
+    step1_model: str | Path | None = None,
 ) -> Path:
     """Train `samples` with `train_cfg.objective`; return the final model directory.
 
     sft/cascod: one `training.train` run into `out_dir`. edit: step 1 (SFT on right + AHP-right samples)
     into `out_dir/step1`, merged, then step 2 (KRSL on the filtered pairs, `train.edit.step2_lr`,
     `step2_epochs`, `nll_cap`) into `out_dir/step2`. `pairs` are live AHP/CCP pairs (`edit.live_pairs`);
-    without them the pairs are offline twins of the right samples. Objective metrics (α, key-step fraction,
+    without them the pairs are offline twins of the right samples. `step1_model` (a full or LoRA model
+    already trained on the step-1 data, e.g. the last SIKeD iteration or an SFT run on the same samples)
+    skips step 1. Objective metrics (α, key-step fraction,
     pairs kept/dropped by reason) are written to `out_dir/objective.json` for the report.
     """
     from edge_distill.models import load_tokenizer
@@ -111,10 +114,12 @@ def train_with_objective(
     e = train_cfg.edit
     kept, pair_stats = edit_pairs(samples, pairs)
     step1 = step1_samples(samples, kept)
-    ex1 = build_sft_examples(tokenizer, step1, train_cfg.max_length)
-    r1 = train(base_model, ex1, out_dir / "step1", lr=train_cfg.lr, epochs=train_cfg.epochs, **common)
-    step1_model = Path(r1.final_dir)
-    if train_cfg.finetune == "lora":
+    if step1_model is None:
+        ex1 = build_sft_examples(tokenizer, step1, train_cfg.max_length)
+        r1 = train(base_model, ex1, out_dir / "step1", lr=train_cfg.lr, epochs=train_cfg.epochs, **common)
+        step1_model = r1.final_dir
+    step1_model = Path(step1_model)
+    if (step1_model / "adapter_config.json").is_file():
         step1_model = merge_lora(step1_model, out_dir / "step1" / "merged")
     ex2, metrics = build_krsl_examples(
         tokenizer,
