@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from edge_distill.io import atomic_path
 from exporters import gguf_checks, package, parity
 from exporters.errors import ExportError
 from exporters.gguf_writer import write_gguf
-from exporters.merge import TOKENIZER_FILES, check_tokenizer, is_lora_dir, lora_base, prepare_full_model
+from exporters.merge import check_tokenizer, is_lora_dir, lora_base, prepare_full_model
 from exporters.onnx_export import build_onnx, check_builder_compatible, check_onnx_quant
 from exporters.quantize import GGUF_FLOATS, check_gguf_quant, quantize_gguf
 
@@ -104,9 +103,7 @@ def _export_gguf(full: Path, pkg: Path, work: Path, quant: str, model: Any, toke
         numbers["transformers_gguf"] = gguf_checks.check_transformers_gguf(
             path, ref.text_ids, ref.nll, tokenizer, parity.TOKENIZER_CHECK_STRINGS
         )
-    for f in TOKENIZER_FILES:  # the GGUF embeds its vocab; ship the HF files too for other runtimes
-        if (full / f).is_file():
-            shutil.copy2(full / f, pkg / f)
+    tokenizer.save_pretrained(pkg)  # the GGUF embeds its vocab; ship the HF tokenizer too for other runtimes
     return name, numbers
 
 

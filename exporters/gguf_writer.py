@@ -101,7 +101,13 @@ def _vocab(model_dir: Path, n_vocab: int) -> tuple[list[str], list[int], str, An
     import gguf
     from transformers import AutoTokenizer
 
-    tok_json = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # The tokenizer transformers actually runs: in transformers 5 a model-specific class (e.g. Qwen2Tokenizer)
+    # may replace the pre-tokenizer stored in tokenizer.json, and llama.cpp must match what the student saw.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ExportError(f"{model_dir}: GGUF export needs a fast (tokenizers) tokenizer")
+    tok_json = json.loads(backend.to_str())
     model = tok_json.get("model", {})
     if (
         model.get("type") != "BPE"
@@ -110,7 +116,6 @@ def _vocab(model_dir: Path, n_vocab: int) -> tuple[list[str], list[int], str, An
     ):
         raise ExportError(f"{model_dir}: only byte-level BPE tokenizers (GPT-2 style) are supported for GGUF")
     pre = detect_pre_tokenizer(tok_json)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     reverse = {i: t for t, i in tokenizer.get_vocab().items()}
     added = tokenizer.added_tokens_decoder
     tokens, types = [], []
