@@ -9,6 +9,7 @@ evaluates on the *dev* split. The best iteration on dev is the result; the test 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -159,7 +160,6 @@ def _iteration(
 ) -> tuple[dict[str, Any], Path]:
     start = stages.full_model(prev_model, step)
     questions = train_problems[: params.limit_questions] if params.limit_questions else train_problems
-    sampler_stats: dict[str, Any] = {}
 
     def draw() -> list[Sample]:
         sampler = sampler_factory(start)
@@ -167,13 +167,23 @@ def _iteration(
         samples, stats = sample_student(
             sampler, questions, SamplingParams(p.n, p.temperature, p.top_p, p.max_new_tokens, p.seed + k)
         )
-        sampler_stats.update(stats.to_dict())
+        write_json(step / "sampler.json", stats.to_dict())
         return samples
 
     student_raw = cached_samples(step / "student_samples.jsonl", draw)
     data, record = build_iteration_data(teacher, student_raw, rule=params.mixing, priority=params.priority)
     cached_samples(step / "train.jsonl", lambda: data)
-    record["sampler"] = sampler_stats or {"resumed": True}
+    sampler_file = step / "sampler.json"
+    record["sampler"] = json.loads(sampler_file.read_text(encoding="utf-8")) if sampler_file.is_file() else {}
     record["start_model"] = str(start)
     record["questions_sampled"] = len(questions)
+    if not data:
+        # mixing="standard" and the student solved nothing: there is nothing to train on, keep the model
+        log.warning(
+            "SIKeD iteration %d: empty training set (rule %s); the previous model carries over",
+            k,
+            params.mixing,
+        )
+        record["skipped_training"] = "empty training set"
+        return record, prev_model
     return record, trained_model(stages, data, start, step / "train")
