@@ -1,0 +1,164 @@
+"""Ask the teacher, judge every rationale, and say exactly how many failed and why.
+
+`teach` returns *all* samples, right and wrong (EDIT learns from wrong CoTs; reports need the counts),
+each with `correct` set and, when it failed, `meta["failure"]` in:
+  error        the teacher call failed (finish_reason "error"),
+  truncated    the completion hit the token limit (finish_reason "length"); never trusted as correct,
+  unparseable  no answer could be extracted (PoT: the program failed in the sandbox),
+  wrong        an answer was found and it differs from the gold answer,
+  no_gold      the problem has no gold answer to judge against (synthetic problems before voting).
+`filter_samples` then keeps the correct ones that are fit for training.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from edge_distill.answers import answers_match
+from edge_distill.errors import TeacherError
+from edge_distill.sandbox import run_programs
+from edge_distill.strategies import has_subquestions, parse_teacher_completion, split_final_answer
+from edge_distill.teachers.base import Completion, Teacher
+from edge_distill.types import Problem, Sample, Strategy
+
+__all__ = ["FAILURE_REASONS", "filter_samples", "teach"]
+
+log = logging.getLogger(__name__)
+
+FAILURE_REASONS = ("error", "truncated", "unparseable", "wrong", "no_gold")
+KEEP_MODES = ("one_per_strategy", "all")
+
+
+def _sample(p: Problem, strategy: Strategy, c: Completion, j: int, teacher: str) -> Sample:
+    """A sample with rationale parsed and, for CoT/L2M, pred extracted; PoT preds come from the sandbox."""
+    meta: dict[str, Any] = {
+        "teacher": teacher,
+        "finish_reason": c.finish_reason,
+        "cached": c.cached,
+        "k_index": j,
+    }
+    s = Sample(p.id, p.question, p.answer, strategy, rationale="", raw=c.text, source="teacher", meta=meta)
+    if c.finish_reason == "error":
+        meta.update(failure="error", error=c.error or "teacher returned an error")
+        return s
+    body = parse_teacher_completion(strategy, c.text)
+    if strategy is Strategy.POT:
+        s.rationale = body
+    else:
+        s.rationale, s.pred = split_final_answer(body)
+    if c.finish_reason == "length":  # a cut-off rationale may still contain a number; it is not an answer
+        meta["failure"] = "truncated"
+    return s
+
+
+def teach(
+    teacher: Teacher,
+    problems: list[Problem],
+    strategies: list[Strategy],
+    k: int,
+    *,
+    pot_timeout_s: float = 2.0,
+    progress: bool = True,
+) -> tuple[list[Sample], dict[str, Any]]:
+    """Generate `k` rationales per problem and strategy, judge them, and count failures by reason.
+
+    Returns (samples, stats). stats: {"teacher", "problems", "k", "completions", "correct",
+    "failures": {reason: n}, "by_strategy": {s: {"completions", "correct", <reasons>..., "problems_solved"}},
+    "problems_solved_any", "cached"}.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    strategies = [Strategy(s) for s in strategies]
+    samples: list[Sample] = []
+    by_strategy: dict[str, dict[str, int]] = {}
+    bar = tqdm(strategies, desc=f"teacher {teacher.name}", unit="strategy", disable=not progress)
+    for strategy in bar:
+        bar.set_postfix_str(strategy.value)
+        completions = teacher.generate(problems, strategy, k)
+        if len(completions) != len(problems):
+            raise TeacherError(
+                f"teacher {teacher.name} returned {len(completions)} completion lists for {len(problems)} problems"
+            )
+        batch = [
+            _sample(p, strategy, c, j, teacher.name)
+            for p, cs in zip(problems, completions, strict=True)
+            for j, c in enumerate(cs)
+        ]
+        _judge(batch, strategy, pot_timeout_s)
+        samples.extend(batch)
+        counts = Counter(s.meta.get("failure") or "correct" for s in batch)
+        solved = {s.problem_id for s in batch if s.correct}
+        by_strategy[strategy.value] = {
+            "completions": len(batch),
+            "correct": counts["correct"],
+            **{r: counts[r] for r in FAILURE_REASONS},
+            "problems_solved": len(solved),
+        }
+        log.info("teacher %s / %s: %s", teacher.name, strategy.value, by_strategy[strategy.value])
+    failures = Counter(s.meta["failure"] for s in samples if s.meta.get("failure"))
+    stats = {
+        "teacher": teacher.name,
+        "problems": len(problems),
+        "k": k,
+        "strategies": [s.value for s in strategies],
+        "completions": len(samples),
+        "correct": sum(s.correct for s in samples),
+        "failures": {r: failures[r] for r in FAILURE_REASONS},
+        "by_strategy": by_strategy,
+        "problems_solved_any": len({s.problem_id for s in samples if s.correct}),
+        "cached": sum(bool(s.meta.get("cached")) for s in samples),
+    }
+    return samples, stats
+
+
+def _judge(batch: list[Sample], strategy: Strategy, pot_timeout_s: float) -> None:
+    """Set pred/correct/failure in place; all PoT programs of the batch run in one sandbox batch."""
+    todo = [s for s in batch if s.meta.get("failure") is None]
+    if strategy is Strategy.POT:
+        runnable = [s for s in todo if s.rationale.strip()]
+        for s, res in zip(
+            runnable, run_programs([s.rationale for s in runnable], timeout_s=pot_timeout_s), strict=True
+        ):
+            s.pred = res.answer if res.ok else None
+            if not res.ok:
+                s.meta["error"] = res.error
+    for s in todo:
+        if not s.gold:
+            s.meta["failure"] = "no_gold"
+        elif s.pred is None:
+            s.meta["failure"] = "unparseable"
+        elif answers_match(s.pred, s.gold):
+            s.correct = True
+        else:
+            s.meta["failure"] = "wrong"
+
+
+def filter_samples(samples: list[Sample], keep: str = "one_per_strategy") -> list[Sample]:
+    """The correct samples fit for training, in input order.
+
+    L2M samples must really contain sub-questions and rationales must be non-empty. keep="one_per_strategy"
+    (SIKeD) keeps the first per (problem, strategy); keep="all" keeps every one, minus exact duplicates.
+    """
+    if keep not in KEEP_MODES:
+        raise ValueError(f"keep must be one of {', '.join(KEEP_MODES)}, got {keep!r}")
+    out: list[Sample] = []
+    seen: set[tuple[str, Strategy] | tuple[str, Strategy, str]] = set()
+    for s in samples:
+        if not s.correct or not s.rationale.strip():
+            continue
+        if s.strategy is Strategy.L2M and not has_subquestions(s.rationale):
+            continue
+        key = (
+            (s.problem_id, s.strategy)
+            if keep == "one_per_strategy"
+            else (s.problem_id, s.strategy, s.rationale)
+        )
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(s)
+    return out
