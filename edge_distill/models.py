@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,31 +99,42 @@ def resolve_model(spec: str | os.PathLike[str]) -> Path:
 
 
 def convert_smollm2(target: Path) -> Path:
-    """Dequantize the packaged SmolLM2 GGUF into `target` once; concurrent callers wait on a file lock."""
+    """Dequantize the packaged SmolLM2 GGUF into `target` once (~30 s); later calls return at once."""
+    gguf = smollm2_gguf_path()
+
+    def write(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        logger.info("converting %s to a HF directory at %s (once; ~30 s)", gguf.name, target)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        _drop_gguf_quantizer(model)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return build_once(target, write, {"source": str(gguf)})
+
+
+def build_once(target: Path, write: Callable[[Path], None], info: dict[str, Any] | None = None) -> Path:
+    """Run `write(tmp_dir)` and rename tmp_dir to `target`, unless `target` is already complete.
+
+    A file lock serializes concurrent processes (the second waits, then finds the result); the rename
+    plus a marker file written last mean a crash never leaves a directory that looks complete.
+    """
     from filelock import FileLock
 
     if (target / DONE_MARKER).is_file():
         return target
-    gguf = smollm2_gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / DONE_MARKER).is_file():  # another process finished while we waited
             return target
-        logger.info("converting %s to a HF directory at %s (once; ~30 s)", gguf.name, target)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared by every run of this user
         try:
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-            )
-            _drop_gguf_quantizer(model)
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            (tmp / DONE_MARKER).write_text(json.dumps({"source": str(gguf)}) + "\n", encoding="utf-8")
-            if target.exists():  # a half-written leftover without the marker
+            write(tmp)
+            (tmp / DONE_MARKER).write_text(json.dumps(info or {}) + "\n", encoding="utf-8")
+            if target.exists():  # a half-written leftover from before markers, or a manual copy
                 shutil.rmtree(target)
             os.replace(tmp, target)
         finally:
