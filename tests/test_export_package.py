@@ -1,0 +1,150 @@
+"""Package contract: manifest fields and hashes, verify() catches any change, failures leave nothing, LoRA merge."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from exporters import ExportError, ParityError, verify
+from exporters.merge import prepare_full_model
+from exporters.package import default_prompt_template, write_archive, write_manifest
+from exporters.parity import ParityReport, enforce
+
+MANIFEST_KEYS = {
+    "format",
+    "quant",
+    "files",
+    "source_run",
+    "config_digest",
+    "source_accuracy",
+    "runtime",
+    "created",
+}
+
+
+@pytest.fixture
+def pkg(tmp_path) -> Path:
+    p = tmp_path / "gguf-q4_k_m"
+    (p / "sub").mkdir(parents=True)
+    (p / "model-q4_k_m.gguf").write_bytes(bytes(range(256)) * 40)
+    (p / "tokenizer.json").write_text('{"x": 1}')
+    (p / "sub" / "extra.txt").write_text("hello")
+    write_manifest(p, fmt="gguf", quant="q4_k_m", source_run="runs/a", config_digest="sha256:abc",
+                   source_accuracy={"dev": 0.25, "n": 40})  # fmt: skip
+    return p
+
+
+def test_manifest_has_contract_fields_and_hashes(pkg):
+    m = json.loads((pkg / "manifest.json").read_text())
+    assert MANIFEST_KEYS <= set(m)
+    assert m["runtime"] == "llama.cpp" and m["source_accuracy"] == {"dev": 0.25, "n": 40}
+    assert set(m["files"]) == {"model-q4_k_m.gguf", "tokenizer.json", "sub/extra.txt"}
+    assert m["files"]["model-q4_k_m.gguf"]["bytes"] == 256 * 40
+    assert all(len(f["sha256"]) == 64 for f in m["files"].values())
+    assert verify(pkg).ok and verify(pkg).checked == 3
+
+
+def test_flipped_byte_fails_verify(pkg):
+    model = pkg / "model-q4_k_m.gguf"
+    data = bytearray(model.read_bytes())
+    data[1000] ^= 0x01
+    model.write_bytes(bytes(data))
+    result = verify(pkg)
+    assert not result.ok and result.problems == ["model-q4_k_m.gguf: sha256 mismatch"]
+
+
+def test_missing_truncated_and_unlisted_files_fail_verify(pkg):
+    (pkg / "tokenizer.json").unlink()
+    (pkg / "sub" / "extra.txt").write_text("hello!")
+    (pkg / "notes.txt").write_text("sneaked in")
+    problems = verify(pkg).problems
+    assert "tokenizer.json: missing" in problems
+    assert any(p.startswith("sub/extra.txt: 6 bytes") for p in problems)
+    assert "notes.txt: not in manifest" in problems
+    assert not verify(pkg.parent / "nope").ok
+
+
+def test_archive_contains_the_package(pkg):
+    archive = write_archive(pkg)
+    with tarfile.open(archive) as tar:
+        assert f"{pkg.name}/manifest.json" in tar.getnames()
+
+
+def test_prompt_template_carries_strategy_formats_and_cascod():
+    tpl = default_prompt_template(
+        {"stage1": "Question: {question}\nRationale: ", "stage2": "{rationale}\nAnswer: "}
+    )
+    assert "{question}" in tpl["student_prompt"] and tpl["strategies"] == ["cot", "l2m", "pot"]
+    assert tpl["response"]["cot"].startswith("[cot]: ") and tpl["cascod"]["stage2"].endswith("Answer: ")
+
+
+def _report(quant: str, identical: int, ppl_ratio: float) -> ParityReport:
+    return ParityReport("llama.cpp", quant, 48, identical / 3, identical, 3, 2.0, 2.0 + 0.1, ppl_ratio)
+
+
+def test_parity_error_carries_numbers():
+    with pytest.raises(ParityError) as e:
+        enforce(_report("f16", 2, 1.0))
+    assert e.value.numbers["identical_prompts"] == 2 and e.value.numbers["n_prompts"] == 3
+    with pytest.raises(ParityError, match="perplexity ratio"):
+        enforce(_report("q4_k_m", 0, 3.0))
+    enforce(_report("q4_k_m", 0, 1.1))  # quantized: disagreement is reported, not fatal
+
+
+def test_failed_parity_leaves_no_package(tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("llama_cpp")
+    import exporters.api as api
+
+    def boom(report, **kw):
+        raise ParityError("forced", report.as_dict())
+
+    monkeypatch.setattr(api.parity, "enforce", boom)
+    out = tmp_path / "export" / "gguf-f16"
+    with pytest.raises(ParityError):
+        api.export_model(
+            tiny_model_dir, out, "gguf", "f16", threads=1, parity_tokens=2, check_transformers=False
+        )
+    assert list((tmp_path / "export").iterdir()) == []
+
+
+def _lora_adapter(base: Path, out: Path) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, cfg)
+    peft_model.save_pretrained(out)
+    return out
+
+
+def test_lora_is_merged_into_full_weights(tiny_model_dir, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = _lora_adapter(tiny_model_dir, tmp_path / "adapter")
+    merged = prepare_full_model(adapter, tmp_path / "work")
+    assert (merged / "tokenizer.json").is_file() and not (merged / "adapter_config.json").exists()
+    ids = torch.tensor([[5, 17, 42, 99]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        want = PeftModel.from_pretrained(base, adapter)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)(ids).logits
+    assert torch.allclose(want, got, atol=1e-4)
+    assert prepare_full_model(tiny_model_dir, tmp_path / "w2") == tiny_model_dir  # full fine-tune: no-op
+
+
+def test_lora_with_absent_base_is_refused_without_files(tmp_path):
+    from exporters import export_model
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/nowhere/base"}))
+    with pytest.raises(ExportError, match="base model '/nowhere/base' is not a local model directory"):
+        export_model(adapter, tmp_path / "out" / "gguf-f16", "gguf", "f16")
+    assert not (tmp_path / "out").exists()
