@@ -130,9 +130,11 @@ class RecordedCompletionTeacher:
     def __init__(self, answers: dict[str, list[Completion]]):
         self.answers = answers
         self.prompts: list[str] = []
+        self.samplings: list = []
 
     def complete(self, prompts, k, sampling):
-        self.prompts = list(prompts)
+        self.prompts += list(prompts)
+        self.samplings.append(sampling)
         return [self.answers["ahp" if "Hint:" in p.rsplit("Question:", 1)[-1] else "ccp"] for p in prompts]
 
 
@@ -262,3 +264,40 @@ def test_end_to_end_edit_step1_then_krsl_step2(tiny_model_dir, tmp_path):
         and m["pairs_kept"] == m["edit_pairs_used"]
     )
     assert m["edit_wrong_weight"] == -0.025 and m["edit_nll_cap"] == 5.0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_live_pairs_with_the_real_llamacpp_teacher(tmp_path):
+    """AHP/CCP through a real llama.cpp teacher (SmolLM2-135M GGUF, so most pairs are expected to be filtered)."""
+    pytest.importorskip("llama_cpp")
+    from edge_distill.models import smollm2_gguf_path
+    from edge_distill.teachers.live import Sampling
+    from edge_distill.teachers.llamacpp import LlamaCppTeacher
+
+    try:
+        gguf = smollm2_gguf_path()
+    except Exception as e:  # noqa: BLE001 - any missing-package error means "skip"
+        pytest.skip(str(e))
+    right = _gold_samples(2)
+    wrong = [
+        replace(
+            right[0], problem_id="w0", rationale="Natalia sold 48 * 2 = 96 clips.", pred="96", correct=False
+        )
+    ]
+    teacher = LlamaCppTeacher(
+        str(gguf), n_ctx=2048, n_threads=1, cache=tmp_path / "cache.sqlite", progress=False
+    )
+    try:
+        sampling = Sampling(temperature=0.0, max_tokens=96, seed=0)
+        pairs, stats = live_pairs(teacher, right + wrong, sampling, k=1)
+    finally:
+        teacher.close()
+    kept, fstats = filter_pairs(pairs)
+    assert stats["ahp_requests"] == 1 and stats["ccp_requests"] == 2
+    failed = sum(v for key, v in stats.items() if "_teacher_" in key)
+    assert stats["pairs_built"] + failed == 3
+    assert fstats["kept"] + fstats["dropped"] == len(pairs)
+    for p in pairs:  # completions were cut at our exemplar boundaries and judged
+        new = p.right if p.kind == "ahp" else p.wrong
+        assert "Question:" not in new.raw and new.meta["edit"] == p.kind

@@ -50,6 +50,7 @@ _EXEMPLARS: list[tuple[str, str, str, str]] = [
     ),
 ]
 EXEMPLAR_BOUNDARY = "\n\nQuestion:"
+STOP_STRINGS = ("\nQuestion:", "\nWrong solution:", "\nCorrect solution:")
 
 
 def _answer_line(answer: str) -> str:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, is_dataclass, replace
 from typing import Any
 
 from edge_distill.answers import answers_match
 from edge_distill.objectives.dual_cot import (
+    STOP_STRINGS,
     ahp_prompt,
     ccp_prompt,
     cut_completion,
@@ -89,33 +90,56 @@ def _teacher_sample(base: Sample, text: str, kind: str) -> Sample:
     )
 
 
+def _with_stops(sampling: Any, temperature: float | None = None) -> Any:
+    """The caller's sampling plus our exemplar boundaries as stop strings (and AHP's low temperature)."""
+    if sampling is None or not is_dataclass(sampling):
+        return sampling
+    changes: dict[str, Any] = {}
+    if hasattr(sampling, "stop"):
+        changes["stop"] = tuple(sampling.stop) + tuple(s for s in STOP_STRINGS if s not in sampling.stop)
+    if temperature is not None and hasattr(sampling, "temperature"):
+        changes["temperature"] = temperature
+    return replace(sampling, **changes)
+
+
 def live_pairs(
-    teacher: Any, samples: Sequence[Sample], sampling: Any, *, k: int = 1
+    teacher: Any,
+    samples: Sequence[Sample],
+    sampling: Any = None,
+    *,
+    k: int = 1,
+    ahp_temperature: float | None = 0.2,
 ) -> tuple[list[DualPair], dict[str, int]]:
     """AHP for each wrong CoT, CCP for each right CoT, through `teacher.complete(prompts, k, sampling)`.
 
-    `samples` are the teacher's judged CoT samples, right and wrong (teach/samples.jsonl). The paper samples
-    AHP at temperature 0.2: pass such a `sampling`. Completions that failed (finish_reason "error") or
-    were cut ("length") are counted and skipped; judging happens in `filter_pairs`.
+    `samples` are the teacher's judged CoT samples, right and wrong (teach/samples.jsonl). AHP runs at
+    `ahp_temperature` (the paper's 0.2), CCP at the given sampling; both stop at our exemplar boundaries.
+    Completions that failed (finish_reason "error") or were cut ("length") are counted and skipped; judging
+    the new side happens here, keeping or dropping the pair in `filter_pairs`.
     """
     cots = [s for s in samples if s.strategy == Strategy.COT]
     wrong = [s for s in cots if not s.correct]
     right = [s for s in cots if s.correct]
-    prompts = [ahp_prompt(s.question, s.gold) for s in wrong]
-    prompts += [ccp_prompt(s.question, s.rationale, s.gold) for s in right]
     stats: Counter[str] = Counter(ahp_requests=len(wrong), ccp_requests=len(right))
-    if not prompts:
-        return [], dict(stats)
-    completions = teacher.complete(prompts, k, sampling)
     pairs: list[DualPair] = []
-    for i, (base, outs) in enumerate(zip(wrong + right, completions, strict=True)):
-        kind = "ahp" if i < len(wrong) else "ccp"
-        for c in outs:
-            if c.finish_reason != "stop":
-                stats[f"{kind}_teacher_{c.finish_reason}"] += 1
-                continue
-            new = _teacher_sample(base, c.text, kind)
-            pairs.append(DualPair(new, base, kind) if kind == "ahp" else DualPair(base, new, kind))
+    for kind, bases, prompts, samp in (
+        (
+            "ahp",
+            wrong,
+            [ahp_prompt(s.question, s.gold) for s in wrong],
+            _with_stops(sampling, ahp_temperature),
+        ),
+        ("ccp", right, [ccp_prompt(s.question, s.rationale, s.gold) for s in right], _with_stops(sampling)),
+    ):
+        if not prompts:
+            continue
+        for base, outs in zip(bases, teacher.complete(prompts, k, samp), strict=True):
+            for c in outs:
+                if c.finish_reason != "stop":
+                    stats[f"{kind}_teacher_{c.finish_reason}"] += 1
+                    continue
+                new = _teacher_sample(base, c.text, kind)
+                pairs.append(DualPair(new, base, kind) if kind == "ahp" else DualPair(base, new, kind))
     stats["pairs_built"] = len(pairs)
     return pairs, dict(stats)
 
