@@ -202,3 +202,120 @@ def test_run_methods_writes_summary_report_and_plots(tmp_path):
     md = (tmp_path / "methods" / "methods.md").read_text()
     assert "| 1 **best** | 0.500 |" in md and "siked_alpha.png" in md
     assert json.loads((tmp_path / "methods" / "summary.json").read_text())["siked"]["best"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def tiny_run(tmp_path: Path, tiny_model_dir: Path, methods: list[str], **sections):
+    """A run directory through the pipeline's data/teach/filter stages (recorded teacher), tiny student."""
+    from edge_distill import pipeline
+    from edge_distill.config import config_from_dict
+    from edge_distill.rundir import RunDir
+
+    test_file = tmp_path / "test.jsonl"  # poisoned: every gold answer is wrong
+    test_file.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "#### 3"}) + "\n")
+    data = {
+        "name": "r",
+        "runs_dir": str(tmp_path),
+        "methods": methods,
+        "student": {"model": str(tiny_model_dir)},
+        "data": {"test": str(test_file), "dev_size": 3, "limit_train": 4},
+        "teacher": {"cache": str(tmp_path / "teacher.sqlite")},
+        "train": {"max_steps": 1, "batch_size": 4, "max_length": 512, "save_steps": 1},
+        "eval": {"max_new_tokens": 12, "batch_size": 8},
+        "siked": {"iterations": 2, "samples_per_question": 2, "max_new_tokens": 12, "patience": 0},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    cfg = config_from_dict(data)
+    run = RunDir(cfg, resume=True)
+    for name in ("data", "teach", "filter"):
+        if not run.done(name):
+            run.mark_done(name, 0.0, getattr(pipeline, f"stage_{name}")(cfg, run))
+    return cfg, run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["adaptive", "all", "standard"])
+def test_end_to_end_two_iterations_select_on_dev_only(tmp_path, tiny_model_dir, monkeypatch, rule):
+    from edge_distill import pipeline
+    from edge_distill.methods.loop import run_methods_from_config
+
+    cfg, run = tiny_run(tmp_path, tiny_model_dir, ["siked"], siked={"mixing": rule})
+    test_reads, evaluated = [], []
+    real_load_test, real_eval = pipeline.load_test, pipeline.evaluate_student
+    monkeypatch.setattr(pipeline, "load_test", lambda c: test_reads.append(1) or real_load_test(c))
+    monkeypatch.setattr(
+        pipeline,
+        "evaluate_student",
+        lambda c, m, problems, o, split: (
+            evaluated.append(([p.id for p in problems], split)) or real_eval(c, m, problems, o, split)
+        ),
+    )
+    summary = run_methods_from_config(cfg, run)
+    dev_ids = [p.id for p in pipeline.load_split(run, "dev")]
+    assert test_reads == [] and evaluated == [(dev_ids, "dev")] * 2  # selection saw dev only
+    for k in (0, 1):
+        rec = json.loads((run.path / f"iter_{k}" / "record.json").read_text())
+        assert sum(rec["composition"]["by_source"].values()) == rec["train_size"]
+        n_llm = rec["composition"]["by_source"].get("teacher", 0)
+        assert rec["alpha"] == (n_llm / rec["train_size"] if rec["train_size"] else None)
+        assert rec["dev"]["n"] == len(dev_ids)
+    rec1 = json.loads((run.path / "iter_1" / "record.json").read_text())
+    assert rec1["sampler"]["samples"] == 2 * 4 and rec1["rule"] == rule
+    assert summary["model"] in {
+        json.loads((run.path / f"iter_{k}" / "record.json").read_text())["model"] for k in (0, 1)
+    }
+    # the final eval, after all selection, is the one place that reads the test split
+    run.mark_done("methods", 0.0, summary)
+    cfg.eval.final_test = True
+    final = pipeline.stage_eval(cfg, run)
+    assert test_reads == [1] and final["test"]["n"] == 1 and final["test"]["accuracy"] == 0.0
+
+
+_KILL_SCRIPT = """
+import sys
+from pathlib import Path
+from tests.test_siked import tiny_run
+from edge_distill.methods.loop import run_methods_from_config
+cfg, run = tiny_run(Path(sys.argv[1]), Path(sys.argv[2]), ["siked"])
+run_methods_from_config(cfg, run)
+"""
+
+
+@pytest.mark.slow
+def test_end_to_end_kill_mid_iteration_then_resume(tmp_path, tiny_model_dir, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from edge_distill import pipeline
+    from edge_distill.methods.loop import run_methods_from_config
+
+    cfg, run = tiny_run(tmp_path, tiny_model_dir, ["siked"])
+    marker = run.path / "iter_1" / "train.jsonl"  # iteration 1 has sampled and mixed: it is training now
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(tmp_path), str(tiny_model_dir)],
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and not (run.path / "iter_1" / "record.json").exists()
+    finished = {
+        p: p.stat().st_mtime_ns
+        for p in (run.path / "iter_0" / "record.json", run.path / "iter_1" / "student_samples.jsonl")
+    }
+    trained = []
+    real_train = pipeline.train_student
+    monkeypatch.setattr(pipeline, "train_student", lambda *a: trained.append(a[3]) or real_train(*a))
+    monkeypatch.setattr("edge_distill.methods.siked.sample_student", lambda *a, **k: pytest.fail("resampled"))
+    run_methods_from_config(cfg, run)
+    assert trained == [run.path / "iter_1" / "train"]  # iteration 0 untouched, iteration 1 finished
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+    assert json.loads((run.path / "iter_1" / "record.json").read_text())["iteration"] == 1
