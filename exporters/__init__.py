@@ -4,8 +4,17 @@ Entry points: `export_model(...)` and `verify(package_dir)`. Heavy dependencies 
 gguf, llama_cpp, onnxruntime_genai) are imported inside the functions that need them.
 """
 
-from exporters.api import export_model, run_metadata
+from exporters.api import export_model, export_targets, resolve_source, run_metadata
 from exporters.errors import ExportError, ParityError
 from exporters.package import VerifyResult, verify
 
-__all__ = ["ExportError", "ParityError", "VerifyResult", "export_model", "run_metadata", "verify"]
+__all__ = [
+    "ExportError",
+    "ParityError",
+    "VerifyResult",
+    "export_model",
+    "export_targets",
+    "resolve_source",
+    "run_metadata",
+    "verify",
+]

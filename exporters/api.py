@@ -76,6 +76,30 @@ def run_metadata(run_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
+def resolve_source(run_or_model: str | Path) -> tuple[Path, dict[str, Any]]:
+    """`edge-distill export RUN_OR_MODEL`: a run directory (its train/final model + run metadata) or a model dir."""
+    path = Path(run_or_model)
+    if (path / "train" / "final").is_dir():
+        return path / "train" / "final", run_metadata(path)
+    if (path / "config.json").is_file() or is_lora_dir(path):
+        return path, {"source_run": None, "config_digest": None, "source_accuracy": None}
+    raise ExportError(f"{path}: neither a run directory (with train/final/) nor a model directory")
+
+
+def export_targets(
+    source: str | Path, export_dir: str | Path, targets: list[dict[str, str]], **kwargs: Any
+) -> list[Path]:
+    """Export every `{"format", "quant"}` target into `export_dir/<format>-<quant>/` (the run stage)."""
+    for t in targets:  # refuse a bad target before spending minutes on the good ones
+        check_request(Path(source), t["format"], t["quant"])
+    return [
+        export_model(
+            source, Path(export_dir) / f"{t['format']}-{t['quant']}", t["format"], t["quant"], **kwargs
+        )
+        for t in targets
+    ]
+
+
 def _export_gguf(full: Path, pkg: Path, work: Path, quant: str, model: Any, tokenizer: Any,
                  ref: parity.Reference, threads: int | None, check_transformers: bool) -> tuple[str, dict[str, Any]]:  # fmt: skip
     t0 = time.perf_counter()

@@ -148,3 +148,21 @@ def test_lora_with_absent_base_is_refused_without_files(tmp_path):
     with pytest.raises(ExportError, match="base model '/nowhere/base' is not a local model directory"):
         export_model(adapter, tmp_path / "out" / "gguf-f16", "gguf", "f16")
     assert not (tmp_path / "out").exists()
+
+
+def test_run_directory_resolves_to_final_model_and_metadata(tiny_model_dir, tmp_path):
+    import shutil
+
+    from exporters import resolve_source
+
+    run = tmp_path / "runs" / "demo"
+    shutil.copytree(tiny_model_dir, run / "train" / "final")
+    (run / "config.yaml").write_text("name: demo\n")
+    (run / "eval").mkdir()
+    (run / "eval" / "dev.json").write_text(json.dumps({"accuracy": 0.3, "n": 50}))
+    model, meta = resolve_source(run)
+    assert model == run / "train" / "final"
+    assert meta["source_accuracy"] == {"dev": 0.3, "n": 50} and meta["config_digest"].startswith("sha256:")
+    assert resolve_source(tiny_model_dir)[0] == tiny_model_dir
+    with pytest.raises(ExportError, match="neither a run directory"):
+        resolve_source(tmp_path)

@@ -1,0 +1,85 @@
+"""Export SmolLM2-135M (or any HF dir) to GGUF/ONNX packages and report sizes, times and parity with torch.
+
+    python benchmarks/bench_export.py                         # builtin:smollm2-135m, q8_0 + q4_k_m + onnx int4
+    python benchmarks/bench_export.py --model DIR --targets gguf:f16,onnx:fp32 --threads 2
+
+Writes benchmarks/results/export.json. `export_s` is the conversion itself (GGUF write + llama.cpp quantize, or
+the ONNX builder); `total_s` adds loading the torch model, the torch reference and every parity check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+logger = logging.getLogger("bench_export")
+
+
+def resolve(spec: str) -> Path:
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    from edge_distill.models import resolve_model
+
+    return resolve_model(spec)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="builtin:smollm2-135m")
+    ap.add_argument("--targets", default="gguf:q8_0,gguf:q4_k_m,onnx:int4")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parity-tokens", type=int, default=32)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "export.json")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the packages under this directory")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+
+    from exporters import export_model, verify
+
+    t0 = time.perf_counter()
+    model_dir = resolve(args.model)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
+        for target in args.targets.split(","):
+            fmt, quant = target.split(":")
+            t = time.perf_counter()
+            pkg = export_model(model_dir, root / f"{fmt}-{quant}", fmt, quant, threads=args.threads,
+                               parity_tokens=args.parity_tokens)  # fmt: skip
+            wall = time.perf_counter() - t
+            m = json.loads((pkg / "manifest.json").read_text())
+            model_bytes = sum(f["bytes"] for n, f in m["files"].items() if n.startswith("model"))
+            g = m["parity"]["greedy"]
+            row = {
+                "target": target,
+                "model_mb": round(model_bytes / 1e6, 1),
+                "export_s": m["timings"]["export_s"],
+                "total_s": round(wall, 1),
+                "token_agreement": round(g["token_agreement"], 3),
+                "identical_prompts": f"{g['identical_prompts']}/{g['n_prompts']}",
+                "tokens_compared": g["tokens_compared"],
+                "ppl_ratio": round(g["ppl_ratio"], 4),
+                "tokenizer_mismatches": {
+                    k: v["mismatches"] for k, v in m["parity"].items() if k.startswith("tokenizer")
+                },
+                "transformers_gguf": m["parity"].get("transformers_gguf"),
+                "verify_ok": verify(pkg).ok,
+            }
+            rows.append(row)
+            logger.info("%s", json.dumps(row))
+    result = {"model": str(args.model), "threads": args.threads, "load_avg": os.getloadavg(), "rows": rows,
+              "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    logger.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()
