@@ -59,6 +59,15 @@ def test_nll_cap_drops_only_negative_terms_above_cap():
     torch.testing.assert_close(weighted_ce(logits, ids, w_pos, nll_cap=0.0), ce.sum())
 
 
+def test_bf16_logits_give_an_fp32_loss_close_to_fp32():
+    logits, ids = _rand(b=2, t=9, v=50)
+    w = torch.rand(ids.shape)
+    loss16 = weighted_ce(logits.bfloat16(), ids, w)
+    assert loss16.dtype == torch.float32
+    torch.testing.assert_close(loss16, weighted_ce(logits, ids, w), rtol=2e-2, atol=2e-2)
+    assert weighted_ce(logits.bfloat16(), ids, torch.zeros(ids.shape)).dtype == torch.float32
+
+
 def test_shape_mismatch_is_an_error():
     logits, ids = _rand()
     with pytest.raises(ValueError, match="expected logits"):

@@ -41,15 +41,18 @@ def weighted_ce(
             f"{tuple(logits.shape)}, {tuple(input_ids.shape)}, {tuple(weights.shape)}"
         )
     # Shift here so callers think in "weight of token t" and never off-by-one the prompt mask.
-    shift_logits = logits[:, :-1, :].float()
+    shift_logits = logits[:, :-1, :]
     targets = input_ids[:, 1:]
-    w = weights[:, 1:].to(shift_logits.dtype)
-    # Only positions with a non-zero weight need the (B·T·V) log-softmax: prompts are often most of the
-    # sequence, and for a 49k vocabulary the full fp32 log-softmax dominates memory.
+    w = weights[:, 1:].float()
+    # Only positions with a non-zero weight need the log-softmax: prompts are often most of the sequence,
+    # and for a 49k vocabulary an fp32 copy of all [B,T,V] logits would dominate memory. Selecting first
+    # also means only the selected rows are upcast from bf16.
     mask = w != 0
     if not bool(mask.any()):
-        return logits.sum() * 0.0  # keeps the graph (DDP needs every parameter to get a grad) and is 0
-    ce = F.cross_entropy(shift_logits[mask], targets[mask], reduction="none")
+        return (
+            logits.sum().float() * 0.0
+        )  # keeps the graph (DDP needs every parameter to get a grad) and is 0
+    ce = F.cross_entropy(shift_logits[mask].float(), targets[mask], reduction="none")
     w_sel = w[mask]
     if nll_cap is not None:
         keep = ~((w_sel < 0) & (ce.detach() > nll_cap))
