@@ -186,7 +186,7 @@ def test_two_stage_generate_uses_training_templates():
 
     calls: list[list[str]] = []
 
-    def fake_generate(model, tokenizer, prompts, **kw):
+    def fake_generate(model, tokenizer, prompts, n=1, **kw):
         calls.append(list(prompts))
         if len(calls) == 1:
             return [
@@ -197,7 +197,7 @@ def test_two_stage_generate_uses_training_templates():
         return [[" 7."]]
 
     prompts = [student_prompt(q) for q in ("a", "b", "c")]
-    out = cascod_generate(fake_generate, None, None, prompts, max_new_tokens=100)
+    out = [o[0] for o in cascod_generate(fake_generate, None, None, prompts, max_new_tokens=100)]
     assert calls[1] == [
         answer_prompt(prompts[0], "[cot]: 3 + 4 = 7 apples.")
     ]  # only the CoT without an answer
@@ -231,3 +231,17 @@ def test_end_to_end_cascod_trains_and_eval_decodes_in_two_stages(tiny_model_dir,
     assert result.meta["decoding"] == "custom" and result.n == 4
     # every forced-CoT response went through stage 2: rationale + "\nThe answer is" + generated answer
     assert all(f"\n{ANSWER_MARKER}" in p["raw"] for p in result.predictions)
+
+
+def test_two_stage_sampling_gives_each_sampled_rationale_its_own_answer():
+    from edge_distill.objectives.build import cascod_generate
+
+    def fake_generate(model, tokenizer, prompts, n=1, **kw):
+        if n == 2:
+            return [["[cot]: a", "[pot]: answer = 1"], ["[l2m]: b", "[cot]: c"]]
+        return [[f" {len(p)}."] for p in prompts]
+
+    out = cascod_generate(fake_generate, None, None, ["P1", "P2"], n=2, temperature=0.7)
+    assert [len(o) for o in out] == [2, 2] and out[0][1] == "[pot]: answer = 1"
+    assert out[0][0] == f"[cot]: a\n{ANSWER_MARKER} {len(answer_prompt('P1', '[cot]: a'))}."
+    assert out[1][1].startswith("[cot]: c\nThe answer is")

@@ -169,26 +169,30 @@ def cascod_generate(
     *,
     marker: str = ANSWER_MARKER,
     answer_tokens: int = CASCOD_ANSWER_TOKENS,
+    n: int = 1,
     **kwargs: Any,
-) -> list[str]:
+) -> list[list[str]]:
     """Two-stage CasCoD decoding: rationale first, then marker + answer, with the training templates.
 
-    `generate(model, tokenizer, prompts, **kwargs) -> list[list[str]]` is `generation.generate`. Returns one
-    full response per prompt ("[cot]: …\\nThe answer is 72."), so parsing and judging are the same as for
-    single-stage students. PoT responses and responses that already state an answer are returned as is.
+    `generate(model, tokenizer, prompts, n=..., **kwargs) -> list[list[str]]` is `generation.generate`.
+    Returns `n` full responses per prompt ("[cot]: …\nThe answer is 72."), so parsing and judging are the
+    same as for single-stage students (SIKeD's self-sampling can call this with n > 1: each sampled
+    rationale gets its own answer step). PoT responses and responses that already state an answer are
+    returned as they are.
     """
-    stage1 = [outs[0] for outs in generate(model, tokenizer, prompts, **kwargs)]
+    stage1 = generate(model, tokenizer, prompts, n=n, **kwargs)
     todo = []
-    for i, text in enumerate(stage1):
-        is_pot = parse_response(text).strategy == Strategy.POT or prompts[i].rstrip().endswith("[pot]:")
-        if not is_pot and marker not in text:
-            todo.append(i)
+    for i, outs in enumerate(stage1):
+        for j, text in enumerate(outs):
+            is_pot = parse_response(text).strategy == Strategy.POT or prompts[i].rstrip().endswith("[pot]:")
+            if not is_pot and marker not in text:
+                todo.append((i, j))
     if todo:
         kw = {**kwargs, "max_new_tokens": min(answer_tokens, kwargs.get("max_new_tokens", answer_tokens))}
-        stage2_prompts = [answer_prompt(prompts[i], stage1[i], marker) for i in todo]
-        stage2 = [outs[0] for outs in generate(model, tokenizer, stage2_prompts, **kw)]
-        for i, ans in zip(todo, stage2, strict=True):
-            stage1[i] = stage1[i].rstrip() + ANSWER_JOIN + marker + ans
+        stage2_prompts = [answer_prompt(prompts[i], stage1[i][j], marker) for i, j in todo]
+        stage2 = generate(model, tokenizer, stage2_prompts, n=1, **kw)
+        for (i, j), ans in zip(todo, stage2, strict=True):
+            stage1[i][j] = stage1[i][j].rstrip() + ANSWER_JOIN + marker + ans[0]
     return stage1
 
 
@@ -201,7 +205,9 @@ def generate_fn_for(train_cfg: Any) -> Callable[..., list[str]] | None:
     marker = train_cfg.cascod.marker
 
     def two_stage(model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any) -> list[str]:
-        return cascod_generate(generate, model, tokenizer, prompts, marker=marker, **kwargs)
+        return [
+            outs[0] for outs in cascod_generate(generate, model, tokenizer, prompts, marker=marker, **kwargs)
+        ]
 
     return two_stage
 
