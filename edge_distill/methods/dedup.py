@@ -114,3 +114,14 @@ def check_candidates(
         kept.append(i)
         verdicts.append(Verdict(True, None, eval_score, best, match))
     return verdicts
+
+
+def settings(dedup_threshold: float, contamination_threshold: float, n_eval_questions: int) -> dict[str, Any]:
+    """What a round's record reports about its checks (methods and thresholds)."""
+    return {
+        "dedup": DEDUP_METHOD,
+        "dedup_threshold": dedup_threshold,
+        "contamination": CONTAMINATION_METHOD,
+        "contamination_threshold": contamination_threshold,
+        "eval_questions": n_eval_questions,
+    }

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge_distill.errors import ConfigError
-from edge_distill.io import write_json, write_jsonl
+from edge_distill.io import read_jsonl, write_json, write_jsonl
 from edge_distill.methods import (
     Stages,
     accuracy_of,
@@ -36,7 +36,7 @@ from edge_distill.methods import (
     read_record,
     trained_model,
 )
-from edge_distill.methods.dedup import CONTAMINATION_METHOD, DEDUP_METHOD, check_candidates
+from edge_distill.methods.dedup import check_candidates, settings
 from edge_distill.methods.mixing import alpha, composition, filter_correct
 from edge_distill.methods.sampling import SamplingParams, sample_student
 from edge_distill.methods.siked import MethodResult, SamplerFactory
@@ -216,7 +216,14 @@ def verify_problems(
     return problems, filter_correct(samples)
 
 
-def _agreeing_samples(p, answer, strategies, texts, preds, i) -> list[Sample]:
+def _agreeing_samples(
+    p: Problem,
+    answer: str,
+    strategies: list[Strategy],
+    texts: dict[Strategy, list[list[str]]],
+    preds: dict[Strategy, list[list[str | None]]],
+    i: int,
+) -> list[Sample]:
     from edge_distill.answers import answers_match
     from edge_distill.strategies import split_final_answer
 
@@ -334,8 +341,20 @@ def run_fdd(
 
 
 def _feedback_and_generate(
-    step, k, model, original, problems, teacher, stages, sampler_factory, params, eval_questions, record
+    step: Path,
+    k: int,
+    model: Path,
+    original: list[Problem],
+    problems: list[Problem],
+    teacher: Any,
+    stages: Stages,
+    sampler_factory: SamplerFactory,
+    params: FddParams,
+    eval_questions: list[str],
+    record: dict[str, Any],
 ) -> tuple[list[Problem], list[Sample]]:
+    """Feedback → easy/hard → teacher writes candidates → dedup/contamination → verification; every
+    step saved in `step/` (feedback, generated, accounting, verified) so a resume makes no teacher call."""
     start = stages.full_model(model, step)
     questions = original[: params.limit_questions] if params.limit_questions else original
 
@@ -357,24 +376,15 @@ def _feedback_and_generate(
             eval_questions=eval_questions,
         ),
     )
-    verified_path = step / "verified.jsonl"
-    if verified_path.is_file():
-        new_s = cached_samples(verified_path, lambda: [])
-        rows = cached_rows(step / "accounting.jsonl", lambda: [])
-        by_id = {r["id"]: r for r in rows if r["drop"] is None}
-        new_p = [
-            Problem(
-                i,
-                by_id[i]["question"],
-                by_id[i]["answer"],
-                source=f"fdd:{by_id[i]['kind']}:{by_id[i]['source_id']}",
-            )
-            for i in by_id
-        ]
-    else:
+    verified = step / "verified.jsonl"
+    if not verified.is_file():
         new_p, new_s = verify_problems(teacher, rows, params)
-        cached_rows(step / "accounting.jsonl", lambda: rows)
-        cached_samples(verified_path, lambda: new_s)
+        write_jsonl(step / "accounting.jsonl", rows)
+        write_jsonl(step / "new_problems.jsonl", (p.to_dict() for p in new_p))
+        write_jsonl(verified, (s.to_dict() for s in new_s))  # written last: marks verification done
+    rows = read_jsonl(step / "accounting.jsonl")
+    new_p = [Problem.from_dict(r) for r in read_jsonl(step / "new_problems.jsonl")]
+    new_s = [Sample.from_dict(r) for r in read_jsonl(verified)]
     dropped = Counter(r["drop"] for r in rows if r["drop"] is not None)
     record.update(
         easy=len(split["easy"]),
@@ -384,12 +394,6 @@ def _feedback_and_generate(
         verified=len(new_p),
         added_samples=len(new_s),
         dropped={r: dropped.get(r, 0) for r in DROP_REASONS},
-        similarity={
-            "dedup": DEDUP_METHOD,
-            "dedup_threshold": params.dedup_threshold,
-            "contamination": CONTAMINATION_METHOD,
-            "contamination_threshold": params.contamination_threshold,
-            "eval_questions": len(eval_questions),
-        },
+        similarity=settings(params.dedup_threshold, params.contamination_threshold, len(eval_questions)),
     )
     return new_p, new_s
