@@ -226,3 +226,29 @@ def test_a_server_that_dies_mid_run_stops_the_stage(fake: FakeOpenAI, tmp_path: 
     with pytest.raises(TeacherError, match="3 call\\(s\\) in a row failed"):
         t.complete([f"q{i}" for i in range(10)], 1, SAMPLING)
     assert t.cache is not None and len(t.cache) == 2  # what was paid before the failure is kept
+
+
+def test_cli_teach_writes_samples_and_a_rerun_is_served_from_the_cache(
+    fake: FakeOpenAI, tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from edge_distill.cli import main
+    from edge_distill.io import read_jsonl
+
+    fake.schedule = ["ok", "500", "ok", "length"]
+    args = [
+        "teach", "configs/teacher-llamacpp-server.yaml", f"runs_dir={tmp_path / 'runs'}", "name=t",
+        "data.limit_train=2", "data.dev_size=5", "teacher.samples_per_strategy=2", "teacher.n_shots=1",
+        f"teacher.http.base_url={fake.url}", f"teacher.cache={tmp_path / 'cache.sqlite'}",
+        "teacher.http.backoff_s=0.01", "teacher.http.concurrency=1",
+    ]  # fmt: skip
+    for _ in range(2):
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        rows = read_jsonl(tmp_path / "runs" / "t" / "teach" / "samples.jsonl")
+        assert len(rows) == 2 * 3 * 2 and {r["strategy"] for r in rows} == {"cot", "l2m", "pot"}
+        assert all(r["raw"].startswith("echo ") and "pred" in r and "correct" in r for r in rows)
+        assert sum(r["meta"].get("failure") == "truncated" for r in rows) == 1
+    assert len(fake.log) == 2 * 3 * 2 + 1  # 12 samples + one retried 500; the second run sent nothing
+    assert all(r["meta"]["cached"] for r in rows)
