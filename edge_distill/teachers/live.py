@@ -180,6 +180,7 @@ class LiveTeacher:
             unit="compl",
             disable=(not self.progress) if self.progress is not None else None,
             dynamic_ncols=True,
+            leave=False,  # the summary line below stays; nested under teach()'s own bar
         )
         bar.set_postfix(cached=hits, failed=sum(self.stats.faults.values()))
         start = time.perf_counter()
@@ -193,8 +194,15 @@ class LiveTeacher:
                     bar.update(len(gens))
                     bar.set_postfix(cached=hits, failed=sum(self.stats.faults.values()))
         finally:
-            self.stats.backend_s += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.stats.backend_s += elapsed
             bar.close()
+        new = sum(len(r.indices) for r in requests)
+        log.info(
+            "%s %s: %d completions (%d cached, %d new) in %.1fs, %.2f new/s; failures so far %s",
+            self.name, desc, len(prompts) * n_distinct, hits, new, elapsed,
+            new / elapsed if elapsed > 0 else 0.0, dict(self.stats.faults) or "none",
+        )  # fmt: skip
         out: list[list[Completion]] = []
         for pi, row in enumerate(got):
             comps = []
