@@ -226,6 +226,7 @@ def test_a_server_that_dies_mid_run_stops_the_stage(fake: FakeOpenAI, tmp_path: 
     with pytest.raises(TeacherError, match="3 call\\(s\\) in a row failed"):
         t.complete([f"q{i}" for i in range(10)], 1, SAMPLING)
     assert t.cache is not None and len(t.cache) == 2  # what was paid before the failure is kept
+    assert t.report()["faults"] == {"http_503": 3} and t.cache.fault_counts() == {"http_503": 3}
 
 
 def test_cli_teach_writes_samples_and_a_rerun_is_served_from_the_cache(

@@ -39,6 +39,14 @@ class _Retryable(Exception):
         self.reason, self.detail, self.retry_after = reason, detail, retry_after
 
 
+class _Final(Exception):
+    """A per-call failure that retrying will not fix (e.g. HTTP 400: prompt longer than the context)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
 class HttpTeacher(LiveTeacher):
     backend = "http"
 
@@ -114,7 +122,7 @@ class HttpTeacher(LiveTeacher):
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode("utf-8", "replace").strip()
+            detail = _error_detail(e)
             if e.code in FATAL_STATUS:
                 hint = (
                     f"check ${self.api_key_env}"
@@ -138,7 +146,7 @@ class HttpTeacher(LiveTeacher):
             if isinstance(e.reason, TimeoutError):
                 raise _Retryable("timeout", f"no connection within {self.timeout_s:g}s") from None
             raise _Retryable("connection", str(e.reason)) from None
-        except (ConnectionError, http.client.HTTPException) as e:
+        except (OSError, http.client.HTTPException) as e:  # reset, refused mid-read, bad status line...
             raise _Retryable("connection", f"{type(e).__name__}: {e}") from None
         try:
             payload = json.loads(raw)
@@ -229,6 +237,7 @@ class HttpTeacher(LiveTeacher):
                 for fut in done:
                     ri, idx = pending.pop(fut)
                     gens = fut.result()  # TeacherError (auth, 404) propagates from here
+                    yield ri, idx, gens  # recorded (and its faults counted) before any verdict below
                     if all(g.error is not None for g in gens):
                         consecutive += 1
                         # before any success: a refused connection is a wrong URL; 3 failures are not bad luck
@@ -241,7 +250,6 @@ class HttpTeacher(LiveTeacher):
                             )
                     else:
                         succeeded, consecutive = True, 0
-                    yield ri, idx, gens
                     nxt = next(queue, None)
                     if nxt is not None:
                         pending[pool.submit(self._job, requests[nxt[0]].prompt, nxt[1], sampling)] = nxt
@@ -250,17 +258,16 @@ class HttpTeacher(LiveTeacher):
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _Final(Exception):
-    """A per-call failure that retrying will not fix (e.g. HTTP 400: prompt longer than the context)."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
 def _retry_after(headers: Any) -> float | None:
     value = headers.get("Retry-After") if headers is not None else None
     try:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _error_detail(e: urllib.error.HTTPError) -> str:
+    try:
+        return e.read()[:300].decode("utf-8", "replace").strip()
+    except (OSError, http.client.HTTPException):
+        return ""
