@@ -155,6 +155,8 @@ class SikedConfig(Section):
     max_new_tokens: int = Field(default=512, ge=1)
     priority: list[Strategy] = Field(default_factory=lambda: [Strategy.COT, Strategy.POT, Strategy.L2M])
     sampler: Literal["transformers", "vllm", "llamacpp"] = "transformers"
+    # transformers sampler: sequences (questions x samples_per_question) per forward pass
+    sampler_batch_size: int = Field(default=64, ge=1)
     # stop when the last `patience` iterations did not beat the best dev accuracy before them; 0 = never early
     patience: int = Field(default=1, ge=0)
     limit_questions: int | None = Field(default=None, ge=1)

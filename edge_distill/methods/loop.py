@@ -199,7 +199,7 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
         teacher_samples=load_samples(run.path / "filter" / "train.jsonl"),
         base_model=resolve_model(cfg.student.model),
         stages=stages,
-        sampler_factory=sampler_factory_for(cfg.siked.sampler, cfg.eval.batch_size),
+        sampler_factory=sampler_factory_for(cfg.siked.sampler, cfg.siked.sampler_batch_size),
         siked=siked_params(cfg),
         fdd=fdd_params(cfg),
         teacher=teacher,
