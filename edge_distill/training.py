@@ -217,7 +217,8 @@ def train(
         )
         model = get_peft_model(model, peft_cfg)
         if gradient_checkpointing:
-            model.enable_input_require_grads()  # frozen embeddings would otherwise cut the checkpointed graph
+            # reentrant checkpointing with frozen embeddings would otherwise cut the graph to the adapters
+            model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     bf16, fp16 = _mixed_precision(precision)
     args = TrainingArguments(
@@ -269,11 +270,7 @@ def train(
     )  # fmt: skip
     t0 = time.time()
     out = trainer.train(resume_from_checkpoint=last)
-    final = out_dir / "final"
-    if trainer.is_world_process_zero():
-        with atomic_path(final) as tmp:
-            trainer.model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+    final = _save_final(trainer, tokenizer, out_dir)
     result = TrainResult(
         final_dir=final,
         steps=out.global_step,
@@ -289,6 +286,25 @@ def train(
     if result.last_loss is not None and not math.isfinite(result.last_loss):
         logger.warning("training loss is %s at the end: check lr/precision", result.last_loss)
     return result
+
+
+def _save_final(trainer: Trainer, tokenizer: Any, out_dir: Path) -> Path:
+    """Write out_dir/final atomically. `trainer.save_model` gathers FSDP/DeepSpeed shards, so every rank
+    calls it into a fixed tmp dir; rank 0 then adds the tokenizer and renames it into place."""
+    final, tmp = out_dir / "final", out_dir / ".final.tmp"
+    main = trainer.is_world_process_zero()
+    if main and tmp.exists():
+        shutil.rmtree(tmp)  # leftover of a crash during a previous save
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    if main:
+        tokenizer.save_pretrained(tmp)
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config is in the run dir
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    trainer.accelerator.wait_for_everyone()
+    return final
 
 
 def merge_lora(

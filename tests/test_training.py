@@ -117,6 +117,35 @@ def test_gradient_is_exact_under_accumulation(tiny_model_dir, tok, tmp_path, n_e
             torch.testing.assert_close(other[name], g, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_gradient_checkpointing_gives_the_same_lora_gradient(tiny_model_dir, tok, tmp_path):
+    """Checkpointing recomputes activations: the LoRA gradient must be identical and non-zero (with frozen
+    embeddings, reentrant checkpointing would otherwise give checkpointed adapters no gradient)."""
+    grads = []
+    for gc in (False, True):
+        cap = _GradCapture()
+        train(tiny_model_dir, _examples(tok), tmp_path / f"gc{gc}", max_steps=1, batch_size=2, max_grad_norm=0.0,
+              gradient_checkpointing=gc, callbacks=[cap], **FAST)  # fmt: skip
+        grads.append(cap.grads)
+    assert any(g.abs().sum() > 0 for g in grads[1].values())
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_bf16_autocast_trains(tiny_model_dir, tok, tmp_path):
+    r = train(
+        tiny_model_dir,
+        _examples(tok),
+        tmp_path / "run",
+        max_steps=15,
+        batch_size=2,
+        lr=1e-2,
+        precision="bf16",
+        **FAST,
+    )
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in r.losses)
+    assert r.last_loss < 0.5 * r.first_loss, r.losses
+
+
 class _StopAfter(TrainerCallback):
     """Simulates a crash/preemption after `step` optimizer steps."""
 
