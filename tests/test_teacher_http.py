@@ -215,7 +215,7 @@ def test_auth_and_wrong_path_stop_at_once(fake: FakeOpenAI, status: str, words: 
 def test_unreachable_teacher_is_one_clear_error() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     start = time.monotonic()
-    with pytest.raises(TeacherError, match="is not working.*none succeeded.*connection"):
+    with pytest.raises(TeacherError, match="is not working.*none got an answer.*connection"):
         teacher(url, concurrency=4).complete([f"q{i}" for i in range(20)], 2, SAMPLING)
     assert time.monotonic() - start < 10
 
@@ -253,3 +253,12 @@ def test_cli_teach_writes_samples_and_a_rerun_is_served_from_the_cache(
         assert sum(r["meta"].get("failure") == "truncated" for r in rows) == 1
     assert len(fake.log) == 2 * 3 * 2 + 1  # 12 samples + one retried 500; the second run sent nothing
     assert all(r["meta"]["cached"] for r in rows)
+
+
+def test_a_bad_request_is_one_failure_but_a_run_of_them_stops(fake: FakeOpenAI) -> None:
+    fake.schedule = ["400"]  # the only call of this run: the server answered, the request was bad
+    out = teacher(fake.url).complete(["too long"], 1, SAMPLING)
+    assert out[0][0].error is not None and out[0][0].error.startswith("http_400")
+    fake.schedule = ["422"] * 10  # every request rejected: a misconfigured teacher, not bad luck
+    with pytest.raises(TeacherError, match="4 call\\(s\\) in a row failed; last error: http_422"):
+        teacher(fake.url, give_up_after=4).complete([f"q{i}" for i in range(10)], 1, SAMPLING)

@@ -84,10 +84,11 @@ def proxy(server_url: str) -> Iterator[CountingProxy]:
 
 
 def http_teacher(url: str, cache: Path, **kw: Any) -> Any:
-    return make_teacher(
-        "http", "smollm2", base_url=url, cache_path=cache, n_shots=1, concurrency=2, api_key_env=None,
-        extra_body=dict(NEUTRAL_SAMPLING), sampling=Sampling(temperature=0.8, max_tokens=40, seed=7), **kw,
+    args: dict[str, Any] = dict(
+        base_url=url, cache_path=cache, n_shots=1, concurrency=2, api_key_env=None,
+        extra_body=dict(NEUTRAL_SAMPLING), sampling=Sampling(temperature=0.8, max_tokens=40, seed=7),
     )  # fmt: skip
+    return make_teacher("http", "smollm2", **{**args, **kw})
 
 
 def test_teach_over_http_then_a_rerun_makes_zero_requests(proxy: CountingProxy, tmp_path: Path) -> None:
@@ -132,4 +133,14 @@ def test_in_process_and_server_agree_at_temperature_0(server_url: str, tmp_path:
     in_process = local.complete(prompts, 1, greedy)
     assert [r[0].text for r in in_process] == [r[0].text for r in over_http]
     assert all(r[0].text.strip() for r in in_process)
+
+    # a prompt longer than the context fails alone, with its reason; the others are served
+    too_long = "Question: " + "one two three " * 1200
+    (ok,), (failed,) = local.complete([prompts[0], too_long], 1, greedy)
+    assert ok.text == in_process[0][0].text and ok.cached
+    assert failed.finish_reason == "error" and failed.error.startswith("context_overflow")
     local.close()
+    served = http_teacher(server_url, tmp_path / "a.sqlite", concurrency=1)
+    (ok,), (failed,) = served.complete([prompts[0], too_long], 1, greedy)
+    assert ok.cached and failed.finish_reason == "error" and failed.error.startswith("http_400")
+    assert served.report()["faults"] == {"http_400": 1} and served.stats.retries == {}

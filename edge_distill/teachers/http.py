@@ -223,7 +223,7 @@ class HttpTeacher(LiveTeacher):
             for idx in ([r.indices] if self.supports_n else [[i] for i in r.indices])
         ]
         self._stop.clear()
-        succeeded, consecutive = False, 0
+        reached, consecutive = False, 0  # reached: the server has answered (a success or a definite 4xx)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="teacher-http")
         pending: dict[Future[list[Generation]], tuple[int, list[int]]] = {}
         queue = iter(jobs)
@@ -240,16 +240,17 @@ class HttpTeacher(LiveTeacher):
                     yield ri, idx, gens  # recorded (and its faults counted) before any verdict below
                     if all(g.error is not None for g in gens):
                         consecutive += 1
-                        # before any success: a refused connection is a wrong URL; 3 failures are not bad luck
-                        limit = self.give_up_after if succeeded else min(3, len(jobs))
-                        if consecutive >= limit or (not succeeded and gens[0].reason == "connection"):
+                        reached = reached or _server_answered(gens[0].reason)
+                        # never reached: a refused connection is a wrong URL; 3 failures are not bad luck
+                        limit = self.give_up_after if reached else min(3, len(jobs))
+                        if consecutive >= limit or (not reached and gens[0].reason == "connection"):
                             raise TeacherError(
                                 f"teacher {self.url} (model {self.model!r}) is not working: "
-                                f"{consecutive} call(s) in a row failed{'' if succeeded else ' and none succeeded'}; "
+                                f"{consecutive} call(s) in a row failed{'' if reached else ' and none got an answer'}; "
                                 f"last error: {gens[0].error}"
                             )
                     else:
-                        succeeded, consecutive = True, 0
+                        reached, consecutive = True, 0
                     nxt = next(queue, None)
                     if nxt is not None:
                         pending[pool.submit(self._job, requests[nxt[0]].prompt, nxt[1], sampling)] = nxt
@@ -271,3 +272,8 @@ def _error_detail(e: urllib.error.HTTPError) -> str:
         return e.read()[:300].decode("utf-8", "replace").strip()
     except (OSError, http.client.HTTPException):
         return ""
+
+
+def _server_answered(reason: str | None) -> bool:
+    """A non-retryable HTTP status (400, 422...): the server works, this one request was bad."""
+    return bool(reason and reason.startswith("http_") and int(reason[5:]) not in RETRYABLE_STATUS)
