@@ -32,11 +32,29 @@ log = logging.getLogger(__name__)
 
 BUILTIN_GSM8K = "builtin:gsm8k"
 _ANNOTATION_RE = re.compile(r"<<([^<>]*)>>")
-# Plain-text arithmetic "3 / 4 * 2 = 1.5" in solutions that carry no annotations (about 1 % of GSM8K).
-_INLINE_RE = re.compile(
-    r"(?<![\w.])(\(?\$?\d[\d,]*(?:\.\d+)?%?\)?(?:\s*[-−+*/x×÷]\s*\(?\$?\d[\d,]*(?:\.\d+)?%?\)?)+)"
-    r"\s*=\s*\$?(-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?)"
+# Plain-text arithmetic in solution sentences: "6 monkeys / 10 animals * 100% = 60%" (unit words dropped).
+_TOKEN_RE = re.compile(
+    r"(?P<alg>\d+(?:\.\d+)?[a-zA-Z](?![a-zA-Z]))|(?P<op>[-−+*/×÷]|\b[xX]\b)"
+    r"|(?P<word>\d+-[A-Za-z][A-Za-z'’-]*|[A-Za-z][A-Za-z'’-]*)|(?P<num>\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?|\$?\.\d+%?)"
+    r"|(?P<lp>\()|(?P<rp>\))|(?P<eq>=)|(?P<other>\S)"
 )
+_PROSE_OPS = [
+    (
+        re.compile(r"(?<![\d.,])(\d{1,3})((?: \d{3})+)(?![\d,]|\.\d)"),
+        lambda m: m.group(1) + m.group(2).replace(" ", ""),
+    ),
+    (re.compile(r"\b(?:multiplied by|times)\b"), "*"),
+    (re.compile(r"\bdivided by\b"), "/"),
+    (re.compile(r"\bplus\b"), "+"),
+    (re.compile(r"\bminus\b"), "-"),
+    (re.compile(r"\b(?:equals|is equal to)\b"), "="),
+    (re.compile(r"(?<![\d/.])(\d+) (\d+)/(\d+)(?![\d/])"), r"(\1 + \2/\3)"),  # mixed number "1 1/2"
+    (re.compile(r"(?<=[A-Za-z\d])/(?=[A-Za-z])"), " per "),  # "cup/burger", "$5/week" are units
+    (re.compile(r"(?<=[/*] )(\d+(?:\.\d+)?)/(\d+)(?![\d.])"), r"(\1/\2)"),  # "$2000 / 2/3": 2/3 is one number
+    (re.compile(r"[–—]"), "-"),
+]
+_MAX_UNIT_WORDS = 3  # "10 animals", "$15 per hour" after a number
+_MAX_LEAD_WORDS = 1  # "every 2 hours" before a number
 _BINOPS = {
     ast.Add: "+",
     ast.Sub: "-",
@@ -48,10 +66,12 @@ _BINOPS = {
 }
 
 
-def _arith(node: ast.AST) -> Fraction:
-    """Exact value of a pure-arithmetic expression (no names, no calls); ValueError otherwise."""
+def _arith(node: ast.AST, env: dict[str, Fraction] | None = None) -> Fraction:
+    """Exact value of an arithmetic expression (names only from `env`, no calls); ValueError otherwise."""
     if isinstance(node, ast.Expression):
-        return _arith(node.body)
+        return _arith(node.body, env)
+    if isinstance(node, ast.Name) and env is not None and node.id in env:
+        return env[node.id]
     if (
         isinstance(node, ast.Constant)
         and isinstance(node.value, (int, float))
@@ -59,10 +79,10 @@ def _arith(node: ast.AST) -> Fraction:
     ):
         return Fraction(str(node.value))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _arith(node.operand)
+        v = _arith(node.operand, env)
         return -v if isinstance(node.op, ast.USub) else v
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        a, b = _arith(node.left), _arith(node.right)
+        a, b = _arith(node.left, env), _arith(node.right, env)
         if isinstance(node.op, ast.Pow):
             if b.denominator != 1 or abs(b) > 64:
                 return Fraction(float(a) ** float(b))
@@ -94,7 +114,7 @@ class _Rewire(ast.NodeTransformer):
 def _clean_expr(expr: str, percent: str) -> str:
     expr = expr.replace("$", "").replace(",", "").replace("×", "*").replace("÷", "/").replace("^", "**")
     expr = expr.replace("−", "-")
-    expr = re.sub(r"(?<=[\d)])\s*x\s*(?=[\d(.])", "*", expr)  # "2 x 16" is multiplication in prose
+    expr = re.sub(r"(?<=[\d)])\s*[xX]\s*(?=[\d(.])", "*", expr)  # "2 x 16" is multiplication in prose
     return re.sub(r"(\d+(?:\.\d+)?)%", rf"(\1{percent})", expr).strip()
 
 
@@ -115,6 +135,107 @@ def _parse_calc(expr: str, written: str | None) -> tuple[ast.Expression, Fractio
     return parsed[0] if parsed else None
 
 
+def _inline_calcs(line: str) -> list[tuple[str, str]]:
+    """(expression, written result) for each "a op b ... = c" in plain text, read right to left from
+    each "=": operands are numbers (with up to three unit words around them) joined by operators."""
+    for pattern, repl in _PROSE_OPS:
+        line = pattern.sub(repl, line)
+    toks = [(m.lastgroup or "", m.group()) for m in _TOKEN_RE.finditer(line)]
+    out = []
+    for e, (kind, _) in enumerate(toks):
+        if kind != "eq" or e + 1 >= len(toks) or toks[e + 1][0] != "num":
+            continue
+        rhs = toks[e + 1][1]
+        if e + 3 < len(toks) and toks[e + 2][1] == "/" and toks[e + 3][0] == "num":
+            rhs += "/" + toks[e + 3][1]  # "= 2/3"
+        expr: list[str] = []
+        want_operand, words = True, 0
+        for kind, text in reversed(toks[:e]):
+            if (
+                kind == "word"
+                and text != "x"
+                and words < (_MAX_UNIT_WORDS if want_operand else _MAX_LEAD_WORDS)
+            ):
+                words += 1
+            elif want_operand and kind == "rp":
+                expr.append(text)
+            elif want_operand and kind == "num":
+                expr.append(text)
+                want_operand, words = False, 0
+            elif not want_operand and kind == "op":
+                expr.append(text)
+                want_operand, words = True, 0
+            elif not want_operand and kind == "lp":
+                expr.append(text)
+            elif not want_operand and kind in ("num", "rp") and expr and expr[-1] == "(":
+                expr += ["*", text]  # "40(.50)" and "(1/4)(160)" are products
+                want_operand = kind == "rp"
+            else:
+                break
+        while expr and (expr[-1] in "-−+*/×÷xX" or (expr[-1] == "(" and expr.count("(") > expr.count(")"))):
+            expr.pop()  # a dangling operator or unmatched bracket at the start
+        text = " ".join(reversed(expr))
+        if any(op in expr for op in ("-", "−", "+", "*", "/", "×", "÷", "x", "X")) and text.count(
+            "("
+        ) == text.count(")"):
+            out.append((text, rhs))
+    return out
+
+
+_EQ_TOKEN_RE = re.compile(
+    r"(?P<num>\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?|\$?\.\d+%?)|(?P<word>[A-Za-z]{2,}[A-Za-z'’-]*)"
+    r"|(?P<var>[A-Za-z])|(?P<op>[-+*/])|(?P<lp>\()|(?P<rp>\))|(?P<eq>=)|(?P<space>\s+)|(?P<other>\S)"
+)
+
+
+def _equations(line: str) -> list[tuple[str, str, str, Fraction]]:
+    """(variable, lhs, rhs, solution) for each linear one-variable equation written in a sentence
+    ("4 * x + 600 = 10000", "(5/2)x+5=930"), as Python expressions; `x = 10` alone is no equation."""
+    for pattern, repl in _PROSE_OPS:
+        line = pattern.sub(repl, line)
+    runs: list[list[tuple[str, str]]] = [[]]
+    for m in _EQ_TOKEN_RE.finditer(line):
+        kind = m.lastgroup or ""
+        if kind in ("word", "other"):
+            runs.append([])
+        elif kind != "space":
+            runs[-1].append((kind, m.group()))
+    out = []
+    for run in runs:
+        names = {t for k, t in run if k == "var"}
+        if [k for k, _ in run].count("eq") != 1 or len(names) != 1:
+            continue
+        var = names.pop()
+        kinds = [k for k, _ in run]
+        if var in "xX" and any(kinds[i + 1] == "num" for i, (_, t) in enumerate(run[:-1]) if t == var):
+            continue  # "3 x 12" is a product written with x, not an equation in x
+        sides: list[list[str]] = [[]]
+        for i, (kind, text) in enumerate(run):
+            if kind == "eq":
+                sides.append([])
+                continue
+            prev = run[i - 1][0] if i else ""
+            if kind in ("num", "var", "lp") and prev in ("num", "var", "rp"):
+                sides[-1].append("*")  # "8c", "(5/2)x", "2(x+1)" are products
+            if kind == "num":
+                text = text.replace("$", "").replace(",", "")
+                text = f"({text[:-1]}/100)" if text.endswith("%") else text
+            sides[-1].append(text)
+        lhs, rhs = (" ".join(side) for side in sides)
+        if not lhs or not rhs or lhs == var or rhs == var:
+            continue
+        try:
+            trees = [ast.parse(side, mode="eval") for side in (lhs, rhs)]
+            f = [
+                _arith(trees[0], {var: Fraction(v)}) - _arith(trees[1], {var: Fraction(v)}) for v in (0, 1, 2)
+            ]
+        except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError):
+            continue
+        if f[1] != f[0] and f[2] - f[1] == f[1] - f[0]:  # linear with exactly one solution
+            out.append((var, ast.unparse(trees[0].body), ast.unparse(trees[1].body), -f[0] / (f[1] - f[0])))
+    return out
+
+
 def _calculations(solution: str) -> list[tuple[int, str, str | None]]:
     """(line index, expression, written result) of every calculation in a GSM8K solution.
 
@@ -127,7 +248,18 @@ def _calculations(solution: str) -> list[tuple[int, str, str | None]]:
         if annotated:
             calcs += [(i, a[0], a[1] if len(a) > 1 else None) for a in annotated]
         else:
-            calcs += [(i, m.group(1), m.group(2)) for m in _INLINE_RE.finditer(line)]
+            # Prose is ambiguous, so an inline calculation counts only if our reading reproduces the
+            # result the sentence states; calculator annotations are trusted as written.
+            for expr, written in _inline_calcs(line):
+                calc = _parse_calc(expr, written)
+                if calc is not None and answers_match(
+                    _frac_text(calc[1]), _frac_text(_number(written) or Fraction(-1))
+                ):
+                    calcs.append((i, expr, written))
+            if not calcs or calcs[-1][0] != i:
+                calcs += [
+                    (i, f"{var}|{lhs}|{rhs}", _frac_text(sol)) for var, lhs, rhs, sol in _equations(line)
+                ]
     return calcs
 
 
@@ -143,22 +275,33 @@ def pot_from_annotations(solution: str, gold: str | None = None) -> str | None:
     percents: set[str] = set()  # steps whose result the solution states as a percentage
     commented: set[int] = set()
     lines = solution.split("\n")
+    symbols: set[str] = set()
     for line_idx, raw_expr, written in _calculations(solution):
-        calc = _parse_calc(raw_expr, written)
-        if calc is None:
-            continue  # a calculation we cannot replay; later steps may still reproduce the answer
-        tree, value = calc
+        name = f"step_{len(steps) + 1}"
+        if "|" in raw_expr:  # an equation: solved with the sandbox prelude's solve_it (sympy)
+            var, lhs, rhs = raw_expr.split("|")
+            value, tree = Fraction(written or "0"), None
+        else:
+            calc = _parse_calc(raw_expr, written)
+            if calc is None:
+                continue  # a calculation we cannot replay; later steps may still reproduce the answer
+            tree, value = calc
         if line_idx not in commented:
             comment = strip_annotations(lines[line_idx]).strip()
             if comment:
                 body.append(f"# {comment}")
             commented.add(line_idx)
-        name = f"step_{len(steps) + 1}"
-        # Later sentences quote rounded results ("0.67"): those literals refer to the step too.
-        body.append(f"{name} = {ast.unparse(_Rewire(steps + written_values).visit(tree).body)}")
+        if tree is None:
+            if var not in symbols:
+                body.append(f'{var} = sympy.Symbol("{var}")')
+                symbols.add(var)
+            body.append(f"{name} = solve_it(sympy.Eq({lhs}, {rhs}), {var})[{var}]")
+        else:
+            # Later sentences quote rounded results ("0.67"): those literals refer to the step too.
+            body.append(f"{name} = {ast.unparse(_Rewire(steps + written_values).visit(tree).body)}")
         steps.append((name, value))
         w = _number(written)
-        if w is not None and w != value:
+        if w is not None and w != value and abs(w - value) <= abs(value) / 100:
             written_values.append((name, w))
         if written is not None and written.strip().endswith("%"):
             percents.add(name)
@@ -177,8 +320,18 @@ def _final(steps: list[tuple[str, Fraction]], percents: set[str], gold: str | No
     for name, value in reversed(steps):
         if answers_match(_frac_text(value), gold):
             return name
+    for name, value in reversed(steps):
         if name in percents and answers_match(_frac_text(value * 100), gold):
             return f"{name} * 100"
+    # "so he needs to buy 8 cans", "which is 33%": the gold is the last result rounded.
+    last_expr, value = (f"{last} * 100", steps[-1][1] * 100) if last in percents else (last, steps[-1][1])
+    for fn, rounded in (
+        ("round", round(value)),
+        ("math.ceil", math.ceil(value)),
+        ("math.floor", math.floor(value)),
+    ):
+        if answers_match(str(rounded), gold):
+            return f"{fn}({last_expr})"
     return last
 
 
