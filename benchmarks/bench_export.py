@@ -61,6 +61,7 @@ def main() -> None:
                 "target": target,
                 "model_mb": round(model_bytes / 1e6, 1),
                 "export_s": m["timings"]["export_s"],
+                "export_cpu_s": m["timings"]["export_cpu_s"],
                 "total_s": round(wall, 1),
                 "token_agreement": round(g["token_agreement"], 3),
                 "identical_prompts": f"{g['identical_prompts']}/{g['n_prompts']}",
