@@ -131,7 +131,7 @@ def parse_number(s: str) -> Fraction | None:
     if m is None:
         # A number followed by a unit word ("18 eggs", "5 cm^2") still is one number.
         m = _NUMBER_RE.match(text)
-        if m is None or not re.fullmatch(r"\s*[A-Za-z][A-Za-z\s.'^²³0-9/-]{0,30}", text[m.end() :]):
+        if m is None or not re.fullmatch(r"\s*[A-Za-z][A-Za-z\s.'/-]{0,30}(?:\^?[23²³])?", text[m.end() :]):
             return None
     return _match_value(m)
 
