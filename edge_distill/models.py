@@ -195,9 +195,14 @@ def load_model(
     adapter_dir: str | os.PathLike[str] | None = None,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    merge: bool = True,
 ) -> Any:
     """Load a causal LM in eval mode. `path` may itself be a LoRA adapter directory (its base is loaded
-    and the adapter applied); `adapter_dir` applies an adapter on top of a base `path`."""
+    and the adapter applied); `adapter_dir` applies an adapter on top of a base `path`.
+
+    With `merge` (default) the adapter is folded into the weights: inference then runs a plain model
+    instead of two extra matmuls per projection. `merge=False` keeps a PeftModel (e.g. to train on).
+    """
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
@@ -216,6 +221,8 @@ def load_model(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_dir)
+        if merge:
+            model = model.merge_and_unload()
     model.to(device)
     model.eval()
     return model

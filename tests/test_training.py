@@ -180,10 +180,14 @@ def test_merge_lora_gives_same_logits_as_base_plus_adapter(tiny_model_dir, tok, 
     assert not (merged / "adapter_config.json").exists()
     ids = torch.tensor([_examples(tok)[1].input_ids])
     with torch.no_grad():
-        a = load_model(tiny_model_dir, adapter_dir=r.final_dir)(ids).logits
+        unmerged = load_model(tiny_model_dir, adapter_dir=r.final_dir, merge=False)
+        assert type(unmerged).__name__ == "PeftModelForCausalLM"  # adapter applied at run time, not folded
+        a = unmerged(ids).logits
         b = load_model(merged)(ids).logits
+        folded = load_model(r.final_dir)(ids).logits  # an adapter dir loads its base and folds the adapter in
         base = load_model(tiny_model_dir)(ids).logits
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(folded, b, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(a, base, atol=1e-3)  # the adapter is not a no-op, so the check means something
 
 
