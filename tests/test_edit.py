@@ -108,6 +108,7 @@ def test_filter_drops_by_reason():
         DualPair(right, replace(wrong, pred=right.gold), "ccp"),  # CCP "wrong" twin is right
         DualPair(right, replace(wrong, pred=None), "ccp"),
         DualPair(right, replace(right, pred="1"), "ccp"),  # same text, only the answer differs
+        DualPair(replace(right, rationale=""), wrong, "ahp"),  # AHP only restated the hinted answer
     ]
     kept, stats = filter_pairs(pairs)
     assert kept == pairs[:1]
@@ -117,8 +118,9 @@ def test_filter_drops_by_reason():
         "dropped_wrong_not_wrong": 1,
         "dropped_wrong_no_answer": 1,
         "dropped_identical": 1,
+        "dropped_empty_rationale": 1,
         "kept": 1,
-        "dropped": 4,
+        "dropped": 5,
     }
 
 
@@ -148,6 +150,7 @@ def test_live_pairs_build_ahp_and_ccp_prompts_and_filter_the_completions():
                     "Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\nThe answer is 72.\n\nQuestion: next"
                 ),
                 Completion("She sold 48+48 = 96 clips.\nThe answer is 96."),  # still wrong: dropped
+                Completion("The answer is 72."),  # only restates the hint (seen with SmolLM2 via llama.cpp)
                 Completion("", finish_reason="error", error="timeout"),
             ],
             "ccp": [
@@ -167,7 +170,7 @@ def test_live_pairs_build_ahp_and_ccp_prompts_and_filter_the_completions():
     assert ccp == ccp_prompt(right.question, right.rationale, "72") and right.rationale in ccp
     kept, fstats = filter_pairs(pairs)
     assert fstats["kept_ahp"] == 1 and fstats["kept_ccp"] == 1 and fstats["dropped_wrong_not_wrong"] == 1
-    assert fstats["dropped_right_not_correct"] == 1
+    assert fstats["dropped_right_not_correct"] == 1 and fstats["dropped_empty_rationale"] == 1
     ahp_pair = next(p for p in kept if p.kind == "ahp")
     assert "Question" not in ahp_pair.right.rationale and ahp_pair.wrong is wrong
     assert step1_samples([right], kept)[-1] is ahp_pair.right

@@ -147,13 +147,16 @@ def live_pairs(
 def filter_pairs(pairs: Sequence[DualPair]) -> tuple[list[DualPair], dict[str, int]]:
     """Keep pairs whose right side is correct and whose wrong side has a wrong (extractable) answer.
 
-    Drop reasons: right_not_correct, wrong_no_answer, wrong_not_wrong, identical (no key steps at all).
+    Drop reasons: empty_rationale (seen with a real small teacher: AHP answering only "The answer is
+    <hint>."), right_not_correct, wrong_no_answer, wrong_not_wrong, identical (no key steps at all).
     """
     kept: list[DualPair] = []
     stats: Counter[str] = Counter()
     for p in pairs:
         gold = p.right.gold
-        if p.right.pred is None or not answers_match(p.right.pred, gold):
+        if not p.right.rationale.strip() or not p.wrong.rationale.strip():
+            reason = "empty_rationale"  # e.g. an AHP reply that only restates the hinted answer
+        elif p.right.pred is None or not answers_match(p.right.pred, gold):
             reason = "right_not_correct"
         elif p.wrong.pred is None:
             reason = "wrong_no_answer"
