@@ -143,3 +143,37 @@ def test_pre_tokenizer_detection():
     assert detect_pre_tokenizer({"pre_tokenizer": seq}) == "llama-bpe"
     with pytest.raises(ExportError, match="pre-tokenizer"):
         detect_pre_tokenizer({"pre_tokenizer": {"type": "Metaspace"}})
+
+
+def test_llama3_rope_factors_match_transformers():
+    """llama.cpp's rope_freqs tensor = default inverse frequencies / transformers' llama3-scaled ones."""
+    import numpy as np
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from exporters.gguf_writer import _llama3_rope_factors, _rope
+
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}  # fmt: skip
+    cfg = LlamaConfig(hidden_size=2048, num_attention_heads=32, rope_parameters=rope)
+    theta, params = _rope(cfg)
+    head_dim = 64
+    factors = _llama3_rope_factors(theta, head_dim, params)
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg)
+    base = 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim)
+    assert np.allclose(base / scaled.numpy(), factors, rtol=1e-4)
+
+
+@pytest.mark.parametrize("quant", ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"])
+def test_llama_cpp_quantizer_writes_each_quant(tiny_model_dir, tmp_path_factory, quant):
+    import gguf
+
+    from exporters.quantize import quantize_gguf
+
+    f16 = tmp_path_factory.getbasetemp() / "quant-src.gguf"
+    if not f16.exists():
+        write_gguf(tiny_model_dir, f16, "f16")
+    out = quantize_gguf(f16, tmp_path_factory.mktemp(quant) / f"m-{quant}.gguf", quant, threads=1)
+    types = {t.tensor_type.name for t in gguf.GGUFReader(out).tensors}
+    expected = {"q8_0": "Q8_0", "q6_k": "Q6_K", "q5_k_m": "Q5_K", "q4_k_m": "Q4_K", "q4_0": "Q4_0"}[quant]
+    assert expected in types and out.stat().st_size < f16.stat().st_size
