@@ -159,16 +159,26 @@ class _StopAfter(TrainerCallback):
 
 def test_resume_continues_from_last_checkpoint(tiny_model_dir, tok, tmp_path):
     out = tmp_path / "run"
-    kwargs = {**FAST, "save_steps": 4, "max_steps": 10, "batch_size": 2, "lr": 1e-2}
+    pairs = [
+        ("What is 2+3?", " 5"),
+        ("What is 4+4?", " 8"),
+        ("Half of 9?", " 4.5"),
+        ("Ten times ten?", " 100"),
+    ]
+    kwargs = {**FAST, "save_steps": 4, "max_steps": 10, "batch_size": 2, "lr": 1e-2, "group_by_length": True}
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_model_dir, _examples(tok), out, callbacks=[_StopAfter(6)], **kwargs)
+        train(tiny_model_dir, _examples(tok, pairs), out, callbacks=[_StopAfter(6)], **kwargs)
     assert (out / "checkpoints" / "checkpoint-4").is_dir() and not (out / "final").exists()
-    r = train(tiny_model_dir, _examples(tok), out, **kwargs)
+    r = train(tiny_model_dir, _examples(tok, pairs), out, **kwargs)
     assert r.resumed_from_step == 4 and r.steps == 10
     assert [s for s, _ in r.losses] == list(range(5, 11)), r.losses  # steps 1-4 were not run again
-    # resume=False starts over
-    r2 = train(tiny_model_dir, _examples(tok), out, resume=False, **kwargs)
+    # resume=False starts over; an uninterrupted run follows the same trajectory (same data order,
+    # optimizer and scheduler state restored), so resuming is exact, not just "continues"
+    r2 = train(tiny_model_dir, _examples(tok, pairs), out, resume=False, **kwargs)
     assert r2.resumed_from_step == 0 and r2.losses[0][0] == 1
+    uninterrupted = dict(r2.losses)
+    for step, loss in r.losses:
+        assert loss == pytest.approx(uninterrupted[step], rel=1e-4), (step, r.losses, r2.losses)
 
 
 def test_merge_lora_gives_same_logits_as_base_plus_adapter(tiny_model_dir, tok, tmp_path):
