@@ -150,6 +150,7 @@ class SandboxPool:
         """Run every program (in parallel across workers); results in input order."""
         results: list[PotResult | None] = [None] * len(programs)
         pending = deque(range(len(programs)))
+        attempts = [0] * len(programs)
         with self._lock:
             sel = selectors.DefaultSelector()
             busy: dict[_Worker, tuple[int, float]] = {}  # worker -> (program index, host deadline)
@@ -183,10 +184,16 @@ class SandboxPool:
                         frame = _read_frame(w.out_fd)
                         if frame is None:  # EOF: the worker itself died
                             if w in busy:
+                                # Programs run in the worker's children, so a dead worker was killed from
+                                # outside (OOM killer, a user): retry once before calling it a failure.
                                 i, _ = busy.pop(w)
-                                results[i] = PotResult(
-                                    False, error="sandbox worker died while running the program"
-                                )
+                                attempts[i] += 1
+                                if attempts[i] < 2:
+                                    pending.appendleft(i)
+                                else:
+                                    results[i] = PotResult(
+                                        False, error="sandbox worker died running the program"
+                                    )
                             log.warning(
                                 "sandbox worker %d died (rc=%s); replacing it", w.proc.pid, w.proc.poll()
                             )
