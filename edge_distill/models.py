@@ -59,7 +59,9 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """HF_HUB_OFFLINE (huggingface_hub's switch) or the older TRANSFORMERS_OFFLINE is set."""
+    flags = (os.environ.get(k, "").strip().lower() for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(f in {"1", "true", "yes", "on"} for f in flags)
 
 
 def resolve_model(spec: str | os.PathLike[str]) -> Path:
@@ -86,7 +88,7 @@ def resolve_model(spec: str | os.PathLike[str]) -> Path:
         )
     if hub_offline():
         raise ModelError(
-            f"student.model={text!r}: looks like a hub id but HF_HUB_OFFLINE is set; download it beforehand "
+            f"student.model={text!r}: looks like a hub id but HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set; download it beforehand "
             f"(huggingface-cli download {text} --local-dir DIR) and point student.model at DIR, "
             f"or use {BUILTIN_SMOLLM2!r}"
         )
