@@ -108,7 +108,7 @@ class WeightedLossTrainer(Trainer):
 class _MetricsCallback(TrainerCallback):
     """Collects logged losses and appends them to a JSONL metrics file (one row per logging step)."""
 
-    def __init__(self, metrics_path: Path | None, tag: str):
+    def __init__(self, metrics_path: Path, tag: str):
         self.metrics_path = metrics_path
         self.tag = tag
         self.losses: list[tuple[int, float]] = []
@@ -120,10 +120,9 @@ class _MetricsCallback(TrainerCallback):
             return
         if "loss" in logs:
             self.losses.append((state.global_step, float(logs["loss"])))
-        if self.metrics_path is not None:
-            append_jsonl(
-                self.metrics_path, {"stage": self.tag, "step": state.global_step, **logs, "time": time.time()}
-            )
+        append_jsonl(
+            self.metrics_path, {"stage": self.tag, "step": state.global_step, **logs, "time": time.time()}
+        )
 
 
 def _lora_settings(lora: Any, r: int, alpha: int, dropout: float, target_modules: Any) -> dict[str, Any]:
@@ -182,7 +181,8 @@ def train(
 
     final/ holds the LoRA adapter (whose config names the absolute base path) or the full model, plus the
     tokenizer. With `resume`, a run that stopped (crash, preemption) continues from the newest checkpoint
-    in out_dir/checkpoints, optimizer and scheduler state included. `callbacks` are extra Trainer callbacks.
+    in out_dir/checkpoints, optimizer and scheduler state included. Logged losses are appended to
+    `metrics_path` (default out_dir/train_metrics.jsonl). `callbacks` are extra Trainer callbacks.
     """
     from transformers import AutoModelForCausalLM, set_seed
 
@@ -249,7 +249,8 @@ def train(
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    metrics_cb = _MetricsCallback(Path(metrics_path) if metrics_path else None, tag=f"train:{out_dir.name}")
+    metrics_file = Path(metrics_path) if metrics_path else out_dir / "train_metrics.jsonl"
+    metrics_cb = _MetricsCallback(metrics_file, tag=f"train:{out_dir.name}")
     trainer = WeightedLossTrainer(
         model=model,
         args=args,

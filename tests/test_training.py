@@ -176,6 +176,9 @@ def test_resume_continues_from_last_checkpoint(tiny_model_dir, tok, tmp_path):
     # optimizer and scheduler state restored), so resuming is exact, not just "continues"
     r2 = train(tiny_model_dir, _examples(tok, pairs), out, resume=False, **kwargs)
     assert r2.resumed_from_step == 0 and r2.losses[0][0] == 1
+    logged = [json.loads(line) for line in (out / "train_metrics.jsonl").read_text().splitlines()]
+    # the callback stopped step 6 before it was logged; the resumed run redoes 5..10 from checkpoint-4
+    assert [row["step"] for row in logged if "loss" in row][:11] == [1, 2, 3, 4, 5, 5, 6, 7, 8, 9, 10]
     uninterrupted = dict(r2.losses)
     for step, loss in r.losses:
         assert loss == pytest.approx(uninterrupted[step], rel=1e-4), (step, r.losses, r2.losses)
