@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -85,6 +86,7 @@ def main() -> None:
     problems = load_problems("builtin:gsm8k-sample", split="test")[: args.prompts]
     prompts = [student_prompt(p.question) for p in problems]
 
+    load_before = os.getloadavg()[0]
     # one short warm-up so the first measured row does not pay for lazy init / allocator growth
     generate(model, tok, prompts[:2], max_new_tokens=4, batch_size=2, progress=False)
     rows = [run(model, tok, prompts, batch_size=1, max_new_tokens=args.max_new_tokens, one_by_one=True)]
@@ -118,12 +120,21 @@ def main() -> None:
         "prompts": args.prompts,
         "max_new_tokens": args.max_new_tokens,
         "torch": torch.__version__,
+        # the CPU is shared: a load average well above the core count means the numbers are contended
+        "cpu_count": os.cpu_count(),
+        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "rows": [{k: v for k, v in r.items() if k != "outputs"} for r in rows],
         "example_output": reference[0],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    log.info("wrote %s", args.out)
+    log.info(
+        "load average %.1f -> %.1f on %d CPUs; wrote %s",
+        load_before,
+        os.getloadavg()[0],
+        os.cpu_count(),
+        args.out,
+    )
 
 
 if __name__ == "__main__":
