@@ -248,14 +248,15 @@ def judge(strategy: Strategy, rationale_or_text: str, gold: str) -> tuple[str | 
     return judge_many([(strategy, rationale_or_text)], [gold])[0]
 
 
-def judge_many(items: list[tuple[Strategy, str]], golds: list[str]) -> list[tuple[str | None, bool]]:
+def judge_many(items: list[tuple[Strategy | None, str]], golds: list[str]) -> list[tuple[str | None, bool]]:
     """Batched `judge`: all PoT programs run in one sandbox batch (parallel workers)."""
     if len(items) != len(golds):
         raise ValueError(f"judge_many: {len(items)} items but {len(golds)} golds")
     preds: list[str | None] = [None] * len(items)
     pot_idx, programs = [], []
     for i, (strategy, text) in enumerate(items):
-        parsed = parse_response(text, strategy=Strategy(strategy))
+        # None = "whatever the tag says"; untagged text is then judged as prose, never executed.
+        parsed = parse_response(text, strategy=None if strategy is None else Strategy(strategy))
         if parsed.strategy is Strategy.POT:
             pot_idx.append(i)
             programs.append(parsed.rationale)

@@ -198,5 +198,8 @@ def test_judge_and_judge_many() -> None:
         ["6", "6", "6", "6"],
     )
     assert out == [("6", True), ("6", True), (None, False), (None, False)]
+    # strategy None: the tag decides; untagged text is prose and is never executed
+    untagged = judge_many([(None, "[pot]: answer = 6"), (None, "answer = 2 * 3")], ["6", "6"])  # type: ignore[list-item]
+    assert untagged == [("6", True), ("2", False)]
     with pytest.raises(ValueError):
         judge_many([(S.COT, "x")], [])
