@@ -45,7 +45,8 @@ def table(r: BenchReport) -> str:
         src = "not in manifest" if a.source_accuracy is None else f"{a.source_accuracy:.3f} (n={a.source_n})"
         lines.append(
             f"- accuracy {a.accuracy:.3f} ({a.correct}/{a.n}, 95% CI {a.ci_low:.3f}–{a.ci_high:.3f}); "
-            f"source model {src}; strategies {a.by_strategy}"
+            f"source model {src}; by strategy "
+            + ", ".join(f"{k} {v['correct']}/{v['n']}" for k, v in a.by_strategy.items())
         )
     if not r.preferred_format:
         lines.append(f"- note: {r.profile} prefers {r.profile_format}; this package is {r.format}")
