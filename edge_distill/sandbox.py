@@ -148,84 +148,97 @@ class SandboxPool:
 
     def run(self, programs: list[str], timeout_s: float = 2.0, memory_mb: int = 512) -> list[PotResult]:
         """Run every program (in parallel across workers); results in input order."""
-        results: list[PotResult | None] = [None] * len(programs)
-        pending = deque(range(len(programs)))
-        attempts = [0] * len(programs)
         with self._lock:
-            sel = selectors.DefaultSelector()
-            busy: dict[_Worker, tuple[int, float]] = {}  # worker -> (program index, host deadline)
-            starting: dict[_Worker, float] = {}
-            for w in self._workers:
-                sel.register(w.out_fd, selectors.EVENT_READ, w)
-                if not w.ready:
-                    starting[w] = time.monotonic() + _WORKER_START_S
-            try:
-                while pending or busy:
-                    for w in self._workers:
-                        if pending and w.ready and w not in busy:
-                            i = pending.popleft()
-                            if len(programs[i]) > _MAX_PROGRAM_CHARS:
-                                results[i] = PotResult(
-                                    False, error=f"program longer than {_MAX_PROGRAM_CHARS} chars"
-                                )
-                                continue
-                            req = {"code": programs[i], "timeout": timeout_s, "memory_mb": memory_mb}
-                            try:
-                                _write_frame(w.stdin.fileno(), req)
-                            except OSError:  # the worker died between jobs: retry on a new one
-                                pending.appendleft(i)
-                                self._swap(sel, w, starting)
-                                continue
-                            busy[w] = (i, time.monotonic() + timeout_s + _HOST_GRACE_S)
-                    deadlines = [d for _, d in busy.values()] + list(starting.values())
-                    wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
-                    for key, _ in sel.select(timeout=wait):
-                        w = key.data
-                        frame = _read_frame(w.out_fd)
-                        if frame is None:  # EOF: the worker itself died
-                            if w in busy:
-                                # Programs run in the worker's children, so a dead worker was killed from
-                                # outside (OOM killer, a user): retry once before calling it a failure.
-                                i, _ = busy.pop(w)
-                                attempts[i] += 1
-                                if attempts[i] < 2:
-                                    pending.appendleft(i)
-                                else:
-                                    results[i] = PotResult(
-                                        False, error="sandbox worker died running the program"
-                                    )
-                            log.warning(
-                                "sandbox worker %d died (rc=%s); replacing it", w.proc.pid, w.proc.poll()
-                            )
-                            self._swap(sel, w, starting)
-                        elif frame.get("ready"):
-                            w.ready = True
-                            starting.pop(w, None)
-                        elif w in busy:
-                            i, _ = busy.pop(w)
-                            results[i] = _to_result(frame)
-                    now = time.monotonic()
-                    for w, (i, deadline) in list(busy.items()):
-                        if now > deadline:
-                            busy.pop(w)
-                            results[i] = PotResult(
-                                False, error=f"timeout: worker unresponsive after {timeout_s}s"
-                            )
-                            log.warning("sandbox worker %d hung; replacing it", w.proc.pid)
-                            self._swap(sel, w, starting)
-                    for deadline in starting.values():
-                        if now > deadline:
-                            raise RuntimeError(f"sandbox worker did not start within {_WORKER_START_S}s")
-            finally:
-                sel.close()
-        return [r if r is not None else PotResult(False, error="not run") for r in results]
+            return _Batch(self, programs, timeout_s, memory_mb).run()
 
-    def _swap(self, sel: selectors.BaseSelector, w: _Worker, starting: dict[_Worker, float]) -> None:
-        sel.unregister(w.out_fd)
-        starting.pop(w, None)
-        new = self._replace(w)
-        sel.register(new.out_fd, selectors.EVENT_READ, new)
-        starting[new] = time.monotonic() + _WORKER_START_S
+
+class _Batch:
+    """One `SandboxPool.run`: keeps every ready worker busy, collects results, replaces dead/hung workers."""
+
+    def __init__(self, pool: SandboxPool, programs: list[str], timeout_s: float, memory_mb: int) -> None:
+        self.pool, self.programs, self.timeout_s, self.memory_mb = pool, programs, timeout_s, memory_mb
+        self.results: list[PotResult | None] = [None] * len(programs)
+        self.pending = deque(range(len(programs)))
+        self.attempts = [0] * len(programs)
+        self.busy: dict[_Worker, tuple[int, float]] = {}  # worker -> (program index, host deadline)
+        self.starting: dict[_Worker, float] = {}  # worker -> start deadline
+        self.sel = selectors.DefaultSelector()
+
+    def run(self) -> list[PotResult]:
+        try:
+            for w in self.pool._workers:
+                self._watch(w)
+            while self.pending or self.busy:
+                self._dispatch()
+                deadlines = [d for _, d in self.busy.values()] + list(self.starting.values())
+                wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
+                for key, _ in self.sel.select(timeout=wait):
+                    self._receive(key.data)
+                self._check_deadlines()
+        finally:
+            self.sel.close()
+        return [r if r is not None else PotResult(False, error="not run") for r in self.results]
+
+    def _watch(self, w: _Worker) -> None:
+        self.sel.register(w.out_fd, selectors.EVENT_READ, w)
+        if not w.ready:
+            self.starting[w] = time.monotonic() + _WORKER_START_S
+
+    def _swap(self, w: _Worker) -> None:
+        self.sel.unregister(w.out_fd)
+        self.starting.pop(w, None)
+        self._watch(self.pool._replace(w))
+
+    def _dispatch(self) -> None:
+        for w in list(self.pool._workers):
+            if not (self.pending and w.ready and w not in self.busy):
+                continue
+            i = self.pending.popleft()
+            if len(self.programs[i]) > _MAX_PROGRAM_CHARS:
+                self.results[i] = PotResult(False, error=f"program longer than {_MAX_PROGRAM_CHARS} chars")
+                continue
+            try:
+                req = {"code": self.programs[i], "timeout": self.timeout_s, "memory_mb": self.memory_mb}
+                _write_frame(w.stdin.fileno(), req)
+            except OSError:  # the worker died between jobs: run the program on its replacement
+                self.pending.appendleft(i)
+                self._swap(w)
+                continue
+            self.busy[w] = (i, time.monotonic() + self.timeout_s + _HOST_GRACE_S)
+
+    def _receive(self, w: _Worker) -> None:
+        frame = _read_frame(w.out_fd)
+        if frame is not None and frame.get("ready"):
+            w.ready = True
+            self.starting.pop(w, None)
+        elif frame is not None:
+            i, _ = self.busy.pop(w)
+            self.results[i] = _to_result(frame)
+        else:  # EOF: the worker itself died
+            log.warning("sandbox worker %d died (rc=%s); replacing it", w.proc.pid, w.proc.poll())
+            if w in self.busy:
+                # Programs run in the worker's children, so a dead worker was killed from outside
+                # (OOM killer, a user): retry once before calling it a failure.
+                i, _ = self.busy.pop(w)
+                self.attempts[i] += 1
+                if self.attempts[i] < 2:
+                    self.pending.appendleft(i)
+                else:
+                    self.results[i] = PotResult(False, error="sandbox worker died running the program")
+            self._swap(w)
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for w, (i, deadline) in list(self.busy.items()):
+            if now > deadline:
+                self.busy.pop(w)
+                self.results[i] = PotResult(
+                    False, error=f"timeout: worker unresponsive after {self.timeout_s}s"
+                )
+                log.warning("sandbox worker %d hung; replacing it", w.proc.pid)
+                self._swap(w)
+        if any(now > d for d in self.starting.values()):
+            raise RuntimeError(f"sandbox worker did not start within {_WORKER_START_S}s")
 
 
 def _to_result(frame: dict[str, Any]) -> PotResult:
@@ -299,42 +312,30 @@ def _solve_it(equation: Any, variable: Any) -> dict[Any, Any]:
 
 
 def _value_text(value: Any, depth: int = 0) -> str:
-    """Text of a program's `answer` that `normalize_number` can read exactly."""
-    import decimal
+    """Text of a program's `answer` that `normalize_number` reads exactly (ints, floats, Fraction,
+    Decimal, sympy numbers, numpy scalars, numeric strings, one-element containers, solve_it's {x: 5})."""
     import fractions
     import math
 
-    if depth > 3:
-        raise TypeError("`answer` is nested too deeply")
-    if isinstance(value, bool):
-        raise TypeError("`answer` is a bool, not a number")
-    if isinstance(value, int):
+    if isinstance(value, bool) or depth > 3:
+        raise TypeError(f"`answer` is a {type(value).__name__}, not a number")
+    if isinstance(value, (int, str)):
         return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"`answer` is {value}")
-        return repr(value)
-    if isinstance(value, fractions.Fraction):
-        return f"{value.numerator}/{value.denominator}"
-    if isinstance(value, decimal.Decimal):
+    if isinstance(value, fractions.Fraction) or getattr(value, "is_Rational", False):
+        return f"{int(value.numerator)}/{int(value.denominator)}"
+    if isinstance(value, (list, tuple, set, dict)) and len(value) == 1:
+        return _value_text(next(iter(value.values() if isinstance(value, dict) else value)), depth + 1)
+    if isinstance(value, complex) and value.imag == 0:
+        value = value.real
+    if type(value).__name__ == "Decimal":
         return str(value)
-    if isinstance(value, complex):
-        if value.imag != 0:
-            raise ValueError(f"`answer` is complex: {value}")
-        return _value_text(value.real, depth + 1)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple, set)) and len(value) == 1:
-        return _value_text(next(iter(value)), depth + 1)
-    if isinstance(value, dict) and len(value) == 1:  # solve_it's {x: 5}
-        return _value_text(next(iter(value.values())), depth + 1)
-    if getattr(value, "is_Integer", False):
-        return str(int(value))
-    if getattr(value, "is_Rational", False):
-        return f"{int(value.p)}/{int(value.q)}"
-    if hasattr(value, "__float__"):  # sympy Float/expression, numpy scalars
-        return _value_text(float(value), depth + 1)
-    raise TypeError(f"`answer` has type {type(value).__name__}, not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`answer` has type {type(value).__name__}, not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"`answer` is {number}")
+    return repr(number)
 
 
 def _child(code: str, timeout_s: float, memory_mb: int, result_fd: int) -> None:
