@@ -124,8 +124,6 @@ def load_problems_with_stats(
         raise DataError(f"data.format: {fmt!r} is not one of {', '.join(_FORMATS)}")
     path, builtin = _resolve(spec_or_path, split)
     source = "gsm8k-sample" if builtin else path.stem
-    if fmt == "gsm8k":  # GSM8K files always use these names
-        question_field, answer_field = "question", "answer"
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     skipped: list[str] = []

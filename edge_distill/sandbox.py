@@ -289,7 +289,7 @@ _SAFE_BUILTINS = (
 _DENIED_EVENT_PREFIXES = (
     "open", "os.", "subprocess.", "socket.", "shutil.", "ctypes.", "_thread.", "pty.", "fcntl.", "mmap.",
     "resource.", "signal.", "urllib.", "http.", "ftplib.", "smtplib.", "webbrowser.", "glob.", "tempfile.",
-    "sqlite3.", "builtins.input", "sys._getframe", "sys.settrace", "sys.setprofile", "gc.get_referrers",
+    "sqlite3.", "builtins.input", "sys._getframe", "sys.settrace", "sys.setprofile", "gc.",
 )  # fmt: skip
 
 

@@ -83,6 +83,7 @@ def test_sympy_prelude(pool: SandboxPool) -> None:
         ("ctypes libc call", f"c = {_REAL_BUILTINS}['__import__']('ctypes')\nc.CDLL(None).system(b'true')", "ctypes."),
         ("ctypes pythonapi", f"c = {_REAL_BUILTINS}['__import__']('ctypes')\nanswer = c.pythonapi.Py_GetVersion()", "ctypes."),
         ("raise own limits", f"r = {_REAL_BUILTINS}['__import__']('resource')\nr.setrlimit(r.RLIMIT_AS, (-1, -1))", "resource.setrlimit"),
+        ("gc walk", f"g = {_REAL_BUILTINS}['__import__']('gc')\nanswer = len(g.get_objects())", "gc.get_objects"),
         ("kill the worker", f"{_SUBCLASS.format(name='_wrap_close')}.__init__.__globals__['kill'](0, 9)", "os.kill"),
     ],
 )  # fmt: skip
