@@ -130,3 +130,10 @@ def test_concurrent_writers_in_separate_processes(tmp_path: Path) -> None:
 def test_every_prompt_gets_exactly_k(tmp_path: Path, k: int) -> None:
     out = ScriptedTeacher(cache=tmp_path / "c.sqlite").complete(["x", "y", "bad"], k, S)
     assert [len(row) for row in out] == [k, k, k]
+
+
+def test_a_prompt_repeated_in_one_call_is_asked_once() -> None:
+    t = ScriptedTeacher(cache=None)
+    out = t.complete(["a", "b", "a"], 2, S)
+    assert sorted(t.calls) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert [c.text for c in out[2]] == ["a#0", "a#1"] and out[2][0] is not out[0][0]

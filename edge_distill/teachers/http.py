@@ -124,6 +124,7 @@ class HttpTeacher(LiveTeacher):
         except urllib.error.HTTPError as e:
             detail = _error_detail(e)
             if e.code in FATAL_STATUS:
+                self._stop.set()  # queued calls must not go out once the teacher is known to be broken
                 hint = (
                     f"check ${self.api_key_env}"
                     if e.code in (401, 403)
@@ -178,6 +179,8 @@ class HttpTeacher(LiveTeacher):
         """Up to n completions (fewer if the server ignores n), or one failed Generation."""
         body = self._body(prompt, sampling, n, seed)
         for attempt in range(self.max_retries + 1):
+            if self._stop.is_set():
+                return [Generation.failed("cancelled", "the teacher stopped")]
             try:
                 return self._parse(self._post_once(body))
             except _Final as e:

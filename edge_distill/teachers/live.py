@@ -159,7 +159,10 @@ class LiveTeacher:
         got: list[list[Generation | None]] = [[None] * n_distinct for _ in prompts]
         requests: list[Request] = []
         req_pos: list[int] = []
+        first: dict[str, int] = {}  # a prompt repeated within one call is asked for once
         for pi, row in enumerate(keys):
+            if first.setdefault(prompts[pi], pi) != pi:
+                continue
             missing = []
             for i, key in enumerate(row):
                 hit = found.get(key)
@@ -170,11 +173,11 @@ class LiveTeacher:
             if missing:
                 requests.append(Request(prompts[pi], missing))
                 req_pos.append(pi)
-        hits = sum(len(row) for row in keys) - sum(len(r.indices) for r in requests)
+        hits = len(first) * n_distinct - sum(len(r.indices) for r in requests)
         self.stats.cache_hits += hits
         self.stats.cache_misses += sum(len(r.indices) for r in requests)
         bar = tqdm(
-            total=len(prompts) * n_distinct,
+            total=len(first) * n_distinct,
             initial=hits,
             desc=desc,
             unit="compl",
@@ -200,15 +203,16 @@ class LiveTeacher:
         new = sum(len(r.indices) for r in requests)
         log.info(
             "%s %s: %d completions (%d cached, %d new) in %.1fs, %.2f new/s; failures so far %s",
-            self.name, desc, len(prompts) * n_distinct, hits, new, elapsed,
+            self.name, desc, len(first) * n_distinct, hits, new, elapsed,
             new / elapsed if elapsed > 0 else 0.0, dict(self.stats.faults) or "none",
         )  # fmt: skip
         out: list[list[Completion]] = []
-        for pi, row in enumerate(got):
+        for pi in range(len(prompts)):
+            row = got[first[prompts[pi]]]
             comps = []
             for i, g in enumerate(row):
                 if g is None:  # a backend that skipped a sample is a bug; report it as a failure
-                    g = Generation.failed("missing", "backend returned no completion")
+                    g = row[i] = Generation.failed("missing", "backend returned no completion")
                     self.stats.faults["missing"] += 1
                 cached = keys[pi][i] in found
                 self.stats.truncated += g.finish_reason == "length"
