@@ -180,3 +180,20 @@ def _write_predictions(cache: _Cache, out_dir: Path) -> None:
     for pkg_path, acc in cache.accuracy.items():
         if acc is not None:
             write_jsonl(out_dir / f"{Path(pkg_path).name}.predictions.jsonl", acc.predictions)
+
+
+def bench_summary(reports: list[BenchReport]) -> dict[str, Any]:
+    """What the pipeline records for its bench stage (`edge_distill.gates` reads `all_passed`)."""
+    return {
+        "all_passed": all(r.passed for r in reports),
+        "reports": [
+            {
+                "package": r.package_name,
+                "profile": r.profile,
+                "basis": r.figures.basis,
+                "passed": r.passed,
+                "failed": [g.name for g in r.gates if g.status == gate.FAIL],
+            }  # fmt: skip
+            for r in reports
+        ],
+    }

@@ -187,3 +187,13 @@ def profile_summary(p: DeviceProfile) -> str:
 def profile_yaml(p: DeviceProfile) -> str:
     """The profile as YAML (for `edge-distill profiles --show NAME`)."""
     return yaml.safe_dump(p.model_dump(mode="json", exclude={"source_file"}), sort_keys=False)
+
+
+def profiles_text(show: str | None = None, extra_dirs: Iterable[str | Path] = ()) -> str:
+    """`edge-distill profiles`: one line per profile (with its file), or one profile as YAML (`--show NAME`)."""
+    if show is not None:
+        p = load_profile(show, extra_dirs)
+        return f"# {p.source_file}\n{profile_yaml(p)}"
+    lines = [f"{profile_summary(p)}\n    {p.source_file}" for p in list_profiles(extra_dirs)]
+    dirs = ", ".join(str(d) for d in profile_dirs(extra_dirs))
+    return "\n".join(lines) + f"\n(searched: {dirs})"

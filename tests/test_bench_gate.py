@@ -143,3 +143,13 @@ def test_report_outputs(tmp_path: Path):
     assert data["all_passed"] is False and [r["basis"] for r in data["reports"]] == ["measured", "estimated"]
     assert data["reports"][1]["gates"][2]["basis"] == "estimated"
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_summary_for_the_pipeline():
+    from device_profiles import bench_summary
+
+    acc = accuracy.AccuracyResult(50, 1, 0.02, 0.004, 0.1, 0.04, 100)
+    s = bench_summary([_report("host", True, acc), _report("pixel-8", False, acc)])
+    assert s["all_passed"] is False
+    assert s["reports"][1] == {"package": "gguf-q4_k_m", "profile": "pixel-8", "basis": "estimated", "passed": False,
+                               "failed": ["min_accuracy"]}  # fmt: skip

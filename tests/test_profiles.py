@@ -89,3 +89,12 @@ def test_device_profiles_is_torch_free():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_profiles_text_lists_and_shows():
+    from device_profiles import profiles_text
+
+    listing = profiles_text()
+    assert all(name in listing for name in REQUIRED) and "(searched:" in listing
+    shown = profiles_text("raspberry-pi-5")
+    assert shown.startswith("# ") and yaml.safe_load(shown)["hardware"]["cores"] == 4
