@@ -123,3 +123,7 @@ def train(config: str | None, overrides: tuple[str, ...]) -> None:
 def eval_cmd(config: str | None, overrides: tuple[str, ...]) -> None:
     """Evaluate the run's student on the dev split (and test with eval.final_test=true)."""
     _run(config, overrides, until="eval", redo="eval")
+
+
+if __name__ == "__main__":
+    main()
