@@ -134,12 +134,13 @@ def model_card(manifest: dict[str, Any], model_file: str) -> str:
     acc = manifest.get("source_accuracy") or {}
     acc_line = f"{acc.get('dev')} on {acc.get('n')} dev problems" if acc else "not recorded"
     if fmt == "gguf":
-        run = (f"```python\nfrom llama_cpp import Llama\nllm = Llama('{model_file}', n_ctx=2048)\n"
+        run = (f"```python\nimport json\nfrom llama_cpp import Llama\nllm = Llama('{model_file}', n_ctx=2048)\n"
                "tpl = json.load(open('prompt_template.json'))\n"
                "prompt = tpl['student_prompt'].format(question=q)\n"
                "print(llm(prompt, max_tokens=256, temperature=0)['choices'][0]['text'])\n```")  # fmt: skip
     else:
-        run = ("```python\nimport onnxruntime_genai as og\nmodel = og.Model('.')\ntok = og.Tokenizer(model)\n"
+        run = ("```python\nimport json\nimport onnxruntime_genai as og\nmodel = og.Model('.')\ntok = og.Tokenizer(model)\n"
+               "prompt = json.load(open('prompt_template.json'))['student_prompt'].format(question=q)\n"
                "params = og.GeneratorParams(model); params.set_search_options(do_sample=False, max_length=512)\n"
                "gen = og.Generator(model, params); gen.append_tokens(tok.encode(prompt))\n"
                "while not gen.is_done(): gen.generate_next_token()\nprint(tok.decode(gen.get_sequence(0)))\n```")  # fmt: skip
