@@ -16,6 +16,8 @@ import os
 import platform
 import time
 
+import psutil
+
 from edge_distill.data import load_problems
 from edge_distill.io import write_json
 from edge_distill.sandbox import SandboxPool
@@ -44,6 +46,16 @@ def workloads(n: int) -> dict[str, tuple[list[str], float]]:
     }
 
 
+def workers_cpu_s(pool: SandboxPool) -> float:
+    """CPU seconds used by the workers and their (reaped) per-program children: unlike wall time, this
+    does not depend on how many other processes share the cores."""
+    total = 0.0
+    for pid in pool.worker_pids():
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=600, help="programs per workload")
@@ -60,9 +72,10 @@ def main() -> None:
             pool.run(["answer = 1"] * workers)  # waits until every worker has imported its modules
             startup = time.perf_counter() - t0
             for name, (programs, timeout) in loads.items():
-                t0 = time.perf_counter()
+                cpu0, t0 = workers_cpu_s(pool), time.perf_counter()
                 results = pool.run(programs, timeout_s=timeout)
                 dt = time.perf_counter() - t0
+                cpu_ms = 1000 * (workers_cpu_s(pool) - cpu0) / len(programs)
                 rows.append(
                     {
                         "workload": name,
@@ -73,16 +86,19 @@ def main() -> None:
                         "programs_per_s": round(len(programs) / dt, 1),
                         "programs_per_min": round(60 * len(programs) / dt),
                         "startup_s": round(startup, 2),
+                        "cpu_ms_per_program": round(cpu_ms, 2),
                     }
                 )
                 log.info("%s", rows[-1])
     log.info("")
-    log.info("| workload | workers | programs | ok | seconds | programs/s | programs/min | pool startup s |")
-    log.info("|---|---|---|---|---|---|---|---|")
+    log.info(
+        "| workload | workers | programs | ok | seconds | programs/s | programs/min | CPU ms/program | startup s |"
+    )
+    log.info("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         log.info(
-            "| %s | %d | %d | %d | %.2f | %.0f | %d | %.1f |", r["workload"], r["workers"], r["programs"], r["ok"],
-            r["seconds"], r["programs_per_s"], r["programs_per_min"], r["startup_s"],
+            "| %s | %d | %d | %d | %.2f | %.0f | %d | %.1f | %.1f |", r["workload"], r["workers"], r["programs"],
+            r["ok"], r["seconds"], r["programs_per_s"], r["programs_per_min"], r["cpu_ms_per_program"], r["startup_s"],
         )  # fmt: skip
     write_json(
         args.out,
