@@ -37,22 +37,23 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def default_prompt_template(cascod_template: dict[str, Any] | None = None) -> dict[str, Any]:
     """The strategy-tag prompt/response formats the student was trained with (+ CasCoD's, when used)."""
-    try:
+    marker = "The answer is"
+    response = {s: f"[{s}]: {{rationale}}\n{marker} {{answer}}." for s in ("cot", "l2m")}
+    response["pot"] = "[pot]: {program}"
+    student_prompt = _FALLBACK_STUDENT_PROMPT
+    try:  # the formats the student was trained with come from one place: edge_distill.strategies
         from edge_distill import strategies
 
-        student_prompt = strategies.STUDENT_PROMPT
-        marker = strategies.ANSWER_MARKER
+        student_prompt, marker = strategies.STUDENT_PROMPT, strategies.ANSWER_MARKER
+        response = {s: strategies.format_response(s, "{rationale}", "{answer}") for s in ("cot", "l2m")}
+        response["pot"] = strategies.format_response("pot", "{program}", None)
     except (ImportError, AttributeError):
-        student_prompt, marker = _FALLBACK_STUDENT_PROMPT, "The answer is"
+        pass
     template: dict[str, Any] = {
         "student_prompt": student_prompt,
         "forced_strategy_suffix": "[{strategy}]: ",
         "strategies": ["cot", "l2m", "pot"],
-        "response": {
-            "cot": "[cot]: {rationale}\n" + marker + " {answer}.",
-            "l2m": "[l2m]: {rationale}\n" + marker + " {answer}.",
-            "pot": "[pot]: {program}",
-        },
+        "response": response,
         "answer_marker": marker,
         "chat_template": False,
         "stop": "eos",
