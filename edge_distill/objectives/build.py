@@ -64,10 +64,8 @@ def edit_pairs(
     if pairs is None:
         pairs, built_stats = offline_pairs(samples)
     kept, filter_stats = filter_pairs(pairs)
-    stats = {
-        **{f"pairs_{k}": v for k, v in built_stats.items()},
-        **{f"pairs_{k}": v for k, v in filter_stats.items()},
-    }
+    merged = {**built_stats, **filter_stats}
+    stats = {(k if k.startswith("pairs_") else f"pairs_{k}"): v for k, v in merged.items()}
     return kept, stats
 
 
