@@ -99,9 +99,8 @@ class WeightedLossTrainer(Trainer):
         n = num_items_in_batch if num_items_in_batch is not None else inputs["input_ids"].shape[0]
         loss = total / n
         if self.args.world_size > 1:
-            loss = (
-                loss * self.args.world_size
-            )  # DDP averages gradients over ranks; n already counts all ranks
+            # DDP averages gradients over ranks, but n already counts every rank's examples
+            loss = loss * self.args.world_size
         return (loss, outputs) if return_outputs else loss
 
 
@@ -247,6 +246,9 @@ def train(
         remove_unused_columns=False,  # keeps our "weights" column
         label_names=[],
         dataloader_num_workers=0,
+        # every trainable parameter gets a gradient (weighted_ce keeps the graph even for all-zero weights),
+        # so DDP can skip its per-step search for unused parameters
+        ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
     metrics_file = Path(metrics_path) if metrics_path else out_dir / "train_metrics.jsonl"

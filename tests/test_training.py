@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -144,6 +148,57 @@ def test_bf16_autocast_trains(tiny_model_dir, tok, tmp_path):
     )
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in r.losses)
     assert r.last_loss < 0.5 * r.first_loss, r.losses
+
+
+DDP_WORKER = textwrap.dedent(
+    """
+    import sys, torch
+    from transformers import TrainerCallback
+    from edge_distill.models import load_tokenizer
+    from edge_distill.training import Example, train
+
+    model_dir, out_dir, bs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    tok = load_tokenizer(model_dir)
+    examples = []
+    for q, a in [("What is 2+3?", " 5"), ("Tom has 12 apples and eats 4. How many are left?", " 8 apples")]:
+        p = tok(q, add_special_tokens=False)["input_ids"]
+        r = tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        examples.append(Example(p + r, [0.0] * len(p) + [1.0 / len(r)] * len(r)))
+
+    class Capture(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            if state.is_world_process_zero:
+                grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                torch.save({"world": args.world_size, "grads": grads}, out_dir + "/grads.pt")
+
+    train(model_dir, examples, out_dir, max_steps=1, batch_size=bs, max_grad_norm=0.0, lora_dropout=0.0,
+          group_by_length=False, callbacks=[Capture()])
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_give_the_single_process_gradient(tiny_model_dir, tmp_path):
+    """torchrun with 2 CPU ranks x batch 1 == 1 process x batch 2: the step's example count is summed
+    over ranks and DDP's gradient averaging is undone, so data parallelism does not rescale the loss."""
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {"single": [sys.executable, str(script)], "ddp": [sys.executable, "-m", "torch.distributed.run",
+            "--nproc_per_node", "2", "--master_port", "29533", str(script)]}  # fmt: skip
+    grads = {}
+    for name, cmd in runs.items():
+        out = tmp_path / name
+        out.mkdir()
+        bs = "2" if name == "single" else "1"
+        proc = subprocess.run(
+            [*cmd, str(tiny_model_dir), str(out), bs], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        grads[name] = torch.load(out / "grads.pt")
+    assert grads["single"]["world"] == 1 and grads["ddp"]["world"] == 2
+    for k, g in grads["single"]["grads"].items():
+        torch.testing.assert_close(grads["ddp"]["grads"][k], g, rtol=1e-4, atol=1e-6, msg=k)
 
 
 class _StopAfter(TrainerCallback):
