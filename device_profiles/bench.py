@@ -7,7 +7,6 @@ are gated, because only the host can be measured here; other profiles get estima
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,12 +85,13 @@ def _bench_one(
     repetitions: int,
     new_tokens: int,
     on_target: bool | None,
+    host_threads: int,
     strategy: Strategy | None,
     cache: _Cache,
 ) -> BenchReport:
     on_target = runs_on(profile) if on_target is None else on_target
-    # On the device: the profile's threads. Estimating: the host at full width, scaled by hardware ratios.
-    threads = profile.resolved_threads() if on_target else max(1, os.cpu_count() or 1)
+    # On the device: the profile's threads. Estimating: this host as its `host` profile says, scaled by ratios.
+    threads = profile.resolved_threads() if on_target else host_threads
     host = host_hardware(threads)
     key = (str(pkg.path), threads)
     if key not in cache.measurements:
@@ -141,6 +141,8 @@ def bench_packages(
     pkgs = [read_package(d) for d in package_dirs]  # fail on a broken package before any measurement
     eval_problems = _problems(problems, accuracy_limit)
     timing_question = (eval_problems or load_eval_problems(None, limit=1))[0].question
+    # A user `host` profile (e.g. threads: 1 on a shared machine) decides how this host is measured.
+    host_threads = load_profile("host", extra_profile_dirs).resolved_threads()
     cache = _Cache()
     reports = [
         _bench_one(
@@ -151,6 +153,7 @@ def bench_packages(
             repetitions=repetitions,
             new_tokens=new_tokens,
             on_target=on_target,
+            host_threads=host_threads,
             strategy=strategy,
             cache=cache,
         )  # fmt: skip
