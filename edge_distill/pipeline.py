@@ -69,9 +69,9 @@ def load_test(cfg: Config) -> list[Problem]:
 
 # ---------------------------------------------------------------------------------------------- teach
 def build_teacher(cfg: Config):
-    from edge_distill.teachers.factory import make_teacher
+    from edge_distill.teachers.factory import teacher_from_config
 
-    return make_teacher(cfg.teacher, data_cfg=cfg.data)
+    return teacher_from_config(cfg.teacher)
 
 
 def stage_teach(cfg: Config, run: RunDir) -> dict[str, Any]:

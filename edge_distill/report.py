@@ -31,6 +31,24 @@ def _accuracy_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _teacher_table(stats: dict[str, Any]) -> list[str]:
+    kinds = list(stats.get("failures", {}))
+    head = "| strategy | completions | correct | problems solved | " + " | ".join(kinds) + " |"
+    lines = [
+        f"`{stats.get('teacher')}`, {stats.get('problems')} problems × K={stats.get('k')}; "
+        f"cache hits {stats.get('cached', 0)}.",
+        "",
+        head,
+        "|" + "---|" * (4 + len(kinds)),
+    ]
+    for strategy, s in (stats.get("by_strategy") or {}).items():
+        fails = " | ".join(str(s.get(k, 0)) for k in kinds)
+        lines.append(
+            f"| {strategy} | {s.get('completions')} | {s.get('correct')} | {s.get('problems_solved')} | {fails} |"
+        )
+    return lines
+
+
 def _section(title: str, body: list[str]) -> list[str]:
     return [f"## {title}", "", *body, ""] if body else []
 
@@ -55,16 +73,29 @@ def build_report(run: RunDir) -> str:
 
     teach = _load(p / "teach" / "stats.json")
     if teach:
-        out += _section("Teacher", ["```json", json.dumps(teach, indent=2), "```"])
+        out += _section("Teacher", _teacher_table(teach))
     filt = _load(p / "filter" / "stats.json")
     if filt:
         out += _section(
             "Filter",
             [f"{filt['kept']} of {filt['teacher_samples']} teacher samples kept: {filt.get('kept_by_strategy')}"],
         )
-    train = stages.get("train", {}).get("summary", {})
-    if train:
-        out += _section("Training", [f"`{k}`: {v}" for k, v in train.items()])
+    result = _load(p / "train" / "train_result.json")
+    if result:
+        loss = f"loss {result.get('first_loss'):.3f} → {result.get('last_loss'):.3f}" if result.get("last_loss") else ""
+        out += _section(
+            "Training",
+            [
+                f"{result.get('finetune')} on {result.get('examples')} examples, {result.get('steps')} steps "
+                f"({result.get('trainable_params'):,} trainable parameters), {loss}, "
+                f"{result.get('runtime_s', 0):.0f} s" + (
+                    f", resumed from step {result['resumed_from_step']}" if result.get("resumed_from_step") else ""
+                )
+            ],
+        )
+    objective = _load(p / "train" / "objective.json")
+    if objective:
+        out += _section(f"Objective `{cfg.train.objective}`", [f"`{k}`: {v}" for k, v in objective.items()])
 
     methods = stages.get("methods", {}).get("summary", {})
     if methods:
