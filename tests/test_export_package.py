@@ -166,3 +166,12 @@ def test_run_directory_resolves_to_final_model_and_metadata(tiny_model_dir, tmp_
     assert resolve_source(tiny_model_dir)[0] == tiny_model_dir
     with pytest.raises(ExportError, match="neither a run directory"):
         resolve_source(tmp_path)
+
+
+def test_export_targets_refuses_a_bad_target_before_exporting_any(tiny_model_dir, tmp_path):
+    from exporters import export_targets
+
+    targets = [{"format": "gguf", "quant": "f16"}, {"format": "gguf", "quant": "q4_kk"}]
+    with pytest.raises(ExportError, match="q4_kk"):
+        export_targets(tiny_model_dir, tmp_path / "export", targets)
+    assert not (tmp_path / "export").exists()
