@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from edge_distill.answers import normalize_number
@@ -93,6 +94,9 @@ class _Worker:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge_distill.sandbox"],
+            # `-m` puts the cwd first on sys.path: run next to the package so a stray math.py in the
+            # user's directory cannot shadow what the programs import.
+            cwd=Path(__file__).resolve().parents[1],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C in the terminal is the host's business, not the worker's

@@ -150,6 +150,13 @@ def test_too_long_program_is_refused(pool: SandboxPool) -> None:
     assert not res.ok and "longer than" in (res.error or "")
 
 
+def test_user_cwd_cannot_shadow_allowed_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "statistics.py").write_text("def mean(xs):\n    return 99\n")  # pure-Python stdlib module
+    monkeypatch.chdir(tmp_path)
+    with SandboxPool(workers=1) as p:
+        assert p.run(["import statistics\nanswer = statistics.mean([1, 3])"])[0].answer == "2"
+
+
 def test_module_level_helpers() -> None:
     assert run_programs([]) == []
     assert run_program("answer = 6 * 7") == PotResult(True, answer="42")
