@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--model", default="builtin:smollm2-135m")
     ap.add_argument("--train", type=int, default=200, help="training problems (GSM8K sample, train split)")
     ap.add_argument("--dev", type=int, default=100, help="dev problems (held out of the train split)")
-    ap.add_argument("--objectives", nargs="+", default=["sft", "cascod", "edit"])
+    ap.add_argument("--objectives", nargs="*", default=["sft", "cascod", "edit"])
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=8)
