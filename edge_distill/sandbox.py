@@ -364,17 +364,21 @@ def _child(code: str, timeout_s: float, memory_mb: int, result_fd: int) -> None:
                     os.close(fd)
                 except OSError:
                     pass
-        with open("/proc/self/statm") as f:  # the worker's own mappings count against RLIMIT_AS too
-            vm_bytes = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         limits = {
-            resource.RLIMIT_AS: vm_bytes + memory_mb * 2**20,
             resource.RLIMIT_CPU: math.ceil(timeout_s) + 1,
             resource.RLIMIT_FSIZE: 0,
             resource.RLIMIT_CORE: 0,
             resource.RLIMIT_NPROC: 0,
             resource.RLIMIT_NOFILE: result_fd + 1,
         }
+        if os.path.exists("/proc/self/statm"):  # Linux; macOS does not enforce RLIMIT_AS anyway
+            with open("/proc/self/statm") as f:  # the worker's own mappings count against RLIMIT_AS too
+                limits[resource.RLIMIT_AS] = (
+                    int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") + memory_mb * 2**20
+                )
         for res, value in limits.items():
+            hard = resource.getrlimit(res)[1]  # never ask above an existing hard limit (that would fail)
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(res, (value, value))
         allowed = ALLOWED_MODULES | {"sympy", "mpmath", "encodings"}
         real_import = builtins.__import__
