@@ -91,13 +91,13 @@ def torch_reference(
     with torch.no_grad():
         for ids in prompt_ids:
             out: list[int] = []
-            seq = torch.tensor([ids])
-            for _ in range(n_tokens):  # no KV cache: simple and exact for a few short prompts
-                nxt = int(model(seq).logits[0, -1].argmax())
+            step = model(torch.tensor([ids]), use_cache=True)
+            for _ in range(n_tokens):
+                nxt = int(step.logits[0, -1].argmax())
                 out.append(nxt)
-                if nxt == eos:
+                if nxt == eos or len(out) == n_tokens:
                     break
-                seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
+                step = model(torch.tensor([[nxt]]), past_key_values=step.past_key_values, use_cache=True)
             greedy.append(out)
         nlls = [
             _nll_from_logits(model(torch.tensor([ids])).logits[0].float().numpy(), ids) for ids in text_ids
