@@ -79,7 +79,13 @@ def stage_teach(cfg: Config, run: RunDir) -> dict[str, Any]:
 
     problems = load_split(run, "train")
     teacher = build_teacher(cfg)
-    samples, stats = teach(teacher, problems, cfg.teacher.strategies, cfg.teacher.samples_per_strategy)
+    try:
+        samples, stats = teach(teacher, problems, cfg.teacher.strategies, cfg.teacher.samples_per_strategy)
+        if hasattr(teacher, "report"):
+            stats["teacher_calls"] = teacher.report()
+    finally:
+        if hasattr(teacher, "close"):
+            teacher.close()
     out = run.stage_dir("teach")
     write_jsonl(out / "samples.jsonl", (s.to_dict() for s in samples))
     write_json(out / "stats.json", stats)
