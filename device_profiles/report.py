@@ -103,7 +103,8 @@ def plot(reports: list[BenchReport], path: Path) -> None:
     labels = [f"{r.package_name}\n{r.profile}" for r in reports]
     bases = [r.figures.basis for r in reports]
     b = [r.budget for r in reports]
-    fig, axes = plt.subplots(1, 4, figsize=(max(10, 2.2 * len(reports) + 6), 4.2))
+    fig, grid = plt.subplots(2, 2, figsize=(max(10.0, 0.8 * len(reports) + 5), 8.5))
+    axes = grid.ravel()
     _bar(axes[0], labels, [r.figures.decode_tok_s for r in reports], [x.min_decode_tok_s for x in b], bases,
          "decode tok/s", True)  # fmt: skip
     _bar(
