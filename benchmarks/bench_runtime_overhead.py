@@ -82,7 +82,9 @@ def plain_genai(model_dir: Path, threads: int, prompt: str, new_tokens: int) -> 
 _OG: dict[Path, tuple[object, object]] = {}
 
 
-def compare(pkg_dir: Path, threads: int, new_tokens: int, rounds: int) -> dict[str, object]:
+def compare(
+    pkg_dir: Path, threads: int, new_tokens: int, rounds: int, refresh_hw: bool = False
+) -> dict[str, object]:
     pkg = read_package(pkg_dir)
     prompt = pkg.prompt(QUESTION)
     harness, plain, internal = [], [], []
@@ -97,12 +99,15 @@ def compare(pkg_dir: Path, threads: int, new_tokens: int, rounds: int) -> dict[s
         else:
             plain_genai(pkg.model_path, threads, prompt, 16)
             plain.append(plain_genai(pkg.model_path, threads, prompt, new_tokens))
-    hw = host_hardware(threads)
+    hw = host_hardware(threads, refresh=refresh_hw)
     h, p = statistics.median(harness), statistics.median(plain)
+    # Each round runs harness then plain back to back: the median of per-round ratios cancels slow load drift.
+    paired = statistics.median(a / b for a, b in zip(harness, plain, strict=True))
     roof = roofline_tok_s(hw.bandwidth_gbs, pkg.weights_bytes)
     return {
         "package": pkg.name, "runtime": pkg.runtime, "threads": threads, "new_tokens": new_tokens, "rounds": rounds,
         "harness_decode_tok_s": h, "plain_decode_tok_s": p, "harness_over_plain": h / p,
+        "paired_ratio_median": paired,
         "llamacpp_internal_decode_tok_s": statistics.median(internal) if internal else None,
         "harness_values": harness, "plain_values": plain,
         "host_bandwidth_gbs": hw.bandwidth_gbs, "weights_mib": pkg.weights_bytes / 2**20,
@@ -118,15 +123,22 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument(
+        "--refresh-hw", action="store_true", help="re-measure this host's bandwidth (cached otherwise)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    results = [compare(p, args.threads, args.new_tokens, args.rounds) for p in (args.gguf, args.onnx) if p]
+    results = [
+        compare(p, args.threads, args.new_tokens, args.rounds, args.refresh_hw)
+        for p in (args.gguf, args.onnx)
+        if p
+    ]
     for r in results:
         log.info(
-            "%s (%s, %d threads): harness %.1f tok/s, plain loop %.1f tok/s -> harness/plain %.3f; "
+            "%s (%s, %d threads): harness %.1f tok/s, plain loop %.1f tok/s -> harness/plain %.3f (paired %.3f); "
             "llama.cpp internal %s; roofline %.0f tok/s (%.1f GB/s / %.1f MiB) -> %.0f%% of roofline",
             r["package"], r["runtime"], r["threads"], r["harness_decode_tok_s"], r["plain_decode_tok_s"],
-            r["harness_over_plain"], r["llamacpp_internal_decode_tok_s"], r["roofline_tok_s"],
+            r["harness_over_plain"], r["paired_ratio_median"], r["llamacpp_internal_decode_tok_s"], r["roofline_tok_s"],
             r["host_bandwidth_gbs"], r["weights_mib"], 100 * r["roofline_fraction"],
         )  # fmt: skip
     if args.out:
