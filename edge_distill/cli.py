@@ -33,7 +33,9 @@ class _Group(click.Group):
 
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -85,7 +87,9 @@ def _run(config, overrides, *, resume=False, overwrite=False, until=None, redo=N
 @main.command()
 @_config_arg
 @_overrides_arg
-@click.option("--resume", is_flag=True, help="Continue an existing run directory; finished stages are skipped.")
+@click.option(
+    "--resume", is_flag=True, help="Continue an existing run directory; finished stages are skipped."
+)
 @click.option("--overwrite", is_flag=True, help="Delete an existing run directory of the same name first.")
 def run(config: str | None, overrides: tuple[str, ...], resume: bool, overwrite: bool) -> None:
     """Run the whole pipeline: data, teach, filter, train (or SIKeD/FDD loops), eval, export, bench.
@@ -123,6 +127,107 @@ def train(config: str | None, overrides: tuple[str, ...]) -> None:
 def eval_cmd(config: str | None, overrides: tuple[str, ...]) -> None:
     """Evaluate the run's student on the dev split (and test with eval.final_test=true)."""
     _run(config, overrides, until="eval", redo="eval")
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["gguf", "onnx"]), required=True)
+@click.option(
+    "--quant", required=True, help="gguf: f16 q8_0 q6_k q5_k_m q4_k_m q4_0 ...; onnx: int4 int8 fp32"
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Package directory (default <run>/export/<fmt>-<quant>)."
+)
+@click.option("--archive", is_flag=True, help="Also write a single .tar.gz next to the package.")
+@click.option(
+    "--parity-prompts", default=3, show_default=True, help="Prompts for the greedy-token parity check."
+)
+def export(source: str, fmt: str, quant: str, out: str | None, archive: bool, parity_prompts: int) -> None:
+    """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package."""
+    from exporters import export_model, resolve_source, run_metadata
+
+    src = Path(source)
+    cascod = None
+    if (src / "stages.json").is_file():  # a run directory: its final (or best-iteration) model
+        from edge_distill.exporting import cascod_template
+        from edge_distill.pipeline import final_model_dir
+        from edge_distill.rundir import RunDir
+
+        run = RunDir.open(src)
+        model, meta = final_model_dir(run), run_metadata(src)
+        cascod = cascod_template(run.cfg)
+        default_out = src / "export" / f"{fmt}-{quant}"
+    else:
+        model, meta = resolve_source(src)
+        default_out = Path(f"{src.name}-{fmt}-{quant}")
+    pkg = export_model(
+        model,
+        Path(out) if out else default_out,
+        fmt,
+        quant,
+        **meta,
+        cascod_template=cascod,
+        parity_prompts=parity_prompts,
+        archive=archive,
+    )
+    click.echo(f"package: {pkg}")
+
+
+@main.command()
+@click.argument("package", type=click.Path(file_okay=False))
+def verify(package: str) -> None:
+    """Re-hash every file of an export package against its manifest."""
+    from exporters import verify as verify_package
+
+    result = verify_package(package)
+    if not result.ok:
+        for problem in result.problems:
+            click.echo(f"MISMATCH {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {result.checked} files match {Path(package) / 'manifest.json'}")
+
+
+@main.command()
+@click.argument("packages", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--profile", "profiles", multiple=True, default=("host",), show_default=True,
+              help="Profile name or YAML path; repeat for several.")  # fmt: skip
+@click.option(
+    "--problems", type=click.Path(dir_okay=False), help="Eval JSONL (GSM8K format); default built-in slice."
+)
+@click.option(
+    "--accuracy-limit", default=50, show_default=True, help="Problems for quantized accuracy (0 = skip)."
+)
+@click.option("--repetitions", default=3, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="bench-results", show_default=True)
+@click.option(
+    "--on-target/--on-host", default=None, help="Force measured (on the device) or estimated numbers."
+)
+def bench(packages, profiles, problems, accuracy_limit, repetitions, out, on_target) -> None:
+    """Measure packages through their runtime and gate them against device budgets (exit 3 on a failed gate)."""
+    from device_profiles import bench_packages, bench_summary
+
+    reports = bench_packages(
+        list(packages),
+        list(profiles),
+        accuracy_limit=accuracy_limit,
+        problems=problems,
+        repetitions=repetitions,
+        out_dir=out,
+        on_target=on_target,
+    )
+    click.echo((Path(out) / "bench.md").read_text(encoding="utf-8"))
+    if not bench_summary(reports)["all_passed"]:
+        click.echo("a budget gate failed", err=True)
+        sys.exit(EXIT_GATE_FAILED)
+
+
+@main.command()
+@click.option("--show", metavar="NAME", help="Print one profile in full.")
+def profiles(show: str | None) -> None:
+    """List the device profiles (shipped + ~/.config/edge-distill/profiles), or show one."""
+    from device_profiles import profiles_text
+
+    click.echo(profiles_text(show))
 
 
 if __name__ == "__main__":

@@ -147,7 +147,9 @@ def stage_train(cfg: Config, run: RunDir) -> dict[str, Any]:
     run.require("filter/train.jsonl")
     samples = load_samples(run.path / "filter" / "train.jsonl")
     if not samples:
-        raise StageError("no correct teacher samples survived filtering: nothing to train on (see teach/stats.json)")
+        raise StageError(
+            "no correct teacher samples survived filtering: nothing to train on (see teach/stats.json)"
+        )
     base = resolve_model(cfg.student.model)
     final = train_student(cfg, samples, base, run.stage_dir("train"))
     return {"model": str(final), "samples": len(samples), "base": str(base)}

@@ -69,7 +69,9 @@ def build_report(run: RunDir) -> str:
 
     data = stages.get("data", {}).get("summary", {})
     if data:
-        out += _section("Data", [f"train {data.get('train')} problems, dev {data.get('dev')} (carved from train)."])
+        out += _section(
+            "Data", [f"train {data.get('train')} problems, dev {data.get('dev')} (carved from train)."]
+        )
 
     teach = _load(p / "teach" / "stats.json")
     if teach:
@@ -78,18 +80,27 @@ def build_report(run: RunDir) -> str:
     if filt:
         out += _section(
             "Filter",
-            [f"{filt['kept']} of {filt['teacher_samples']} teacher samples kept: {filt.get('kept_by_strategy')}"],
+            [
+                f"{filt['kept']} of {filt['teacher_samples']} teacher samples kept: {filt.get('kept_by_strategy')}"
+            ],
         )
     result = _load(p / "train" / "train_result.json")
     if result:
-        loss = f"loss {result.get('first_loss'):.3f} → {result.get('last_loss'):.3f}" if result.get("last_loss") else ""
+        loss = (
+            f"loss {result.get('first_loss'):.3f} → {result.get('last_loss'):.3f}"
+            if result.get("last_loss")
+            else ""
+        )
         out += _section(
             "Training",
             [
                 f"{result.get('finetune')} on {result.get('examples')} examples, {result.get('steps')} steps "
                 f"({result.get('trainable_params'):,} trainable parameters), {loss}, "
-                f"{result.get('runtime_s', 0):.0f} s" + (
-                    f", resumed from step {result['resumed_from_step']}" if result.get("resumed_from_step") else ""
+                f"{result.get('runtime_s', 0):.0f} s"
+                + (
+                    f", resumed from step {result['resumed_from_step']}"
+                    if result.get("resumed_from_step")
+                    else ""
                 )
             ],
         )

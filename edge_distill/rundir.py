@@ -62,6 +62,20 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(self.path / "config.yaml", cfg.to_yaml())
 
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run directory, read-only bookkeeping (for `export`/`bench` on a finished run)."""
+        from edge_distill.config import load_config
+
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise StageError(f"{path}: not a run directory (no config.yaml)")
+        run = cls.__new__(cls)
+        run.cfg = load_config(path / "config.yaml")
+        run.path = path
+        run._stages_file = path / "stages.json"
+        return run
+
     def _check_same_config(self) -> None:
         saved = self.path / "config.yaml"
         if not saved.is_file():
@@ -104,7 +118,9 @@ class RunDir:
     def require(self, *relpaths: str) -> None:
         for rel in relpaths:
             if not (self.path / rel).exists():
-                raise StageError(f"{self.path / rel} is missing: run the earlier stages first (edge-distill run)")
+                raise StageError(
+                    f"{self.path / rel} is missing: run the earlier stages first (edge-distill run)"
+                )
 
     def metric(self, stage: str, **values: Any) -> None:
         append_jsonl(self.path / "metrics.jsonl", {"time": time.time(), "stage": stage, **values})

@@ -61,7 +61,8 @@ def build_tiny_llama(
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
+        # 3x, not 2x: with vocab 512 a 512-wide MLP makes onnxruntime-genai's builder mistake it for lm_head
+        intermediate_size=3 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,

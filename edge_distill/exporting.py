@@ -1,0 +1,59 @@
+"""The export and bench stages of `edge-distill run`: config -> plain arguments for exporters/device_profiles.
+
+Kept out of pipeline.py so that module reads top to bottom; neither exporters nor device_profiles import
+training code, and this glue imports them only when the stage runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edge_distill.config import Config
+from edge_distill.rundir import RunDir
+
+
+def cascod_template(cfg: Config) -> dict[str, Any] | None:
+    """The two-stage template a CasCoD student needs at inference; None for other objectives."""
+    if cfg.train.objective != "cascod":
+        return None
+    from edge_distill.objectives.build import prompt_template
+
+    return prompt_template("cascod", cfg.train.cascod.marker)
+
+
+def export_run(cfg: Config, run: RunDir, model_dir: Path) -> dict[str, Any]:
+    from exporters import export_targets, run_metadata
+
+    packages = export_targets(
+        model_dir,
+        run.path / "export",
+        [t.model_dump() for t in cfg.export.targets],
+        **run_metadata(run.path),
+        cascod_template=cascod_template(cfg),
+        parity_prompts=cfg.export.parity_prompts,
+        archive=cfg.export.archive,
+    )
+    return {"packages": [str(p) for p in packages]}
+
+
+def bench_run(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Bench every exported package on every configured profile.
+
+    Accuracy runs on the run's dev split, the same problems the source model's manifest accuracy came
+    from, so the "accuracy drop" gate compares like with like.
+    """
+    from device_profiles import bench_packages, bench_summary
+    from edge_distill.pipeline import load_split
+
+    packages = run.stages().get("export", {}).get("summary", {}).get("packages", [])
+    dev = load_split(run, "dev")
+    reports = bench_packages(
+        packages,
+        list(cfg.bench.profiles),
+        accuracy_limit=cfg.bench.accuracy_limit,
+        problems=dev[: cfg.bench.accuracy_limit],
+        repetitions=cfg.bench.repetitions,
+        out_dir=run.path / "bench",
+    )
+    return bench_summary(reports)
