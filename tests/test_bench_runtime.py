@@ -50,7 +50,8 @@ def test_bench_host_and_estimate(packages, tmp_path):
         m = r.measurement
         assert m.runtime == ("llama.cpp" if r.format == "gguf" else "onnxruntime-genai")
         assert m.repetitions == 2 and len(m.decode_tok_s.values) == 2 and m.new_tokens == 16
-        assert m.threads == load_profile("host").resolved_threads()  # estimates measure the host as `host` says
+        # estimates measure this host with the threads its `host` profile says
+        assert m.threads == load_profile("host").resolved_threads()
         assert m.decode_tok_s.median > 0 and m.prefill_tok_s.median > 0 and 0 < m.ttft_s.median < 60
         assert m.peak_rss_mb > m.baseline_rss_mb > 0
         assert 0 < r.figures.roofline_fraction < 1
