@@ -73,7 +73,7 @@ log "profiles listed in $((SECONDS - t))s"
 t=$SECONDS
 OUT="$WORK/bench"
 if "$VENV/bin/edge-distill" bench --help >/dev/null 2>&1; then
-  "$VENV/bin/edge-distill" bench "$PKG" --profile host --out "$OUT" --limit 5 --repetitions 2 || rc=$?
+  "$VENV/bin/edge-distill" bench "$PKG" --profile host --out "$OUT" --accuracy-limit 5 --repetitions 2 || rc=$?
 else
   log "edge-distill has no 'bench' command yet; calling the library"
   "$VENV/bin/python" - "$PKG" "$OUT" <<'PY' || rc=$?
