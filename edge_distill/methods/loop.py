@@ -160,12 +160,26 @@ def fdd_params(cfg: Any) -> FddParams:
     )
 
 
-def sampler_factory_for(backend: str, batch_size: int) -> SamplerFactory:
+def sampler_factory_for(backend: str, batch_size: int, generate_fn: Any = None) -> SamplerFactory:
     def factory(model_dir: Path):
-        kwargs: dict[str, Any] = {"batch_size": batch_size} if backend == "transformers" else {}
+        kwargs: dict[str, Any] = {}
+        if backend == "transformers":
+            kwargs = {"batch_size": batch_size, "generate_fn": generate_fn}
         return make_sampler(backend, model_dir, **kwargs)  # type: ignore[arg-type]
 
     return factory
+
+
+def _student_decoder(cfg: Any) -> Any:
+    """A CasCoD student samples with the same two-stage decoding it is evaluated with."""
+    if cfg.train.objective != "cascod":
+        return None
+    from functools import partial
+
+    from edge_distill.generation import generate
+    from edge_distill.objectives.build import cascod_generate
+
+    return partial(cascod_generate, generate, marker=cfg.train.cascod.marker)
 
 
 def eval_question_texts(cfg: Any) -> list[str]:
@@ -199,7 +213,9 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
         teacher_samples=load_samples(run.path / "filter" / "train.jsonl"),
         base_model=resolve_model(cfg.student.model),
         stages=stages,
-        sampler_factory=sampler_factory_for(cfg.siked.sampler, cfg.siked.sampler_batch_size),
+        sampler_factory=sampler_factory_for(
+            cfg.siked.sampler, cfg.siked.sampler_batch_size, _student_decoder(cfg)
+        ),
         siked=siked_params(cfg),
         fdd=fdd_params(cfg),
         teacher=teacher,

@@ -74,7 +74,14 @@ class TransformersSampler:
 
     name = "transformers"
 
-    def __init__(self, model_dir: str | Path, *, batch_size: int = 32, device: str | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        batch_size: int = 32,
+        device: str | None = None,
+        generate_fn: Any = None,
+    ):
         from edge_distill.models import load_model, load_tokenizer
 
         self.model = load_model(model_dir)
@@ -83,6 +90,8 @@ class TransformersSampler:
         self.model.eval()
         self.tokenizer = load_tokenizer(model_dir)
         self.batch_size = batch_size
+        # generation.generate's signature; CasCoD students pass its two-stage decoder (objectives/build.py)
+        self.generate_fn = generate_fn
 
     def sample(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
         import torch
@@ -90,7 +99,7 @@ class TransformersSampler:
         from edge_distill.generation import generate
 
         torch.manual_seed(params.seed)
-        return generate(
+        return (self.generate_fn or generate)(
             self.model,
             self.tokenizer,
             prompts,
