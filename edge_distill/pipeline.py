@@ -8,6 +8,7 @@ Only this module (and the CLI) reads the config tree; components get plain argum
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 
 from edge_distill.config import Config
 from edge_distill.errors import StageError
-from edge_distill.io import read_jsonl, write_json, write_jsonl
+from edge_distill.io import read_jsonl, write_json, write_jsonl, write_text
 from edge_distill.rundir import RunDir, config_digest
 from edge_distill.types import Problem, Sample
 
@@ -165,12 +166,27 @@ def final_model_dir(run: RunDir) -> Path:
     raise StageError(f"{run.path}: no trained model yet (run the train stage first)")
 
 
+def _best_step_eval(run: RunDir) -> Path | None:
+    """The dev eval the SIKeD/FDD loop already ran for its best step (`siked:k` -> iter_k/eval)."""
+    best = run.stages().get("methods", {}).get("summary", {}).get("best")
+    if not best:
+        return None
+    method, k = best.split(":")
+    step_eval = run.path / f"{'iter' if method == 'siked' else 'round'}_{k}" / "eval"
+    return step_eval if (step_eval / "dev.json").is_file() else None
+
+
 def stage_eval(cfg: Config, run: RunDir) -> dict[str, Any]:
     model = final_model_dir(run)
     out = run.stage_dir("eval")
-    dev = load_split(run, "dev")
-    result = evaluate_student(cfg, model, dev, out, "dev")
-    summary: dict[str, Any] = {"dev": result.summary()}
+    step_eval = _best_step_eval(run)
+    if step_eval is not None:  # the loop selected this model on that very eval: reuse, don't redo it
+        for f in step_eval.glob("dev*"):
+            write_text(out / f.name, f.read_text(encoding="utf-8"))
+        summary: dict[str, Any] = {"dev": json.loads((out / "dev.json").read_text(encoding="utf-8"))}
+    else:
+        dev = load_split(run, "dev")
+        summary = {"dev": evaluate_student(cfg, model, dev, out, "dev").summary()}
     if cfg.eval.final_test or cfg.eval.split == "test":
         test = load_test(cfg)
         summary["test"] = evaluate_student(cfg, model, test, out, "test").summary()
