@@ -50,6 +50,7 @@ def build_tiny_llama(
     hidden_size: int = 256,
     num_layers: int = 2,
     vocab_size: int = 512,
+    intermediate_size: int | None = None,
     seed: int = 0,
 ) -> Path:
     """Write a tiny random LlamaForCausalLM + tokenizer to `out_dir` (an HF directory) and return it."""
@@ -62,7 +63,7 @@ def build_tiny_llama(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         # 3x, not 2x: with vocab 512 a 512-wide MLP makes onnxruntime-genai's builder mistake it for lm_head
-        intermediate_size=3 * hidden_size,
+        intermediate_size=intermediate_size or 3 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,

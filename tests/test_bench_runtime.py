@@ -54,7 +54,8 @@ def test_bench_host_and_estimate(packages, tmp_path):
         assert m.threads == load_profile("host").resolved_threads()
         assert m.decode_tok_s.median > 0 and m.prefill_tok_s.median > 0 and 0 < m.ttft_s.median < 60
         assert m.peak_rss_mb > m.baseline_rss_mb > 0
-        assert 0 < r.figures.roofline_fraction < 1
+        # no upper bound here: this ~1 MB model fits in CPU cache, so it can beat the DRAM roofline
+        assert 0 < r.figures.roofline_fraction < float("inf")
         assert r.accuracy is not None and r.accuracy.n == 3 and r.accuracy.source_accuracy == 0.0
     data = json.loads((out / "bench.json").read_text())
     assert len(data["reports"]) == 4 and isinstance(data["all_passed"], bool)
