@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge_distill.config import format_validation_error
 from edge_distill.errors import ConfigError
 
 SHIPPED_DIR = Path(__file__).parent / "profiles"
@@ -107,16 +108,9 @@ def profile_dirs(extra_dirs: Iterable[str | Path] = ()) -> list[Path]:
 
 
 def _format_error(err: ValidationError, path: Path) -> str:
-    lines = [f"invalid device profile {path}:"]
-    for e in err.errors():
-        key = ".".join(str(part) for part in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling; see device_profiles/profiles/host.yaml)")
-        else:
-            value = e.get("input")
-            shown = "" if isinstance(value, dict) else f" (got {value!r})"
-            lines.append(f"  {key}: {e['msg']}{shown}")
-    return "\n".join(lines)
+    return format_validation_error(
+        err, f"invalid device profile {path}:", "check the spelling; see device_profiles/profiles/host.yaml"
+    )
 
 
 def load_profile_file(path: str | Path) -> DeviceProfile:

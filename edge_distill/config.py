@@ -251,17 +251,24 @@ class Config(Section):
 
 
 # --------------------------------------------------------------------------- loading
-def _format_error(err: ValidationError, origin: str) -> str:
-    lines = [f"invalid config ({origin}):"]
+def format_validation_error(err: ValidationError, header: str, unknown_hint: str) -> str:
+    """One line per bad key: the dotted key, what is wrong, the value given (pydantic lists allowed values)."""
+    lines = [header]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling; `edge-distill init` shows every key)")
+            lines.append(f"  {key}: unknown key ({unknown_hint})")
         else:
             value = e.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
             lines.append(f"  {key}: {e['msg']}{shown}")
     return "\n".join(lines)
+
+
+def _format_error(err: ValidationError, origin: str) -> str:
+    return format_validation_error(
+        err, f"invalid config ({origin}):", "check the spelling; `edge-distill init` shows every key"
+    )
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
