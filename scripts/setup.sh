@@ -36,7 +36,9 @@ if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_value" ]; then
 fi
 
 log "torch: $TORCH_SPEC"
-"${PIP[@]}" "$TORCH_SPEC"
+# unquoted on purpose: TORCH_SPEC may carry pip options, e.g. "torch==2.13.0 --index-url https://.../cu128"
+# shellcheck disable=SC2086
+"${PIP[@]}" $TORCH_SPEC
 
 log "edge-distill (editable) with train, export and dev extras"
 "${PIP[@]}" -e ".[train,export,dev]"
