@@ -28,17 +28,10 @@ STAGES = ("data", "teach", "filter", "train", "eval", "export", "bench", "report
 
 # ---------------------------------------------------------------------------------------------- data
 def stage_data(cfg: Config, run: RunDir) -> dict[str, Any]:
-    from edge_distill.data import load_problems, split_dev
+    from edge_distill.data import split_dev
 
     d = cfg.data
-    problems = load_problems(
-        d.train,
-        fmt=d.format,
-        question_field=d.question_field,
-        answer_field=d.answer_field,
-        skip_malformed=d.skip_malformed,
-        split="train",
-    )
+    problems = _load_problems(cfg, "train")
     train, dev = split_dev(problems, d.dev_size, d.seed)
     if d.limit_train is not None:
         train = train[: d.limit_train]
@@ -55,16 +48,22 @@ def load_split(run: RunDir, split: str) -> list[Problem]:
 
 def load_test(cfg: Config) -> list[Problem]:
     """The test split is read here only: for the final number, never for selection."""
+    return _load_problems(cfg, "test")
+
+
+def _load_problems(cfg: Config, split: str) -> list[Problem]:
     from edge_distill.data import load_problems
 
     d = cfg.data
     return load_problems(
-        d.test,
+        d.train if split == "train" else d.test,
         fmt=d.format,
         question_field=d.question_field,
         answer_field=d.answer_field,
         skip_malformed=d.skip_malformed,
-        split="test",
+        split=split,
+        # data.train_socratic was accepted but never passed on: the L2M source file is now honoured
+        socratic=d.train_socratic if split == "train" else "auto",
     )
 
 
