@@ -122,6 +122,14 @@ class TrainConfig(Section):
     save_total_limit: int = Field(default=2, ge=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
+    # speed/memory knobs that leave the loss unchanged (training.py, fastpath.py, packing.py)
+    packing: bool = False  # padding-free rows, attention kept within each example
+    loss_chunk_size: int = Field(default=1024, ge=0)  # 0 = materialize full [B,T,V] logits
+    attn_implementation: Literal[
+        "auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"
+    ] = "auto"
+    compile: bool = False
+    liger: bool = False  # Liger kernels (norm/RoPE/MLP) on CUDA when liger-kernel is installed
     logging_steps: int = Field(default=5, ge=1)
 
 

@@ -24,10 +24,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from edge_distill.errors import ModelError
+from edge_distill.fastpath import ChunkedLossHead, check_liger, mixed_precision_flags, model_load_kwargs
 from edge_distill.io import append_jsonl, atomic_path, write_json
 from edge_distill.models import load_tokenizer
 from edge_distill.objectives.examples import Example, ExampleCollator, ExampleDataset
-from edge_distill.objectives.losses import weighted_ce
+from edge_distill.objectives.losses import DEFAULT_CHUNK, weighted_ce
+from edge_distill.packing import PackedCollator, count_examples
 
 __all__ = ["Example", "TrainResult", "WeightedLossTrainer", "merge_lora", "train"]
 
@@ -69,9 +71,13 @@ class WeightedLossTrainer(Trainer):
     # compute_loss already divides by the step's example count: Trainer must not divide by accum again.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args: Any, nll_cap: float | None = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, nll_cap: float | None = None, loss_chunk_size: int = DEFAULT_CHUNK, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.nll_cap = nll_cap
+        # 0 = materialize [B,T,V] logits (weighted_ce); otherwise the head computes the loss chunk-wise
+        self.loss_head = ChunkedLossHead(self.model, loss_chunk_size)
 
     def get_batch_samples(
         self, epoch_iterator: Any, num_batches: int, device: torch.device
@@ -79,7 +85,7 @@ class WeightedLossTrainer(Trainer):
         # Trainer fetches all micro-batches of an optimizer step up front; count their examples (on every
         # rank, summed) so each micro-batch can be normalized by the step total.
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        n = torch.tensor(sum(int(b["input_ids"].shape[0]) for b in batch_samples), device=device)
+        n = torch.tensor(sum(count_examples(b) for b in batch_samples), device=device)
         if self.args.world_size > 1:
             n = self.accelerator.gather(n.reshape(1)).sum()
         return batch_samples, n
@@ -91,12 +97,17 @@ class WeightedLossTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        weights = inputs["weights"]
-        outputs = model(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
-        )
-        total = weighted_ce(outputs.logits, inputs["input_ids"], weights, self.nll_cap)
-        n = num_items_in_batch if num_items_in_batch is not None else inputs["input_ids"].shape[0]
+        weights, ids = inputs["weights"], inputs["input_ids"]
+        # packed batches (packing.py) carry position_ids and no mask: attention stays within each example
+        extra = {k: inputs[k] for k in ("position_ids", "attention_mask") if k in inputs}
+        if self.loss_head.active:
+            with self.loss_head.capture(ids, weights, self.nll_cap) as box:
+                outputs = model(input_ids=ids, use_cache=False, **extra)
+            total = box[0]
+        else:
+            outputs = model(input_ids=ids, use_cache=False, **extra)
+            total = weighted_ce(outputs.logits, ids, weights, self.nll_cap)
+        n = num_items_in_batch if num_items_in_batch is not None else count_examples(inputs)
         loss = total / n
         if self.args.world_size > 1:
             # DDP averages gradients over ranks, but n already counts every rank's examples
@@ -133,17 +144,6 @@ def _lora_settings(lora: Any, r: int, alpha: int, dropout: float, target_modules
     return settings
 
 
-def _mixed_precision(precision: str) -> tuple[bool, bool]:
-    """(bf16, fp16) flags for TrainingArguments. "auto": bf16 on a GPU that has it, fp32 otherwise —
-    CPU bf16 autocast is slower than fp32 on these machines and fp16 needs loss scaling on GPU."""
-    cuda = torch.cuda.is_available()
-    if precision == "auto":
-        return (cuda and torch.cuda.is_bf16_supported(), False)
-    if precision == "fp16" and not cuda:
-        raise ModelError("train.precision=fp16 needs a CUDA GPU; use auto, fp32 or bf16")
-    return (precision == "bf16", precision == "fp16")
-
-
 def train(
     model_path: str | os.PathLike[str],
     examples: Sequence[Example],
@@ -169,6 +169,11 @@ def train(
     save_total_limit: int = 2,
     precision: str = "auto",
     gradient_checkpointing: bool = False,
+    packing: bool = False,
+    loss_chunk_size: int = DEFAULT_CHUNK,
+    attn_implementation: str = "auto",
+    compile: bool = False,
+    liger: bool = False,
     logging_steps: int = 5,
     seed: int = 0,
     nll_cap: float | None = None,
@@ -182,6 +187,8 @@ def train(
     tokenizer. With `resume`, a run that stopped (crash, preemption) continues from the newest checkpoint
     in out_dir/checkpoints, optimizer and scheduler state included. Logged losses are appended to
     `metrics_path` (default out_dir/train_metrics.jsonl). `callbacks` are extra Trainer callbacks.
+    Speed knobs (same result, less time/memory): `packing` (padding-free rows, packing.py),
+    `loss_chunk_size` (0 = full logits), `attn_implementation`, `compile`, `liger` (fastpath.py).
     """
     from transformers import AutoModelForCausalLM, set_seed
 
@@ -202,7 +209,10 @@ def train(
     set_seed(seed)
     tokenizer = load_tokenizer(model_path)
     # fp32 master weights; bf16/fp16 is autocast by Trainer, which keeps small-model fine-tuning stable.
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    check_liger(liger)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=torch.float32, **model_load_kwargs(attn_implementation)
+    )
     if finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -219,7 +229,7 @@ def train(
             # reentrant checkpointing with frozen embeddings would otherwise cut the graph to the adapters
             model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    bf16, fp16 = _mixed_precision(precision)
+    bf16, fp16 = mixed_precision_flags(precision)
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=batch_size,
@@ -241,6 +251,10 @@ def train(
         bf16=bf16,
         fp16=fp16,
         activation_checkpointing=gradient_checkpointing,
+        torch_compile=compile,
+        use_liger_kernel=liger,
+        # Liger's kernels for norms/RoPE/MLP only: the loss stays ours (per-token weights, NLL cap)
+        liger_kernel_config={"fused_linear_cross_entropy": False, "cross_entropy": False} if liger else None,
         use_cpu=not torch.cuda.is_available(),
         report_to=[],
         remove_unused_columns=False,  # keeps our "weights" column
@@ -257,9 +271,10 @@ def train(
         model=model,
         args=args,
         train_dataset=ExampleDataset(examples),
-        data_collator=ExampleCollator(tokenizer.pad_token_id),
+        data_collator=PackedCollator() if packing else ExampleCollator(tokenizer.pad_token_id),
         callbacks=[metrics_cb, *callbacks],
         nll_cap=nll_cap,
+        loss_chunk_size=loss_chunk_size,
     )
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     resumed_from = int(Path(last).name.split("-")[-1]) if last else 0

@@ -153,6 +153,11 @@ def _train_kwargs(c: Any, seed: int) -> dict[str, Any]:
         "save_total_limit": c.save_total_limit,
         "precision": c.precision,
         "gradient_checkpointing": c.gradient_checkpointing,
+        "packing": c.packing,
+        "loss_chunk_size": c.loss_chunk_size,
+        "attn_implementation": c.attn_implementation,
+        "compile": c.compile,
+        "liger": c.liger,
         "logging_steps": c.logging_steps,
         "seed": seed,
     }
