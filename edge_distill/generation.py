@@ -1,4 +1,5 @@
-"""Batched text generation with transformers: left padding, length-sorted batches, n samples per prompt.
+"""Batched text generation with transformers: continuous batching (batching.py) or static length-sorted
+batches with left padding; n samples per prompt.
 
 Generic on purpose: evaluation, SIKeD self-sampling and CasCoD's two-stage decoding (objectives/build.py)
 all call `generate`.
@@ -47,6 +48,7 @@ def generate(
     batch_size: int = 16,
     stop_strings: Sequence[str] | None = None,
     progress: bool = True,
+    engine: str = "continuous",
 ) -> list[list[str]]:
     """Generate `n` completions per prompt; returns `out[i]` = the n completions of `prompts[i]`.
 
@@ -54,9 +56,16 @@ def generate(
     by token length so each batch pads little, and the longest batch runs first so an out-of-memory error
     shows up immediately. temperature 0 is greedy: one sequence is decoded and repeated n times.
     Completions exclude the prompt and special tokens and are cut before the first stop string.
+
+    engine "continuous" (default) refills a finished sequence's slot with the next prompt at once
+    (batching.py; `batch_size` x n rows decode together); "static" runs each batch until its longest
+    answer. Greedy output is the same either way; models whose KV cache cannot be spliced (sliding
+    windows) use static batches.
     """
     from transformers import GenerationConfig
 
+    if engine not in ("continuous", "static"):
+        raise ValueError(f"generate: engine={engine!r} is not one of continuous, static")
     if n < 1 or batch_size < 1:
         raise ValueError(f"generate: n={n} and batch_size={batch_size} must be >= 1")
     prompts = list(prompts)
@@ -77,8 +86,17 @@ def generate(
         eos_token_id=eos,
         stop_strings=list(stop_strings) if stop_strings else None,
     )
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in prompt_ids]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    if engine == "continuous":
+        got = _generate_continuous(
+            model, tokenizer, prompt_ids, order, n, n_seq, eos, batch_size, max_new_tokens,
+            temperature, top_p, stop_strings, progress,
+        )  # fmt: skip
+        if got is not None:
+            return got
+        logger.info("this model's KV cache cannot be spliced: static batches")
     device = next(model.parameters()).device
     results: list[list[str]] = [[] for _ in prompts]
     old_side = tokenizer.padding_side
@@ -107,4 +125,63 @@ def generate(
         tokenizer.padding_side = old_side
         if was_training:
             model.train()
+    return results
+
+
+def _stop_checker(tokenizer: Any, stop_strings: Sequence[str]) -> Any:
+    """True once a row's newest tokens contain a stop string (checked on a tail window: a stop string
+    that appears for the first time ends in the newest token)."""
+    window = 2 * max(len(s) for s in stop_strings) + 4
+
+    def stopped(tokens: list[int]) -> bool:
+        tail = tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+        return any(s in tail for s in stop_strings if s)
+
+    return stopped
+
+
+def _generate_continuous(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    order: list[int],
+    n: int,
+    n_seq: int,
+    eos: list[int],
+    batch_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    stop_strings: Sequence[str] | None,
+    progress: bool,
+) -> list[list[str]] | None:
+    from edge_distill.batching import decode_continuous
+
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(prompt_ids), desc="generate", unit="prompt", disable=not progress, leave=False)
+    try:
+        ids = decode_continuous(
+            model,
+            prompt_ids,
+            order,
+            n_seq=n_seq,
+            slots=batch_size * n_seq,
+            max_new_tokens=max_new_tokens,
+            eos_ids=eos,
+            temperature=temperature,
+            top_p=top_p,
+            stopped=_stop_checker(tokenizer, stop_strings) if stop_strings else None,
+            on_prompt_done=lambda _i: bar.update(1),
+        )
+    finally:
+        bar.close()
+        if was_training:
+            model.train()
+    if ids is None:
+        return None
+    results = []
+    for outs in ids:
+        texts = [cut_at_stop(t, stop_strings) for t in tokenizer.batch_decode(outs, skip_special_tokens=True)]
+        results.append(texts if n_seq > 1 else texts * n)
     return results
