@@ -150,6 +150,7 @@ class EvalConfig(Section):
     strategy: Literal["auto", "cot", "l2m", "pot"] = "auto"
     temperature: float = Field(default=0.0, ge=0.0)
     final_test: bool = False  # also evaluate the final student on test once, after all selection
+    engine: Literal["transformers", "vllm"] = "transformers"  # vllm: CUDA, pip install edge-distill[vllm]
 
 
 # --------------------------------------------------------------------------- methods
@@ -165,6 +166,9 @@ class SikedConfig(Section):
     sampler: Literal["transformers", "vllm", "llamacpp"] = "transformers"
     # transformers sampler: sequences (questions x samples_per_question) per forward pass
     sampler_batch_size: int = Field(default=64, ge=1)
+    # llamacpp sampler: threads in all (null = every core this process may use) and prompts decoded at once
+    sampler_threads: int | None = Field(default=None, ge=1)
+    sampler_parallel: int = Field(default=1, ge=1)
     # stop when the last `patience` iterations did not beat the best dev accuracy before them; 0 = never early
     patience: int = Field(default=1, ge=0)
     limit_questions: int | None = Field(default=None, ge=1)

@@ -122,12 +122,16 @@ def evaluate(
     adapter_dir: str | os.PathLike[str] | None = None,
     tokenizer: Any = None,
     generate_fn: GenerateFn | None = None,
+    dtype: Any = None,
+    engine: str = "transformers",
 ) -> EvalResult:
     """Evaluate a model directory (full or LoRA adapter) or a loaded model (then pass `tokenizer`).
 
     strategy "auto" lets the student choose by generating the tag; cot|l2m|pot force the tag in the prompt.
     `generate_fn(model, tokenizer, prompts, **kw) -> list[str]` replaces single-pass decoding (CasCoD's
     two-stage inference); it receives max_new_tokens, batch_size and temperature.
+    `dtype` is the weights dtype (train.precision's choice); engine "vllm" decodes a model directory with
+    vLLM (CUDA; import-guarded) instead of transformers.
     """
     from edge_distill.strategies import student_prompt
 
@@ -135,11 +139,22 @@ def evaluate(
         raise ValueError(f"eval.strategy: {strategy!r} is not one of {', '.join(STRATEGY_CHOICES)}")
     problems = list(problems)
     source = "<in-memory model>"
-    if isinstance(model_or_dir, (str, os.PathLike)):
+    vllm_engine = None
+    if engine == "vllm":
+        from edge_distill.methods.sampling import VllmSampler
+
+        if not isinstance(model_or_dir, (str, os.PathLike)) or adapter_dir is not None:
+            raise ValueError("evaluate(engine='vllm') takes a model directory (full or LoRA adapter)")
+        source = str(model_or_dir)
+        vllm_engine = VllmSampler(model_or_dir, key="eval.engine")
+        model = vllm_engine
+    elif engine != "transformers":
+        raise ValueError(f"eval.engine: {engine!r} is not one of transformers, vllm")
+    elif isinstance(model_or_dir, (str, os.PathLike)):
         from edge_distill.models import load_model, load_tokenizer
 
         source = str(model_or_dir)
-        model = load_model(model_or_dir, adapter_dir=adapter_dir)
+        model = load_model(model_or_dir, adapter_dir=adapter_dir, dtype=dtype)
         tokenizer = tokenizer or load_tokenizer(model_or_dir)
     else:
         model = model_or_dir
@@ -149,6 +164,14 @@ def evaluate(
     prompts = [student_prompt(p.question, forced) for p in problems]
     t0 = time.time()
     gen = generate_fn or _default_generate
+    if vllm_engine is not None:
+        # generation.generate's signature on vLLM: the default decoding or a custom generate_fn's calls
+        # to it go to vLLM. A custom generate_fn must accept `generate=`; CasCoD's does.
+        gen = (
+            (lambda m, t, p, **kw: generate_fn(m, t, p, generate=vllm_engine.generate, **kw))
+            if generate_fn
+            else (lambda m, t, p, **kw: [o[0] for o in vllm_engine.generate(m, t, p, **kw)])
+        )
     responses = gen(
         model,
         tokenizer,
@@ -165,6 +188,7 @@ def evaluate(
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
         "decoding": "custom" if generate_fn else "single-pass",
+        "engine": engine,
         "generate_s": round(gen_s, 2),
     }
     logger.info(

@@ -108,7 +108,9 @@ class ChunkedLossHead:
     """
 
     def __init__(self, model: Any, chunk_size: int):
-        self.head = model.get_output_embeddings() if chunk_size > 0 and _supports_head_capture(model) else None
+        self.head = (
+            model.get_output_embeddings() if chunk_size > 0 and _supports_head_capture(model) else None
+        )
         self.chunk_size = chunk_size
         if chunk_size > 0 and self.head is None:
             logger.warning("this model post-processes its logits: the loss materializes full logits")

@@ -126,6 +126,7 @@ def train_student(cfg: Config, samples: list[Sample], base_model: str | Path, ou
 
 def evaluate_student(cfg: Config, model_dir: Path, problems: list[Problem], out_dir: Path, split: str):
     from edge_distill.eval import evaluate, write_eval
+    from edge_distill.fastpath import inference_dtype
     from edge_distill.objectives.build import generate_fn_for
 
     e = cfg.eval
@@ -136,6 +137,8 @@ def evaluate_student(cfg: Config, model_dir: Path, problems: list[Problem], out_
         batch_size=e.batch_size,
         max_new_tokens=e.max_new_tokens,
         generate_fn=generate_fn_for(cfg.train),
+        dtype=inference_dtype(cfg.train.precision),
+        engine=e.engine,
     )
     write_eval(result, out_dir, split)
     return result

@@ -40,9 +40,13 @@ def test_continuous_greedy_equals_static_and_one_by_one_with_rows_finishing_earl
     model, tok = model_and_tok
     full = generate(model, tok, PROMPTS, max_new_tokens=20, batch_size=7, engine="static")
     stop = _stop_for([f[0] for f in full])
-    static = generate(model, tok, PROMPTS, max_new_tokens=20, batch_size=2, stop_strings=[stop], engine="static")
+    static = generate(
+        model, tok, PROMPTS, max_new_tokens=20, batch_size=2, stop_strings=[stop], engine="static"
+    )
     cont = generate(model, tok, PROMPTS, max_new_tokens=20, batch_size=2, stop_strings=[stop])
-    single = [generate(model, tok, [p], max_new_tokens=20, stop_strings=[stop], engine="static")[0] for p in PROMPTS]
+    single = [
+        generate(model, tok, [p], max_new_tokens=20, stop_strings=[stop], engine="static")[0] for p in PROMPTS
+    ]
     assert cont == static == single
     assert len({len(c[0]) for c in cont}) >= 3  # rows really finished at different steps
 

@@ -91,6 +91,7 @@ def test_packed_collator_layout():
 
 def _objective_examples(tok):
     """Examples with each objective's weight pattern: SFT mean, CasCoD two-level, EDIT signed."""
+
     def ids(text):
         return tok(text, add_special_tokens=False)["input_ids"]
 
@@ -98,7 +99,9 @@ def _objective_examples(tok):
     p, r = ids("Q: What is 2+3?\nA:"), ids(" 2+3=5. The answer is 5.") + [tok.eos_token_id]
     out.append(Example(p + r, [0.0] * len(p) + [1.0 / len(r)] * len(r)))  # sft
     p, r, a = ids("Q: Tom has 12 apples, eats 4.\nA:"), ids(" 12-4=8."), ids(" The answer is 8.")
-    out.append(Example(p + r + a, [0.0] * len(p) + [0.9 / len(r)] * len(r) + [0.1 / len(a)] * len(a)))  # cascod
+    out.append(
+        Example(p + r + a, [0.0] * len(p) + [0.9 / len(r)] * len(r) + [0.1 / len(a)] * len(a))
+    )  # cascod
     p, r = ids("Q: Half of 9?\nA:"), ids(" 9/2=4.5 so 5")
     out.append(Example(p + r, [0.0] * len(p) + [-0.025] * (len(r) - 2) + [1.0, 1.0]))  # edit (signed)
     return out
@@ -115,7 +118,9 @@ def test_packed_forward_gives_unpacked_per_example_losses_and_gradient(tiny_mode
         losses = []
         for ex in examples:
             b = ExampleCollator(tok.pad_token_id)([ex])
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False).logits
+            logits = model(
+                input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False
+            ).logits
             losses.append(weighted_ce(logits, b["input_ids"], b["weights"], cap))
         return losses
 
@@ -141,7 +146,9 @@ def test_packed_forward_gives_unpacked_per_example_losses_and_gradient(tiny_mode
     b = PackedCollator()(examples)
     leaky = model(input_ids=b["input_ids"], use_cache=False).logits
     s, e = example_spans(b["position_ids"])[1]
-    assert not torch.allclose(weighted_ce(leaky[:, s:e], b["input_ids"][:, s:e], b["weights"][:, s:e]), ref[1])
+    assert not torch.allclose(
+        weighted_ce(leaky[:, s:e], b["input_ids"][:, s:e], b["weights"][:, s:e]), ref[1]
+    )
 
 
 @pytest.fixture(scope="module")

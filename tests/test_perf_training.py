@@ -10,7 +10,13 @@ from transformers import TrainerCallback
 from edge_distill.objectives.examples import Example
 from edge_distill.training import train
 
-FAST = {"logging_steps": 1, "warmup_steps": 0, "save_steps": 1000, "lora_dropout": 0.0, "group_by_length": False}
+FAST = {
+    "logging_steps": 1,
+    "warmup_steps": 0,
+    "save_steps": 1000,
+    "lora_dropout": 0.0,
+    "group_by_length": False,
+}
 
 
 class _GradCapture(TrainerCallback):
@@ -91,7 +97,9 @@ def test_loss_head_is_active_on_llama_and_peft_and_never_returns_full_logits(tin
     from edge_distill.fastpath import ChunkedLossHead
     from edge_distill.packing import PackedCollator
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(task_type="CAUSAL_LM")
+    )
     head = ChunkedLossHead(model, 4)
     assert head.active and not ChunkedLossHead(model, 0).active
     b = PackedCollator()(examples)

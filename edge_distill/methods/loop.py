@@ -160,11 +160,16 @@ def fdd_params(cfg: Any) -> FddParams:
     )
 
 
-def sampler_factory_for(backend: str, batch_size: int, generate_fn: Any = None) -> SamplerFactory:
+def sampler_factory_for(
+    backend: str, batch_size: int, generate_fn: Any = None, **backend_kwargs: Any
+) -> SamplerFactory:
+    """`backend_kwargs`: dtype (transformers), n_threads/parallel (llamacpp); None values are dropped."""
+
     def factory(model_dir: Path):
-        kwargs: dict[str, Any] = {}
+        keys = {"transformers": ("dtype",), "llamacpp": ("n_threads", "parallel")}.get(backend, ())
+        kwargs = {k: backend_kwargs[k] for k in keys if backend_kwargs.get(k) is not None}
         if backend == "transformers":
-            kwargs = {"batch_size": batch_size, "generate_fn": generate_fn}
+            kwargs.update(batch_size=batch_size, generate_fn=generate_fn)
         return make_sampler(backend, model_dir, **kwargs)  # type: ignore[arg-type]
 
     return factory
@@ -196,6 +201,7 @@ def eval_question_texts(cfg: Any) -> list[str]:
 
 def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
     """`stage_methods` of the pipeline: maps the config tree to `run_methods` arguments."""
+    from edge_distill.fastpath import inference_dtype
     from edge_distill.models import resolve_model
     from edge_distill.pipeline import build_teacher, evaluate_student, load_samples, load_split, train_student
 
@@ -214,7 +220,12 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
         base_model=resolve_model(cfg.student.model),
         stages=stages,
         sampler_factory=sampler_factory_for(
-            cfg.siked.sampler, cfg.siked.sampler_batch_size, _student_decoder(cfg)
+            cfg.siked.sampler,
+            cfg.siked.sampler_batch_size,
+            _student_decoder(cfg),
+            dtype=inference_dtype(cfg.train.precision),
+            n_threads=cfg.siked.sampler_threads,
+            parallel=cfg.siked.sampler_parallel,
         ),
         siked=siked_params(cfg),
         fdd=fdd_params(cfg),

@@ -4,7 +4,8 @@ feedback), free to choose its strategy tag or forced to one.
 Backends (chosen by `siked.sampler`, in one place: `make_sampler`):
 - "transformers": batched `generation.generate` (left padding, n return sequences per prompt), CPU or GPU;
 - "llamacpp": the student converted once to an f16 GGUF (exporters.gguf_writer) and run in-process by
-  llama-cpp-python; n samples of one prompt reuse its KV prefix, so only the first pays the prompt;
+  llama-cpp-python on all cores; n samples of one prompt reuse its KV prefix, so only the first pays the
+  prompt; `parallel` > 1 decodes that many prompts at once (one llama.cpp context each, threads split);
 - "vllm": `vllm.LLM` on the merged checkpoint (import-guarded: vLLM is CUDA-only and not installed here).
 Every backend returns the raw response text after the prompt; `sample_student` parses and judges it.
 """
@@ -12,7 +13,9 @@ Every backend returns the raw response text after the prompt; `sample_student` p
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -81,10 +84,11 @@ class TransformersSampler:
         batch_size: int = 32,
         device: str | None = None,
         generate_fn: Any = None,
+        dtype: Any = None,
     ):
         from edge_distill.models import load_model, load_tokenizer
 
-        self.model = load_model(model_dir)
+        self.model = load_model(model_dir, dtype=dtype)
         if device is not None:
             self.model.to(device)
         self.model.eval()
@@ -126,6 +130,7 @@ class LlamaCppSampler:
         gguf_path: str | Path | None = None,
         n_ctx: int = 2048,
         n_threads: int | None = None,
+        parallel: int = 1,
     ):
         try:
             from llama_cpp import Llama
@@ -144,32 +149,58 @@ class LlamaCppSampler:
             write_gguf(full, path, "f16")
             log.info("wrote %s for llama.cpp sampling", path)
         self.gguf_path = path
-        self.llm = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_batch=512,
-            verbose=False,
-            logits_all=False,
-        )
+        # llama-cpp-python's default is half the cores (1 of 2 here): use every core we may run on
+        threads = n_threads or available_cores()
+        self.parallel = max(1, min(parallel, threads))
+        per = max(1, threads // self.parallel)
+        self.n_threads = per * self.parallel
+        self.contexts = [
+            Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=per,
+                n_threads_batch=per,
+                n_batch=512,
+                verbose=False,
+                logits_all=False,
+            )
+            for _ in range(self.parallel)
+        ]
+        self.llm = self.contexts[0]
+
+    def _sample_prompt(self, llm: Any, i: int, prompt: str, params: SamplingParams) -> list[str]:
+        texts = []
+        for j in range(params.n):  # same context: samples 2..n reuse the prompt's KV prefix
+            r = llm.create_completion(
+                prompt,
+                max_tokens=params.max_new_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p if params.temperature > 0 else 1.0,
+                top_k=0,  # llama.cpp's sampler extras off: the same distribution as transformers
+                min_p=0.0,
+                repeat_penalty=1.0,
+                seed=params.seed + i * params.n + j,
+            )
+            texts.append(r["choices"][0]["text"])
+        return texts
 
     def sample(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
-        out: list[list[str]] = []
-        for i, prompt in enumerate(prompts):
-            texts = []
-            for j in range(params.n):
-                r = self.llm.create_completion(
-                    prompt,
-                    max_tokens=params.max_new_tokens,
-                    temperature=params.temperature,
-                    top_p=params.top_p if params.temperature > 0 else 1.0,
-                    top_k=0,  # llama.cpp's sampler extras off: the same distribution as transformers
-                    min_p=0.0,
-                    repeat_penalty=1.0,
-                    seed=params.seed + i * params.n + j,
-                )
-                texts.append(r["choices"][0]["text"])
-            out.append(texts)
+        if self.parallel == 1:
+            return [self._sample_prompt(self.llm, i, p, params) for i, p in enumerate(prompts)]
+
+        # prompt i always goes to context i % parallel; llama.cpp releases the GIL while it decodes.
+        # Seeds depend on (i, j) only, so the output does not depend on `parallel`.
+        def run(c: int) -> list[tuple[int, list[str]]]:
+            return [
+                (i, self._sample_prompt(self.contexts[c], i, prompts[i], params))
+                for i in range(c, len(prompts), self.parallel)
+            ]
+
+        out: list[list[str]] = [[] for _ in prompts]
+        with ThreadPoolExecutor(self.parallel) as pool:
+            for part in pool.map(run, range(self.parallel)):
+                for i, texts in part:
+                    out[i] = texts
         return out
 
     def count_tokens(self, texts: list[str]) -> int:
@@ -183,31 +214,65 @@ class VllmSampler:
 
     name = "vllm"
 
-    def __init__(self, model_dir: str | Path, *, tensor_parallel_size: int = 1):
+    def __init__(self, model_dir: str | Path, *, tensor_parallel_size: int = 1, key: str = "siked.sampler"):
         try:
             from vllm import LLM
         except ImportError as e:
             raise ConfigError(
-                "siked.sampler=vllm needs vLLM on a CUDA machine (pip install edge-distill[vllm]); "
-                "set siked.sampler=transformers to sample with transformers instead"
+                f"{key}=vllm needs vLLM on a CUDA machine (pip install edge-distill[vllm]); "
+                f"set {key}=transformers to use transformers instead"
             ) from e
+        model_dir = Path(model_dir)
+        if (model_dir / "adapter_config.json").is_file():  # vLLM serves full weights: merge a LoRA once
+            from exporters.merge import prepare_full_model
+
+            model_dir = prepare_full_model(model_dir, model_dir / ".vllm-work")
         self.llm = LLM(model=str(model_dir), tensor_parallel_size=tensor_parallel_size)
 
-    def sample(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
+    def sample(
+        self, prompts: list[str], params: SamplingParams, stop: list[str] | None = None
+    ) -> list[list[str]]:
         from vllm import SamplingParams as VSP
 
         sp = VSP(
             n=params.n,
             temperature=params.temperature,
-            top_p=params.top_p,
+            top_p=params.top_p if params.temperature > 0 else 1.0,
             max_tokens=params.max_new_tokens,
             seed=params.seed,
+            stop=stop or None,
         )
-        return [[o.text for o in r.outputs] for r in self.llm.generate(prompts, sp)]
+        # vLLM schedules all prompts itself (continuous batching, paged KV)
+        return [[o.text for o in r.outputs] for r in self.llm.generate(prompts, sp, use_tqdm=False)]
+
+    def generate(
+        self,
+        _model: Any,
+        _tokenizer: Any,
+        prompts: list[str],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        stop_strings: list[str] | None = None,
+        **_ignored: Any,
+    ) -> list[list[str]]:
+        """`generation.generate`'s signature on vLLM, so eval (and CasCoD's two-stage decoding) can use it."""
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+        return self.sample(list(prompts), params, stop=list(stop_strings) if stop_strings else None)
 
     def count_tokens(self, texts: list[str]) -> int:
         tok = self.llm.get_tokenizer()
         return sum(len(tok.encode(t, add_special_tokens=False)) for t in texts)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def make_sampler(backend: SamplerBackend, model_dir: str | Path, **kwargs: Any) -> StudentSampler:

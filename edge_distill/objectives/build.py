@@ -207,7 +207,9 @@ def generate_fn_for(train_cfg: Any) -> Callable[..., list[str]] | None:
 
     marker = train_cfg.cascod.marker
 
-    def two_stage(model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any) -> list[str]:
+    def two_stage(
+        model: Any, tokenizer: Any, prompts: list[str], generate: Callable[..., Any] = generate, **kwargs: Any
+    ) -> list[str]:
         return [
             outs[0] for outs in cascod_generate(generate, model, tokenizer, prompts, marker=marker, **kwargs)
         ]

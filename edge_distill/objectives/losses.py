@@ -115,9 +115,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
                     grad_h[s : s + chunk_size] = (g @ wt).to(hidden.dtype)
                 if need_w:
                     grad_w += (g.T @ h).float()
-        ctx.save_for_backward(
-            *(t if t is not None else torch.empty(0) for t in (grad_h, grad_w, grad_b))
-        )
+        ctx.save_for_backward(*(t if t is not None else torch.empty(0) for t in (grad_h, grad_w, grad_b)))
         ctx.has = (need_h, need_w, need_b)
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
         return total
@@ -169,9 +167,7 @@ def chunked_weighted_ce(
     mask = w != 0
     h = hidden[:, :-1][mask]  # [M, H]: prompt and padding rows never reach the LM head
     device_type = hidden.device.type
-    dtype = (
-        torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
-    )
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
     with torch.autocast(device_type, enabled=False):
         return _ChunkedLinearCE.apply(
             h, lm_weight, bias, input_ids[:, 1:][mask], w[mask], nll_cap, chunk_size, dtype
