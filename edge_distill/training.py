@@ -180,6 +180,7 @@ def train(
     resume: bool = True,
     metrics_path: str | os.PathLike[str] | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    training_args: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `model_path` (a full HF directory) on `examples`; write out_dir/{checkpoints/, final/}.
 
@@ -189,6 +190,7 @@ def train(
     `metrics_path` (default out_dir/train_metrics.jsonl). `callbacks` are extra Trainer callbacks.
     Speed knobs (same result, less time/memory): `packing` (padding-free rows, packing.py),
     `loss_chunk_size` (0 = full logits), `attn_implementation`, `compile`, `liger` (fastpath.py).
+    `training_args` overrides TrainingArguments fields (e.g. optim="sgd" in tests, benchmarks).
     """
     from transformers import AutoModelForCausalLM, set_seed
 
@@ -264,6 +266,7 @@ def train(
         # so DDP can skip its per-step search for unused parameters
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
+        **(training_args or {}),
     )
     metrics_file = Path(metrics_path) if metrics_path else out_dir / "train_metrics.jsonl"
     metrics_cb = _MetricsCallback(metrics_file, tag=f"train:{out_dir.name}")
