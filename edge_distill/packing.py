@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from edge_distill.objectives.examples import Example
+from edge_distill.objectives.examples import Example, feature_rows
 
 
 class PackedCollator:
@@ -26,12 +26,7 @@ class PackedCollator:
     """
 
     def __call__(self, features: Sequence[dict[str, Any] | Example]) -> dict[str, torch.Tensor]:
-        rows = [
-            (f.input_ids, f.weights) if isinstance(f, Example) else (f["input_ids"], f["weights"])
-            for f in features
-        ]
-        if not rows:
-            raise ValueError("PackedCollator: empty batch")
+        rows = feature_rows(features, "PackedCollator")
         ids: list[int] = []
         pos: list[int] = []
         weights: list[float] = []

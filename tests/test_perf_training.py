@@ -5,27 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_training import FAST, _GradCapture  # tests/ is on sys.path (pytest rootdir import mode)
 from transformers import TrainerCallback
 
 from edge_distill.objectives.examples import Example
 from edge_distill.training import train
-
-FAST = {
-    "logging_steps": 1,
-    "warmup_steps": 0,
-    "save_steps": 1000,
-    "lora_dropout": 0.0,
-    "group_by_length": False,
-}
-
-
-class _GradCapture(TrainerCallback):
-    def __init__(self):
-        self.grads: dict[str, torch.Tensor] = {}
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-        if not self.grads:
-            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,19 @@ class ExampleDataset(Dataset):
         return {"input_ids": ex.input_ids, "weights": ex.weights}
 
 
+def feature_rows(
+    features: Sequence[dict[str, Any] | Example], who: str
+) -> list[tuple[list[int], list[float]]]:
+    """(input_ids, weights) of each Example or dataset dict; an empty batch is an error."""
+    rows = [
+        (f.input_ids, f.weights) if isinstance(f, Example) else (f["input_ids"], f["weights"])
+        for f in features
+    ]
+    if not rows:
+        raise ValueError(f"{who}: empty batch")
+    return rows
+
+
 class ExampleCollator:
     """Right-pads a list of examples into tensors: input_ids/attention_mask [B,T] long, weights [B,T] float.
 
@@ -65,12 +78,7 @@ class ExampleCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, features: Sequence[dict[str, Any] | Example]) -> dict[str, torch.Tensor]:
-        rows = [
-            (f.input_ids, f.weights) if isinstance(f, Example) else (f["input_ids"], f["weights"])
-            for f in features
-        ]
-        if not rows:
-            raise ValueError("ExampleCollator: empty batch")
+        rows = feature_rows(features, "ExampleCollator")
         length = max(len(ids) for ids, _ in rows)
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
