@@ -211,6 +211,7 @@ def arm_sample(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
 
     from edge_distill.batching import decode_continuous
     from edge_distill.fastpath import inference_dtype
+    from edge_distill.generation import eos_ids
     from edge_distill.models import load_model, load_tokenizer
 
     model = load_model(model_dir, dtype=inference_dtype(_precision(args)))
@@ -222,8 +223,8 @@ def arm_sample(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
         tok = load_tokenizer(model_dir)
         problems = load_problems("builtin:gsm8k-sample", split="train")[: args.prompts]
         prompts = [tok(student_prompt(p.question), add_special_tokens=False)["input_ids"] for p in problems]
-        eos = [tok.eos_token_id]
-        eos_note = "the student's own EOS"
+        eos = eos_ids(model, tok)
+        eos_note = f"the student's own EOS ids {eos}"
     else:
         vocab = SHAPES[args.model]["vocab_size"]
         lo, hi = (4, 12) if args.tiny else (60, 200)

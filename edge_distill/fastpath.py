@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ ATTN_CHOICES = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: there CPU bf16 matmuls are fast; elsewhere torch emulates them."""
     try:
-        flags = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 logger = logging.getLogger(__name__)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     """EOS ids to stop on: the tokenizer's (what training appends) plus the model's own."""
     ids: list[int] = []
     for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
@@ -73,7 +73,7 @@ def generate(
         return []
     sample = temperature > 0
     n_seq = n if sample else 1
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
