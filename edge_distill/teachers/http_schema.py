@@ -9,9 +9,9 @@ bounded in time and memory.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from edge_distill.teachers.live import Generation
 
@@ -46,8 +46,13 @@ class _Usage(_Strict):
 
 
 class _Body(_Strict):
-    choices: list[_Choice] = Field(min_length=1, max_length=MAX_CHOICES)
+    # items validated in a second step: pydantic checks a list's length only after validating every item,
+    # and a million small choices would cost seconds of CPU per hostile response
+    choices: list[Any] = Field(min_length=1, max_length=MAX_CHOICES)
     usage: _Usage | None = None
+
+
+_CHOICES: TypeAdapter[list[_Choice]] = TypeAdapter(list[_Choice])
 
 
 def _first_error(e: ValidationError) -> str:
@@ -68,13 +73,14 @@ def parse_completion_body(
     """
     try:
         body = _Body.model_validate_json(raw)
+        choices = _CHOICES.validate_python(body.choices)
     except ValidationError as e:
         if any(err["type"] == "json_invalid" for err in e.errors(include_url=False)):
             raise BadResponse(f"not JSON: {raw[:80]!r}") from None
-        raise BadResponse(f"unexpected shape: {_first_error(e)}") from None
+        prefix = "" if e.title == "_Body" else "choices."
+        raise BadResponse(f"unexpected shape: {prefix}{_first_error(e)}") from None
     except (RecursionError, MemoryError, ValueError) as e:  # belt and braces: never an exception out of here
         raise BadResponse(f"unparseable ({type(e).__name__})") from None
-    choices = body.choices
     if len(choices) > n:
         raise BadResponse(f"{len(choices)} choices for n={n}")
     indices = [c.index for c in choices]
