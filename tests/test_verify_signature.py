@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import stat
@@ -151,10 +152,10 @@ def test_openssl_checks_the_same_signature(tmp_path: Path, keys: tuple[Path, Pat
     assert verify(pkg, public_key=str(ossl) + ".pub").signed is True
 
 
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs llama-cpp-python")
 def test_a_real_export_signed_in_its_atomic_step(
     tiny_model_dir: Path, tmp_path: Path, keys: tuple[Path, Path]
 ) -> None:
-    pytest.importorskip("llama_cpp")
     from exporters import export_model
 
     out = export_model(tiny_model_dir, tmp_path / "export" / "gguf-f16", "gguf", "f16", threads=1,
