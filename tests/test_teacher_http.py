@@ -168,3 +168,28 @@ def test_a_bad_request_is_one_failure_but_a_run_of_them_stops(fake: FakeOpenAI) 
     fake.schedule = ["422"] * 10  # every request rejected: a misconfigured teacher, not bad luck
     with pytest.raises(TeacherError, match="4 call\\(s\\) in a row failed; last error: http_422"):
         teacher(fake.url, give_up_after=4).complete([f"q{i}" for i in range(10)], 1, SAMPLING)
+
+
+def test_cli_teach_with_a_corrupt_cache_file_warns_and_runs_uncached(
+    fake: FakeOpenAI, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from click.testing import CliRunner
+
+    from edge_distill.cli import main
+    from edge_distill.io import read_jsonl
+
+    cache = tmp_path / "cache.sqlite"
+    cache.write_bytes(b"SQLite format 3\x00" + b"\xde\xad" * 4000)  # the magic, then garbage
+    before = cache.read_bytes()
+    args = [
+        "teach", "configs/teacher-llamacpp-server.yaml", f"runs_dir={tmp_path / 'runs'}", "name=t",
+        "data.limit_train=2", "data.dev_size=5", "teacher.n_shots=1", f"teacher.http.base_url={fake.url}",
+        f"teacher.cache={cache}", "teacher.http.concurrency=1",
+    ]  # fmt: skip
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert len(read_jsonl(tmp_path / "runs" / "t" / "teach" / "samples.jsonl")) == 2 * 3 * 2
+    warned = [r.getMessage() for r in caplog.records if "running without a cache" in r.getMessage()]
+    assert len(warned) == 1 and str(cache) in warned[0]
+    assert cache.read_bytes() == before

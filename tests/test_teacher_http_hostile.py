@@ -126,6 +126,23 @@ def test_a_trickling_server_cannot_stall_past_the_deadline(where: str) -> None:
         assert wall < 4.0, wall
 
 
+def test_an_endless_header_is_a_connection_fault_not_a_stall() -> None:
+    def endless(h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+        try:
+            for _ in range(4096):  # 4 MiB of one header line, as fast as the socket takes it
+                h.wfile.write(b"a" * 1024)
+        except OSError:
+            pass
+
+    with FakeOpenAI(schedule=["ok", endless]) as f:
+        t = make(f.url, timeout_s=5.0)
+        start = time.monotonic()
+        out = t.complete(["a", "b"], 1, SAMPLING)
+        assert time.monotonic() - start < 5.0
+    assert out[1][0].error is not None and out[1][0].error.startswith("connection: "), out[1][0].error
+
+
 # ---------------------------------------------------------------------------------------------- size cap
 def test_a_body_past_the_cap_is_refused_while_streaming_and_never_cached(tmp_path: Path) -> None:
     sent = {"bytes": 0}
@@ -184,6 +201,8 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("empty body", b"", "completions"),
     ("html", b"<html>502 Bad Gateway</html>", "completions"),
     ("not utf-8", b'{"choices": [{"text": "\xff\xfe"}]}', "completions"),
+    ("lone surrogate escape", b'{"choices": [{"text": "a\\ud800b"}]}', "completions"),
+    ("surrogate bytes", b'{"choices": [{"text": "a\xed\xa0\x80b"}]}', "completions"),
     ("trailing garbage", b'{"choices": [{"text": "a"}]} extra', "completions"),
     ("nesting bomb", DEEP, "completions"),
     ("nested bomb in text", b'{"choices": [{"text": ' + DEEP + b"}]}", "completions"),
