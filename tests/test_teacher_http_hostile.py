@@ -294,3 +294,10 @@ def test_well_formed_variants_are_accepted() -> None:
     assert [c.text for c in out[0]] == ["A", "B"]
     assert out[1][0].text == "only one" and out[1][1].error is None  # the missing sample was asked for alone
     assert t.report()["faults"] == {}
+
+
+@pytest.mark.parametrize("url", ["http://", "127.0.0.1:8000/v1", "ftp://host/v1", "http://[::1:80/v1",
+                                 "http://127.0.0.1:99999/v1", "file:///etc/passwd"])  # fmt: skip
+def test_a_base_url_that_is_not_an_http_url_is_one_clear_error(url: str) -> None:
+    with pytest.raises(TeacherError, match="teacher.http.base_url: .* is not an http:// or https:// URL"):
+        HttpTeacher("m", base_url=url, cache=None)

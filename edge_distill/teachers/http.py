@@ -120,8 +120,16 @@ class HttpTeacher(LiveTeacher):
         super().__init__(model, **kwargs)
         if endpoint not in ("completions", "chat"):
             raise TeacherError(f"teacher.http.endpoint: {endpoint!r} is not one of completions, chat")
-        if urlsplit(base_url).scheme not in ("http", "https"):
-            raise TeacherError(f"teacher.http.base_url: {base_url!r} is not an http:// or https:// URL")
+        try:
+            parsed = httpx.URL(base_url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            parsed = None
+        port_ok = parsed is not None and (parsed.port is None or 0 < parsed.port < 65536)
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host or not port_ok:
+            raise TeacherError(
+                f"teacher.http.base_url: {base_url[:200]!r} is not an http:// or https:// URL with a host "
+                "(and a port below 65536)"
+            )
         self.base_url = base_url.rstrip("/")
         self.endpoint = endpoint
         self.url = f"{self.base_url}/{'chat/completions' if endpoint == 'chat' else 'completions'}"
