@@ -80,6 +80,8 @@ def read_package(
         raise PackageError(
             f"package {pkg}: not a directory (expected export/<format>-<quant>/ from the exporter)"
         )
+    if not (pkg / MANIFEST).exists():
+        raise PackageError(f"package {pkg}: {MANIFEST} missing; re-export the package")
     if verify or public_key is not None:  # the checked (and signed) bytes are the ones used: no second read
         problems, checked = _verify(pkg, public_key)
         if problems:
@@ -90,8 +92,8 @@ def read_package(
     else:
         try:
             manifest = json.loads((pkg / MANIFEST).read_text(encoding="utf-8"))
-        except FileNotFoundError as e:
-            raise PackageError(f"package {pkg}: {MANIFEST} missing; re-export the package") from e
+        except OSError as e:
+            raise PackageError(f"package {pkg}: {MANIFEST} unreadable ({e.strerror or e})") from None
         except (ValueError, RecursionError) as e:
             raise PackageError(f"package {pkg}: {MANIFEST} is not valid JSON ({str(e)[:200]})") from None
         missing = [
@@ -101,9 +103,9 @@ def read_package(
             raise PackageError(f"package {pkg}: {MANIFEST} lacks {', '.join(missing)}")
     try:
         template = json.loads((pkg / PROMPT_TEMPLATE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError) as e:
-        raise PackageError(f"package {pkg}: {PROMPT_TEMPLATE} missing or invalid ({e})") from e
-    if "{question}" not in str(template.get("student_prompt", "")):
+    except (OSError, ValueError, RecursionError) as e:
+        raise PackageError(f"package {pkg}: {PROMPT_TEMPLATE} missing or invalid ({str(e)[:200]})") from None
+    if not isinstance(template, dict) or "{question}" not in str(template.get("student_prompt", "")):
         raise PackageError(f"package {pkg}: {PROMPT_TEMPLATE}: student_prompt must contain {{question}}")
     return Package(pkg, manifest, template, _model_path(pkg, manifest))
 
