@@ -301,3 +301,13 @@ def test_well_formed_variants_are_accepted() -> None:
 def test_a_base_url_that_is_not_an_http_url_is_one_clear_error(url: str) -> None:
     with pytest.raises(TeacherError, match="teacher.http.base_url: .* is not an http:// or https:// URL"):
         HttpTeacher("m", base_url=url, cache=None)
+
+
+def test_error_texts_from_the_server_are_bounded() -> None:
+    def verbose(h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        send(h, 400, b"E" * (1 << 20))  # a 1 MiB error page
+
+    with FakeOpenAI(schedule=["ok", verbose]) as f:
+        out = make(f.url).complete(["a", "b"], 1, SAMPLING)
+    err = out[1][0].error
+    assert err is not None and err.startswith("http_400: EEE") and len(err) <= 500

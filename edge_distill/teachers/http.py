@@ -202,7 +202,7 @@ class HttpTeacher(LiveTeacher):
                     "base_url; set teacher.http.base_url to the final URL if you trust it)",
                 )
             if status >= 400:
-                detail = (await self._read_capped(resp, 1 << 16))[:300].decode("utf-8", "replace").strip()
+                detail = (await _read_prefix(resp, 300)).decode("utf-8", "replace").strip()
                 self._raise_for_status(status, detail, resp.headers.get("Retry-After"))
             encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
@@ -354,6 +354,16 @@ class HttpTeacher(LiveTeacher):
         finally:
             runner.run(_cancel_and_close(list(pending), client))  # calls in flight stop now
             runner.close()
+
+
+async def _read_prefix(resp: httpx.Response, n: int) -> bytes:
+    """The first `n` bytes of an error body, for the message; the rest is never read."""
+    buf = b""
+    async for chunk in resp.aiter_raw():
+        buf += chunk
+        if len(buf) >= n:
+            break
+    return buf[:n]
 
 
 async def _cancel_and_close(futures: list[asyncio.Future[Any]], client: httpx.AsyncClient) -> None:
