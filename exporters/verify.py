@@ -162,14 +162,23 @@ def _unlisted(root: Path, listed: set[str]) -> list[str]:
     """Everything in the package the manifest does not vouch for: unlisted files, symlinks, special files."""
     problems: list[str] = []
     seen = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def unreadable(e: OSError) -> None:  # os.walk would skip a directory it cannot list, silently
+        where = Path(e.filename).relative_to(root).as_posix() if e.filename else "?"
+        problems.append(f"{_show(where)}: cannot list ({e.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         for n in sorted(dirnames + filenames):
             seen += 1
             if seen > 2 * MAX_FILES:
                 return [*problems, f"more than {2 * MAX_FILES} entries in the package: stopped looking"]
             p = Path(dirpath) / n
             rel = p.relative_to(root).as_posix()
-            st = os.lstat(p)
+            try:
+                st = os.lstat(p)
+            except OSError as e:
+                problems.append(f"{_show(rel)}: unreadable ({e.strerror})")
+                continue
             if stat.S_ISLNK(st.st_mode):
                 problems.append(f"{_show(rel)}: symlink (not allowed in a package)")
             elif stat.S_ISDIR(st.st_mode):
