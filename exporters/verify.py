@@ -23,7 +23,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -49,13 +49,15 @@ class _FileEntry(BaseModel):
 class _Manifest(BaseModel):
     # the exporter adds parity numbers, timings, sources...: only what verify relies on is checked
     model_config = ConfigDict(strict=True, extra="allow")
-    format: Literal["gguf", "onnx"]
+    format: str
     quant: str = Field(min_length=1, max_length=64)
     runtime: str
     files: dict[str, _FileEntry] = Field(min_length=1, max_length=MAX_FILES)
 
     @model_validator(mode="after")
-    def _runtime_matches(self) -> _Manifest:
+    def _known_format_and_runtime(self) -> _Manifest:
+        if self.format not in RUNTIMES:  # the exporter's table decides; a new format needs no change here
+            raise ValueError(f"format {self.format[:40]!r} is not one of {list(RUNTIMES)}")
         if self.runtime != RUNTIMES[self.format]:
             raise ValueError(
                 f"runtime {self.runtime[:40]!r} is not {RUNTIMES[self.format]!r} for {self.format}"
@@ -203,7 +205,7 @@ def _genai_filenames(obj: Any, depth: int = 0) -> list[str]:
 
 def _format_problems(root: Path, m: _Manifest) -> list[str]:
     names = list(m.files)
-    problems = [f"{f}: missing from the manifest ({m.format} essential file)" for f in ESSENTIAL[m.format]
+    problems = [f"{f}: missing from the manifest ({m.format} essential file)" for f in ESSENTIAL.get(m.format, (PROMPT_TEMPLATE,))
                 if f not in m.files]  # fmt: skip
     if m.format == "gguf":
         ggufs = [n for n in names if n.endswith(".gguf")]
