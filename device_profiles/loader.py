@@ -15,8 +15,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge_distill.config import format_validation_error
+from edge_distill.config import MAX_CONFIG_BYTES, format_validation_error, load_yaml_text
 from edge_distill.errors import ConfigError
+from edge_distill.io import read_utf8
 
 SHIPPED_DIR = Path(__file__).parent / "profiles"
 USER_DIR = Path("~/.config/edge-distill/profiles").expanduser()
@@ -115,12 +116,8 @@ def _format_error(err: ValidationError, path: Path) -> str:
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"device profile {path}: cannot read ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"device profile {path}: not valid YAML: {e}") from e
+    # the config's reader: size cap, UTF-8 errors with line, no YAML aliases (a 1 kB alias bomb is gigabytes)
+    raw = load_yaml_text(read_utf8(path, max_bytes=MAX_CONFIG_BYTES, error=ConfigError), f"device profile {path}")
     if not isinstance(raw, dict):
         raise ConfigError(f"device profile {path}: expected a mapping of keys, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)

@@ -248,6 +248,13 @@ def run_pipeline(
 ) -> RunDir:
     """Run every stage not yet finished; stop after `until`; re-run `redo` even if finished."""
     run = RunDir(cfg, resume=resume or until is not None or redo is not None, overwrite=overwrite)
+    try:  # the run directory is locked from RunDir() until here: one writer at a time
+        return _run_stages(cfg, run, until=until, redo=redo)
+    finally:
+        run.release()
+
+
+def _run_stages(cfg: Config, run: RunDir, *, until: str | None, redo: str | None) -> RunDir:
     steps = plan(cfg)
     names = [n for n, _ in steps]
     for name in (until, redo):
