@@ -117,7 +117,9 @@ def _format_error(err: ValidationError, path: Path) -> str:
 def load_profile_file(path: str | Path) -> DeviceProfile:
     path = Path(path)
     # the config's reader: size cap, UTF-8 errors with line, no YAML aliases (a 1 kB alias bomb is gigabytes)
-    raw = load_yaml_text(read_utf8(path, max_bytes=MAX_CONFIG_BYTES, error=ConfigError), f"device profile {path}")
+    raw = load_yaml_text(
+        read_utf8(path, max_bytes=MAX_CONFIG_BYTES, error=ConfigError), f"device profile {path}"
+    )
     if not isinstance(raw, dict):
         raise ConfigError(f"device profile {path}: expected a mapping of keys, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)

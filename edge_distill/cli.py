@@ -19,13 +19,38 @@ EXIT_USAGE = 2
 EXIT_GATE_FAILED = 3
 
 
+# An error message is read by a person: past this it is user input echoed back, not information.
+_MAX_MESSAGE_CHARS = 4000
+
+
+def _fail(message: str) -> None:
+    if len(message) > _MAX_MESSAGE_CHARS:
+        message = message[:_MAX_MESSAGE_CHARS] + f"... ({len(message)} characters in all)"
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        import sqlite3
+
         try:
             return super().invoke(ctx)
         except EdgeDistillError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_USAGE)
+            _fail(str(e))
+        except OSError as e:
+            # The environment, not a bug: disk full, permissions, a path that is a file. One line naming
+            # the path; the library turns most of these into EdgeDistillError already, this is the net.
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(
+                f"{where}{e.strerror or e}; fix that location (or free space) and rerun, --resume keeps finished stages"
+            )
+        except sqlite3.DatabaseError as e:
+            # Only the teacher cache is SQLite: damaged or not a database at all.
+            _fail(
+                f"the teacher cache is unusable ({e}): move the file aside (teacher.cache, default "
+                "~/.cache/edge-distill/teacher.sqlite) or run uncached with teacher.cache=null"
+            )
         except KeyboardInterrupt:
             click.echo("interrupted: finished stages are kept; continue with --resume", err=True)
             sys.exit(130)
@@ -90,7 +115,12 @@ def _run(config, overrides, *, resume=False, overwrite=False, until=None, redo=N
 @click.option(
     "--resume", is_flag=True, help="Continue an existing run directory; finished stages are skipped."
 )
-@click.option("--overwrite", is_flag=True, help="Delete an existing run directory of the same name first.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Empty the existing run directory first; only a directory that is an edge-distill run "
+    "(its config.yaml names it) inside runs_dir, never anything else.",
+)
 def run(config: str | None, overrides: tuple[str, ...], resume: bool, overwrite: bool) -> None:
     """Run the whole pipeline: data, teach, filter, train (or SIKeD/FDD loops), eval, export, bench.
 
@@ -142,7 +172,10 @@ def eval_cmd(config: str | None, overrides: tuple[str, ...]) -> None:
 @click.option(
     "--parity-prompts", default=3, show_default=True, help="Prompts for the greedy-token parity check."
 )
-def export(source: str, fmt: str, quant: str, out: str | None, archive: bool, parity_prompts: int) -> None:
+@click.pass_context
+def export(
+    ctx: click.Context, source: str, fmt: str, quant: str, out: str | None, archive: bool, parity_prompts: int
+) -> None:
     """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package."""
     from exporters import export_model, resolve_source, run_metadata
 
@@ -153,7 +186,8 @@ def export(source: str, fmt: str, quant: str, out: str | None, archive: bool, pa
         from edge_distill.pipeline import final_model_dir
         from edge_distill.rundir import RunDir
 
-        run = RunDir.open(src)
+        run = RunDir.open(src).acquire()  # export writes into the run: not while a run is going on
+        ctx.call_on_close(run.release)
         model, meta = final_model_dir(run), run_metadata(src)
         cascod = cascod_template(run.cfg)
         default_out = src / "export" / f"{fmt}-{quant}"

@@ -247,10 +247,12 @@ class Config(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
 
-    @field_validator("name")
+    @field_validator("name", mode="before")
     @classmethod
-    def _one_component(cls, v: str) -> str:
-        if not _NAME_RE.fullmatch(v):
+    def _one_component(cls, v: Any) -> str:
+        if isinstance(v, int) and not isinstance(v, bool):  # `name=7` reads as YAML int 7
+            v = str(v)
+        if not isinstance(v, str) or not _NAME_RE.fullmatch(v):
             raise ValueError(NAME_RULE)
         return v
 

@@ -28,17 +28,15 @@ _HINTS = {
     errno.EROFS: "the filesystem is read-only: set runs_dir to a writable directory",
     errno.EACCES: "no permission: set runs_dir to a writable directory",
     errno.EPERM: "no permission: set runs_dir to a writable directory",
-    errno.ENOTDIR: "a parent of this path is a file, not a directory: set runs_dir elsewhere",
+    errno.ENOTDIR: "this path or a parent of it is a file, not a directory",
 }
 
 
-def storage_error(path: str | os.PathLike[str], e: OSError) -> StorageError:
+def storage_error(path: str | os.PathLike[str], e: OSError, action: str = "write") -> StorageError:
     """One message naming the path, the OS reason and what to do."""
     hint = _HINTS.get(e.errno or 0, "fix the location")
-    return StorageError(
-        f"cannot write {path}: {e.strerror or e} ({hint}); nothing partial was left behind, "
-        "rerun with --resume once fixed"
-    )
+    tail = "; nothing partial was left behind, rerun with --resume once fixed" if action == "write" else ""
+    return StorageError(f"cannot {action} {path}: {e.strerror or e} ({hint}){tail}")
 
 
 def make_dirs(path: str | os.PathLike[str]) -> Path:
@@ -46,10 +44,10 @@ def make_dirs(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as e:  # a file where the directory should be
-        raise storage_error(path, OSError(errno.ENOTDIR, "exists and is not a directory")) from e
+    except FileExistsError as e:  # a file (or a dangling link) where the directory should be
+        raise storage_error(path, OSError(errno.ENOTDIR, "a file is in the way"), "create directory") from e
     except OSError as e:
-        raise storage_error(path, e) from e
+        raise storage_error(path, e, "create directory") from e
     return path
 
 
@@ -141,7 +139,9 @@ def loads_json(text: str) -> Any:
         raise ValueError(f"invalid JSON: {str(e).split(':')[0]}") from None
 
 
-def _decode_error(path: str | os.PathLike[str], data: bytes, e: UnicodeDecodeError, first_line: int = 1) -> str:
+def _decode_error(
+    path: str | os.PathLike[str], data: bytes, e: UnicodeDecodeError, first_line: int = 1
+) -> str:
     line = first_line + data.count(b"\n", 0, e.start)
     column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
     return (
@@ -184,4 +184,3 @@ def iter_utf8_lines(
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise error(_decode_error(path, raw, e, lineno)) from None
-

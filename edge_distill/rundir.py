@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.config import MAX_CONFIG_BYTES, Config, load_yaml_text
-from edge_distill.errors import EdgeDistillError, StageError
+from edge_distill.errors import EdgeDistillError, StageError, StorageError
 from edge_distill.io import (
     append_jsonl,
     loads_json,
@@ -55,7 +55,9 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def _saved_config(path: Path) -> dict[str, Any]:
     saved = path / "config.yaml"
-    data = load_yaml_text(read_utf8(saved, max_bytes=MAX_CONFIG_BYTES, error=StageError), str(saved), StageError)
+    data = load_yaml_text(
+        read_utf8(saved, max_bytes=MAX_CONFIG_BYTES, error=StageError), str(saved), StageError
+    )
     if not isinstance(data, dict):
         raise StageError(f"{saved}: not an edge-distill run config (top level is not a mapping)")
     return data
@@ -83,7 +85,10 @@ class RunDir:
         self.path = cfg.run_dir
         self._stages_file = self.path / "stages.json"
         self._lock = RunLock(self.path)
-        runs_dir = make_dirs(cfg.runs_dir)
+        try:
+            runs_dir = make_dirs(cfg.runs_dir)
+        except StorageError as e:
+            raise StorageError(f"runs_dir: {e}; set runs_dir=<a writable directory>") from None
         if self.path.exists() and not self.path.is_dir():
             raise StageError(f"{self.path} exists and is not a directory: choose another name=<name>")
         # Checked before the lock file is created: a foreign directory is not written to at all.
