@@ -97,6 +97,8 @@ class RunDir:
                 f"{self.path} exists and is not an edge-distill run directory (no config.yaml naming it); "
                 "nothing was changed or deleted: choose another name=<name> or runs_dir=<dir>"
             )
+        if overwrite and _has_content(self.path):
+            self._check_deletable(runs_dir)  # again under the lock; first so a refusal touches nothing
         make_dirs(self.path)
         if lock:
             self._lock.acquire()

@@ -231,6 +231,7 @@ def tiny_run(tmp_path: Path, tiny_model_dir: Path, methods: list[str], **section
     for name in ("data", "teach", "filter"):
         if not run.done(name):
             run.mark_done(name, 0.0, getattr(pipeline, f"stage_{name}")(cfg, run))
+    run.release()  # setup done: a test's own subprocess may open this run directory next
     return cfg, run
 
 
