@@ -339,6 +339,19 @@ def test_disk_full_is_one_message_and_leaves_no_temporary(tmp_path, tiny_tmpfs):
     ).is_file()  # a rerun on a disk with room just starts again (no stage finished)
 
 
+def _cli_process(args: list[str], preexec_fn: Callable[[], None] | None = None, **env: str):
+    """`python -m edge_distill.cli ARGS` as a real process (what a shell would run), stderr captured."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1", **env}
+    return subprocess.run(
+        [sys.executable, "-m", "edge_distill.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=preexec_fn,
+        timeout=120,
+    )
+
+
 def test_file_size_limit_is_one_message_and_leaves_no_temporary(tmp_path):
     """RLIMIT_FSIZE in a real subprocess: the write fails with EFBIG (Python ignores SIGXFSZ)."""
     runs = tmp_path / "runs"
@@ -347,15 +360,7 @@ def test_file_size_limit_is_one_message_and_leaves_no_temporary(tmp_path):
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "edge_distill.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        preexec_fn=limit,
-        timeout=120,
-    )
+    done = _cli_process(args, preexec_fn=limit)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "data/train.jsonl" in done.stderr and "File too large" in done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
@@ -398,14 +403,7 @@ def test_damaged_teacher_cache_is_no_traceback(tmp_path, how):
         "teacher.http.max_retries=0",
         f"teacher.cache={cache}",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "test"}
-    done = subprocess.run(
-        [sys.executable, "-m", "edge_distill.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    done = _cli_process(args, OPENAI_API_KEY="test")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "teacher cache" in done.stderr or str(cache) in done.stderr, done.stderr[-3000:]
     stages = tmp_path / "runs" / "r" / "stages.json"
