@@ -246,7 +246,8 @@ def answers_match(pred: str | None, gold: str | None) -> bool:
         pred, gold = str(pred), str(gold)
     except ValueError:  # str() of an int past Python's digit limit: not an answer
         return False
-    if _ABSURD.search(pred) or _ABSURD.search(gold):  # not an answer, not even as text
+    if max(len(pred), len(gold)) > MAX_ANSWER_CHARS or _ABSURD.search(pred) or _ABSURD.search(gold):
+        # not an answer, not even as text
         return False
     a, b = parse_number(pred), parse_number(gold)
     if a is not None and b is not None:

@@ -408,3 +408,23 @@ def test_damaged_teacher_cache_is_no_traceback(tmp_path, how):
     assert "teacher cache" in done.stderr or str(cache) in done.stderr, done.stderr[-3000:]
     stages = tmp_path / "runs" / "r" / "stages.json"
     assert sorted(json.loads(stages.read_text())) == ["data"]
+
+
+def test_device_profile_yaml_shares_the_config_reader(tmp_path):
+    """Profiles are user YAML too (~/.config/edge-distill/profiles): same alias refusal, same clipping."""
+    from device_profiles.loader import load_profile_file
+    from edge_distill.errors import ConfigError
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_BOMB)
+    t0 = time.monotonic()
+    with pytest.raises(
+        ConfigError, match=r"device profile .*bomb\.yaml: not valid YAML \(line 5, column 10\)"
+    ):
+        load_profile_file(bomb)
+    assert time.monotonic() - t0 < 5
+    big = tmp_path / "big.yaml"
+    big.write_text(f"threads: '{'x' * 500_000}'\n")
+    with pytest.raises(ConfigError) as e:
+        load_profile_file(big)
+    assert "threads" in str(e.value) and len(str(e.value)) < MAX_MESSAGE
