@@ -61,7 +61,8 @@ def _rows(path: Path) -> list[tuple[int, Any]]:
             )
         return list(enumerate(data, 1))
     rows: list[tuple[int, Any]] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # split on "\n" only: str.splitlines() also splits on U+2028 and friends, which JSON strings may hold raw
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:  # deep nesting and over-long integers are malformed rows too, not tracebacks

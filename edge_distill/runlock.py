@@ -81,8 +81,11 @@ class RunLock:
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:500],
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError as e:  # a full disk: the flock still guards, only the holder's details are missing
+            log.warning("could not record the lock holder in %s: %s", self.path, e.strerror)
 
     def release(self) -> None:
         """Drop the lock (the file stays: deleting it could race a process that just opened it)."""

@@ -148,9 +148,13 @@ def test_second_process_fails_at_once_naming_the_holder(tmp_path, holder):
     assert (tmp_path / "runs" / "r" / "work.txt").exists()
 
 
-@pytest.mark.parametrize("command", ["run", "eval", "teach"])
+@pytest.mark.parametrize("command", ["run", "eval", "teach", "export"])
 def test_cli_commands_that_write_the_run_dir_are_refused_while_locked(tmp_path, holder, command):
+    run_dir = tmp_path / "runs" / "r"
     args = [command, f"runs_dir={tmp_path / 'runs'}", "name=r", *(["--resume"] if command == "run" else [])]
+    if command == "export":  # export writes <run>/export/: a finished run's directory, locked by a run
+        (run_dir / "stages.json").write_text('{"train": {"summary": {"model": "m"}}}')
+        args = ["export", str(run_dir), "--format", "gguf", "--quant", "q8_0"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2 and f"pid {holder.pid}" in res.output, res.output
     assert "Traceback" not in res.output
