@@ -132,7 +132,7 @@ def loads_json(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         where = f"line {e.lineno} column {e.colno}" if e.lineno > 1 else f"column {e.colno}"
-        raise ValueError(f"invalid JSON: {e.msg} at {where}") from None
+        raise ValueError(f"invalid JSON: {e.msg} ({where})") from None
     except RecursionError:
         raise ValueError("invalid JSON: nested too deeply") from None
     except ValueError as e:  # "Exceeds the limit (4300 digits) for integer string conversion"

@@ -170,8 +170,17 @@ def test_stale_lock_of_a_killed_process_does_not_block(tmp_path, holder):
     run.release()
 
 
-def test_lock_is_released_after_a_run_so_the_same_process_can_run_again(tmp_path):
-    bad = ["run", f"runs_dir={tmp_path}", "name=r", f"data.train={tmp_path / 'none.jsonl'}"]
-    for _ in range(2):  # the second attempt is not refused by the first one's lock (nor by its run dir)
+def test_failed_first_stage_then_plain_rerun_then_resume_with_a_fixed_config(tmp_path):
+    """The reproduction: after a first-stage failure both a plain rerun and --resume used to be refused.
+    Also shows the lock is released after each in-process run (the same process runs again)."""
+    base = ["run", f"runs_dir={tmp_path}", "name=r", "teacher.cache=null", "data.dev_size=1"]
+    bad = [*base, f"data.train={tmp_path / 'none.jsonl'}"]
+    for _ in range(2):  # a plain rerun is not refused by the first one's run dir (nor its lock)
         res = CliRunner().invoke(main, bad)
         assert res.exit_code == 2 and "data file not found" in res.output, res.output
+    good = tmp_path / "train.jsonl"
+    good.write_text("".join(f'{{"question": "q{i}?", "answer": "#### {i}"}}\n' for i in range(3)))
+    fixed = [*base, "--resume", f"data.train={good}", f"teacher.model={tmp_path / 'rec.jsonl'}"]
+    res = CliRunner().invoke(main, fixed)  # --resume with the fixed config reaches the next stage
+    assert res.exit_code == 2 and "recorded teacher file not found" in res.output, res.output
+    assert list(RunDir.open(tmp_path / "r").stages()) == ["data"]
