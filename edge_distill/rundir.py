@@ -80,7 +80,7 @@ def _has_content(path: Path) -> bool:
 class RunDir:
     """Bookkeeping for `runs/<name>/`. Holds the directory's lock from construction until `release()`."""
 
-    def __init__(self, cfg: Config, *, resume: bool = False, overwrite: bool = False, lock: bool = True):
+    def __init__(self, cfg: Config, *, resume: bool = False, overwrite: bool = False):
         self.cfg = cfg
         self.path = cfg.run_dir
         self._stages_file = self.path / "stages.json"
@@ -100,8 +100,7 @@ class RunDir:
         if overwrite and _has_content(self.path):
             self._check_deletable(runs_dir)  # again under the lock; first so a refusal touches nothing
         make_dirs(self.path)
-        if lock:
-            self._lock.acquire()
+        self._lock.acquire()
         try:
             self._prepare(runs_dir, resume=resume, overwrite=overwrite)
         except BaseException:
@@ -192,15 +191,13 @@ class RunDir:
     def stages(self) -> dict[str, Any]:
         if not self._stages_file.is_file():
             return {}
+        lost = "the run's bookkeeping is lost: start over with --overwrite or a new name"
         try:
             stages = loads_json(read_utf8(self._stages_file, error=StageError))
         except ValueError as e:
-            stages = f"damaged ({e})"
+            raise StageError(f"{self._stages_file}: damaged ({e}); {lost}") from None
         if not isinstance(stages, dict):
-            raise StageError(
-                f"{self._stages_file}: {stages if isinstance(stages, str) else 'not a JSON object'}; "
-                "the run's bookkeeping is lost: start over with --overwrite or a new name"
-            )
+            raise StageError(f"{self._stages_file}: not a JSON object; {lost}")
         return stages
 
     def done(self, stage: str) -> bool:
