@@ -51,10 +51,24 @@ def make_dirs(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _holds_something_precious(path: Path) -> bool:
+    """A directory that contains the working directory or the home directory, or a filesystem root."""
+    where = path.resolve()
+    for precious in (Path.cwd().resolve(), Path.home().resolve()):
+        if where == precious or where in precious.parents:
+            return True
+    return where == Path(where.anchor)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it over `path` (file or directory)."""
     path = Path(path)
+    if path.is_dir() and _holds_something_precious(path):  # `export --out .` would delete the project
+        raise StorageError(
+            f"refusing to replace {path}: it holds the working or home directory; nothing was written "
+            "or deleted, choose a new output path"
+        )
     make_dirs(path.parent)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

@@ -428,3 +428,25 @@ def test_device_profile_yaml_shares_the_config_reader(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_profile_file(big)
     assert "threads" in str(e.value) and len(str(e.value)) < MAX_MESSAGE
+
+
+def test_an_artifact_never_replaces_the_working_or_home_directory(tmp_path, monkeypatch):
+    """atomic_path replaces an existing directory wholesale (a re-exported package): never `.` or `~`."""
+    from edge_distill.errors import StorageError
+    from edge_distill.io import write_text
+
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "code.py").write_text("keep")
+    monkeypatch.chdir(project / "src")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    for target in (project, project / "src", tmp_path / "home", Path("/")):
+        with pytest.raises(StorageError, match="refusing to replace"):
+            write_text(target, "an artifact")
+    assert (project / "src" / "code.py").read_text() == "keep"
+    assert_no_partial_artifact(tmp_path)
+    old = tmp_path / "old-package"  # an ordinary earlier artifact is still replaced
+    old.mkdir()
+    write_text(old, "new")
+    assert old.read_text() == "new"
