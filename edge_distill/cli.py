@@ -172,10 +172,7 @@ def eval_cmd(config: str | None, overrides: tuple[str, ...]) -> None:
 @click.option(
     "--parity-prompts", default=3, show_default=True, help="Prompts for the greedy-token parity check."
 )
-@click.pass_context
-def export(
-    ctx: click.Context, source: str, fmt: str, quant: str, out: str | None, archive: bool, parity_prompts: int
-) -> None:
+def export(source: str, fmt: str, quant: str, out: str | None, archive: bool, parity_prompts: int) -> None:
     """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package."""
     from exporters import export_model, resolve_source, run_metadata
 
@@ -187,7 +184,7 @@ def export(
         from edge_distill.rundir import RunDir
 
         run = RunDir.open(src).acquire()  # export writes into the run: not while a run is going on
-        ctx.call_on_close(run.release)
+        click.get_current_context().call_on_close(run.release)
         model, meta = final_model_dir(run), run_metadata(src)
         cascod = cascod_template(run.cfg)
         default_out = src / "export" / f"{fmt}-{quant}"
