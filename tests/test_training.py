@@ -20,7 +20,7 @@ FAST = {
     "logging_steps": 1,
     "warmup_steps": 0,
     "save_steps": 1000,
-    "lora_dropout": 0.0,
+    "lora": {"dropout": 0.0},
     "group_by_length": False,
 }
 
@@ -171,7 +171,7 @@ DDP_WORKER = textwrap.dedent(
                 grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                 torch.save({"world": args.world_size, "grads": grads}, out_dir + "/grads.pt")
 
-    train(model_dir, examples, out_dir, max_steps=1, batch_size=bs, max_grad_norm=0.0, lora_dropout=0.0,
+    train(model_dir, examples, out_dir, max_steps=1, batch_size=bs, max_grad_norm=0.0, lora={"dropout": 0.0},
           group_by_length=False, callbacks=[Capture()])
     """
 )
