@@ -149,53 +149,22 @@ def _mixed_precision(precision: str) -> tuple[bool, bool]:
     return (precision == "bf16", precision == "fp16")
 
 
-def train(
-    model_path: str | os.PathLike[str],
-    examples: Sequence[Example],
-    out_dir: str | os.PathLike[str],
-    cfg: TrainConfig | None = None,
-    *,
-    seed: int = 0,
-    nll_cap: float | None = None,
-    loss_fn: Any = None,
-    max_grad_norm: float = 1.0,
-    resume: bool = True,
-    metrics_path: str | os.PathLike[str] | None = None,
-    callbacks: Sequence[TrainerCallback] = (),
-    **overrides: Any,
-) -> TrainResult:
-    """Train `model_path` (a full HF directory) on `examples` with the `train:` config section `cfg` (defaults
-    when None); write out_dir/{checkpoints/, final/}.
+def _full_model_dir(model_path: str | os.PathLike[str]) -> Path:
+    path = Path(model_path).resolve()
+    if not (path / "config.json").is_file():
+        lora = (path / "adapter_config.json").is_file()
+        hint = " (a LoRA adapter: merge it first with training.merge_lora)" if lora else ""
+        raise ModelError(f"{path}: not a full HF model directory{hint}")
+    return path
 
-    `overrides` are TrainConfig keys for this run only (EDIT's step 2: `lr=`, `epochs=`; tests:
-    `max_steps=`, `lora={"dropout": 0.0}`), validated like the YAML. `loss_fn(model, batch, nll_cap) ->
-    (summed loss, outputs)` replaces token-weighted CE (an objective's `compute_loss` hook).
-    final/ holds the LoRA adapter (whose config names the absolute base path) or the full model, plus the
-    tokenizer. With `resume`, a run that stopped (crash, preemption) continues from the newest checkpoint
-    in out_dir/checkpoints, optimizer and scheduler state included. Logged losses are appended to
-    `metrics_path` (default out_dir/train_metrics.jsonl). `callbacks` are extra Trainer callbacks.
-    """
-    from transformers import AutoModelForCausalLM, set_seed
 
-    c = _section(cfg, overrides)
-    finetune, lr = c.finetune, c.lr
-    if not examples:
-        raise ValueError("train: no examples to train on")
-    model_path = Path(model_path).resolve()
-    if not (model_path / "config.json").is_file():
-        hint = (
-            " (a LoRA adapter: merge it first with training.merge_lora)"
-            if (model_path / "adapter_config.json").is_file()
-            else ""
-        )
-        raise ModelError(f"{model_path}: not a full HF model directory{hint}")
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    set_seed(seed)
-    tokenizer = load_tokenizer(model_path)
+def _student_model(model_path: Path, c: TrainConfig) -> tuple[Any, int]:
+    """The model to train (a fresh LoRA on it, or all weights) and its trainable parameter count."""
+    from transformers import AutoModelForCausalLM
+
     # fp32 master weights; bf16/fp16 is autocast by Trainer, which keeps small-model fine-tuning stable.
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    if finetune == "lora":
+    if c.finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
         peft_cfg = LoraConfig(
@@ -209,13 +178,16 @@ def train(
         if c.gradient_checkpointing:
             # reentrant checkpointing with frozen embeddings would otherwise cut the graph to the adapters
             model.enable_input_require_grads()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return model, sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _training_args(c: TrainConfig, ckpt_dir: Path, seed: int, max_grad_norm: float) -> TrainingArguments:
     bf16, fp16 = _mixed_precision(c.precision)
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=c.batch_size,
         gradient_accumulation_steps=c.grad_accum,
-        learning_rate=lr,
+        learning_rate=c.lr,
         num_train_epochs=c.epochs,
         max_steps=c.max_steps if c.max_steps is not None else -1,
         warmup_steps=c.warmup_steps,
@@ -242,6 +214,47 @@ def train(
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
+
+
+def train(
+    model_path: str | os.PathLike[str],
+    examples: Sequence[Example],
+    out_dir: str | os.PathLike[str],
+    cfg: TrainConfig | None = None,
+    *,
+    seed: int = 0,
+    nll_cap: float | None = None,
+    loss_fn: Any = None,
+    max_grad_norm: float = 1.0,
+    resume: bool = True,
+    metrics_path: str | os.PathLike[str] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+    **overrides: Any,
+) -> TrainResult:
+    """Train `model_path` (a full HF directory) on `examples` with the `train:` config section `cfg` (defaults
+    when None); write out_dir/{checkpoints/, final/}.
+
+    `overrides` are TrainConfig keys for this run only (EDIT's step 2: `lr=`, `epochs=`; tests:
+    `max_steps=`, `lora={"dropout": 0.0}`), validated like the YAML. `loss_fn(model, batch, nll_cap) ->
+    (summed loss, outputs)` replaces token-weighted CE (an objective's `compute_loss` hook).
+    final/ holds the LoRA adapter (whose config names the absolute base path) or the full model, plus the
+    tokenizer. With `resume`, a run that stopped (crash, preemption) continues from the newest checkpoint
+    in out_dir/checkpoints, optimizer and scheduler state included. Logged losses are appended to
+    `metrics_path` (default out_dir/train_metrics.jsonl). `callbacks` are extra Trainer callbacks.
+    """
+    from transformers import set_seed
+
+    c = _section(cfg, overrides)
+    finetune, lr = c.finetune, c.lr
+    if not examples:
+        raise ValueError("train: no examples to train on")
+    model_path = _full_model_dir(model_path)
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    set_seed(seed)
+    tokenizer = load_tokenizer(model_path)
+    model, trainable = _student_model(model_path, c)
+    args = _training_args(c, ckpt_dir, seed, max_grad_norm)
     metrics_file = Path(metrics_path) if metrics_path else out_dir / "train_metrics.jsonl"
     metrics_cb = _MetricsCallback(metrics_file, tag=f"train:{out_dir.name}")
     trainer = WeightedLossTrainer(

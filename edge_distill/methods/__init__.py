@@ -71,6 +71,16 @@ def per_strategy_accuracy(summary: dict[str, Any]) -> dict[str, float]:
     return {str(s): float(v["accuracy"]) for s, v in (summary.get("per_strategy") or {}).items()}
 
 
+def dev_record(summary: dict[str, Any]) -> dict[str, Any]:
+    """The `dev` block of an iteration/round record: accuracy, n, per-strategy accuracy, the full summary."""
+    return {
+        "accuracy": accuracy_of(summary),
+        "n": summary.get("n"),
+        "per_strategy": per_strategy_accuracy(summary),
+        "summary": summary,
+    }
+
+
 # ------------------------------------------------------------------ resumable steps
 def cached_samples(path: Path, compute: Callable[[], list[Sample]]) -> list[Sample]:
     if path.is_file():

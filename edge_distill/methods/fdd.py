@@ -17,6 +17,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,13 @@ from edge_distill.errors import ConfigError
 from edge_distill.io import read_jsonl, write_json, write_jsonl
 from edge_distill.methods import (
     Stages,
-    accuracy_of,
     adopt_eval,
     best_index,
     cached_problems,
     cached_rows,
     cached_samples,
+    dev_record,
     evaluated,
-    per_strategy_accuracy,
     read_record,
     trained_model,
 )
@@ -271,6 +271,9 @@ def run_fdd(
     original, dev = list(train_problems), list(dev_problems)
     problems, samples = list(original), list(teacher_samples)
     eval_questions = list(eval_questions) + [p.question for p in dev]
+    ctx = _Round(
+        original, teacher, stages, sampler_factory, params, feedback, eval_questions, Path(base_model)
+    )
     records: list[dict[str, Any]] = []
     model: Path | None = None
     for k in range(params.rounds):
@@ -289,25 +292,7 @@ def run_fdd(
                 model = Path(start_model)
                 adopt_eval(step, start_summary)
             else:
-                if k > 0:
-                    assert model is not None
-                    new_p, new_s = _feedback_and_generate(
-                        step,
-                        k,
-                        model,
-                        original,
-                        problems,
-                        teacher,
-                        stages,
-                        sampler_factory,
-                        params,
-                        feedback,
-                        eval_questions,
-                        record,
-                    )
-                    problems, samples = problems + new_p, samples + new_s
-                base = stages.full_model(model, step) if (k > 0 and params.continue_training) else base_model
-                model = trained_model(stages, samples, base, step / "train")
+                model, problems, samples = _train_round(step, k, model, problems, samples, record, ctx)
             write_jsonl(step / "problems.jsonl", (p.to_dict() for p in problems))
             write_jsonl(step / "samples.jsonl", (s.to_dict() for s in samples))
             summary = evaluated(stages, model, dev, step / "eval")
@@ -318,12 +303,7 @@ def run_fdd(
                 alpha=alpha(samples),
                 composition=composition(samples),
                 wall_s=round(time.perf_counter() - t0, 1),
-                dev={
-                    "accuracy": accuracy_of(summary),
-                    "n": summary.get("n"),
-                    "per_strategy": per_strategy_accuracy(summary),
-                    "summary": summary,
-                },
+                dev=dev_record(summary),
             )
             write_json(step / "record.json", record)
             log.info(
@@ -341,6 +321,35 @@ def run_fdd(
         cached_samples(best_dir / "samples.jsonl", lambda: samples),
         best_dir,
     )
+
+
+@dataclass(frozen=True)
+class _Round:
+    """What every FDD round reads and no round changes."""
+
+    original: list[Problem]
+    teacher: Any
+    stages: Stages
+    sampler_factory: SamplerFactory
+    params: FddConfig
+    feedback: SamplingParams
+    eval_questions: list[str]
+    base_model: Path
+
+
+def _train_round(step: Path, k: int, model: Path | None, problems: list[Problem], samples: list[Sample],
+                 record: dict[str, Any], ctx: _Round) -> tuple[Path, list[Problem], list[Sample]]:  # fmt: skip
+    """Round k: (k > 0) grow the data from the student's feedback, then train on all of it."""
+    if k > 0:
+        assert model is not None
+        new_p, new_s = _feedback_and_generate(
+            step, k, model, ctx.original, problems, ctx.teacher, ctx.stages, ctx.sampler_factory, ctx.params,
+            ctx.feedback, ctx.eval_questions, record,
+        )  # fmt: skip
+        problems, samples = problems + new_p, samples + new_s
+    assert model is not None or k == 0
+    base = ctx.stages.full_model(model, step) if (k > 0 and ctx.params.continue_training) else ctx.base_model
+    return trained_model(ctx.stages, samples, base, step / "train"), problems, samples
 
 
 def _feedback_and_generate(

@@ -21,12 +21,11 @@ from edge_distill.config import SikedConfig
 from edge_distill.io import write_json
 from edge_distill.methods import (
     Stages,
-    accuracy_of,
     adopt_eval,
     best_index,
     cached_samples,
+    dev_record,
     evaluated,
-    per_strategy_accuracy,
     read_record,
     should_stop,
     trained_model,
@@ -61,15 +60,6 @@ class MethodResult:
     problems: list[Problem]
     teacher_samples: list[Sample]
     best_dir: Path  # the best step's directory (`iter_k/`, `round_k/`); its dev eval is in `best_dir/eval`
-
-
-def _record_dev(record: dict[str, Any], summary: dict[str, Any]) -> None:
-    record["dev"] = {
-        "accuracy": accuracy_of(summary),
-        "n": summary.get("n"),
-        "per_strategy": per_strategy_accuracy(summary),
-        "summary": summary,
-    }
 
 
 def run_siked(
@@ -115,7 +105,7 @@ def run_siked(
                 record, model = _iteration(
                     step, k, model, train_problems, teacher, stages, sampler_factory, params, seed
                 )
-            _record_dev(record, evaluated(stages, model, dev, step / "eval"))
+            record["dev"] = dev_record(evaluated(stages, model, dev, step / "eval"))
             record.update(iteration=k, model=str(model), wall_s=round(time.perf_counter() - t0, 1))
             write_json(step / "record.json", record)
             records.append(record)
