@@ -201,3 +201,32 @@ def test_unknown_format_fails_with_the_known_ones_everywhere(tiny_model_dir, tmp
         assert callable(f.load("writer")) and callable(f.load("check_source"))
         assert f.load("parity_runtime").__name__ and f.load("bench_session").__name__
     assert get_format("gguf").runtime == "llama.cpp" and "f16" in get_format("gguf").lossless
+
+
+def test_a_new_format_row_is_all_config_profiles_and_the_bench_need(tmp_path, monkeypatch):
+    """The 'new export format' recipe (docs/ARCHITECTURE.md): one row in exporters.formats, nothing else,
+    is what config, profile validation and the bench's package reader consult."""
+    import dataclasses
+
+    import yaml
+
+    from device_profiles.loader import load_profile
+    from device_profiles.package import _model_path
+    from edge_distill.config import config_from_dict
+    from exporters import formats
+
+    row = dataclasses.replace(
+        formats.FORMATS["gguf"], name="pte", runtime="executorch", quants=("q4",), model_entry="*.pte",
+        weight_suffixes=(".pte",),
+    )  # fmt: skip
+    monkeypatch.setitem(formats.FORMATS, "pte", row)
+    cfg = config_from_dict({"export": {"targets": [{"format": "pte", "quant": "q4"}]}})
+    assert cfg.export.targets[0].format == "pte"
+    files = {"model.pte": {"bytes": 5}, "tokenizer.json": {"bytes": 1}}
+    assert _model_path(tmp_path, {"format": "pte", "files": files}) == tmp_path / "model.pte"
+    profile = yaml.safe_load(
+        (Path(__file__).parents[1] / "device_profiles/profiles/pixel-8.yaml").read_text()
+    )
+    profile.update(format="pte", runtime="executorch")
+    (tmp_path / "phone.yaml").write_text(yaml.safe_dump(profile))
+    assert load_profile(tmp_path / "phone.yaml").format == "pte"
