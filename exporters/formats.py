@@ -19,6 +19,7 @@ from exporters.quantize import GGUF_FLOATS, GGUF_QUANTS
 
 MANIFEST = "manifest.json"
 PROMPT_TEMPLATE = "prompt_template.json"
+SIGNATURE = "manifest.sig"  # detached ed25519 signature of manifest.json (exporters/signing.py)
 
 
 @dataclass(frozen=True)
