@@ -179,6 +179,21 @@ def write_onnx_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
     return "model.onnx", numbers
 
 
+def _finish_package(pkg: Path, template: dict[str, Any], meta: dict[str, Any], extra: dict[str, Any],
+                    sign_key: Any) -> None:  # fmt: skip
+    """Prompt template, manifest, model card (then the manifest again, so it covers the card), signature."""
+    (pkg / PROMPT_TEMPLATE).write_text(
+        json.dumps(template, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    manifest = package.write_manifest(pkg, **meta, extra=extra)
+    (pkg / "README.md").write_text(package.model_card(manifest, extra["model_file"]), encoding="utf-8")
+    package.write_manifest(pkg, **meta, extra=extra)
+    if sign_key is not None:
+        from exporters.signing import sign_manifest
+
+        sign_manifest(pkg, sign_key)
+
+
 def export_model(
     source: str | Path,
     out_dir: str | Path,
@@ -235,9 +250,6 @@ def export_model(
             model = None  # frees the torch weights before a builder that loads its own copy
         options = WriteOptions(threads, check_transformers, onnx_block_size, onnx_accuracy_level)
         model_file, numbers = f.load("writer")(full, pkg, work, quant, model, tokenizer, ref, options)
-        (pkg / PROMPT_TEMPLATE).write_text(
-            json.dumps(template, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
         timings = {
             "export_s": numbers.pop("export_s"),
             "export_cpu_s": numbers.pop("export_cpu_s"),
@@ -252,13 +264,7 @@ def export_model(
             source_accuracy=source_accuracy,
         )
         extra = {"model_file": model_file, "source_model": str(source), "parity": numbers, "timings": timings}
-        manifest = package.write_manifest(pkg, **meta, extra=extra)
-        (pkg / "README.md").write_text(package.model_card(manifest, model_file), encoding="utf-8")
-        package.write_manifest(pkg, **meta, extra=extra)
-        if sign_key is not None:
-            from exporters.signing import sign_manifest
-
-            sign_manifest(pkg, sign_key)
+        _finish_package(pkg, template, meta, extra, sign_key)
     logger.info("exported %s (%s %s) in %.1fs", out_dir, fmt, quant, time.perf_counter() - t_start)
     if archive:
         package.write_archive(out_dir)
