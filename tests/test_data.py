@@ -177,5 +177,7 @@ def test_line_separator_inside_a_json_string_is_not_a_line_break(tmp_path):
     """JSON strings may hold U+2028 raw (json.dumps(ensure_ascii=False) writes it so); str.splitlines
     used to cut such a row in two and call both halves invalid JSON."""
     path = tmp_path / "u2028.jsonl"
-    path.write_text(json.dumps({"question": "Two\u2028lines?", "answer": "#### 2"}, ensure_ascii=False) + "\n")
+    path.write_text(
+        json.dumps({"question": "Two\u2028lines?", "answer": "#### 2"}, ensure_ascii=False) + "\n"
+    )
     assert [p.question for p in load_problems(path, socratic=None)] == ["Two\u2028lines?"]
