@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_distill import sandbox
 from edge_distill.config import Config
 from edge_distill.errors import StageError
 from edge_distill.io import read_jsonl, write_json, write_jsonl, write_text
@@ -248,6 +249,7 @@ def run_pipeline(
 ) -> RunDir:
     """Run every stage not yet finished; stop after `until`; re-run `redo` even if finished."""
     run = RunDir(cfg, resume=resume or until is not None or redo is not None, overwrite=overwrite)
+    sandbox.configure(cfg.sandbox.mode)
     steps = plan(cfg)
     names = [n for n, _ in steps]
     for name in (until, redo):

@@ -86,7 +86,9 @@ _WORKER_ENV = {
 }
 # `-c` rather than `-m`: the package directory is put on sys.path explicitly, and the cwd (first on
 # sys.path) is the empty private directory, so nothing in the user's directory can shadow a module.
-_BOOTSTRAP = "import sys; sys.path.insert(1, sys.argv[1]); from edge_distill.sandbox_worker import main; main()"
+_BOOTSTRAP = (
+    "import sys; sys.path.insert(1, sys.argv[1]); from edge_distill.sandbox_worker import main; main()"
+)
 _EXPONENT_RE = re.compile(r"[eE]\s*[-+]?\s*(\d+)")
 
 
@@ -143,6 +145,7 @@ class _Worker:
         self.stdin: BinaryIO = self.proc.stdin  # type: ignore[assignment]
         self.out_fd = self.proc.stdout.fileno()
         self.ready = False
+        self.request_id = 0
 
     def kill(self) -> None:
         try:
@@ -183,6 +186,7 @@ class SandboxPool:
         self._dir = tempfile.mkdtemp(prefix="edge-distill-sandbox-")
         self._workers = [self._new_worker() for _ in range(max(1, n))]
         self.restarts = 0
+        self.seq = 0  # request ids, unique per pool: a frame answering any other request is a lie
         self._announced = False
 
     def _new_worker(self) -> _Worker:
@@ -228,7 +232,9 @@ class SandboxPool:
                 f"{MODE_ENV}=weak for commands without a config (edge-distill bench)."
             )
         if not self._announced:
-            log.warning("PoT sandbox in WEAK mode: no OS boundary (%s); Python-level checks and rlimits only", why)
+            log.warning(
+                "PoT sandbox in WEAK mode: no OS boundary (%s); Python-level checks and rlimits only", why
+            )
             self._announced = True
 
     def run(self, programs: list[str], timeout_s: float = 2.0, memory_mb: int = 512) -> list[PotResult]:
@@ -286,7 +292,9 @@ class _Batch:
             if not isinstance(code, str) or len(code) > _MAX_PROGRAM_CHARS:
                 self.results[i] = PotResult(False, error=f"program longer than {_MAX_PROGRAM_CHARS} chars")
                 continue
+            self.pool.seq += 1
             req = {
+                "id": self.pool.seq,
                 "code": code,
                 "cpu_s": self.cpu_s,
                 "wall_s": self.wall_s,
@@ -301,6 +309,7 @@ class _Batch:
                 self._swap(w)
                 continue
             self.busy[w] = (i, time.monotonic() + self.wall_s + _HOST_GRACE_S)
+            w.request_id = self.pool.seq
 
     def _receive(self, w: _Worker) -> None:
         try:
@@ -325,7 +334,7 @@ class _Batch:
             w.ready = True
             self.starting.pop(w, None)
             self.pool._on_ready(frame)
-        elif w in self.busy and (result := _to_result(frame)) is not None:
+        elif w in self.busy and (result := _to_result(frame, w.request_id)) is not None:
             i, _ = self.busy.pop(w)
             self.results[i] = result
         else:
@@ -343,20 +352,23 @@ class _Batch:
         for w, (i, deadline) in list(self.busy.items()):
             if now > deadline:
                 self.busy.pop(w)
-                self.results[i] = PotResult(False, error=f"timeout: worker unresponsive after {self.wall_s:g}s")
+                self.results[i] = PotResult(
+                    False, error=f"timeout: worker unresponsive after {self.wall_s:g}s"
+                )
                 log.warning("sandbox worker %d hung; replacing it", w.proc.pid)
                 self._swap(w)
         if any(now > d for d in self.starting.values()):
             raise RuntimeError(f"sandbox worker did not start within {_WORKER_START_S}s")
 
 
-def _to_result(frame: Any) -> PotResult | None:
-    """The PotResult a worker frame describes, or None if the frame is not exactly a result."""
+def _to_result(frame: Any, request_id: int) -> PotResult | None:
+    """The PotResult a worker frame describes, or None if the frame is not exactly the result of
+    request `request_id`."""
     if not isinstance(frame, dict) or not isinstance(frame.get("ok"), bool):
         return None
     key = "value" if frame["ok"] else "error"
     text = frame.get(key)
-    if not isinstance(text, str) or set(frame) != {"ok", key}:
+    if not isinstance(text, str) or set(frame) != {"ok", key, "id"} or frame["id"] != request_id:
         return None
     if not frame["ok"]:
         return PotResult(False, error=text[:_MAX_ERROR_CHARS] or "unknown error")

@@ -48,7 +48,17 @@ _SAFE_BUILTINS = (
     "ModuleNotFoundError UnboundLocalError MemoryError FloatingPointError"
 ).split()
 # Removed from the real builtins module in each child: `len.__self__` is that module.
-_SCRUBBED_BUILTINS = ("open", "input", "breakpoint", "help", "exit", "quit", "copyright", "credits", "license")
+_SCRUBBED_BUILTINS = (
+    "open",
+    "input",
+    "breakpoint",
+    "help",
+    "exit",
+    "quit",
+    "copyright",
+    "credits",
+    "license",
+)
 # Audit events a PoT program never needs: files, processes, network, threads, native code, limits.
 _DENIED_EVENT_PREFIXES = (
     "open", "os.", "subprocess.", "socket.", "shutil.", "ctypes.", "_thread.", "pty.", "fcntl.", "mmap.",
@@ -56,7 +66,9 @@ _DENIED_EVENT_PREFIXES = (
     "sqlite3.", "builtins.input", "sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile",
     "gc.", "pickle.", "marshal.", "cpython.", "_posixsubprocess.", "syslog.", "winreg.",
 )  # fmt: skip
-_FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_globals", "f_builtins"})
+_FRAME_ATTRS = frozenset(
+    {"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_globals", "f_builtins"}
+)
 
 # Compiled in each child with the policy as literal constants: the hook has no globals worth having
 # and no variables to rebind; it is unreachable from Python (no API lists audit hooks).
@@ -298,8 +310,10 @@ def _run_in_child(req: dict[str, Any], boundary: Boundary) -> dict[str, Any]:
             pass
         _, status, usage = os.wait4(pid, 0)
     cpu_used = usage.ru_utime + usage.ru_stime
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGPROF, signal.SIGXCPU) or (
-        os.WIFSIGNALED(status) and cpu_used >= cpu_s
+    if (
+        os.WIFSIGNALED(status)
+        and os.WTERMSIG(status) in (signal.SIGPROF, signal.SIGXCPU)
+        or (os.WIFSIGNALED(status) and cpu_used >= cpu_s)
     ):
         return _error(f"timeout: CPU time limit of {cpu_s:g}s exceeded")
     if timed_out:
@@ -393,7 +407,8 @@ def main() -> None:
     layers = boundary.layers() if not why_not else []
     write_frame(out_fd, {"ready": True, "strict_ok": not why_not, "layers": layers, "why_not": why_not[:300]})
     while (raw := read_frame_bytes(in_fd)) is not None:
-        write_frame(out_fd, _run_in_child(json.loads(raw), boundary))
+        req = json.loads(raw)
+        write_frame(out_fd, {**_run_in_child(req, boundary), "id": req["id"]})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,171 @@
+"""PoT sandbox modes (strict refuses without the OS boundary, weak opts out) and a host that treats
+every byte from a worker as hostile (forged, oversize, garbage frames: failed results, never a crash)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edge_distill import sandbox
+from edge_distill.config import Config
+from edge_distill.sandbox import PotResult, SandboxPool, SandboxUnavailable
+
+
+def test_strict_refuses_without_the_os_boundary_and_names_the_key() -> None:
+    with SandboxPool(workers=1, mode="strict", _simulate_no_boundary=True) as pool:
+        with pytest.raises(SandboxUnavailable) as err:
+            pool.run(["answer = 1"])
+    msg = str(err.value)
+    assert "sandbox.mode: weak" in msg and "EDGE_DISTILL_SANDBOX_MODE=weak" in msg
+    assert "disabled for testing" in msg  # says why the probe failed
+
+
+def test_weak_mode_runs_with_python_layer_and_rlimits_only() -> None:
+    with SandboxPool(workers=1, mode="weak", _simulate_no_boundary=True) as pool:
+        ok, hostile, loop = pool.run(
+            ["answer = 6 * 7", "import random\nrandom._os.system('true')", "while True:\n    pass"],
+            timeout_s=0.5,
+        )
+        assert pool.layers == []
+    assert ok == PotResult(True, answer="42")
+    assert not hostile.ok and "os.system" in (hostile.error or "")
+    assert not loop.ok and "CPU time limit" in (loop.error or "")
+
+
+def test_strict_pool_reports_its_layers() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the OS boundary is Linux-only")
+    with SandboxPool(workers=1) as pool:
+        assert pool.run(["answer = 1"])[0].ok
+        assert pool.mode == "strict" and "seccomp" in pool.layers
+
+
+def test_mode_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "_MODE", None)
+    monkeypatch.setenv(sandbox.MODE_ENV, "weak")
+    assert sandbox._default_mode() == "weak"
+    monkeypatch.setenv(sandbox.MODE_ENV, "off")
+    with pytest.raises(SandboxUnavailable, match="EDGE_DISTILL_SANDBOX_MODE"):
+        sandbox._default_mode()
+    sandbox.configure("strict")  # the config wins over the environment
+    assert sandbox._default_mode() == "strict"
+    with pytest.raises(ValueError):
+        sandbox.configure("off")
+
+
+def test_config_key() -> None:
+    assert Config().sandbox.mode == "strict"
+    assert Config.model_validate({"sandbox": {"mode": "weak"}}).sandbox.mode == "weak"
+    with pytest.raises(ValueError):
+        Config.model_validate({"sandbox": {"mode": "off"}})
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        ([1], None),
+        ({"ok": "yes", "value": "1"}, None),
+        ({"ok": True, "value": 5}, None),
+        ({"ok": True, "value": "1", "extra": 1}, None),
+        ({"ok": True, "error": "1"}, None),
+        ({"ok": False, "error": ["x"]}, None),
+        ({"ok": True, "value": "7" * 5000}, "100 digits"),
+        ({"ok": True, "value": "9" * 150}, "100 digits"),
+        ({"ok": True, "value": "1e999999"}, "not a number"),
+        ({"ok": True, "value": "-1.5E+300000000000"}, "not a number"),
+        ({"ok": True, "value": "many"}, "not a number"),
+        ({"ok": False, "error": "x" * 100_000}, "x" * 300),
+    ],
+)
+def test_result_frames_are_validated(frame: object, error: str | None) -> None:
+    if isinstance(frame, dict):
+        frame = {**frame, "id": 7}
+    assert sandbox._to_result({"ok": True, "value": "1", "id": 6}, 7) is None  # answers another request
+    res = sandbox._to_result(frame, 7)
+    if error is None:
+        assert res is None  # the batch kills and replaces the worker that sent it
+    else:
+        assert res is not None and not res.ok and error in (res.error or "")
+        assert len(res.error or "") <= 300
+
+
+_FAKE_WORKER = r"""
+import json, os, struct, sys
+sys.path.insert(1, sys.argv[1])
+from edge_distill.sandbox_worker import read_frame_bytes, write_frame
+out = os.dup(1)
+write_frame(out, {"ready": True, "strict_ok": True, "layers": ["fake"], "why_not": ""})
+while (raw := read_frame_bytes(0)) is not None:
+    req = json.loads(raw)
+    code, rid = req["code"], str(req["id"]).encode()
+    bodies = {
+        "garbage": b"\xff\xfe not json", "list": b"[1]", "deep": b"[" * 100000 + b"]" * 100000,
+        "bigint": b'{"ok": true, "id": ' + rid + b', "value": ' + b"7" * 5000 + b"}",
+        "ok-not-bool": b'{"ok": "yes", "id": ' + rid + b', "value": "1"}',
+        "bigstr": b'{"ok": true, "id": ' + rid + b', "value": "' + b"7" * 5000 + b'"}',
+    }
+    if code == "fine":
+        write_frame(out, {"ok": True, "value": "1", "id": req["id"]})
+    elif code == "oversize":
+        os.write(out, struct.pack("<I", 2**31))
+    elif code == "twice":
+        write_frame(out, {"ok": True, "value": "1", "id": req["id"]})
+        write_frame(out, {"ok": True, "value": "2", "id": req["id"]})
+    elif code == "truncated":
+        os.write(out, struct.pack("<I", 100) + b"{")
+        os._exit(0)
+    else:
+        os.write(out, struct.pack("<I", len(bodies[code])) + bodies[code])
+"""
+
+
+def test_host_survives_a_lying_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compromised worker's frames become failed results and the worker is replaced."""
+    monkeypatch.setattr(sandbox, "_BOOTSTRAP", _FAKE_WORKER)
+    codes = ["garbage", "list", "deep", "bigint", "ok-not-bool", "oversize", "truncated", "bigstr"]
+    with SandboxPool(workers=1) as pool:
+        results = pool.run(codes + ["fine"])
+        by_code = dict(zip(codes + ["fine"], results, strict=True))
+        assert by_code["fine"] == PotResult(True, answer="1")
+        assert all(not by_code[c].ok for c in codes), by_code
+        assert "100 digits" in (by_code["bigstr"].error or "")
+        assert "died" in (by_code["truncated"].error or "")
+        assert pool.restarts >= 6  # bigstr is a well-formed frame: only its answer is refused
+        # A stale second frame is never taken as the answer to the next request.
+        assert pool.run(["twice"]) == [PotResult(True, answer="1")]
+        restarts = pool.restarts
+        [stale] = pool.run(["fine"])
+        assert not stale.ok and "unexpected frame" in (stale.error or "") and pool.restarts == restarts + 1
+        assert pool.run(["fine"]) == [PotResult(True, answer="1")]
+
+
+def _nobody_can_run_python() -> str:
+    if os.geteuid() != 0:
+        return "needs root to switch to an unprivileged uid"
+    probe = "import os, sys; os.setgroups([]); os.setgid(65534); os.setuid(65534); os.execv(sys.executable, [sys.executable, '-c', 'import sympy'])"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120)
+    return "" if r.returncode == 0 else f"uid 65534 cannot run {sys.executable} here (e.g. a 0700 /root)"
+
+
+def test_corpus_as_an_unprivileged_user(tmp_path) -> None:
+    """The same boundary when the host itself is not root (user + network namespace path)."""
+    why = _nobody_can_run_python()
+    if why:
+        pytest.skip(why)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = (
+        "import os, sys; os.setgroups([]); os.setgid(65534); os.setuid(65534); sys.path.insert(0, sys.argv[1])\n"
+        "from edge_distill.sandbox import SandboxPool\n"
+        "with SandboxPool(workers=1) as p:\n"
+        "    rs = p.run(['answer = 2', \"import random\\nrandom._os.system('true')\", "
+        "\"os = __import__('random')._os\\nos.kill(os.getppid(), 9)\", 'while True: pass'], timeout_s=0.5)\n"
+        "    print([r.ok for r in rs], p.layers)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script, root], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[True, False, False, False]" in r.stdout and "seccomp" in r.stdout
