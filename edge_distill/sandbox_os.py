@@ -25,6 +25,7 @@ import errno
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 NOBODY = 65534
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None  # type: ignore[assignment]
+if _LIBC is not None:
+    _LIBC.syscall.restype = ctypes.c_long
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 _CLONE_THREAD = 0x00010000
@@ -62,6 +67,9 @@ _DENIED_SYSCALLS = (
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "bpf",
     "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "acct", "quotactl", "syslog",
     "io_uring_setup", "io_uring_enter", "io_uring_register",
+    # IPC objects outlive the process (a leak the host would pay for); scheduling of other processes
+    "shmget", "shmat", "msgget", "semget", "mq_open", "mq_unlink", "setpriority", "ioprio_set",
+    "sched_setscheduler", "sched_setparam", "sched_setattr",
 )  # fmt: skip
 # Flags that make an open() create, truncate or write: any one of them set => EPERM.
 _WRITE_OPEN_FLAGS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND, _O_TMPFILE_BIT)
@@ -71,7 +79,7 @@ _WRITE_OPEN_FLAGS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND
 class Boundary:
     """What this worker can enforce, built once; `apply` runs in each child."""
 
-    seccomp: Any = None  # a pyseccomp.SyscallFilter, or None
+    seccomp: bytes | None = None  # the compiled BPF program (struct sock_filter[]), or None
     landlock_fd: int = -1
     landlock_abi: int = 0
     netns: bool = False
@@ -100,16 +108,17 @@ class Boundary:
         layer fails (the child then reports an error instead of running the program)."""
         if os.geteuid() == 0:  # a root child could read/kill anything the filter does not cover
             os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
-        _no_new_privs()
+            os.setgid(NOBODY)  # as root these set the real, effective and saved ids alike
+            os.setuid(NOBODY)
+        if sys.platform.startswith("linux"):
+            _no_new_privs()
         if self.landlock_fd >= 0:
             rc = _syscall(_SYS_LANDLOCK_RESTRICT_SELF, self.landlock_fd, 0)
             os.close(self.landlock_fd)
             if rc != 0 and require:
                 raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
         if self.seccomp is not None:
-            self.seccomp.load()
+            _load_bpf(self.seccomp)
         elif require:
             raise OSError(errno.ENOSYS, "no seccomp filter: " + "; ".join(self.notes))
 
@@ -120,10 +129,9 @@ def enter_network_namespace() -> bool:
     through a user namespace when not root. Must run before any import that starts threads."""
     if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(None, use_errno=True)
     uid, gid = os.getuid(), os.getgid()
     flags = _CLONE_NEWNET if uid == 0 else _CLONE_NEWUSER | _CLONE_NEWNET
-    if libc.unshare(flags) != 0:
+    if _LIBC.unshare(flags) != 0:
         log.debug("unshare(netns) failed: %s", os.strerror(ctypes.get_errno()))
         return False
     if uid != 0:  # keep the same ids inside the user namespace; map nothing else
@@ -137,12 +145,13 @@ def enter_network_namespace() -> bool:
 
 
 # --------------------------------------------------------------------------- seccomp
-def _seccomp_filter(deny_all_opens: bool, notes: list[str]) -> Any:
-    """A libseccomp filter: allow by default, EPERM for everything listed above.
+def _seccomp_filter(deny_all_opens: bool, notes: list[str]) -> bytes | None:
+    """The BPF program of a libseccomp filter: allow by default, EPERM for everything listed above.
 
     pyseccomp is a thin ctypes binding with the API of libseccomp's own Python module; libseccomp
     itself (maintained, in every distribution) compiles the BPF and handles architectures (other
-    ABIs, e.g. 32-bit syscalls on x86-64, are killed by its bad-arch default)."""
+    ABIs, e.g. 32-bit syscalls on x86-64, are killed by its bad-arch default). It is compiled once
+    per worker and loaded with one prctl per child: `SyscallFilter.load` would recompile it each time."""
     try:
         import pyseccomp as sc
     except (ImportError, OSError) as e:  # pyseccomp not installed, or libseccomp.so.2 missing
@@ -174,7 +183,13 @@ def _seccomp_filter(deny_all_opens: bool, notes: list[str]) -> Any:
         rule(eperm, "prlimit64", sc.Arg(2, sc.NE, 0))  # reading limits is fine, setting is not
         for request in (_TIOCSTI, _TIOCLINUX):  # typing into a terminal
             rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
-        return f
+        with tempfile.TemporaryFile() as out:
+            f.export_bpf(out)
+            out.seek(0)
+            bpf = out.read()
+        if not bpf or len(bpf) % 8:
+            raise ValueError(f"libseccomp exported {len(bpf)} bytes of BPF")
+        return bpf
     except Exception as e:  # noqa: BLE001 - any libseccomp failure means: no filter
         notes.append(f"seccomp filter could not be built: {type(e).__name__}: {e}")
         return None
@@ -182,14 +197,23 @@ def _seccomp_filter(deny_all_opens: bool, notes: list[str]) -> Any:
 
 # --------------------------------------------------------------------------- landlock
 def _syscall(nr: int, *args: Any) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return int(libc.syscall(ctypes.c_long(nr), *args))
+    return int(_LIBC.syscall(ctypes.c_long(nr), *args))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _load_bpf(bpf: bytes) -> None:
+    """Install a compiled filter on this (single-threaded) process; needs no_new_privs first."""
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = _SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if _LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 
 
 def _no_new_privs() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 

@@ -10,6 +10,7 @@ listener, a sacrificial process lives, and a fake API key never appears in any r
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -72,9 +73,15 @@ def _effects(d: str, port: int, victim: int) -> dict[str, str]:
         "socket": "libc = len.__self__.__import__('ctypes').CDLL(None)\nfd = libc.socket(2, 1, 0)\nassert fd >= 0\n"
         f"assert libc.connect(fd, bytes([2, 0]) + ({port}).to_bytes(2, 'big') + bytes([127, 0, 0, 1]) + bytes(8), 16) == 0",
         "ctypes system": f"c = len.__self__.__import__('ctypes')\nassert c.CDLL(None).system(b'touch {d}/pwned-ctypes') == 0",
-        "ctypes raw kill": "c = len.__self__.__import__('ctypes')\nassert c.CDLL(None).syscall(62, os.getppid(), 9) == 0",
         "ctypes unlink": f"c = len.__self__.__import__('ctypes')\nassert c.CDLL(None).unlink(b'{d}/canary.txt') == 0",
     }
+    if platform.machine() == "x86_64":  # raw syscall numbers: x86-64 only
+        libc = "libc = len.__self__.__import__('ctypes').CDLL(None)\nlibc.syscall.restype = len.__self__.__import__('ctypes').c_long\n"
+        bodies["SysV shm (outlives the process)"] = (
+            f"{libc}assert libc.syscall(29, 0, 4096, 0o1000 | 0o600) >= 0"
+        )
+        bodies["x32 ABI fork"] = f"{libc}assert libc.syscall(0x40000000 | 57) >= 0"
+        bodies["raw kill syscall"] = f"{libc}assert libc.syscall(62, os.getppid(), 9) == 0"
     out = {name: body + "\nanswer = 666" for name, body in bodies.items()}
     for name, payload in (
         ("forged frames", "b'[1]'"),
