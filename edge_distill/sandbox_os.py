@@ -154,7 +154,7 @@ def _seccomp_filter(deny_all_opens: bool, notes: list[str]) -> bytes | None:
     per worker and loaded with one prctl per child: `SyscallFilter.load` would recompile it each time."""
     try:
         import pyseccomp as sc
-    except (ImportError, OSError) as e:  # pyseccomp not installed, or libseccomp.so.2 missing
+    except Exception as e:  # noqa: BLE001 - not installed, libseccomp.so.2 missing or not found
         notes.append(f"seccomp unavailable: {type(e).__name__}: {e}")
         return None
     try:

@@ -169,3 +169,34 @@ def test_corpus_as_an_unprivileged_user(tmp_path) -> None:
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "[True, False, False, False]" in r.stdout and "seccomp" in r.stdout
+
+
+def test_missing_libseccomp_means_no_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_distill import sandbox_os
+
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # import fails as if not installed
+    notes: list[str] = []
+    assert sandbox_os._seccomp_filter(deny_all_opens=False, notes=notes) is None
+    assert "seccomp unavailable" in notes[0]
+
+
+def test_without_landlock_every_open_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback when the kernel has no Landlock: no path rules, so no file may be opened at all."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+    from edge_distill import sandbox_os
+
+    monkeypatch.setattr(sandbox_os, "_landlock_ruleset", lambda roots, notes: (0, -1))
+    boundary = sandbox_os.Boundary.build(sandbox_os.read_roots())
+    assert boundary.layers() == ["seccomp"]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            boundary.apply(require=True)
+            os.open(sys.executable, os.O_RDONLY)
+        except PermissionError:
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 0
