@@ -188,6 +188,7 @@ class SandboxPool:
         self.restarts = 0
         self.seq = 0  # request ids, unique per pool: a frame answering any other request is a lie
         self._announced = False
+        self.unavailable = ""  # why strict mode refused, once a worker's probe failed
 
     def _new_worker(self) -> _Worker:
         return _Worker(self._dir, self._simulate)
@@ -225,12 +226,13 @@ class SandboxPool:
             return
         why = str(frame.get("why_not") or "unknown reason")[:_MAX_ERROR_CHARS]
         if self.mode == "strict":
-            raise SandboxUnavailable(
+            self.unavailable = (
                 f"the PoT sandbox cannot establish its OS isolation boundary here ({why}); refusing to run "
                 "model-written code. To run with weaker isolation (see README, 'Security'), set "
                 "`sandbox.mode: weak` in the run config (CLI override: sandbox.mode=weak), or "
                 f"{MODE_ENV}=weak for commands without a config (edge-distill bench)."
             )
+            raise SandboxUnavailable(self.unavailable)
         if not self._announced:
             log.warning(
                 "PoT sandbox in WEAK mode: no OS boundary (%s); Python-level checks and rlimits only", why
@@ -241,6 +243,8 @@ class SandboxPool:
         """Run every program (in parallel across workers); results in input order.
         `timeout_s` is CPU time per program; wall clock is capped at a generous multiple of it."""
         with self._lock:
+            if self.unavailable:  # every later call refuses too (children would refuse anyway)
+                raise SandboxUnavailable(self.unavailable)
             return _Batch(self, programs, timeout_s, memory_mb).run()
 
 
@@ -290,7 +294,9 @@ class _Batch:
             i = self.pending.popleft()
             code = self.programs[i]
             if not isinstance(code, str) or len(code) > _MAX_PROGRAM_CHARS:
-                self.results[i] = PotResult(False, error=f"program longer than {_MAX_PROGRAM_CHARS} chars")
+                self.results[i] = PotResult(
+                    False, error=f"program is not text or longer than {_MAX_PROGRAM_CHARS} chars"
+                )
                 continue
             self.pool.seq += 1
             req = {

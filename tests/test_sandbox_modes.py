@@ -18,6 +18,8 @@ def test_strict_refuses_without_the_os_boundary_and_names_the_key() -> None:
     with SandboxPool(workers=1, mode="strict", _simulate_no_boundary=True) as pool:
         with pytest.raises(SandboxUnavailable) as err:
             pool.run(["answer = 1"])
+        with pytest.raises(SandboxUnavailable):  # and keeps refusing
+            pool.run(["answer = 1"])
     msg = str(err.value)
     assert "sandbox.mode: weak" in msg and "EDGE_DISTILL_SANDBOX_MODE=weak" in msg
     assert "disabled for testing" in msg  # says why the probe failed
@@ -200,3 +202,40 @@ def test_without_landlock_every_open_is_refused(monkeypatch: pytest.MonkeyPatch)
         finally:
             os._exit(code)
     assert os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 0
+
+
+def test_os_boundary_holds_for_an_unprivileged_worker() -> None:
+    """What a non-root host's worker does (user + network namespace, no uid drop), in a forked child
+    that gives up root first; runs even where uid 65534 cannot start Python itself."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("needs Linux and root to switch to an unprivileged uid")
+    import _socket  # noqa: F401 - loaded here: the unprivileged child may not be able to read it
+    import tempfile
+
+    from edge_distill import sandbox_os, sandbox_worker
+
+    d = tempfile.mkdtemp(prefix="edge-distill-probe-", dir="/tmp")
+    os.chmod(d, 0o777)  # writable by the unprivileged uid: only the boundary stops the probe's canary
+    boundary = sandbox_os.Boundary.build(sandbox_os.read_roots())
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.chdir(d)
+            netns = sandbox_os.enter_network_namespace()
+            os.write(w, f"{netns}|{sandbox_worker._probe(boundary)}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = os.read(r, 4096).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    try:
+        assert out == "True|", out  # namespaces entered, probe found every denied call refused
+        assert os.listdir(d) == []
+    finally:
+        os.rmdir(d)
