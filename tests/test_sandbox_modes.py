@@ -239,3 +239,32 @@ def test_os_boundary_holds_for_an_unprivileged_worker() -> None:
         assert os.listdir(d) == []
     finally:
         os.rmdir(d)
+
+
+def test_cli_refusal_is_one_message_naming_the_key(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edge-distill teach` where the boundary is unavailable: exit 2 and the key to set; weak runs."""
+    import functools
+
+    from click.testing import CliRunner
+
+    from edge_distill.cli import main
+
+    monkeypatch.setattr(sandbox, "_MODE", None)
+    monkeypatch.setattr(sandbox, "_POOL", None)
+    monkeypatch.setattr(sandbox, "SandboxPool", functools.partial(SandboxPool, _simulate_no_boundary=True))
+    args = [
+        "teach",
+        f"runs_dir={tmp_path}",
+        "data.limit_train=4",
+        "teacher.strategies=[pot]",
+        "teacher.cache=null",
+    ]
+    try:
+        res = CliRunner().invoke(main, [*args, "name=strict"])
+        assert res.exit_code == 2, res.output
+        assert "sandbox.mode: weak" in res.output and "Traceback" not in res.output
+        res = CliRunner().invoke(main, [*args, "name=weak", "sandbox.mode=weak"])
+        assert res.exit_code == 0, res.output
+    finally:
+        if sandbox._POOL is not None:
+            sandbox._POOL.close()
