@@ -111,7 +111,7 @@ class Boundary:
             os.setgid(NOBODY)  # as root these set the real, effective and saved ids alike
             os.setuid(NOBODY)
         if sys.platform.startswith("linux"):
-            _no_new_privs()
+            no_new_privs()
         if self.landlock_fd >= 0:
             rc = _syscall(_SYS_LANDLOCK_RESTRICT_SELF, self.landlock_fd, 0)
             os.close(self.landlock_fd)
@@ -212,7 +212,7 @@ def _load_bpf(bpf: bytes) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 
 
-def _no_new_privs() -> None:
+def no_new_privs() -> None:
     if _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from edge_distill.sandbox_os import Boundary, enter_network_namespace, read_roots
+from edge_distill.sandbox_os import Boundary, enter_network_namespace, no_new_privs, read_roots
 
 ALLOWED_MODULES = frozenset(
     {
@@ -386,6 +386,8 @@ def main() -> None:
     import gc
 
     netns = enter_network_namespace()  # first: the kernel refuses unshare once threads exist
+    if sys.platform.startswith("linux"):
+        no_new_privs()  # the worker itself can never gain privileges either (e.g. a setuid binary)
     for name in sorted(ALLOWED_MODULES):  # imported once here so children never touch the file system
         try:
             __import__(name)
