@@ -32,6 +32,7 @@ import os
 import re
 import selectors
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -46,8 +47,8 @@ from edge_distill.answers import normalize_number
 from edge_distill.errors import EdgeDistillError
 from edge_distill.sandbox_worker import (
     ALLOWED_MODULES,
+    MAX_FRAME_BYTES,
     SIMULATE_NO_BOUNDARY_ENV,
-    read_frame_bytes,
     write_frame,
 )
 
@@ -144,6 +145,8 @@ class _Worker:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin: BinaryIO = self.proc.stdin  # type: ignore[assignment]
         self.out_fd = self.proc.stdout.fileno()
+        os.set_blocking(self.out_fd, False)
+        self.buf = bytearray()  # bytes received that do not yet form a whole frame
         self.ready = False
         self.request_id = 0
 
@@ -318,33 +321,55 @@ class _Batch:
             w.request_id = self.pool.seq
 
     def _receive(self, w: _Worker) -> None:
+        """Read what the worker sent so far (never blocking: a worker that stalls mid-frame is caught
+        by the deadlines) and handle every complete frame in it."""
         try:
-            raw = read_frame_bytes(w.out_fd)
-            frame = None if raw is None else json.loads(raw)
-        except (ValueError, RecursionError, OSError) as e:  # oversize, garbage, undecodable
-            self._misbehaved(w, f"unreadable frame ({type(e).__name__})")
+            chunk = os.read(w.out_fd, 1 << 16)
+        except BlockingIOError:
             return
-        if raw is None:  # EOF: the worker itself died
-            log.warning("sandbox worker %d died (rc=%s); replacing it", w.proc.pid, w.proc.poll())
-            if w in self.busy:
-                # Programs run in the worker's children, so a dead worker was killed from outside
-                # (OOM killer, a user): retry once before calling it a failure.
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._died(w)
+            return
+        w.buf += chunk
+        while len(w.buf) >= 4:
+            size = struct.unpack_from("<I", w.buf)[0]
+            if size > MAX_FRAME_BYTES:
+                self._misbehaved(w, f"frame of {size} bytes")
+                return
+            if len(w.buf) < 4 + size:
+                return
+            body = bytes(w.buf[4 : 4 + size])
+            del w.buf[: 4 + size]
+            try:
+                frame = json.loads(body)
+            except (ValueError, RecursionError) as e:  # garbage, undecodable, too deep, huge ints
+                self._misbehaved(w, f"unreadable frame ({type(e).__name__})")
+                return
+            if not w.ready and isinstance(frame, dict) and frame.get("ready") is True:
+                w.ready = True
+                self.starting.pop(w, None)
+                self.pool._on_ready(frame)
+            elif w in self.busy and (result := _to_result(frame, w.request_id)) is not None:
                 i, _ = self.busy.pop(w)
-                self.attempts[i] += 1
-                if self.attempts[i] < 2:
-                    self.pending.appendleft(i)
-                else:
-                    self.results[i] = PotResult(False, error="sandbox worker died running the program")
-            self._swap(w)
-        elif not w.ready and isinstance(frame, dict) and frame.get("ready") is True:
-            w.ready = True
-            self.starting.pop(w, None)
-            self.pool._on_ready(frame)
-        elif w in self.busy and (result := _to_result(frame, w.request_id)) is not None:
+                self.results[i] = result
+            else:
+                self._misbehaved(w, "malformed or unexpected frame")
+                return
+
+    def _died(self, w: _Worker) -> None:
+        log.warning("sandbox worker %d died (rc=%s); replacing it", w.proc.pid, w.proc.poll())
+        if w in self.busy:
+            # Programs run in the worker's children, so a dead worker was killed from outside
+            # (OOM killer, a user): retry once before calling it a failure.
             i, _ = self.busy.pop(w)
-            self.results[i] = result
-        else:
-            self._misbehaved(w, "malformed or unexpected frame")
+            self.attempts[i] += 1
+            if self.attempts[i] < 2:
+                self.pending.appendleft(i)
+            else:
+                self.results[i] = PotResult(False, error="sandbox worker died running the program")
+        self._swap(w)
 
     def _misbehaved(self, w: _Worker, why: str) -> None:
         log.warning("sandbox worker %d sent a %s; replacing it", w.proc.pid, why)

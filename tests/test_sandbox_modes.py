@@ -116,6 +116,10 @@ while (raw := read_frame_bytes(0)) is not None:
     elif code == "twice":
         write_frame(out, {"ok": True, "value": "1", "id": req["id"]})
         write_frame(out, {"ok": True, "value": "2", "id": req["id"]})
+    elif code == "stall":  # half a frame, then silence: the host must not block on it
+        os.write(out, struct.pack("<I", 100) + b"{")
+        import time
+        time.sleep(600)
     elif code == "truncated":
         os.write(out, struct.pack("<I", 100) + b"{")
         os._exit(0)
@@ -141,6 +145,9 @@ def test_host_survives_a_lying_worker(monkeypatch: pytest.MonkeyPatch) -> None:
         restarts = pool.restarts
         [stale] = pool.run(["fine"])
         assert not stale.ok and "unexpected frame" in (stale.error or "") and pool.restarts == restarts + 1
+        assert pool.run(["fine"]) == [PotResult(True, answer="1")]
+        [stalled] = pool.run(["stall"], timeout_s=0.1)  # host gives up after 10 x 0.1 + 1 + 5 s
+        assert not stalled.ok and "unresponsive" in (stalled.error or "")
         assert pool.run(["fine"]) == [PotResult(True, answer="1")]
 
 
