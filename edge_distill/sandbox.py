@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import select
 import selectors
 import shutil
 import struct
@@ -49,7 +50,7 @@ from edge_distill.sandbox_worker import (
     ALLOWED_MODULES,
     MAX_FRAME_BYTES,
     SIMULATE_NO_BOUNDARY_ENV,
-    write_frame,
+    frame_bytes,
 )
 
 __all__ = [
@@ -146,6 +147,7 @@ class _Worker:
         self.stdin: BinaryIO = self.proc.stdin  # type: ignore[assignment]
         self.out_fd = self.proc.stdout.fileno()
         os.set_blocking(self.out_fd, False)
+        os.set_blocking(self.stdin.fileno(), False)
         self.buf = bytearray()  # bytes received that do not yet form a whole frame
         self.ready = False
         self.request_id = 0
@@ -312,8 +314,8 @@ class _Batch:
                 "python_layer": self.pool.python_layer,
             }
             try:
-                write_frame(w.stdin.fileno(), req)
-            except OSError:  # the worker died between jobs: run the program on its replacement
+                _send_frame(w.stdin.fileno(), req, timeout_s=_HOST_GRACE_S)
+            except OSError:  # the worker died or stopped reading: run the program on its replacement
                 self.pending.appendleft(i)
                 self._swap(w)
                 continue
@@ -390,6 +392,21 @@ class _Batch:
                 self._swap(w)
         if any(now > d for d in self.starting.values()):
             raise RuntimeError(f"sandbox worker did not start within {_WORKER_START_S}s")
+
+
+def _send_frame(fd: int, obj: dict[str, Any], timeout_s: float) -> None:
+    """Write one frame to a worker, or raise TimeoutError: a worker that stopped reading its stdin
+    must not block the host once the pipe buffer is full (programs can be 100k chars)."""
+    data = memoryview(frame_bytes(obj))
+    deadline = time.monotonic() + timeout_s
+    while data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([], [fd], [], left)[1]:
+            raise TimeoutError("sandbox worker stopped reading its requests")
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:
+            continue
 
 
 def _to_result(frame: Any, request_id: int) -> PotResult | None:

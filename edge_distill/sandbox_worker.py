@@ -112,9 +112,13 @@ def solve_it(equation, variable):
 
 
 # --------------------------------------------------------------------------- framing (host and worker)
-def write_frame(fd: int, obj: dict[str, Any]) -> None:
+def frame_bytes(obj: dict[str, Any]) -> bytes:
     data = json.dumps(obj).encode()
-    data = struct.pack("<I", len(data)) + data
+    return struct.pack("<I", len(data)) + data
+
+
+def write_frame(fd: int, obj: dict[str, Any]) -> None:
+    data = frame_bytes(obj)
     while data:
         data = data[os.write(fd, data) :]
 
