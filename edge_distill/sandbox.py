@@ -29,8 +29,6 @@ import atexit
 import json
 import logging
 import os
-import re
-import select
 import selectors
 import shutil
 import struct
@@ -40,18 +38,18 @@ import tempfile
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from edge_distill.answers import normalize_number
 from edge_distill.errors import EdgeDistillError
-from edge_distill.sandbox_worker import (
-    ALLOWED_MODULES,
+from edge_distill.sandbox_protocol import (
+    MAX_ERROR_CHARS,
     MAX_FRAME_BYTES,
-    SIMULATE_NO_BOUNDARY_ENV,
-    frame_bytes,
+    PotResult,
+    send_frame,
+    to_result,
 )
+from edge_distill.sandbox_worker import ALLOWED_MODULES, SIMULATE_NO_BOUNDARY_ENV
 
 __all__ = [
     "ALLOWED_MODULES",
@@ -69,9 +67,6 @@ log = logging.getLogger(__name__)
 MODES = ("strict", "weak")
 MODE_ENV = "EDGE_DISTILL_SANDBOX_MODE"
 _MAX_PROGRAM_CHARS = 100_000
-_MAX_ANSWER_CHARS = 200
-_MAX_ANSWER_DIGITS = 100
-_MAX_ERROR_CHARS = 300
 _WALL_FACTOR = 10.0  # generous: on a loaded machine the CPU limit, not the wall clock, must decide
 _WORKER_START_S = 120.0  # importing sympy on a loaded 2-core box can take many seconds
 _HOST_GRACE_S = 5.0  # the worker enforces the limits; the host only catches a hung worker
@@ -91,20 +86,10 @@ _WORKER_ENV = {
 _BOOTSTRAP = (
     "import sys; sys.path.insert(1, sys.argv[1]); from edge_distill.sandbox_worker import main; main()"
 )
-_EXPONENT_RE = re.compile(r"[eE]\s*[-+]?\s*(\d+)")
 
 
 class SandboxUnavailable(EdgeDistillError):
     """The strong isolation boundary cannot be established here and weak mode was not chosen."""
-
-
-@dataclass(frozen=True)
-class PotResult:
-    """Outcome of one program: `answer` is normalized (`answers.normalize_number`) when ok."""
-
-    ok: bool
-    answer: str | None = None
-    error: str | None = None
 
 
 _MODE: str | None = None
@@ -229,7 +214,7 @@ class SandboxPool:
                 log.info("PoT sandbox: %s mode, OS boundary: %s", self.mode, ", ".join(self.layers))
                 self._announced = True
             return
-        why = str(frame.get("why_not") or "unknown reason")[:_MAX_ERROR_CHARS]
+        why = str(frame.get("why_not") or "unknown reason")[:MAX_ERROR_CHARS]
         if self.mode == "strict":
             self.unavailable = (
                 f"the PoT sandbox cannot establish its OS isolation boundary here ({why}); refusing to run "
@@ -314,7 +299,7 @@ class _Batch:
                 "python_layer": self.pool.python_layer,
             }
             try:
-                _send_frame(w.stdin.fileno(), req, timeout_s=_HOST_GRACE_S)
+                send_frame(w.stdin.fileno(), req, timeout_s=_HOST_GRACE_S)
             except OSError:  # the worker died or stopped reading: run the program on its replacement
                 self.pending.appendleft(i)
                 self._swap(w)
@@ -353,7 +338,7 @@ class _Batch:
                 w.ready = True
                 self.starting.pop(w, None)
                 self.pool._on_ready(frame)
-            elif w in self.busy and (result := _to_result(frame, w.request_id)) is not None:
+            elif w in self.busy and (result := to_result(frame, w.request_id)) is not None:
                 i, _ = self.busy.pop(w)
                 self.results[i] = result
             else:
@@ -392,55 +377,6 @@ class _Batch:
                 self._swap(w)
         if any(now > d for d in self.starting.values()):
             raise RuntimeError(f"sandbox worker did not start within {_WORKER_START_S}s")
-
-
-def _send_frame(fd: int, obj: dict[str, Any], timeout_s: float) -> None:
-    """Write one frame to a worker, or raise TimeoutError: a worker that stopped reading its stdin
-    must not block the host once the pipe buffer is full (programs can be 100k chars)."""
-    data = memoryview(frame_bytes(obj))
-    deadline = time.monotonic() + timeout_s
-    while data:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([], [fd], [], left)[1]:
-            raise TimeoutError("sandbox worker stopped reading its requests")
-        try:
-            data = data[os.write(fd, data) :]
-        except BlockingIOError:
-            continue
-
-
-def _to_result(frame: Any, request_id: int) -> PotResult | None:
-    """The PotResult a worker frame describes, or None if the frame is not exactly the result of
-    request `request_id`."""
-    if not isinstance(frame, dict) or not isinstance(frame.get("ok"), bool):
-        return None
-    key = "value" if frame["ok"] else "error"
-    text = frame.get(key)
-    if not isinstance(text, str) or set(frame) != {"ok", key, "id"} or frame["id"] != request_id:
-        return None
-    if not frame["ok"]:
-        return PotResult(False, error=text[:_MAX_ERROR_CHARS] or "unknown error")
-    return PotResult(True, answer=answer) if (answer := _safe_answer(text)) else _bad_answer(text)
-
-
-def _safe_answer(text: str) -> str | None:
-    """normalize_number, but bounded first and never raising: a result is data, not a host crash."""
-    if len(text) > _MAX_ANSWER_CHARS or sum(c.isdigit() for c in text) > _MAX_ANSWER_DIGITS:
-        return None
-    if any(int(m.group(1)[:6]) > _MAX_ANSWER_DIGITS for m in _EXPONENT_RE.finditer(text)):
-        return None  # 1e999999 would expand to a million digits
-    try:
-        answer = normalize_number(text)
-    except Exception:  # noqa: BLE001 - whatever the parser trips over, the program just failed
-        return None
-    return answer if answer is not None and len(answer) <= _MAX_ANSWER_CHARS else None
-
-
-def _bad_answer(text: str) -> PotResult:
-    if len(text) > _MAX_ANSWER_CHARS or sum(c.isdigit() for c in text) > _MAX_ANSWER_DIGITS:
-        why = f"longer than {_MAX_ANSWER_CHARS} chars or {_MAX_ANSWER_DIGITS} digits"
-        return PotResult(False, error=f"`answer` is {why}: {text[:40]!r}...")
-    return PotResult(False, error=f"`answer` is not a number: {text[:80]!r}")
 
 
 _POOL: SandboxPool | None = None

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import sys
 import time
 from typing import Any
 
 from edge_distill.sandbox_os import Boundary, enter_network_namespace, no_new_privs, read_roots
+from edge_distill.sandbox_protocol import MAX_ERROR_CHARS, read_frame_bytes, result_fields, write_frame
 
 ALLOWED_MODULES = frozenset(
     {
@@ -35,9 +35,7 @@ ALLOWED_MODULES = frozenset(
         "sympy", "numpy",
     }
 )  # fmt: skip
-MAX_FRAME_BYTES = 1 << 20  # requests carry programs of <= 100k chars; results are tiny
 _MAX_CHILD_OUTPUT = 1 << 16
-_ERROR_CHARS = 300
 SIMULATE_NO_BOUNDARY_ENV = "EDGE_DISTILL_SANDBOX_SIMULATE_NO_BOUNDARY"  # tests only: "kernel says no"
 
 _SAFE_BUILTINS = (
@@ -109,40 +107,6 @@ def solve_it(equation, variable):
         return {{v: None for v in variable}} if isinstance(variable, (list, tuple)) else {{variable: None}}
     return solutions[0]
 """
-
-
-# --------------------------------------------------------------------------- framing (host and worker)
-def frame_bytes(obj: dict[str, Any]) -> bytes:
-    data = json.dumps(obj).encode()
-    return struct.pack("<I", len(data)) + data
-
-
-def write_frame(fd: int, obj: dict[str, Any]) -> None:
-    data = frame_bytes(obj)
-    while data:
-        data = data[os.write(fd, data) :]
-
-
-def read_exact(fd: int, n: int) -> bytes | None:
-    chunks, got = [], 0
-    while got < n:
-        chunk = os.read(fd, n - got)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def read_frame_bytes(fd: int) -> bytes | None:
-    """One length-prefixed frame; None at EOF. Raises ValueError for a frame over MAX_FRAME_BYTES."""
-    head = read_exact(fd, 4)
-    if head is None:
-        return None
-    size = struct.unpack("<I", head)[0]
-    if size > MAX_FRAME_BYTES:
-        raise ValueError(f"frame of {size} bytes (limit {MAX_FRAME_BYTES})")
-    return read_exact(fd, size)
 
 
 # --------------------------------------------------------------------------- child side
@@ -252,7 +216,7 @@ def _child(req: dict[str, Any], boundary: Boundary, result_fd: int) -> None:
         payload = {"ok": True, "value": _value_text(scope["answer"])}
     except BaseException as e:  # noqa: BLE001 - any failure of the program is a result, not a crash
         try:
-            payload = {"ok": False, "error": f"{type(e).__name__}: {e}"[:_ERROR_CHARS]}
+            payload = {"ok": False, "error": f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS]}
         except BaseException:  # noqa: BLE001 - a hostile __str__
             payload = {"ok": False, "error": "the program raised an exception that cannot be printed"}
     try:
@@ -265,22 +229,17 @@ def _child(req: dict[str, Any], boundary: Boundary, result_fd: int) -> None:
 
 # --------------------------------------------------------------------------- worker side
 def _error(text: str) -> dict[str, Any]:
-    return {"ok": False, "error": text[:_ERROR_CHARS]}
+    return {"ok": False, "error": text[:MAX_ERROR_CHARS]}
 
 
 def _check_child_output(raw: bytes) -> dict[str, Any] | None:
     """The child's result if it is exactly what `_child` writes; None for anything else (a program
     that wrote to its result pipe itself, or died half-way)."""
     try:
-        obj = json.loads(raw)
+        parsed = result_fields(json.loads(raw))
     except (ValueError, RecursionError):
         return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool):
-        return None
-    key = "value" if obj["ok"] else "error"
-    if set(obj) != {"ok", key} or not isinstance(obj[key], str):
-        return None
-    return {"ok": obj["ok"], key: obj[key][:_MAX_CHILD_OUTPUT]}
+    return None if parsed is None else {"ok": parsed[0], "value" if parsed[0] else "error": parsed[1]}
 
 
 def _run_in_child(req: dict[str, Any], boundary: Boundary) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from edge_distill import sandbox
+from edge_distill import sandbox, sandbox_protocol
 from edge_distill.config import Config
 from edge_distill.sandbox import PotResult, SandboxPool, SandboxUnavailable
 
@@ -85,8 +85,10 @@ def test_config_key() -> None:
 def test_result_frames_are_validated(frame: object, error: str | None) -> None:
     if isinstance(frame, dict):
         frame = {**frame, "id": 7}
-    assert sandbox._to_result({"ok": True, "value": "1", "id": 6}, 7) is None  # answers another request
-    res = sandbox._to_result(frame, 7)
+    assert (
+        sandbox_protocol.to_result({"ok": True, "value": "1", "id": 6}, 7) is None
+    )  # answers another request
+    res = sandbox_protocol.to_result(frame, 7)
     if error is None:
         assert res is None  # the batch kills and replaces the worker that sent it
     else:
@@ -97,7 +99,7 @@ def test_result_frames_are_validated(frame: object, error: str | None) -> None:
 _FAKE_WORKER = r"""
 import json, os, struct, sys
 sys.path.insert(1, sys.argv[1])
-from edge_distill.sandbox_worker import read_frame_bytes, write_frame
+from edge_distill.sandbox_protocol import read_frame_bytes, write_frame
 out = os.dup(1)
 write_frame(out, {"ready": True, "strict_ok": True, "layers": ["fake"], "why_not": ""})
 while (raw := read_frame_bytes(0)) is not None:
