@@ -81,11 +81,17 @@ _WORKER_ENV = {
     "PYTHONHASHSEED": "0",  # set iteration order, hence some answers, is the same on every run
     "PYTHONDONTWRITEBYTECODE": "1",
 }
-# `-c` rather than `-m`: the package directory is put on sys.path explicitly, and the cwd (first on
-# sys.path) is the empty private directory, so nothing in the user's directory can shadow a module.
-_BOOTSTRAP = (
-    "import sys; sys.path.insert(1, sys.argv[1]); from edge_distill.sandbox_worker import main; main()"
-)
+# The worker imports exactly what the host can (venv, PYTHONPATH, user site: its environment is
+# scrubbed, so it gets the host's sys.path as an argument), with this edge_distill first. `-c` rather
+# than `-m`, and the user's cwd left out: nothing in the user's directory can shadow a module.
+_BOOTSTRAP = "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from edge_distill.sandbox_worker import main; main()"
+
+
+def _worker_sys_path() -> str:
+    cwd = os.getcwd()
+    paths = [str(Path(__file__).resolve().parents[1])]
+    paths += [p for p in sys.path if p and os.path.exists(p) and os.path.abspath(p) != cwd and p not in paths]
+    return json.dumps(paths)
 
 
 class SandboxUnavailable(EdgeDistillError):
@@ -121,7 +127,7 @@ class _Worker:
         if simulate_no_boundary:
             env[SIMULATE_NO_BOUNDARY_ENV] = "1"
         self.proc = subprocess.Popen(
-            [sys.executable, "-s", "-c", _BOOTSTRAP, str(Path(__file__).resolve().parents[1])],
+            [sys.executable, "-c", _BOOTSTRAP, _worker_sys_path()],
             cwd=cwd,
             env=env,
             stdin=subprocess.PIPE,

@@ -98,7 +98,7 @@ def test_result_frames_are_validated(frame: object, error: str | None) -> None:
 
 _FAKE_WORKER = r"""
 import json, os, struct, sys
-sys.path.insert(1, sys.argv[1])
+sys.path[:] = json.loads(sys.argv[1])
 from edge_distill.sandbox_protocol import read_frame_bytes, write_frame
 out = os.dup(1)
 write_frame(out, {"ready": True, "strict_ok": True, "layers": ["fake"], "why_not": ""})
@@ -154,33 +154,91 @@ def test_host_survives_a_lying_worker(monkeypatch: pytest.MonkeyPatch) -> None:
         assert pool.run(["fine"]) == [PotResult(True, answer="1")]
 
 
-def _nobody_can_run_python() -> str:
-    if os.geteuid() != 0:
-        return "needs root to switch to an unprivileged uid"
-    probe = "import os, sys; os.setgroups([]); os.setgid(65534); os.setuid(65534); os.execv(sys.executable, [sys.executable, '-c', 'import sympy'])"
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120)
-    return "" if r.returncode == 0 else f"uid 65534 cannot run {sys.executable} here (e.g. a 0700 /root)"
+def _python_for_nobody(pythonpath: str) -> str | None:
+    """An interpreter of this Python version that uid 65534 can run with our packages (the venv's own
+    may live under a 0700 /root)."""
+    v = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for exe in (sys.executable, f"/usr/bin/python{v}", f"/usr/local/bin/python{v}"):
+        probe = (
+            "import os, sys; os.setgroups([]); os.setgid(65534); os.setuid(65534); "
+            f"os.execv({exe!r}, [{exe!r}, '-c', 'import sympy, numpy, pyseccomp, edge_distill.sandbox'])"
+        )
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": pythonpath}
+        if (
+            os.path.exists(exe)
+            and subprocess.run(
+                [sys.executable, "-c", probe], env=env, capture_output=True, timeout=120
+            ).returncode
+            == 0
+        ):
+            return exe
+    return None
 
 
-def test_corpus_as_an_unprivileged_user(tmp_path) -> None:
-    """The same boundary when the host itself is not root (user + network namespace path)."""
-    why = _nobody_can_run_python()
-    if why:
-        pytest.skip(why)
+_UNPRIVILEGED_CORPUS = r"""
+import json, os, sys
+from edge_distill.sandbox import SandboxPool
+canary = sys.argv[1]
+hostile = ["import random\nrandom._os.system('true')", "import random\nrandom._os.kill(random._os.getppid(), 9)",
+           "while True:\n    pass", "import random\nanswer = random._os.environ['OPENAI_API_KEY']"]
+os_only = [f"import os\nos.unlink({canary!r})", "import os\nos.kill(os.getppid(), 9)", "import os\nos.fork()",
+           "import os\nanswer = os.environ['OPENAI_API_KEY']", f"import os\nos.truncate({canary!r}, 0)"]
+out = {"uid": os.getuid()}
+with SandboxPool(workers=1) as p:
+    out["all"] = [r.ok for r in p.run(["answer = 2", *hostile], timeout_s=0.5)]
+    out["layers"], out["restarts"] = p.layers, p.restarts
+with SandboxPool(workers=1, _python_layer=False) as p:
+    out["os_only"] = [r.ok for r in p.run(["answer = 2", *os_only], timeout_s=0.5)]
+    out["restarts"] += p.restarts
+print(json.dumps(out))
+"""
+
+
+def test_corpus_as_an_unprivileged_user() -> None:
+    """The whole sandbox with a non-root host (user + network namespace path, no uid drop)."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("needs Linux and root to switch to an unprivileged uid")
+    import json
+    import tempfile
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pythonpath = os.pathsep.join(
+        [root] + [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    )
+    exe = _python_for_nobody(pythonpath)
+    if exe is None:
+        pytest.skip("no Python interpreter of this version that uid 65534 can run with our packages")
+    d = tempfile.mkdtemp(prefix="edge-distill-canary-", dir="/tmp")
+    os.chmod(d, 0o777)
+    canary = os.path.join(d, "canary.txt")
+    with open(canary, "w") as f:
+        f.write("keep")
+    os.chmod(canary, 0o666)
     script = (
-        "import os, sys; os.setgroups([]); os.setgid(65534); os.setuid(65534); sys.path.insert(0, sys.argv[1])\n"
-        "from edge_distill.sandbox import SandboxPool\n"
-        "with SandboxPool(workers=1) as p:\n"
-        "    rs = p.run(['answer = 2', \"import random\\nrandom._os.system('true')\", "
-        "\"os = __import__('random')._os\\nos.kill(os.getppid(), 9)\", 'while True: pass'], timeout_s=0.5)\n"
-        "    print([r.ok for r in rs], p.layers)\n"
+        "import os, sys; os.setgroups([]); os.setgid(65534); os.setuid(65534); "
+        f"os.execv({exe!r}, [{exe!r}, '-c', sys.argv[1], sys.argv[2]])"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", script, root], capture_output=True, text=True, timeout=300, cwd=tmp_path
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "[True, False, False, False]" in r.stdout and "seccomp" in r.stdout
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": pythonpath, "OPENAI_API_KEY": "sk-canary-unprivileged"}
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", script, _UNPRIVILEGED_CORPUS, canary],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert out["uid"] == 65534 and "seccomp" in out["layers"] and "netns" in out["layers"]
+        assert out["all"] == [True, False, False, False, False]
+        assert out["os_only"] == [True, False, False, False, False, False]
+        assert out["restarts"] == 0
+        with open(canary) as f:
+            assert f.read() == "keep"
+    finally:
+        os.unlink(canary)
+        os.rmdir(d)
 
 
 def test_missing_libseccomp_means_no_filter(monkeypatch: pytest.MonkeyPatch) -> None:
