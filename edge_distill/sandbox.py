@@ -190,10 +190,11 @@ class SandboxPool:
         return _Worker(self._dir, self._simulate)
 
     def close(self) -> None:
-        for w in self._workers:
-            w.kill()
-        self._workers = []
-        shutil.rmtree(self._dir, ignore_errors=True)  # our own mkdtemp directory, nothing else
+        with self._lock:  # a batch running in another thread finishes first (its deadlines bound it)
+            for w in self._workers:
+                w.kill()
+            self._workers = []
+            shutil.rmtree(self._dir, ignore_errors=True)  # our own mkdtemp directory, nothing else
 
     def __enter__(self) -> SandboxPool:
         return self
