@@ -90,7 +90,10 @@ _BOOTSTRAP = "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from edge
 def _worker_sys_path() -> str:
     cwd = os.getcwd()
     paths = [str(Path(__file__).resolve().parents[1])]
-    paths += [p for p in sys.path if p and os.path.exists(p) and os.path.abspath(p) != cwd and p not in paths]
+    for p in sys.path:  # absolute: the worker runs in another directory
+        p = os.path.abspath(p) if p else cwd
+        if p != cwd and p not in paths and os.path.exists(p):
+            paths.append(p)
     return json.dumps(paths)
 
 
