@@ -135,15 +135,18 @@ def bench_packages(
     on_target: bool | None = None,
     strategy: Strategy | None = None,
     extra_profile_dirs: tuple[str | Path, ...] = (),
+    public_key: str | Path | None = None,
 ) -> list[BenchReport]:
     """Bench every package on every profile; write bench.{md,json,png} into `out_dir` when given.
 
     `problems`: eval JSONL (GSM8K format) or a list of Problem; default the builtin GSM8K test slice, first
     `accuracy_limit` problems (0 skips the accuracy stage). `on_target`: None = detect from the profile.
+    `public_key`: refuse any package without a valid manifest.sig by this ed25519 key.
     Raises EdgeDistillError subclasses (unknown profile, bad profile file, broken package, runtime failure).
     """
     loaded = [p if isinstance(p, DeviceProfile) else load_profile(p, extra_profile_dirs) for p in profiles]
-    pkgs = [read_package(d) for d in package_dirs]  # fail on a broken package before any measurement
+    # fail on a broken (or, with a public key, unsigned) package before any measurement
+    pkgs = [read_package(d, public_key=public_key) for d in package_dirs]
     eval_problems = _problems(problems, accuracy_limit)
     timing_question = (eval_problems or load_eval_problems(None, limit=1))[0].question
     # A user `host` profile (e.g. threads: 1 on a shared machine) decides how this host is measured.

@@ -62,37 +62,50 @@ class Package:
         return text
 
 
-def _verify(pkg: Path) -> list[str]:
-    # exporters.package is torch-free; it owns the manifest format, so the bench re-hashes through it.
-    from exporters.package import verify
+def _verify(pkg: Path, public_key: str | Path | None = None) -> tuple[list[str], dict[str, Any] | None]:
+    # exporters.verify is torch-free; it owns the manifest format, so the bench re-hashes through it.
+    from exporters.verify import verify
 
-    return list(verify(pkg).problems)
+    result = verify(pkg, public_key=public_key)
+    return result.problems, result.manifest
 
 
-def read_package(package_dir: str | Path, *, verify: bool = True) -> Package:
-    """Load and (by default) re-hash a package; PackageError names every problem found."""
+def read_package(
+    package_dir: str | Path, *, verify: bool = True, public_key: str | Path | None = None
+) -> Package:
+    """Load and (by default) re-hash a package; PackageError names every problem found. With a
+    `public_key`, an unsigned or badly signed package is refused too."""
     pkg = Path(package_dir)
     if not pkg.is_dir():
         raise PackageError(
             f"package {pkg}: not a directory (expected export/<format>-<quant>/ from the exporter)"
         )
-    man_path = pkg / MANIFEST
-    try:
-        manifest = json.loads(man_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise PackageError(f"package {pkg}: {MANIFEST} missing; re-export the package") from e
-    except json.JSONDecodeError as e:
-        raise PackageError(f"package {pkg}: {MANIFEST} is not valid JSON ({e})") from e
-    missing = [k for k in ("format", "runtime", "files") if k not in manifest]
-    if missing:
-        raise PackageError(f"package {pkg}: {MANIFEST} lacks {', '.join(missing)}")
-    if verify and (problems := _verify(pkg)):
-        raise PackageError(f"package {pkg} failed verification (re-export it):\n  " + "\n  ".join(problems))
+    if not (pkg / MANIFEST).exists():
+        raise PackageError(f"package {pkg}: {MANIFEST} missing; re-export the package")
+    if verify or public_key is not None:  # the checked (and signed) bytes are the ones used: no second read
+        problems, checked = _verify(pkg, public_key)
+        if problems:
+            raise PackageError(
+                f"package {pkg} failed verification (re-export it):\n  " + "\n  ".join(problems)
+            )
+        manifest: dict[str, Any] = checked or {}
+    else:
+        try:
+            manifest = json.loads((pkg / MANIFEST).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise PackageError(f"package {pkg}: {MANIFEST} unreadable ({e.strerror or e})") from None
+        except (ValueError, RecursionError) as e:
+            raise PackageError(f"package {pkg}: {MANIFEST} is not valid JSON ({str(e)[:200]})") from None
+        missing = [
+            k for k in ("format", "runtime", "files") if not isinstance(manifest, dict) or k not in manifest
+        ]
+        if missing:
+            raise PackageError(f"package {pkg}: {MANIFEST} lacks {', '.join(missing)}")
     try:
         template = json.loads((pkg / PROMPT_TEMPLATE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError) as e:
-        raise PackageError(f"package {pkg}: {PROMPT_TEMPLATE} missing or invalid ({e})") from e
-    if "{question}" not in str(template.get("student_prompt", "")):
+    except (OSError, ValueError, RecursionError) as e:
+        raise PackageError(f"package {pkg}: {PROMPT_TEMPLATE} missing or invalid ({str(e)[:200]})") from None
+    if not isinstance(template, dict) or "{question}" not in str(template.get("student_prompt", "")):
         raise PackageError(f"package {pkg}: {PROMPT_TEMPLATE}: student_prompt must contain {{question}}")
     return Package(pkg, manifest, template, _model_path(pkg, manifest))
 

@@ -142,9 +142,25 @@ def eval_cmd(config: str | None, overrides: tuple[str, ...]) -> None:
 @click.option(
     "--parity-prompts", default=3, show_default=True, help="Prompts for the greedy-token parity check."
 )
-def export(source: str, fmt: str, quant: str, out: str | None, archive: bool, parity_prompts: int) -> None:
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False),
+    help="ed25519 private key (PEM, see `edge-distill keygen`): also write manifest.sig.",
+)
+def export(
+    source: str,
+    fmt: str,
+    quant: str,
+    out: str | None,
+    archive: bool,
+    parity_prompts: int,
+    sign_key: str | None,
+) -> None:
     """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package."""
     from exporters import export_model, resolve_source, run_metadata
+    from exporters.signing import load_private_key
+
+    key = load_private_key(sign_key) if sign_key else None  # a bad key fails before minutes of export
 
     src = Path(source)
     cascod = None
@@ -169,22 +185,61 @@ def export(source: str, fmt: str, quant: str, out: str | None, archive: bool, pa
         cascod_template=cascod,
         parity_prompts=parity_prompts,
         archive=archive,
+        sign_key=key,
     )
-    click.echo(f"package: {pkg}")
+    click.echo(f"package: {pkg}" + (" (signed: manifest.sig)" if key is not None else ""))
 
 
 @main.command()
 @click.argument("package", type=click.Path(file_okay=False))
-def verify(package: str) -> None:
-    """Re-hash every file of an export package against its manifest."""
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False),
+    help="ed25519 public key: also require a valid manifest.sig by it.",
+)
+def verify(package: str, public_key: str | None) -> None:
+    """Re-hash every file of an export package against its manifest (paths confined to the package)."""
     from exporters import verify as verify_package
 
-    result = verify_package(package)
+    result = verify_package(package, public_key=public_key)
     if not result.ok:
         for problem in result.problems:
             click.echo(f"MISMATCH {problem}", err=True)
         sys.exit(1)
-    click.echo(f"ok: {result.checked} files match {Path(package) / 'manifest.json'}")
+    signed = ", signature valid" if result.signed else ""
+    click.echo(f"ok: {result.checked} files match {Path(package) / 'manifest.json'}{signed}")
+
+
+@main.command()
+@click.argument("key", type=click.Path(dir_okay=False))
+def keygen(key: str) -> None:
+    """Write a new ed25519 key pair for package signatures: KEY (private, mode 0600) and KEY.pub."""
+    from exporters.signing import generate_keypair
+
+    priv, pub = generate_keypair(key)
+    click.echo(
+        f"private key: {priv} (keep it secret)\npublic key: {pub} (give it to whoever runs verify/bench)"
+    )
+
+
+@main.command()
+@click.argument("package", type=click.Path(file_okay=False))
+@click.option(
+    "--key", "key_path", type=click.Path(dir_okay=False), required=True, help="ed25519 private key."
+)
+def sign(package: str, key_path: str) -> None:
+    """Sign an existing package (e.g. one `run` exported): verify it, then write manifest.sig."""
+    from exporters import verify as verify_package
+    from exporters.signing import load_private_key, sign_manifest
+
+    key = load_private_key(key_path)
+    result = verify_package(package)
+    if not result.ok:
+        for problem in result.problems:
+            click.echo(f"MISMATCH {problem}", err=True)
+        click.echo("refusing to sign a package that does not verify", err=True)
+        sys.exit(1)
+    click.echo(f"signed: {sign_manifest(package, key)}")
 
 
 @main.command()
@@ -202,7 +257,12 @@ def verify(package: str) -> None:
 @click.option(
     "--on-target/--on-host", default=None, help="Force measured (on the device) or estimated numbers."
 )
-def bench(packages, profiles, problems, accuracy_limit, repetitions, out, on_target) -> None:
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False),
+    help="ed25519 public key: refuse any package without a valid manifest.sig by it.",
+)
+def bench(packages, profiles, problems, accuracy_limit, repetitions, out, on_target, public_key) -> None:
     """Measure packages through their runtime and gate them against device budgets (exit 3 on a failed gate)."""
     from device_profiles import bench_packages, bench_summary
 
@@ -214,6 +274,7 @@ def bench(packages, profiles, problems, accuracy_limit, repetitions, out, on_tar
         repetitions=repetitions,
         out_dir=out,
         on_target=on_target,
+        public_key=public_key,
     )
     click.echo((Path(out) / "bench.md").read_text(encoding="utf-8"))
     if not bench_summary(reports)["all_passed"]:

@@ -53,7 +53,9 @@ class HttpTeacherConfig(Section):
     api_key_env: str | None = "OPENAI_API_KEY"
     endpoint: Literal["completions", "chat"] = "completions"
     concurrency: int = Field(default=8, ge=1)
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0)  # total per attempt: connect + send + the whole body
+    # a larger response body is a fault (`too_large`), never cached; 8 MiB holds n=K long completions
+    max_response_bytes: int = Field(default=8 << 20, ge=1024)
     max_retries: int = Field(default=4, ge=0)
     backoff_s: float = Field(default=0.5, ge=0)  # first retry delay; doubles per attempt; Retry-After wins
     # send n=K in one request (vLLM, hosted APIs); a server that returns fewer choices is looped anyway

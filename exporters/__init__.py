@@ -6,7 +6,7 @@ gguf, llama_cpp, onnxruntime_genai) are imported inside the functions that need 
 
 from exporters.api import export_model, export_targets, resolve_source, run_metadata
 from exporters.errors import ExportError, ParityError
-from exporters.package import VerifyResult, verify
+from exporters.verify import VerifyResult, verify
 
 __all__ = [
     "ExportError",

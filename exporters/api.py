@@ -189,12 +189,14 @@ def export_model(
     onnx_block_size: int = 32,
     onnx_accuracy_level: int = 4,
     check_transformers: bool = True,
+    sign_key: Any = None,
 ) -> Path:
     """Export `source` (HF dir or LoRA adapter) to a verified package at `out_dir`; returns `out_dir`.
 
     The package appears only after every parity check passed (ParityError otherwise, with the numbers);
     any failure leaves nothing at `out_dir`. `parity_prompts` is a list of prompts or a count of built-in
-    GSM8K-style prompts in the student format (default 3).
+    GSM8K-style prompts in the student format (default 3). `sign_key` (an ed25519 private key, see
+    exporters.signing) adds manifest.sig inside the same atomic step.
     """
     source, out_dir = Path(source), Path(out_dir)
     check_request(source, fmt, quant)
@@ -251,6 +253,10 @@ def export_model(
         manifest = package.write_manifest(pkg, **meta, extra=extra)
         (pkg / "README.md").write_text(package.model_card(manifest, model_file), encoding="utf-8")
         package.write_manifest(pkg, **meta, extra=extra)
+        if sign_key is not None:
+            from exporters.signing import sign_manifest
+
+            sign_manifest(pkg, sign_key)
     logger.info("exported %s (%s %s) in %.1fs", out_dir, fmt, quant, time.perf_counter() - t_start)
     if archive:
         package.write_archive(out_dir)

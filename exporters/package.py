@@ -1,4 +1,6 @@
-"""Export package: model files + tokenizer + prompt template + manifest.json (sha256 of every file) + model card."""
+"""Export package: model files + tokenizer + prompt template + manifest.json (sha256 of every file) + model card.
+
+Checking a package against its manifest is exporters/verify.py."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import hashlib
 import json
 import logging
 import tarfile
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from exporters.errors import ExportError
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"  # detached ed25519 signature of manifest.json (exporters/signing.py)
 PROMPT_TEMPLATE = "prompt_template.json"
 RUNTIMES = {"gguf": "llama.cpp", "onnx": "onnxruntime-genai"}
 
@@ -64,7 +66,11 @@ def default_prompt_template(cascod_template: dict[str, Any] | None = None) -> di
 
 
 def _files(pkg: Path) -> list[Path]:
-    return sorted(p for p in pkg.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return sorted(
+        p
+        for p in pkg.rglob("*")
+        if p.is_file() and p.relative_to(pkg).as_posix() not in (MANIFEST, SIGNATURE)
+    )
 
 
 def write_manifest(pkg: Path, *, fmt: str, quant: str, source_run: str | None, config_digest: str | None,
@@ -87,42 +93,6 @@ def write_manifest(pkg: Path, *, fmt: str, quant: str, source_run: str | None, c
     }
     (pkg / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
-
-
-@dataclass
-class VerifyResult:
-    package: Path
-    ok: bool
-    problems: list[str] = field(default_factory=list)
-    checked: int = 0
-
-
-def verify(package: str | Path) -> VerifyResult:
-    """Re-hash every file listed in manifest.json; report missing, changed and unlisted files."""
-    pkg = Path(package)
-    man_path = pkg / MANIFEST
-    if not man_path.is_file():
-        return VerifyResult(pkg, False, [f"{man_path}: missing"])
-    try:
-        files: dict[str, dict[str, Any]] = json.loads(man_path.read_text(encoding="utf-8"))["files"]
-    except (ValueError, KeyError) as e:
-        return VerifyResult(pkg, False, [f"{man_path}: unreadable ({e})"])
-    problems = []
-    for name, meta in files.items():
-        p = pkg / name
-        if not p.is_file():
-            problems.append(f"{name}: missing")
-        elif p.stat().st_size != meta["bytes"]:
-            problems.append(f"{name}: {p.stat().st_size} bytes, manifest says {meta['bytes']}")
-        elif sha256_file(p) != meta["sha256"]:
-            problems.append(f"{name}: sha256 mismatch")
-    listed = set(files)
-    problems += [
-        f"{p.relative_to(pkg).as_posix()}: not in manifest"
-        for p in _files(pkg)
-        if p.relative_to(pkg).as_posix() not in listed
-    ]
-    return VerifyResult(pkg, not problems, problems, len(files))
 
 
 def _fmt_bytes(n: int) -> str:

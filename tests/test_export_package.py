@@ -32,6 +32,7 @@ def pkg(tmp_path) -> Path:
     (p / "model-q4_k_m.gguf").write_bytes(bytes(range(256)) * 40)
     (p / "tokenizer.json").write_text('{"x": 1}')
     (p / "sub" / "extra.txt").write_text("hello")
+    (p / "prompt_template.json").write_text(json.dumps(default_prompt_template()))  # essential for verify
     write_manifest(p, fmt="gguf", quant="q4_k_m", source_run="runs/a", config_digest="sha256:abc",
                    source_accuracy={"dev": 0.25, "n": 40})  # fmt: skip
     return p
@@ -41,10 +42,10 @@ def test_manifest_has_contract_fields_and_hashes(pkg):
     m = json.loads((pkg / "manifest.json").read_text())
     assert MANIFEST_KEYS <= set(m)
     assert m["runtime"] == "llama.cpp" and m["source_accuracy"] == {"dev": 0.25, "n": 40}
-    assert set(m["files"]) == {"model-q4_k_m.gguf", "tokenizer.json", "sub/extra.txt"}
+    assert set(m["files"]) == {"model-q4_k_m.gguf", "tokenizer.json", "sub/extra.txt", "prompt_template.json"}
     assert m["files"]["model-q4_k_m.gguf"]["bytes"] == 256 * 40
     assert all(len(f["sha256"]) == 64 for f in m["files"].values())
-    assert verify(pkg).ok and verify(pkg).checked == 3
+    assert verify(pkg).ok and verify(pkg).checked == 4
 
 
 def test_flipped_byte_fails_verify(pkg):

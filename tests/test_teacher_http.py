@@ -2,112 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from fake_openai import FakeOpenAI
 
 from edge_distill.errors import TeacherError
 from edge_distill.teachers.cache import TeacherCache
 from edge_distill.teachers.http import HttpTeacher
 from edge_distill.teachers.live import Sampling
 from edge_distill.teachers.llamacpp import free_port
-
-
-class FakeOpenAI:
-    """Answers POST /v1/completions and /v1/chat/completions; `schedule` scripts the first responses.
-
-    Behaviours: ok, length (finish_reason=length), 500/502/429/400/401/404 (status), hang (never answers
-    within the client timeout), truncated (Content-Length larger than the body), garbage (not JSON),
-    empty (no choices). After the schedule every request is "ok".
-    """
-
-    def __init__(self, schedule: list[str] | None = None, honor_n: bool = False, hang_s: float = 3.0):
-        self.schedule = list(schedule or [])
-        self.honor_n, self.hang_s = honor_n, hang_s
-        self.log: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.closing = threading.Event()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with fake.lock:
-                    what = fake.schedule.pop(0) if fake.schedule else "ok"
-                    fake.log.append(
-                        {
-                            "path": self.path,
-                            "body": body,
-                            "auth": self.headers.get("Authorization"),
-                            "what": what,
-                        }
-                    )
-                fake.respond(self, what, body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    @staticmethod
-    def text_for(body: dict[str, Any], j: int = 0) -> str:
-        prompt = body.get("prompt") or body["messages"][-1]["content"]
-        return f"echo {prompt} seed={body.get('seed')} j={j}"
-
-    def respond(self, h: BaseHTTPRequestHandler, what: str, body: dict[str, Any]) -> None:
-        if what == "hang":
-            self.closing.wait(self.hang_s)
-            return
-        if what.isdigit():
-            status, payload = int(what), json.dumps({"error": {"message": f"scripted {what}"}}).encode()
-        elif what == "garbage":
-            status, payload = 200, b"<html>502 Bad Gateway</html>"
-        elif what == "empty":
-            status, payload = 200, b'{"choices": []}'
-        else:
-            n = int(body.get("n", 1)) if self.honor_n else 1
-            chat = "messages" in body
-            choices = [
-                {"index": j, "finish_reason": "length" if what == "length" else "stop"}
-                | (
-                    {"message": {"role": "assistant", "content": self.text_for(body, j)}}
-                    if chat
-                    else {"text": self.text_for(body, j)}
-                )
-                for j in range(n)
-            ]
-            status, payload = (
-                200,
-                json.dumps({"choices": choices, "usage": {"completion_tokens": 7 * n}}).encode(),
-            )
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        if what == "429":
-            h.send_header("Retry-After", "0")
-        if what == "truncated":
-            h.send_header("Content-Length", str(len(payload) + 100))
-            h.end_headers()
-            h.wfile.write(payload[:20])
-            return
-        h.send_header("Content-Length", str(len(payload)))
-        h.end_headers()
-        h.wfile.write(payload)
-
-    def __enter__(self) -> FakeOpenAI:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.closing.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -262,3 +168,28 @@ def test_a_bad_request_is_one_failure_but_a_run_of_them_stops(fake: FakeOpenAI) 
     fake.schedule = ["422"] * 10  # every request rejected: a misconfigured teacher, not bad luck
     with pytest.raises(TeacherError, match="4 call\\(s\\) in a row failed; last error: http_422"):
         teacher(fake.url, give_up_after=4).complete([f"q{i}" for i in range(10)], 1, SAMPLING)
+
+
+def test_cli_teach_with_a_corrupt_cache_file_warns_and_runs_uncached(
+    fake: FakeOpenAI, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from click.testing import CliRunner
+
+    from edge_distill.cli import main
+    from edge_distill.io import read_jsonl
+
+    cache = tmp_path / "cache.sqlite"
+    cache.write_bytes(b"SQLite format 3\x00" + b"\xde\xad" * 4000)  # the magic, then garbage
+    before = cache.read_bytes()
+    args = [
+        "teach", "configs/teacher-llamacpp-server.yaml", f"runs_dir={tmp_path / 'runs'}", "name=t",
+        "data.limit_train=2", "data.dev_size=5", "teacher.n_shots=1", f"teacher.http.base_url={fake.url}",
+        f"teacher.cache={cache}", "teacher.http.concurrency=1",
+    ]  # fmt: skip
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert len(read_jsonl(tmp_path / "runs" / "t" / "teach" / "samples.jsonl")) == 2 * 3 * 2
+    warned = [r.getMessage() for r in caplog.records if "running without a cache" in r.getMessage()]
+    assert len(warned) == 1 and str(cache) in warned[0]
+    assert cache.read_bytes() == before

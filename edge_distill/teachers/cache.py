@@ -1,9 +1,15 @@
 """Persistent teacher cache (SQLite): a paid completion is never paid for twice.
 
-Key = sha256 of (backend, model, prompt, sampling params, sample index). One file can be shared by many
-runs and by concurrent processes (WAL journal + busy timeout). Only successful completions are stored
-(finish "stop" or "length": both were paid for); failed calls are recorded in `faults` for the report but
-never cached, so a re-run retries them.
+Key = sha256 of (key version, backend variant, model, prompt, sampling params, sample index). The backend
+variant names the teacher's identity: the HTTP teacher's normalised base URL (another server with the same
+model name is another teacher), the llama.cpp teacher's GGUF fingerprint. KEY_VERSION changes whenever the
+key's meaning changes, so entries of an older format are never served (they stay in the file, unused).
+One file can be shared by many runs and by concurrent processes (WAL journal + busy timeout). Only
+successful completions are stored (finish "stop" or "length": both were paid for); failed calls are
+recorded in `faults` for the report but never cached, so a re-run retries them.
+
+A cache is an optimisation: a file SQLite cannot use (garbage, truncated, unwritable, disk full) is
+reported once, naming the file and what to do, and the run goes on uncached; the file is left as it is.
 """
 
 from __future__ import annotations
@@ -14,14 +20,17 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 DEFAULT_CACHE = Path("~/.cache/edge-distill/teacher.sqlite")
+# 2: the backend variant carries the server URL / model file identity (v1 keys ignored base_url)
+KEY_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -56,7 +65,14 @@ def resolve_cache_path(spec: str | Path | None) -> Path | None:
 
 def cache_key(backend: str, model: str, prompt: str, sampling: Mapping[str, Any], index: int) -> str:
     blob = json.dumps(
-        {"backend": backend, "model": model, "prompt": prompt, "sampling": dict(sampling), "index": index},
+        {
+            "v": KEY_VERSION,
+            "backend": backend,
+            "model": model,
+            "prompt": prompt,
+            "sampling": dict(sampling),
+            "index": index,
+        },  # fmt: skip
         sort_keys=True,
         ensure_ascii=False,
     )
@@ -71,33 +87,70 @@ class CachedCompletion:
 
 
 class TeacherCache:
-    """Thread-safe wrapper around one SQLite file (one connection guarded by a lock)."""
+    """Thread-safe wrapper around one SQLite file (one connection guarded by a lock).
+
+    Any SQLite or OS error disables the cache for the rest of the process after one warning: lookups then
+    miss and stores are dropped, which costs money but never the run."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False)
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        self._db: sqlite3.Connection | None = None
+        self.broken: str | None = None  # why the cache was switched off
         self.hits = 0
         self.misses = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.commit()
+        except (sqlite3.Error, OSError) as e:
+            self._disable(e)
+
+    def _disable(self, e: BaseException) -> None:
+        if self.broken is None:
+            self.broken = f"{type(e).__name__}: {e}"
+            log.warning(
+                "teacher cache %s is unusable (%s): running without a cache from here on. The file is left "
+                "untouched; move it away (or set teacher.cache to another file, or null) to start a fresh one.",
+                self.path, self.broken,
+            )  # fmt: skip
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+
+    def _guard(self, op: Callable[[sqlite3.Connection], _R], default: _R) -> _R:
+        with self._lock:
+            if self._db is None:
+                return default
+            try:
+                return op(self._db)
+            except (sqlite3.Error, OSError) as e:
+                self._disable(e)
+                return default
 
     def get_many(self, keys: list[str]) -> dict[str, CachedCompletion]:
-        found: dict[str, CachedCompletion] = {}
-        with self._lock:
+        def op(db: sqlite3.Connection) -> dict[str, CachedCompletion]:
+            found: dict[str, CachedCompletion] = {}
             for start in range(0, len(keys), 500):  # stay under SQLite's variable limit
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
+                rows = db.execute(
                     f"SELECT key, text, finish_reason, completion_tokens FROM completions WHERE key IN ({marks})",
                     chunk,
                 ).fetchall()
                 for key, text, finish, tokens in rows:
                     found[key] = CachedCompletion(text, finish, tokens)
+            return found
+
+        found = self._guard(op, {})
+        with self._lock:
             self.hits += len(found)
             self.misses += len(set(keys)) - len(found)
         return found
@@ -111,31 +164,53 @@ class TeacherCache:
         ]
         if not rows:
             return
-        with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._db.commit()
+
+        def op(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.commit()
+
+        self._guard(op, None)
 
     def record_fault(self, key: str, backend: str, model: str, reason: str, error: str | None) -> None:
-        with self._lock:
-            self._db.execute(
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO faults VALUES (?, ?, ?, ?, ?, ?)",
-                (key, backend, model, reason, error, time.time()),
+                (
+                    key,
+                    backend,
+                    model,
+                    reason,
+                    (error or "")[:2000] if error is not None else None,
+                    time.time(),
+                ),
             )
-            self._db.commit()
+            db.commit()
+
+        self._guard(op, None)
 
     def fault_counts(self, backend: str | None = None, model: str | None = None) -> dict[str, int]:
         sql = "SELECT reason, COUNT(*) FROM faults WHERE (? IS NULL OR backend = ?) AND (? IS NULL OR model = ?)"
-        with self._lock:
-            rows = self._db.execute(sql + " GROUP BY reason", (backend, backend, model, model)).fetchall()
+        rows = self._guard(
+            lambda db: db.execute(sql + " GROUP BY reason", (backend, backend, model, model)).fetchall(), []
+        )
         return {reason: n for reason, n in rows}
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0])
+        return int(self._guard(lambda db: db.execute("SELECT COUNT(*) FROM completions").fetchone()[0], 0))
 
     def stats(self) -> dict[str, Any]:
-        return {"path": str(self.path), "hits": self.hits, "misses": self.misses, "entries": len(self)}
+        d: dict[str, Any] = {
+            "path": str(self.path),
+            "hits": self.hits,
+            "misses": self.misses,
+            "entries": len(self),
+        }
+        if self.broken is not None:
+            d["disabled"] = self.broken
+        return d
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None

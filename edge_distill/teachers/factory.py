@@ -38,6 +38,7 @@ def make_teacher(
     max_retries: int = 4,
     backoff_s: float = 0.5,
     supports_n: bool = False,
+    max_response_bytes: int = 8 << 20,
     extra_body: dict[str, Any] | None = None,
     # llamacpp
     n_ctx: int = 4096,
@@ -82,6 +83,7 @@ def make_teacher(
             max_retries=max_retries,
             backoff_s=backoff_s,
             supports_n=supports_n,
+            max_response_bytes=max_response_bytes,
             extra_body=extra_body,
             **live,
         )
@@ -128,6 +130,7 @@ def teacher_from_config(
         max_retries=h.max_retries,
         backoff_s=h.backoff_s,
         supports_n=h.supports_n,
+        max_response_bytes=h.max_response_bytes,
         extra_body=h.extra_body,
         n_ctx=cfg.n_ctx,
         n_threads=cfg.n_threads,

@@ -1,9 +1,14 @@
 """OpenAI-compatible HTTP teacher: vLLM serve, llama_cpp.server, Ollama, hosted APIs.
 
-Stdlib only (urllib + a thread pool), so the device install needs nothing more. Per call:
+httpx (async, driven from a private event-loop thread) + tenacity. The server is untrusted:
+- every attempt has a total deadline (`timeout_s`: connect + send + the whole body), so a server that
+  trickles one byte a second cannot stall a run; the body is streamed and refused past
+  `max_response_bytes` (a fault, never cached); redirects are never followed, so the API key never goes
+  to another URL (a 3xx is a counted fault that names the target);
+- the body is validated in one place (`http_schema`): any malformed shape is a `bad_response` fault;
 - retries with exponential backoff (+ jitter, honouring Retry-After) on 429, 5xx, timeouts, dropped
-  connections, truncated and unparseable bodies; a call that still fails becomes a failed Completion
-  with its reason, and the run goes on;
+  connections, truncated and malformed bodies; a call that still fails becomes a failed Completion with
+  its reason, and the run goes on;
 - 401/403 (auth) and 404 (wrong URL or model) stop at once with one TeacherError, as does a teacher whose
   first calls all fail or that fails `give_up_after` calls in a row (a dead server is not "a few faults").
 `n` > 1 is sent when `supports_n` is set; a server that returns fewer choices (llama_cpp.server ignores
@@ -12,25 +17,35 @@ Stdlib only (urllib + a thread pool), so the device install needs nothing more. 
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import json
 import logging
 import os
 import random
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Literal
+from collections.abc import Coroutine, Iterator
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from edge_distill.errors import TeacherError
+from edge_distill.teachers.http_schema import BadResponse, parse_completion_body
 from edge_distill.teachers.live import Generation, LiveTeacher, Request, Sampling
+
+try:
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - a base dependency on Python >= 3.11
+    raise TeacherError(
+        "teacher.backend=http needs httpx2 (Python >= 3.11): pip install 'httpx2>=2.16' tenacity"
+    ) from None
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 FATAL_STATUS = {401: "authentication failed", 403: "access denied", 404: "not found"}
+DEFAULT_MAX_RESPONSE_BYTES = 8 << 20  # a completion of 512 tokens is a few kB; 8 MiB leaves room for n=K
+_T = TypeVar("_T")
 
 
 class _Retryable(Exception):
@@ -40,11 +55,46 @@ class _Retryable(Exception):
 
 
 class _Final(Exception):
-    """A per-call failure that retrying will not fix (e.g. HTTP 400: prompt longer than the context)."""
+    """A per-call failure that retrying will not fix (HTTP 400: prompt too long; a redirect; a huge body)."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
+
+
+def normalise_base_url(url: str) -> str:
+    """scheme://host:port/path of `url` for the cache key: lowercased scheme and host, explicit port, no
+    credentials, query, fragment or trailing slash. Two spellings of one server share a cache; two servers
+    never do."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or {"http": 80, "https": 443}.get(scheme)
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return urlunsplit((scheme, f"{host}:{port}" if port else host, parts.path.rstrip("/"), "", ""))
+
+
+class _LoopThread:
+    """An asyncio loop on a private daemon thread: `run(coro)` blocks the caller until the coroutine is done.
+    The caller may itself be inside a running loop (a notebook) without clashing with ours."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="teacher-http", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
 
 
 class HttpTeacher(LiveTeacher):
@@ -63,12 +113,23 @@ class HttpTeacher(LiveTeacher):
         backoff_s: float = 0.5,
         supports_n: bool = False,
         give_up_after: int = 8,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         extra_body: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
         super().__init__(model, **kwargs)
         if endpoint not in ("completions", "chat"):
             raise TeacherError(f"teacher.http.endpoint: {endpoint!r} is not one of completions, chat")
+        try:
+            parsed = httpx.URL(base_url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            parsed = None
+        port_ok = parsed is not None and (parsed.port is None or 0 < parsed.port < 65536)
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host or not port_ok:
+            raise TeacherError(
+                f"teacher.http.base_url: {base_url[:200]!r} is not an http:// or https:// URL with a host "
+                "(and a port below 65536)"
+            )
         self.base_url = base_url.rstrip("/")
         self.endpoint = endpoint
         self.url = f"{self.base_url}/{'chat/completions' if endpoint == 'chat' else 'completions'}"
@@ -77,18 +138,19 @@ class HttpTeacher(LiveTeacher):
         self.max_retries, self.backoff_s = max_retries, backoff_s
         self.supports_n = supports_n
         self.give_up_after = give_up_after
+        self.max_response_bytes = max_response_bytes
         # server-specific request fields (llama_cpp.server: repeat_penalty/top_k/min_p; vLLM: top_k...)
         self.extra_body = dict(extra_body or {})
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
 
     def cache_variant(self) -> str:
+        # The server is part of the identity: another server with the same model name is another teacher.
         extra = json.dumps(self.extra_body, sort_keys=True) if self.extra_body else ""
-        return f"http-{self.endpoint}{extra}"
+        return f"http-{self.endpoint}@{normalise_base_url(self.base_url)}{extra}"
 
-    # ------------------------------------------------------------------ one HTTP call
+    # ------------------------------------------------------------------ one HTTP attempt
     def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+        # identity: a compressed body would defeat the size cap (a 8 MiB gzip can inflate to gigabytes)
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -113,94 +175,115 @@ class HttpTeacher(LiveTeacher):
         body.update(self.extra_body)
         return body
 
-    def _post_once(self, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode("utf-8")
-        req = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
-        with self._lock:
-            self.stats.requests += 1
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            detail = _error_detail(e)
-            if e.code in FATAL_STATUS:
-                self._stop.set()  # queued calls must not go out once the teacher is known to be broken
-                hint = (
-                    f"check ${self.api_key_env}"
-                    if e.code in (401, 403)
-                    else "check base_url (it ends in /v1) and model"
+    async def _read_capped(self, resp: httpx.Response, cap: int) -> bytes:
+        """The body, streamed; _Final("too_large") as soon as it passes `cap` (never buffered whole)."""
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise _Final("too_large", f"Content-Length {declared} exceeds max_response_bytes={cap}")
+        chunks, size = [], 0
+        async for chunk in resp.aiter_raw():
+            size += len(chunk)
+            if size > cap:
+                raise _Final("too_large", f"body passed max_response_bytes={cap}; stopped reading")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _exchange(self, client: httpx.AsyncClient, body: dict[str, Any], phase: list[str]) -> bytes:
+        """POST once; the raw 2xx body. `phase` records how far it got, for the fault's name."""
+        async with client.stream("POST", self.url, json=body, headers=self._headers()) as resp:
+            phase[0] = "body"
+            status = resp.status_code
+            if 300 <= status < 400:
+                # never followed: the Authorization header must not go wherever a server points
+                target = resp.headers.get("Location", "?")[:200]
+                raise _Final(
+                    "redirect",
+                    f"HTTP {status} to {target!r} (redirects are not followed so the API key stays with "
+                    "base_url; set teacher.http.base_url to the final URL if you trust it)",
                 )
-                raise TeacherError(
-                    f"teacher {self.url} (model {self.model!r}): {FATAL_STATUS[e.code]} (HTTP {e.code}): "
-                    f"{detail or e.reason}; {hint}"
-                ) from None
-            if e.code in RETRYABLE_STATUS:
-                raise _Retryable(f"http_{e.code}", detail or str(e.reason), _retry_after(e.headers)) from None
-            raise _Final(f"http_{e.code}", detail or str(e.reason)) from None
-        except TimeoutError as e:
-            raise _Retryable("timeout", f"no answer within {self.timeout_s:g}s ({e})") from None
-        except http.client.IncompleteRead as e:
-            raise _Retryable(
-                "incomplete_body", f"{len(e.partial)} bytes then the connection closed"
-            ) from None
-        except urllib.error.URLError as e:
-            if isinstance(e.reason, TimeoutError):
-                raise _Retryable("timeout", f"no connection within {self.timeout_s:g}s") from None
-            raise _Retryable("connection", str(e.reason)) from None
-        except (OSError, http.client.HTTPException) as e:  # reset, refused mid-read, bad status line...
-            raise _Retryable("connection", f"{type(e).__name__}: {e}") from None
+            if status >= 400:
+                detail = (await _read_prefix(resp, 300)).decode("utf-8", "replace").strip()
+                self._raise_for_status(status, detail, resp.headers.get("Retry-After"))
+            encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise _Retryable("bad_response", f"Content-Encoding {encoding[:40]!r} despite identity")
+            return await self._read_capped(resp, self.max_response_bytes)
+
+    def _raise_for_status(self, status: int, detail: str, retry_after: str | None) -> None:
+        if status in FATAL_STATUS:
+            hint = (
+                f"check ${self.api_key_env}"
+                if status in (401, 403)
+                else "check base_url (it ends in /v1) and model"
+            )
+            raise TeacherError(
+                f"teacher {self.url} (model {self.model!r}): {FATAL_STATUS[status]} (HTTP {status}): "
+                f"{detail or 'no detail'}; {hint}"
+            )
+        if status in RETRYABLE_STATUS:
+            raise _Retryable(f"http_{status}", detail or "no detail", _retry_after(retry_after))
+        raise _Final(f"http_{status}", detail or "no detail")
+
+    async def _post_once(self, client: httpx.AsyncClient, body: dict[str, Any], n: int) -> list[Generation]:
+        self.stats.requests += 1
+        phase = ["connect"]
         try:
-            payload = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise _Retryable("bad_response", f"not JSON: {raw[:80]!r}") from None
-        if (
-            not isinstance(payload, dict)
-            or not isinstance(payload.get("choices"), list)
-            or not payload["choices"]
-        ):
-            raise _Retryable("bad_response", f"no choices in {str(payload)[:120]}")
-        return payload
+            # one deadline for the whole attempt: httpx's timeouts bound each socket read only
+            async with asyncio.timeout(self.timeout_s):
+                raw = await self._exchange(client, body, phase)
+        except TimeoutError:
+            raise _Retryable("timeout", f"no complete answer within {self.timeout_s:g}s") from None
+        except httpx.TimeoutException:
+            raise _Retryable("timeout", f"no answer within {self.timeout_s:g}s") from None
+        except httpx.RemoteProtocolError as e:
+            reason = "incomplete_body" if phase[0] == "body" else "connection"
+            raise _Retryable(reason, str(e)[:200]) from None
+        except httpx.HTTPError as e:  # refused, reset, DNS, TLS...
+            raise _Retryable("connection", f"{type(e).__name__}: {str(e)[:200]}") from None
+        try:
+            return parse_completion_body(raw, endpoint=self.endpoint, n=n)
+        except BadResponse as e:
+            raise _Retryable("bad_response", str(e)) from None
 
-    def _parse(self, payload: dict[str, Any]) -> list[Generation]:
-        choices = sorted(payload["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
-        usage = payload.get("usage") or {}
-        total = usage.get("completion_tokens") if isinstance(usage, dict) else None
-        per_choice = int(total) // len(choices) if isinstance(total, int) else None
-        gens = []
-        for c in choices:
-            text = c.get("message", {}).get("content") if self.endpoint == "chat" else c.get("text")
-            if not isinstance(text, str):
-                raise _Retryable("bad_response", f"choice without text: {str(c)[:120]}")
-            finish = "length" if c.get("finish_reason") == "length" else "stop"
-            gens.append(Generation(text, finish, tokens=per_choice))
-        return gens
+    # ------------------------------------------------------------------ one call, retried
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        after = getattr(exc, "retry_after", None)
+        delay = after if after is not None else self.backoff_s * 2 ** (state.attempt_number - 1)
+        return min(delay, 60.0) * random.uniform(1.0, 1.25)
 
-    def _call(self, prompt: str, sampling: Sampling, n: int, seed: int | None) -> list[Generation]:
+    def _count_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Retryable):
+            self.stats.retries[exc.reason] += 1
+            log.debug("teacher call failed (%s), retry %d", exc, state.attempt_number)
+
+    async def _call(
+        self, client: httpx.AsyncClient, prompt: str, sampling: Sampling, n: int, seed: int | None
+    ) -> list[Generation]:
         """Up to n completions (fewer if the server ignores n), or one failed Generation."""
         body = self._body(prompt, sampling, n, seed)
-        for attempt in range(self.max_retries + 1):
-            if self._stop.is_set():
-                return [Generation.failed("cancelled", "the teacher stopped")]
-            try:
-                return self._parse(self._post_once(body))
-            except _Final as e:
-                return [Generation.failed(e.reason, e.detail)]
-            except _Retryable as e:
-                if attempt == self.max_retries or self._stop.is_set():
-                    return [Generation.failed(e.reason, f"{e.detail} (after {attempt + 1} attempts)")]
-                delay = e.retry_after if e.retry_after is not None else self.backoff_s * 2**attempt
-                delay = min(delay, 60.0) * random.uniform(1.0, 1.25)
-                log.debug("teacher call failed (%s), retry %d in %.2fs", e, attempt + 1, delay)
-                with self._lock:
-                    self.stats.retries[e.reason] += 1
-                if self._stop.wait(delay):
-                    return [Generation.failed(e.reason, "cancelled")]
-        raise AssertionError("unreachable")
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Retryable),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        try:
+            return await retrying(self._post_once, client, body, n)
+        except _Final as e:
+            return [Generation.failed(e.reason, e.detail)]
+        except _Retryable as e:
+            attempts = retrying.statistics.get("attempt_number", self.max_retries + 1)
+            return [Generation.failed(e.reason, f"{e.detail} (after {attempts} attempts)")]
 
-    def _job(self, prompt: str, indices: list[int], sampling: Sampling) -> list[Generation]:
+    async def _job(
+        self, client: httpx.AsyncClient, prompt: str, indices: list[int], sampling: Sampling
+    ) -> list[Generation]:
         gens: list[Generation] = []
         if len(indices) > 1 and self.supports_n:
-            gens = self._call(prompt, sampling, len(indices), sampling.seed_for(indices[0]))
+            gens = await self._call(client, prompt, sampling, len(indices), sampling.seed_for(indices[0]))
             if gens[0].error is not None:
                 return gens * len(indices)
             if len(gens) < len(indices):
@@ -211,9 +294,8 @@ class HttpTeacher(LiveTeacher):
                     len(indices),
                 )
                 self.supports_n = False
-            gens = gens[: len(indices)]
         for i in indices[len(gens) :]:
-            gens.append(self._call(prompt, sampling, 1, sampling.seed_for(i))[0])
+            gens.append((await self._call(client, prompt, sampling, 1, sampling.seed_for(i)))[0])
         return gens
 
     # ------------------------------------------------------------------ the pool
@@ -225,19 +307,31 @@ class HttpTeacher(LiveTeacher):
             for ri, r in enumerate(requests)
             for idx in ([r.indices] if self.supports_n else [[i] for i in r.indices])
         ]
-        self._stop.clear()
         reached, consecutive = False, 0  # reached: the server has answered (a success or a definite 4xx)
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="teacher-http")
-        pending: dict[Future[list[Generation]], tuple[int, list[int]]] = {}
+        runner = _LoopThread()
+        # follow_redirects=False is httpx's default; said here because the API key depends on it
+        client = httpx.AsyncClient(
+            timeout=self.timeout_s,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=self.concurrency),
+        )
+        pending: dict[asyncio.Future[list[Generation]], tuple[int, list[int]]] = {}
         queue = iter(jobs)
+
+        async def submit(ri: int, idx: list[int]) -> None:
+            pending[asyncio.ensure_future(self._job(client, requests[ri].prompt, idx, sampling))] = (ri, idx)
+
+        async def next_done() -> set[asyncio.Future[list[Generation]]]:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            return done
+
         try:
             for ri, idx in queue:  # fill the pool; later jobs are submitted as earlier ones finish
-                pending[pool.submit(self._job, requests[ri].prompt, idx, sampling)] = (ri, idx)
-                if len(pending) >= 2 * self.concurrency:
+                runner.run(submit(ri, idx))
+                if len(pending) >= self.concurrency:
                     break
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
+                for fut in runner.run(next_done()):
                     ri, idx = pending.pop(fut)
                     gens = fut.result()  # TeacherError (auth, 404) propagates from here
                     yield ri, idx, gens  # recorded (and its faults counted) before any verdict below
@@ -256,25 +350,34 @@ class HttpTeacher(LiveTeacher):
                         reached, consecutive = True, 0
                     nxt = next(queue, None)
                     if nxt is not None:
-                        pending[pool.submit(self._job, requests[nxt[0]].prompt, nxt[1], sampling)] = nxt
+                        runner.run(submit(*nxt))
         finally:
-            self._stop.set()  # wakes workers sleeping in a backoff; a call in flight ends by its timeout
-            pool.shutdown(wait=False, cancel_futures=True)
+            runner.run(_cancel_and_close(list(pending), client))  # calls in flight stop now
+            runner.close()
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
+async def _read_prefix(resp: httpx.Response, n: int) -> bytes:
+    """The first `n` bytes of an error body, for the message; the rest is never read."""
+    buf = b""
+    async for chunk in resp.aiter_raw():
+        buf += chunk
+        if len(buf) >= n:
+            break
+    return buf[:n]
+
+
+async def _cancel_and_close(futures: list[asyncio.Future[Any]], client: httpx.AsyncClient) -> None:
+    for f in futures:
+        f.cancel()
+    await asyncio.gather(*futures, return_exceptions=True)
+    await client.aclose()
+
+
+def _retry_after(value: str | None) -> float | None:
     try:
-        return float(value) if value is not None else None
+        return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-def _error_detail(e: urllib.error.HTTPError) -> str:
-    try:
-        return e.read()[:300].decode("utf-8", "replace").strip()
-    except (OSError, http.client.HTTPException):
-        return ""
 
 
 def _server_answered(reason: str | None) -> bool:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # teacher_prompt joins exemplars as "...\n\nQuestion: ...": a completion that starts the next exemplar is done
 EXEMPLAR_STOP = ("\nQuestion:",)
+MAX_ERROR_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,10 @@ class Generation:
 
     @classmethod
     def failed(cls, reason: str, error: str) -> Generation:
-        return cls(text="", finish_reason="error", error=f"{reason}: {error}", reason=reason)
+        # the detail may quote a hostile server: bounded before it reaches the cache, stats and samples
+        text = f"{reason}: {error}"
+        error = text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+        return cls(text="", finish_reason="error", error=error, reason=reason)
 
 
 @dataclass

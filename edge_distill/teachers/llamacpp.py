@@ -8,6 +8,7 @@ unless told otherwise, so an HTTP teacher pointed at it should send the same thr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,6 +32,32 @@ log = logging.getLogger(__name__)
 NEUTRAL_SAMPLING = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
 
 
+HEAD_BYTES = 16 << 20  # the GGUF header: metadata incl. the whole tokenizer of any current model
+SAMPLES, SAMPLE_BYTES = 64, 64 << 10
+
+
+def gguf_identity(path: str | Path) -> str:
+    """A content fingerprint of a GGUF file for the teacher cache key, in milliseconds at any size.
+
+    sha256 over the size, the first 16 MiB (header, every metadata key, the tokenizer) and 64 blocks of
+    64 KiB spread evenly over the tensor data: ~20 MiB read, so a 5 GB teacher is not hashed in full on
+    every run. Two fine-tunes or quantizations of one model differ in every tensor, so in the samples;
+    a file rewritten in place at the same path (a re-export) changes the fingerprint however its mtime
+    was kept, which a stat-based identity (size+mtime) would miss. Moving or copying the file keeps it.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        h.update(f"gguf-id-v1:{size}:".encode())
+        h.update(f.read(HEAD_BYTES))
+        if size > HEAD_BYTES:
+            step = (size - HEAD_BYTES) / SAMPLES
+            for i in range(SAMPLES):
+                f.seek(HEAD_BYTES + int(i * step))
+                h.update(f.read(SAMPLE_BYTES))
+    return h.hexdigest()[:32]
+
+
 class LlamaCppTeacher(LiveTeacher):
     backend = "llamacpp"
 
@@ -52,6 +79,14 @@ class LlamaCppTeacher(LiveTeacher):
         self.n_ctx, self.n_batch = n_ctx, n_batch
         self.n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
         self._llm: Any = None
+        try:
+            self._identity = gguf_identity(path)
+        except OSError as e:
+            raise TeacherError(f"teacher.model: cannot read GGUF file {path}: {e.strerror or e}") from None
+
+    def cache_variant(self) -> str:
+        # the model path alone is not an identity: a re-export at the same path is another teacher
+        return f"llamacpp@{self._identity}"
 
     def _load(self) -> Any:
         if self._llm is None:
