@@ -142,8 +142,9 @@ def _value_text(value: Any, depth: int = 0) -> str:
     return repr(number)
 
 
-def _python_layer(audit: bool) -> dict[str, Any]:
-    """The program's globals: restricted builtins and helpers from throwaway namespaces."""
+def _python_layer() -> dict[str, Any]:
+    """The program's globals (restricted builtins, helpers from throwaway namespaces) and, under
+    `__audit__`, the audit hook to install just before the program runs."""
     import builtins
     import math
 
@@ -159,11 +160,10 @@ def _python_layer(audit: bool) -> dict[str, Any]:
     scope.update(lcm=math.lcm, gcd=math.gcd)
     if helpers["sympy"] is not None:
         scope.update(sympy=helpers["sympy"], solve_it=helpers["solve_it"])
-    if audit:
-        hook_ns: dict[str, Any] = {"__builtins__": {n: real[n] for n in ("str", "repr", "len")}}
-        hook_ns.update(ImportError=ImportError, PermissionError=PermissionError)
-        exec(_AUDIT_CODE, hook_ns)
-        scope["__audit__"] = hook_ns.pop("audit")  # popped from scope again just before exec
+    hook_ns: dict[str, Any] = {"__builtins__": {n: real[n] for n in ("str", "repr", "len")}}
+    hook_ns.update(ImportError=ImportError, PermissionError=PermissionError)
+    exec(_AUDIT_CODE, hook_ns)
+    scope["__audit__"] = hook_ns.pop("audit")  # popped from scope again just before exec
     return scope
 
 
@@ -209,7 +209,7 @@ def _child(req: dict[str, Any], boundary: Boundary, result_fd: int) -> None:
         signal.setitimer(signal.ITIMER_PROF, cpu_s)
         boundary.apply(require=bool(req["strict"]))
         layer = bool(req.get("python_layer", True))
-        scope = _python_layer(audit=layer) if layer else {"__name__": "__pot__", "math": math}
+        scope = _python_layer() if layer else {"__name__": "__pot__", "math": math}
         hook = scope.pop("__audit__", None)
         sys.stdout = sys.stderr = io.StringIO()  # print() is allowed; its output is discarded
         compiled = compile(str(req["code"]), "<pot>", "exec")
