@@ -20,7 +20,6 @@ from edge_distill.errors import ConfigError
 
 SHIPPED_DIR = Path(__file__).parent / "profiles"
 USER_DIR = Path("~/.config/edge-distill/profiles").expanduser()
-RUNTIME_FORMAT = {"llama.cpp": "gguf", "onnxruntime-genai": "onnx"}
 
 
 class _Section(BaseModel):
@@ -69,8 +68,8 @@ class DeviceProfile(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     description: str
     threads: int | Literal["auto"] = Field(description="threads the runtime uses ('auto' = all cores)")
-    runtime: Literal["llama.cpp", "onnxruntime-genai"]
-    format: Literal["gguf", "onnx"]
+    runtime: str = Field(description="the format table's runtime of `format` (exporters.formats)")
+    format: str = Field(description="a row of exporters.formats.FORMATS, e.g. gguf, onnx")
     hardware: Hardware
     budget: Budget
     is_host: bool = Field(
@@ -81,10 +80,15 @@ class DeviceProfile(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> DeviceProfile:
-        if RUNTIME_FORMAT[self.runtime] != self.format:
-            raise ValueError(
-                f"format: runtime {self.runtime} runs {RUNTIME_FORMAT[self.runtime]}, not {self.format}"
-            )
+        from exporters.errors import ExportError
+        from exporters.formats import get_format
+
+        try:
+            fmt = get_format(self.format)
+        except ExportError as e:
+            raise ValueError(f"format: {e}") from None
+        if fmt.runtime != self.runtime:
+            raise ValueError(f"runtime: {self.format} packages run on {fmt.runtime}, not {self.runtime!r}")
         cores = self.hardware.cores
         if isinstance(self.threads, int) and isinstance(cores, int) and not 1 <= self.threads <= cores:
             raise ValueError(f"threads: {self.threads} must be between 1 and hardware.cores={cores}")

@@ -131,7 +131,7 @@ def eval_cmd(config: str | None, overrides: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["gguf", "onnx"]), required=True)
+@click.option("--format", "fmt", required=True, help="A row of exporters.formats: gguf, onnx.")
 @click.option(
     "--quant", required=True, help="gguf: f16 q8_0 q6_k q5_k_m q4_k_m q4_0 ...; onnx: int4 int8 fp32"
 )
@@ -163,15 +163,15 @@ def export(
     key = load_private_key(sign_key) if sign_key else None  # a bad key fails before minutes of export
 
     src = Path(source)
-    cascod = None
+    decoding = None
     if (src / "stages.json").is_file():  # a run directory: its final (or best-iteration) model
-        from edge_distill.exporting import cascod_template
+        from edge_distill.exporting import decoding_for
         from edge_distill.pipeline import final_model_dir
         from edge_distill.rundir import RunDir
 
         run = RunDir.open(src)
         model, meta = final_model_dir(run), run_metadata(src)
-        cascod = cascod_template(run.cfg)
+        decoding = decoding_for(run.cfg)
         default_out = src / "export" / f"{fmt}-{quant}"
     else:
         model, meta = resolve_source(src)
@@ -182,7 +182,7 @@ def export(
         fmt,
         quant,
         **meta,
-        cascod_template=cascod,
+        decoding=decoding,
         parity_prompts=parity_prompts,
         archive=archive,
         sign_key=key,

@@ -204,8 +204,20 @@ class FddConfig(Section):
 
 # --------------------------------------------------------------------------- export / bench
 class ExportTarget(Section):
-    format: Literal["gguf", "onnx"]
+    format: str  # a row of exporters.formats.FORMATS
     quant: str
+
+    @model_validator(mode="after")
+    def _check_format(self) -> ExportTarget:
+        # the format table owns the names and quant types, so a new format needs no edit here
+        from exporters.errors import ExportError
+        from exporters.formats import get_format
+
+        try:
+            get_format(self.format).check_quant(self.quant)
+        except ExportError as e:
+            raise ValueError(str(e)) from None
+        return self
 
 
 class ExportConfig(Section):

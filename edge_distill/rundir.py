@@ -105,11 +105,6 @@ class RunDir:
             stages[stage]["summary"] = summary
         write_json(self._stages_file, stages)
 
-    def forget(self, stage: str) -> None:
-        stages = self.stages()
-        if stages.pop(stage, None) is not None:
-            write_json(self._stages_file, stages)
-
     def stage_dir(self, stage: str) -> Path:
         d = self.path / stage
         d.mkdir(parents=True, exist_ok=True)

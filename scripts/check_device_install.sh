@@ -23,7 +23,7 @@ if [ -z "$PKG" ]; then
   "$DEV_PYTHON" - "$WORK" <<'PY'
 import sys
 from pathlib import Path
-from edge_distill.testing import build_tiny_llama
+from tests.tiny_models import build_tiny_llama
 from exporters.api import export_model
 work = Path(sys.argv[1])
 export_model(build_tiny_llama(work / "tiny", vocab_size=384), work / "gguf-q4_k_m", "gguf", "q4_k_m",
