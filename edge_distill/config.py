@@ -245,6 +245,13 @@ class BenchConfig(Section):
     repetitions: int = Field(default=3, ge=1)
 
 
+class SandboxConfig(Section):
+    """PoT sandbox. strict: refuse to run model-written code unless the OS boundary (seccomp, ...)
+    works; weak: run with Python-level checks and rlimits only (see README, "Security")."""
+
+    mode: Literal["strict", "weak"] = "strict"
+
+
 # --------------------------------------------------------------------------- root
 class Config(Section):
     name: str = "quickstart"
@@ -260,6 +267,7 @@ class Config(Section):
     fdd: FddConfig = Field(default_factory=FddConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
     @field_validator("name", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_distill import stages
+from edge_distill import sandbox, stages
 from edge_distill.config import Config
 from edge_distill.errors import StageError
 from edge_distill.io import write_json, write_jsonl, write_text
@@ -190,6 +190,7 @@ def run_pipeline(
     """Run every stage not yet finished; stop after `until`; re-run `redo` even if finished."""
     run = RunDir(cfg, resume=resume or until is not None or redo is not None, overwrite=overwrite)
     try:  # the run directory is locked from RunDir() until here: one writer at a time
+        sandbox.configure(cfg.sandbox.mode)
         return _run_stages(cfg, run, until=until, redo=redo)
     finally:
         run.release()
