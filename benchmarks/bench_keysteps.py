@@ -13,12 +13,14 @@ import argparse
 import json
 import logging
 import re
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.tiny_models: run from anywhere
 from edge_distill.objectives.dual_cot import perturb_rationale
 from edge_distill.objectives.keysteps import key_step_fraction, key_steps, levenshtein_reference
-from edge_distill.testing import build_tiny_tokenizer
+from tests.tiny_models import build_tiny_tokenizer
 
 log = logging.getLogger("bench_keysteps")
 GSM8K = Path(__file__).resolve().parents[1] / "edge_distill" / "assets" / "gsm8k" / "train.jsonl"

@@ -2,6 +2,10 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sandbox.py [--n 600] [--workers 1 2 4]
 
+Before/after comparisons: run the same command on two checkouts (PYTHONPATH=<checkout>) with the same
+--n and --workers; `s_per_1000` is the figure the issue's budget is stated in (seconds per 1,000
+programs). The load average is recorded next to the numbers because the cores may be shared.
+
 Workloads: `trivial` (answer = i * 2), `gsm8k` (the recorded teacher's PoT programs for the shipped GSM8K
 sample), `sympy` (solve_it on a linear equation), `hostile10` (gsm8k with every 10th program an infinite
 loop, at timeout 0.5 s). Prints a markdown table and writes benchmarks/results/bench_sandbox.json.
@@ -66,11 +70,13 @@ def main() -> None:
 
     loads = workloads(args.n)
     rows = []
+    load_before = os.getloadavg()
     for workers in args.workers:
         t0 = time.perf_counter()
         with SandboxPool(workers=workers) as pool:
             pool.run(["answer = 1"] * workers)  # waits until every worker has imported its modules
             startup = time.perf_counter() - t0
+            layers = getattr(pool, "layers", None)  # the OS boundary in force (None: a version without one)
             for name, (programs, timeout) in loads.items():
                 cpu0, t0 = workers_cpu_s(pool), time.perf_counter()
                 results = pool.run(programs, timeout_s=timeout)
@@ -85,21 +91,25 @@ def main() -> None:
                         "seconds": round(dt, 3),
                         "programs_per_s": round(len(programs) / dt, 1),
                         "programs_per_min": round(60 * len(programs) / dt),
+                        "s_per_1000": round(1000 * dt / len(programs), 2),
                         "startup_s": round(startup, 2),
                         "cpu_ms_per_program": round(cpu_ms, 2),
+                        "layers": layers,
                     }
                 )
                 log.info("%s", rows[-1])
     log.info("")
     log.info(
-        "| workload | workers | programs | ok | seconds | programs/s | programs/min | CPU ms/program | startup s |"
+        "| workload | workers | programs | ok | seconds | programs/s | s/1000 | CPU ms/program | startup s |"
     )
     log.info("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         log.info(
-            "| %s | %d | %d | %d | %.2f | %.0f | %d | %.1f | %.1f |", r["workload"], r["workers"], r["programs"],
-            r["ok"], r["seconds"], r["programs_per_s"], r["programs_per_min"], r["cpu_ms_per_program"], r["startup_s"],
+            "| %s | %d | %d | %d | %.2f | %.0f | %.2f | %.1f | %.1f |", r["workload"], r["workers"], r["programs"],
+            r["ok"], r["seconds"], r["programs_per_s"], r["s_per_1000"], r["cpu_ms_per_program"], r["startup_s"],
         )  # fmt: skip
+    load_after = os.getloadavg()
+    log.info("load average before %s, after %s; OS boundary: %s", load_before, load_after, rows[-1]["layers"])
     write_json(
         args.out,
         {
@@ -107,6 +117,8 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "machine": platform.machine(),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
         },
     )
     log.info("wrote %s (cpu_count=%s; numbers depend on how busy the cores are)", args.out, os.cpu_count())

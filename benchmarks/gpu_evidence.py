@@ -79,7 +79,8 @@ def make_model_dir(name: str, root: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from edge_distill.testing import build_tiny_tokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.tiny_models: run from anywhere
+    from tests.tiny_models import build_tiny_tokenizer
 
     out = root / name
     if (out / "config.json").is_file():
@@ -164,7 +165,7 @@ def arm_ours(args: argparse.Namespace, model_dir: Path, work: Path, *, packed: b
 
     examples = make_examples(args, model_dir)
     timer = _Timer()
-    train(model_dir, examples, work / ("ours" if packed else "ours-padded"), finetune="lora", lora_r=16, lora_alpha=32,
+    train(model_dir, examples, work / ("ours" if packed else "ours-padded"), finetune="lora", lora={"r": 16, "alpha": 32},
           batch_size=args.batch, epochs=1, lr=1e-4, warmup_steps=0, save_steps=10**6, logging_steps=1,
           group_by_length=not packed, packing=packed, loss_chunk_size=1024 if packed else 0,
           precision=_precision(args), resume=False, callbacks=[timer])  # fmt: skip

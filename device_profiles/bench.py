@@ -7,59 +7,23 @@ are gated, because only the host can be measured here; other profiles get estima
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from device_profiles import gate
 from device_profiles.accuracy import AccuracyResult, load_eval_problems, run_accuracy
 from device_profiles.bandwidth import HostHardware, host_hardware
-from device_profiles.estimate import Figures, figures_for, runs_on
-from device_profiles.loader import Budget, DeviceProfile, load_profile
+from device_profiles.estimate import figures_for, runs_on
+from device_profiles.loader import DeviceProfile, load_profile
 from device_profiles.package import Package, read_package
+from device_profiles.report import BenchReport, write_outputs
 from device_profiles.worker import RuntimeMeasurement, measure
 from edge_distill.types import Problem, Strategy
 
+__all__ = ["BenchReport", "bench_package", "bench_packages", "bench_summary"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BenchReport:
-    package: str
-    package_name: str
-    format: str
-    quant: str
-    profile: str
-    profile_file: str
-    profile_format: str
-    budget: Budget
-    weights_bytes: int
-    measurement: RuntimeMeasurement
-    host: HostHardware
-    figures: Figures
-    accuracy: AccuracyResult | None
-    gates: list[gate.GateLine]
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-
-    @property
-    def passed(self) -> bool:
-        return gate.passed(self.gates)
-
-    @property
-    def preferred_format(self) -> bool:
-        return self.format == self.profile_format
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "package": self.package, "package_name": self.package_name, "format": self.format, "quant": self.quant,
-            "profile": self.profile, "profile_file": self.profile_file, "basis": self.figures.basis,
-            "passed": self.passed, "preferred_format": self.preferred_format,
-            "budget": self.budget.model_dump(), "figures": self.figures.to_dict(),
-            "measurement": asdict(self.measurement), "host": asdict(self.host),
-            "accuracy": self.accuracy.summary() if self.accuracy else None,
-            "gates": [g.to_dict() for g in self.gates], "weights_bytes": self.weights_bytes, "created": self.created,
-        }  # fmt: skip
 
 
 @dataclass
@@ -169,8 +133,6 @@ def bench_packages(
         for prof in loaded
     ]
     if out_dir is not None:
-        from device_profiles.report import write_outputs
-
         write_outputs(reports, Path(out_dir))
         _write_predictions(cache, Path(out_dir))
     return reports

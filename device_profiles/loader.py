@@ -15,12 +15,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge_distill.config import format_validation_error
+from edge_distill.config import MAX_CONFIG_BYTES, format_validation_error, load_yaml_text
 from edge_distill.errors import ConfigError
+from edge_distill.io import read_utf8
 
 SHIPPED_DIR = Path(__file__).parent / "profiles"
 USER_DIR = Path("~/.config/edge-distill/profiles").expanduser()
-RUNTIME_FORMAT = {"llama.cpp": "gguf", "onnxruntime-genai": "onnx"}
 
 
 class _Section(BaseModel):
@@ -69,8 +69,8 @@ class DeviceProfile(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     description: str
     threads: int | Literal["auto"] = Field(description="threads the runtime uses ('auto' = all cores)")
-    runtime: Literal["llama.cpp", "onnxruntime-genai"]
-    format: Literal["gguf", "onnx"]
+    runtime: str = Field(description="the format table's runtime of `format` (exporters.formats)")
+    format: str = Field(description="a row of exporters.formats.FORMATS, e.g. gguf, onnx")
     hardware: Hardware
     budget: Budget
     is_host: bool = Field(
@@ -81,10 +81,15 @@ class DeviceProfile(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> DeviceProfile:
-        if RUNTIME_FORMAT[self.runtime] != self.format:
-            raise ValueError(
-                f"format: runtime {self.runtime} runs {RUNTIME_FORMAT[self.runtime]}, not {self.format}"
-            )
+        from exporters.errors import ExportError
+        from exporters.formats import get_format
+
+        try:
+            fmt = get_format(self.format)
+        except ExportError as e:
+            raise ValueError(f"format: {e}") from None
+        if fmt.runtime != self.runtime:
+            raise ValueError(f"runtime: {self.format} packages run on {fmt.runtime}, not {self.runtime!r}")
         cores = self.hardware.cores
         if isinstance(self.threads, int) and isinstance(cores, int) and not 1 <= self.threads <= cores:
             raise ValueError(f"threads: {self.threads} must be between 1 and hardware.cores={cores}")
@@ -115,12 +120,10 @@ def _format_error(err: ValidationError, path: Path) -> str:
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"device profile {path}: cannot read ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"device profile {path}: not valid YAML: {e}") from e
+    # the config's reader: size cap, UTF-8 errors with line, no YAML aliases (a 1 kB alias bomb is gigabytes)
+    raw = load_yaml_text(
+        read_utf8(path, max_bytes=MAX_CONFIG_BYTES, error=ConfigError), f"device profile {path}"
+    )
     if not isinstance(raw, dict):
         raise ConfigError(f"device profile {path}: expected a mapping of keys, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.errors import EdgeDistillError
-
-MANIFEST = "manifest.json"
-PROMPT_TEMPLATE = "prompt_template.json"
+from exporters.errors import ExportError
+from exporters.formats import FORMATS, MANIFEST, PROMPT_TEMPLATE, get_format
 
 
 class PackageError(EdgeDistillError):
@@ -43,7 +42,7 @@ class Package:
     @property
     def weights_bytes(self) -> int:
         """Bytes of model weights: what one decode step reads (roofline numerator)."""
-        suffixes = (".gguf", ".onnx", ".onnx.data", ".data")
+        suffixes = get_format(self.format).weight_suffixes
         return sum(int(f["bytes"]) for n, f in self.manifest["files"].items() if n.endswith(suffixes))
 
     @property
@@ -51,6 +50,22 @@ class Package:
         acc = self.manifest.get("source_accuracy") or {}
         dev = acc.get("dev")
         return (float(dev) if dev is not None else None, int(acc["n"]) if acc.get("n") is not None else None)
+
+    @property
+    def decoding(self) -> dict[str, Any]:
+        """How the student decodes (`edge_distill.decoding`); packages exported before the "decoding" key
+        carried a CasCoD section instead, read here as the two-stage description it stood for."""
+        from edge_distill.decoding import SINGLE_PASS, two_stage
+        from edge_distill.strategies import ANSWER_MARKER
+
+        if isinstance(self.template.get("decoding"), dict):
+            return dict(self.template["decoding"])
+        legacy = self.template.get("cascod")
+        if isinstance(legacy, dict) and legacy.get("stages") == 2:
+            return two_stage(
+                str(legacy.get("answer_marker") or self.template.get("answer_marker") or ANSWER_MARKER)
+            )
+        return dict(SINGLE_PASS)
 
     def prompt(self, question: str, strategy: str | None = None) -> str:
         """The packaged student prompt; a forced strategy appends the packaged tag suffix."""
@@ -111,17 +126,13 @@ def read_package(
 
 
 def _model_path(pkg: Path, manifest: dict[str, Any]) -> Path:
-    names = list(manifest["files"])
-    if manifest["format"] == "gguf":
-        ggufs = [n for n in names if n.endswith(".gguf")]
-        if len(ggufs) != 1:
-            raise PackageError(f"package {pkg}: expected one .gguf file in the manifest, found {ggufs}")
-        return pkg / ggufs[0]
-    if manifest["format"] == "onnx":
-        configs = [n for n in names if n.endswith("genai_config.json")]
-        if len(configs) != 1:
-            raise PackageError(
-                f"package {pkg}: expected one genai_config.json in the manifest, found {configs}"
-            )
-        return (pkg / configs[0]).parent
-    raise PackageError(f"package {pkg}: format {manifest['format']!r}: the bench runs gguf or onnx")
+    try:
+        fmt = get_format(str(manifest["format"]))
+    except ExportError:
+        raise PackageError(
+            f"package {pkg}: format {manifest['format']!r}: the bench runs {', '.join(FORMATS)}"
+        ) from None
+    entry = fmt.model_file(list(manifest["files"]))
+    if entry is None:
+        raise PackageError(f"package {pkg}: expected one {fmt.model_entry} file in the manifest")
+    return (pkg / entry).parent if fmt.model_is_dir else pkg / entry

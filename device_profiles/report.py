@@ -1,19 +1,64 @@
-"""Bench outputs: a markdown table per (package x profile), one JSON file, one PNG chart (matplotlib Agg,
-imported only when the chart is drawn so `edge-distill profiles` stays light).
+"""Bench outputs: the `BenchReport` record, a markdown table per (package x profile), one JSON file, one PNG
+chart (matplotlib Agg, imported only when the chart is drawn so `edge-distill profiles` stays light).
+
+`bench` builds the records and imports this module; this module never imports `bench` back.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from device_profiles import gate
+from device_profiles.accuracy import AccuracyResult
+from device_profiles.bandwidth import HostHardware
+from device_profiles.estimate import Figures
+from device_profiles.loader import Budget
+from device_profiles.worker import RuntimeMeasurement
 from edge_distill.io import atomic_path, write_json, write_text
 
-if TYPE_CHECKING:
-    from device_profiles.bench import BenchReport
-
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchReport:
+    package: str
+    package_name: str
+    format: str
+    quant: str
+    profile: str
+    profile_file: str
+    profile_format: str
+    budget: Budget
+    weights_bytes: int
+    measurement: RuntimeMeasurement
+    host: HostHardware
+    figures: Figures
+    accuracy: AccuracyResult | None
+    gates: list[gate.GateLine]
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def passed(self) -> bool:
+        return gate.passed(self.gates)
+
+    @property
+    def preferred_format(self) -> bool:
+        return self.format == self.profile_format
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "package": self.package, "package_name": self.package_name, "format": self.format, "quant": self.quant,
+            "profile": self.profile, "profile_file": self.profile_file, "basis": self.figures.basis,
+            "passed": self.passed, "preferred_format": self.preferred_format,
+            "budget": self.budget.model_dump(), "figures": self.figures.to_dict(),
+            "measurement": asdict(self.measurement), "host": asdict(self.host),
+            "accuracy": self.accuracy.summary() if self.accuracy else None,
+            "gates": [g.to_dict() for g in self.gates], "weights_bytes": self.weights_bytes, "created": self.created,
+        }  # fmt: skip
 
 
 def _fmt(v: float | None, unit: str = "") -> str:
@@ -46,7 +91,7 @@ def table(r: BenchReport) -> str:
         lines.append(
             f"- accuracy {a.accuracy:.3f} ({a.correct}/{a.n}, 95% CI {a.ci_low:.3f}–{a.ci_high:.3f}); "
             f"source model {src}; by strategy "
-            + ", ".join(f"{k} {v['correct']}/{v['n']}" for k, v in a.by_strategy.items())
+            + ", ".join(f"{k} {v['correct']}/{v['n']}" for k, v in a.per_strategy.items())
         )
     if not r.preferred_format:
         lines.append(f"- note: {r.profile} prefers {r.profile_format}; this package is {r.format}")

@@ -162,15 +162,16 @@ class OrtGenAISession:
 
 
 def open_session(runtime: str, model_path: Path, threads: int) -> Session:
-    """Open the package's model in `runtime` ("llama.cpp" | "onnxruntime-genai")."""
+    """Open the package's model in `runtime`, the session class the format table names for it."""
+    from exporters.errors import ExportError
+    from exporters.formats import format_for_runtime
+
     t0 = time.perf_counter()
-    session: Session
-    if runtime == "llama.cpp":
-        session = LlamaCppSession(model_path, threads)
-    elif runtime == "onnxruntime-genai":
-        session = OrtGenAISession(model_path, threads)
-    else:
-        raise EdgeDistillError(f"runtime {runtime!r}: choose llama.cpp or onnxruntime-genai")
+    try:
+        session_cls = format_for_runtime(runtime).load("bench_session")
+    except ExportError as e:
+        raise EdgeDistillError(str(e)) from None
+    session: Session = session_cls(model_path, threads)
     log.info(
         "loaded %s with %s (%d threads) in %.2fs", model_path.name, runtime, threads, time.perf_counter() - t0
     )

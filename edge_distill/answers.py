@@ -4,6 +4,11 @@ Using a single implementation everywhere matters: if filtering accepted "1,000" 
 student would be trained on data the metric then calls wrong. Numbers are compared exactly as
 fractions, within a relative tolerance (|a-b| <= 1e-4 * max(1, |b|)) so that 0.3333 matches 1/3 and
 float noise from PoT programs ("0.30000000000000004") does not count as a wrong answer.
+
+Answers come from models and user files, so nothing here raises on any input: a number with more than
+`MAX_DIGITS` digits (or an exponent beyond +-50), or an answer text longer than `MAX_ANSWER_CHARS`, is
+not an answer. `normalize_number` gives None for it and `answers_match` False (a bare 5000-digit gold
+used to crash the load with Python's int-digit-limit ValueError).
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ REL_TOL = Fraction(1, 10_000)
 _DECIMALS = 10
 # Anything longer is not a final answer but a paragraph that happens to follow a marker.
 _MAX_TEXT_ANSWER = 40
+# No word-problem answer has more digits; Python cannot even print an int past 4300 of them.
+MAX_DIGITS = 100
+# A text that *is* one number ("$1,000.50 dollars") is short; longer ones are not parsed at all.
+MAX_ANSWER_CHARS = 1000
+_ABSURD = re.compile(rf"\d{{{MAX_DIGITS + 1}}}")
 
 # A plain number: thousands groups must be well formed so a list "1,2,3" is not read as 123.
 _NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
@@ -67,6 +77,8 @@ def _to_fraction(token: str) -> Fraction | None:
     """Exact value of a plain decimal token such as "-1,000.50" (sign, `$`, commas allowed)."""
     token = token.replace(",", "").replace("$", "").replace(" ", "")
     token = token.replace("−", "-").replace("–", "-")
+    if sum(c.isdigit() for c in token) > MAX_DIGITS:
+        return None
     try:
         value = Decimal(token)
     except InvalidOperation:
@@ -76,21 +88,26 @@ def _to_fraction(token: str) -> Fraction | None:
     return Fraction(value)
 
 
+def _int(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if len(text) <= MAX_DIGITS else None
+
+
 def _match_value(m: re.Match[str]) -> Fraction | None:
     text = m.group(0)
     try:
         if m.group("mixed"):
             whole, frac = re.match(r"(.*\d)\s+(\d+\s*/\s*\d+)$", text).groups()  # type: ignore[union-attr]
             w = _to_fraction(whole)
-            num, den = (int(x) for x in frac.split("/"))
-            if w is None or den == 0:
+            num, den = (_int(x) for x in frac.split("/"))
+            if w is None or num is None or not den:
                 return None
             f = Fraction(num, den)
             return w - f if w < 0 or whole.strip().startswith(("-", "−", "–")) else w + f
         if m.group("frac"):
             num_s, den_s = text.rsplit("/", 1)
-            num, den = _to_fraction(num_s), int(den_s)
-            return None if num is None or den == 0 else num / den
+            num, den = _to_fraction(num_s), _int(den_s)
+            return None if num is None or not den else num / den
         if m.group("sci"):
             mant, exp = re.split(r"[eE]", text)
             mv, ev = _to_fraction(mant), int(exp)
@@ -120,7 +137,7 @@ def _format(value: Fraction) -> str:
 
 def parse_number(s: str) -> Fraction | None:
     """Exact value of a text that *is* one number ("$1,000", "3/4", "2 1/2", "50%", "\\frac{1}{2}", "-3.")."""
-    if not isinstance(s, str):
+    if not isinstance(s, str) or len(s) > MAX_ANSWER_CHARS:
         return None
     text = _clean_latex(s.strip())
     text = text.strip().strip("{}").strip()
@@ -140,7 +157,8 @@ def normalize_number(s: str | None) -> str | None:
     """Canonical string of a number written in any usual way, or None if `s` is not one number.
 
     "1,000" -> "1000", "$5.50" -> "5.5", "3/4" -> "0.75", "-0.0" -> "0", "1/3" -> "0.3333333333".
-    Idempotent: normalizing a normalized string gives it back.
+    Idempotent: normalizing a normalized string gives it back. Never raises: anything that is not one
+    number of at most MAX_DIGITS digits (a 5000-digit string, an object, a 1 MB text) gives None.
     """
     if s is None:
         return None
@@ -224,13 +242,20 @@ def answers_match(pred: str | None, gold: str | None) -> bool:
     """
     if pred is None or gold is None:
         return False
-    a, b = parse_number(str(pred)), parse_number(str(gold))
+    try:
+        pred, gold = str(pred), str(gold)
+    except ValueError:  # str() of an int past Python's digit limit: not an answer
+        return False
+    if max(len(pred), len(gold)) > MAX_ANSWER_CHARS or _ABSURD.search(pred) or _ABSURD.search(gold):
+        # not an answer, not even as text
+        return False
+    a, b = parse_number(pred), parse_number(gold)
     if a is not None and b is not None:
         scale = max(Fraction(1), min(abs(a), abs(b)))
         return abs(a - b) <= REL_TOL * scale
     if a is not None or b is not None:
         return False
-    ka, kb = _text_key(str(pred)), _text_key(str(gold))
+    ka, kb = _text_key(pred), _text_key(gold)
     return bool(ka) and ka == kb
 
 

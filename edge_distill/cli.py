@@ -19,13 +19,38 @@ EXIT_USAGE = 2
 EXIT_GATE_FAILED = 3
 
 
+# An error message is read by a person: past this it is user input echoed back, not information.
+_MAX_MESSAGE_CHARS = 4000
+
+
+def _fail(message: str) -> None:
+    if len(message) > _MAX_MESSAGE_CHARS:
+        message = message[:_MAX_MESSAGE_CHARS] + f"... ({len(message)} characters in all)"
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        import sqlite3
+
         try:
             return super().invoke(ctx)
         except EdgeDistillError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_USAGE)
+            _fail(str(e))
+        except OSError as e:
+            # The environment, not a bug: disk full, permissions, a path that is a file. One line naming
+            # the path; the library turns most of these into EdgeDistillError already, this is the net.
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(
+                f"{where}{e.strerror or e}; fix that location (or free space) and rerun, --resume keeps finished stages"
+            )
+        except sqlite3.DatabaseError as e:
+            # Only the teacher cache is SQLite: damaged or not a database at all.
+            _fail(
+                f"the teacher cache is unusable ({e}): move the file aside (teacher.cache, default "
+                "~/.cache/edge-distill/teacher.sqlite) or run uncached with teacher.cache=null"
+            )
         except KeyboardInterrupt:
             click.echo("interrupted: finished stages are kept; continue with --resume", err=True)
             sys.exit(130)
@@ -90,7 +115,12 @@ def _run(config, overrides, *, resume=False, overwrite=False, until=None, redo=N
 @click.option(
     "--resume", is_flag=True, help="Continue an existing run directory; finished stages are skipped."
 )
-@click.option("--overwrite", is_flag=True, help="Delete an existing run directory of the same name first.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Empty the existing run directory first; only a directory that is an edge-distill run "
+    "(its config.yaml names it) inside runs_dir, never anything else.",
+)
 def run(config: str | None, overrides: tuple[str, ...], resume: bool, overwrite: bool) -> None:
     """Run the whole pipeline: data, teach, filter, train (or SIKeD/FDD loops), eval, export, bench.
 
@@ -131,7 +161,7 @@ def eval_cmd(config: str | None, overrides: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["gguf", "onnx"]), required=True)
+@click.option("--format", "fmt", required=True, help="A row of exporters.formats: gguf, onnx.")
 @click.option(
     "--quant", required=True, help="gguf: f16 q8_0 q6_k q5_k_m q4_k_m q4_0 ...; onnx: int4 int8 fp32"
 )
@@ -163,15 +193,16 @@ def export(
     key = load_private_key(sign_key) if sign_key else None  # a bad key fails before minutes of export
 
     src = Path(source)
-    cascod = None
+    decoding = None
     if (src / "stages.json").is_file():  # a run directory: its final (or best-iteration) model
-        from edge_distill.exporting import cascod_template
+        from edge_distill.exporting import decoding_for
         from edge_distill.pipeline import final_model_dir
         from edge_distill.rundir import RunDir
 
-        run = RunDir.open(src)
+        run = RunDir.open(src).acquire()  # export writes into the run: not while a run is going on
+        click.get_current_context().call_on_close(run.release)
         model, meta = final_model_dir(run), run_metadata(src)
-        cascod = cascod_template(run.cfg)
+        decoding = decoding_for(run.cfg)
         default_out = src / "export" / f"{fmt}-{quant}"
     else:
         model, meta = resolve_source(src)
@@ -182,7 +213,7 @@ def export(
         fmt,
         quant,
         **meta,
-        cascod_template=cascod,
+        decoding=decoding,
         parity_prompts=parity_prompts,
         archive=archive,
         sign_key=key,

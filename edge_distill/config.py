@@ -6,14 +6,27 @@ this tree: the pipeline/CLI layer passes them plain arguments.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge_distill.errors import ConfigError
+from edge_distill.errors import CLIP_CHARS, ConfigError, clip
+from edge_distill.io import read_utf8
 from edge_distill.types import Strategy
+
+# A config is a few kB; a megabyte is a mistake or an attack, refused before YAML parses it.
+MAX_CONFIG_BYTES = 1 << 20
+# `name` becomes a directory under runs_dir that `--overwrite` may delete: exactly one plain component.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_RULE = (
+    "must be one directory name: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
+    "(no '/', '\\', '..', spaces or a leading '-')"
+)
+# Validation errors listed before "... and N more": a wrong-typed list of a million items is one problem.
+_MAX_ERROR_LINES = 20
 
 
 class Section(BaseModel):
@@ -216,8 +229,20 @@ class FddConfig(Section):
 
 # --------------------------------------------------------------------------- export / bench
 class ExportTarget(Section):
-    format: Literal["gguf", "onnx"]
+    format: str  # a row of exporters.formats.FORMATS
     quant: str
+
+    @model_validator(mode="after")
+    def _check_format(self) -> ExportTarget:
+        # the format table owns the names and quant types, so a new format needs no edit here
+        from exporters.errors import ExportError
+        from exporters.formats import get_format
+
+        try:
+            get_format(self.format).check_quant(self.quant)
+        except ExportError as e:
+            raise ValueError(str(e)) from None
+        return self
 
 
 class ExportConfig(Section):
@@ -230,6 +255,13 @@ class BenchConfig(Section):
     profiles: list[str] = Field(default_factory=list)
     accuracy_limit: int = Field(default=50, ge=0)
     repetitions: int = Field(default=3, ge=1)
+
+
+class SandboxConfig(Section):
+    """PoT sandbox. strict: refuse to run model-written code unless the OS boundary (seccomp, ...)
+    works; weak: run with Python-level checks and rlimits only (see README, "Security")."""
+
+    mode: Literal["strict", "weak"] = "strict"
 
 
 # --------------------------------------------------------------------------- root
@@ -247,11 +279,28 @@ class Config(Section):
     fdd: FddConfig = Field(default_factory=FddConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _one_component(cls, v: Any) -> str:
+        if isinstance(v, int) and not isinstance(v, bool):  # `name=7` reads as YAML int 7
+            v = str(v)
+        if not isinstance(v, str) or not _NAME_RE.fullmatch(v):
+            raise ValueError(NAME_RULE)
+        return v
+
+    @field_validator("runs_dir")
+    @classmethod
+    def _usable_path(cls, v: str) -> str:
+        if not v.strip() or "\0" in v:
+            raise ValueError("must be a directory path (not empty, no NUL byte)")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> Config:
         if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods: {self.methods} lists a method twice")
+            raise ValueError(f"methods: {clip(self.methods)} lists a method twice")
         if not self.teacher.strategies:
             raise ValueError("teacher.strategies: must name at least one of cot, l2m, pot")
         return self
@@ -265,17 +314,58 @@ class Config(Section):
 
 
 # --------------------------------------------------------------------------- loading
+class _AliasRefused(yaml.composer.ComposerError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases.
+
+    `*alias` lets a 1 kB file expand to gigabytes ("billion laughs": >120 s and 3.1 GB on main), and a
+    config never needs one, so the first anchor or alias is an error with its line and column.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            what = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise _AliasRefused(
+                None, None, f"YAML {what}{event.anchor} is not allowed: write the value out", event.start_mark
+            )
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+
+
+def load_yaml_text(text: str, origin: str, error: type[ConfigError] = ConfigError) -> Any:
+    """Parse YAML without anchors/aliases; any failure is one `error` naming `origin`, line and column."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = str(getattr(e, "problem", None) or e)[:CLIP_CHARS]
+        raise error(f"{origin}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise error(f"{origin}: not valid YAML: nested too deeply") from None
+
+
 def format_validation_error(err: ValidationError, header: str, unknown_hint: str) -> str:
-    """One line per bad key: the dotted key, what is wrong, the value given (pydantic lists allowed values)."""
+    """One line per bad key: the dotted key, what is wrong, the value given (pydantic lists allowed values).
+
+    Keys and values are echoed through `clip`, so a huge value gives a short message (52 MB on main).
+    """
     lines = [header]
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:_MAX_ERROR_LINES]:
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        key = key if len(key) <= CLIP_CHARS else clip(key)
         if e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key ({unknown_hint})")
         else:
             value = e.get("input")
-            shown = "" if isinstance(value, dict) else f" (got {value!r})"
-            lines.append(f"  {key}: {e['msg']}{shown}")
+            shown = "" if isinstance(value, dict) else f" (got {clip(value)})"
+            lines.append(f"  {key}: {str(e['msg'])[:CLIP_CHARS]}{shown}")
+    if len(errors) > _MAX_ERROR_LINES:
+        lines.append(f"  ... and {len(errors) - _MAX_ERROR_LINES} more")
     return "\n".join(lines)
 
 
@@ -287,11 +377,13 @@ def _format_error(err: ValidationError, origin: str) -> str:
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=1e-4")
+        raise ConfigError(f"override {clip(item)}: expected key=value, e.g. train.lr=1e-4")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else None  # noqa: S506 - safe subclass
+    except _AliasRefused as e:
+        raise ConfigError(f"override {clip(key)}: {e.problem}") from None
+    except (yaml.YAMLError, RecursionError):  # not YAML: the text itself, validated like any other value
         value = raw
     return key.strip().split("."), value
 
@@ -303,7 +395,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
+                raise ConfigError(f"override {clip(item)}: {clip(part)} is not a section")
             node = child
         node[path[-1]] = value
     return data
@@ -325,12 +417,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         origin = str(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        text = read_utf8(path, max_bytes=MAX_CONFIG_BYTES, error=ConfigError)
+        loaded = load_yaml_text(text, str(path))
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

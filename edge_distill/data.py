@@ -8,13 +8,13 @@ a normalized gold answer. A malformed row stops the load with the file, the line
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from edge_distill.answers import gsm8k_gold, normalize_number
 from edge_distill.errors import DataError
+from edge_distill.io import loads_json, read_utf8
 from edge_distill.types import Problem
 
 __all__ = ["BUILTIN_SAMPLE", "load_problems", "load_problems_with_stats", "split_dev"]
@@ -49,25 +49,26 @@ def _resolve(spec: str | Path, split: str) -> tuple[Path, bool]:
 
 def _rows(path: Path) -> list[tuple[int, Any]]:
     """(line or item number, parsed row or the JSON error) for a JSONL file or a JSON array file."""
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)  # non-UTF-8 bytes: a DataError naming the line, not a traceback
     if path.suffix == ".json" or text.lstrip().startswith("["):
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); fix the file") from e
+            data = loads_json(text)
+        except ValueError as e:
+            raise DataError(f"{path}: {e}; fix the file") from None
         if not isinstance(data, list):
             raise DataError(
                 f"{path}: a .json data file must hold an array of objects, got {type(data).__name__}"
             )
         return list(enumerate(data, 1))
     rows: list[tuple[int, Any]] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # split on "\n" only: str.splitlines() also splits on U+2028 and friends, which JSON strings may hold raw
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            rows.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as e:
-            rows.append((lineno, _Malformed(f"invalid JSON ({e.msg} at column {e.colno})")))
+        try:  # deep nesting and over-long integers are malformed rows too, not tracebacks
+            rows.append((lineno, loads_json(line)))
+        except ValueError as e:
+            rows.append((lineno, _Malformed(str(e))))
     return rows
 
 

@@ -23,3 +23,27 @@ class TeacherError(EdgeDistillError):
 
 class StageError(EdgeDistillError):
     """A pipeline stage cannot run (missing inputs from an earlier stage, ...)."""
+
+
+class StorageError(EdgeDistillError):
+    """An output cannot be written (disk full, read-only, not a directory). The message names the path."""
+
+
+# Values echoed back in error messages are user input of any size: a 50 MB string must not become a
+# 50 MB message (issue 10), so every echo goes through `clip`.
+CLIP_CHARS = 200
+
+
+def clip(value: object, limit: int = CLIP_CHARS) -> str:
+    """`repr(value)` cut to about `limit` characters, bounded in time and memory for any nesting or size."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = r.maxlong = limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = 10
+    r.maxlevel = 3
+    try:
+        text = r.repr(value)
+    except ValueError:  # an int beyond Python's str-conversion digit limit
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else f"{text[: limit - 15]}...({len(text)} chars)"

@@ -13,13 +13,11 @@ from edge_distill.config import Config
 from edge_distill.rundir import RunDir
 
 
-def cascod_template(cfg: Config) -> dict[str, Any] | None:
-    """The two-stage template a CasCoD student needs at inference; None for other objectives."""
-    if cfg.train.objective != "cascod":
-        return None
-    from edge_distill.objectives.build import prompt_template
+def decoding_for(cfg: Config) -> dict[str, Any]:
+    """How the run's student decodes (its objective's description), for the package's prompt_template.json."""
+    from edge_distill.objectives.build import objective
 
-    return prompt_template("cascod", cfg.train.cascod.marker)
+    return objective(cfg.train.objective).decoding(cfg.train)
 
 
 def export_run(cfg: Config, run: RunDir, model_dir: Path) -> dict[str, Any]:
@@ -30,7 +28,7 @@ def export_run(cfg: Config, run: RunDir, model_dir: Path) -> dict[str, Any]:
         run.path / "export",
         [t.model_dump() for t in cfg.export.targets],
         **run_metadata(run.path),
-        cascod_template=cascod_template(cfg),
+        decoding=decoding_for(cfg),
         parity_prompts=cfg.export.parity_prompts,
         archive=cfg.export.archive,
     )
@@ -44,7 +42,7 @@ def bench_run(cfg: Config, run: RunDir) -> dict[str, Any]:
     from, so the "accuracy drop" gate compares like with like.
     """
     from device_profiles import bench_packages, bench_summary
-    from edge_distill.pipeline import load_split
+    from edge_distill.stages import load_split
 
     packages = run.stages().get("export", {}).get("summary", {}).get("packages", [])
     dev = load_split(run, "dev")

@@ -2,8 +2,9 @@
 
     data -> teach -> filter -> train -> eval -> export -> bench -> report
 
-`methods: [siked]` / `[fdd, siked]` replace train+eval with iterations/rounds (edge_distill.methods).
-Only this module (and the CLI) reads the config tree; components get plain arguments.
+`methods: [siked]` / `[fdd, siked]` replace train with iterations/rounds (edge_distill.methods).
+Only this module, `methods.loop` and `exporting` read the config tree; they hand each stage helper
+(`edge_distill.stages`) the config section it needs, and components get plain arguments.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_distill import sandbox, stages
 from edge_distill.config import Config
 from edge_distill.errors import StageError
-from edge_distill.io import read_jsonl, write_json, write_jsonl, write_text
+from edge_distill.io import write_json, write_jsonl, write_text
 from edge_distill.rundir import RunDir, config_digest
-from edge_distill.types import Problem, Sample
 
 log = logging.getLogger(__name__)
-
-STAGES = ("data", "teach", "filter", "train", "eval", "export", "bench", "report")
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -31,7 +30,7 @@ def stage_data(cfg: Config, run: RunDir) -> dict[str, Any]:
     from edge_distill.data import split_dev
 
     d = cfg.data
-    problems = _load_problems(cfg, "train")
+    problems = stages.load_problems(d, "train")
     train, dev = split_dev(problems, d.dev_size, d.seed)
     if d.limit_train is not None:
         train = train[: d.limit_train]
@@ -41,44 +40,12 @@ def stage_data(cfg: Config, run: RunDir) -> dict[str, Any]:
     return {"train": len(train), "dev": len(dev), "source": d.train}
 
 
-def load_split(run: RunDir, split: str) -> list[Problem]:
-    run.require(f"data/{split}.jsonl")
-    return [Problem.from_dict(r) for r in read_jsonl(run.path / "data" / f"{split}.jsonl")]
-
-
-def load_test(cfg: Config) -> list[Problem]:
-    """The test split is read here only: for the final number, never for selection."""
-    return _load_problems(cfg, "test")
-
-
-def _load_problems(cfg: Config, split: str) -> list[Problem]:
-    from edge_distill.data import load_problems
-
-    d = cfg.data
-    return load_problems(
-        d.train if split == "train" else d.test,
-        fmt=d.format,
-        question_field=d.question_field,
-        answer_field=d.answer_field,
-        skip_malformed=d.skip_malformed,
-        split=split,
-        # data.train_socratic was accepted but never passed on: the L2M source file is now honoured
-        socratic=d.train_socratic if split == "train" else "auto",
-    )
-
-
 # ---------------------------------------------------------------------------------------------- teach
-def build_teacher(cfg: Config):
-    from edge_distill.teachers.factory import teacher_from_config
-
-    return teacher_from_config(cfg.teacher)
-
-
 def stage_teach(cfg: Config, run: RunDir) -> dict[str, Any]:
     from edge_distill.teach import teach
 
-    problems = load_split(run, "train")
-    teacher = build_teacher(cfg)
+    problems = stages.load_split(run, "train")
+    teacher = stages.build_teacher(cfg.teacher)
     try:
         samples, stats = teach(teacher, problems, cfg.teacher.strategies, cfg.teacher.samples_per_strategy)
         if hasattr(teacher, "report"):
@@ -92,15 +59,11 @@ def stage_teach(cfg: Config, run: RunDir) -> dict[str, Any]:
     return stats
 
 
-def load_samples(path: Path) -> list[Sample]:
-    return [Sample.from_dict(r) for r in read_jsonl(path)]
-
-
 def stage_filter(cfg: Config, run: RunDir) -> dict[str, Any]:
     from edge_distill.teach import filter_samples
 
     run.require("teach/samples.jsonl")
-    samples = load_samples(run.path / "teach" / "samples.jsonl")
+    samples = stages.load_samples(run.path / "teach" / "samples.jsonl")
     kept = filter_samples(samples, keep=cfg.student.keep)
     out = run.stage_dir("filter")
     write_jsonl(out / "train.jsonl", (s.to_dict() for s in kept))
@@ -113,69 +76,44 @@ def stage_filter(cfg: Config, run: RunDir) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- train / eval
-def train_student(cfg: Config, samples: list[Sample], base_model: str | Path, out_dir: Path) -> Path:
-    """Train on `samples` with the configured objective; return the trained model/adapter directory.
-
-    This is the one function the SIKeD/FDD loops call for each iteration/round, so the loops decide
-    the data and `train.objective` decides the loss.
-    """
-    from edge_distill.objectives.build import train_with_objective
-
-    return train_with_objective(cfg.train, samples, base_model, out_dir, seed=cfg.seed)
-
-
-def evaluate_student(cfg: Config, model_dir: Path, problems: list[Problem], out_dir: Path, split: str):
-    from edge_distill.eval import evaluate, write_eval
-    from edge_distill.fastpath import inference_dtype
-    from edge_distill.objectives.build import generate_fn_for
-
-    e = cfg.eval
-    result = evaluate(
-        model_dir,
-        problems[: e.limit] if e.limit else problems,
-        strategy=e.strategy,
-        batch_size=e.batch_size,
-        max_new_tokens=e.max_new_tokens,
-        generate_fn=generate_fn_for(cfg.train),
-        dtype=inference_dtype(cfg.train.precision),
-        engine=e.engine,
-    )
-    write_eval(result, out_dir, split)
-    return result
-
-
 def stage_train(cfg: Config, run: RunDir) -> dict[str, Any]:
     from edge_distill.models import resolve_model
+    from edge_distill.objectives.build import objective
 
     run.require("filter/train.jsonl")
-    samples = load_samples(run.path / "filter" / "train.jsonl")
+    samples = stages.load_samples(run.path / "filter" / "train.jsonl")
     if not samples:
         raise StageError(
             "no correct teacher samples survived filtering: nothing to train on (see teach/stats.json)"
         )
     base = resolve_model(cfg.student.model)
-    final = train_student(cfg, samples, base, run.stage_dir("train"))
-    return {"model": str(final), "samples": len(samples), "base": str(base)}
+    out = run.stage_dir("train")
+    pairs = None
+    if objective(cfg.train.objective).uses_live_teacher:  # EDIT: AHP/CCP when the teacher can be re-prompted
+        pairs = stages.live_teacher_pairs(cfg.teacher, run.path / "teach" / "samples.jsonl", out)
+    final = stages.train_student(cfg.train, samples, base, out, seed=cfg.seed, pairs=pairs)
+    summary: dict[str, Any] = {"model": str(final), "samples": len(samples), "base": str(base)}
+    if pairs is not None:
+        summary["edit_live_pairs"] = len(pairs)
+    return summary
 
 
 def final_model_dir(run: RunDir) -> Path:
     """The run's result: train/final, or the best iteration/round chosen on dev by the loops."""
-    stages = run.stages()
+    recorded = run.stages()
     for stage in ("methods", "train"):
-        model = stages.get(stage, {}).get("summary", {}).get("model")
+        model = recorded.get(stage, {}).get("summary", {}).get("model")
         if model:
             return Path(model)
     raise StageError(f"{run.path}: no trained model yet (run the train stage first)")
 
 
 def _best_step_eval(run: RunDir) -> Path | None:
-    """The dev eval the SIKeD/FDD loop already ran for its best step (`siked:k` -> iter_k/eval)."""
-    best = run.stages().get("methods", {}).get("summary", {}).get("best")
-    if not best:
+    """The dev eval the SIKeD/FDD loop already ran for its best step (the methods summary names its dir)."""
+    step_eval = run.stages().get("methods", {}).get("summary", {}).get("best_eval")
+    if not step_eval:
         return None
-    method, k = best.split(":")
-    step_eval = run.path / f"{'iter' if method == 'siked' else 'round'}_{k}" / "eval"
-    return step_eval if (step_eval / "dev.json").is_file() else None
+    return Path(step_eval) if (Path(step_eval) / "dev.json").is_file() else None
 
 
 def stage_eval(cfg: Config, run: RunDir) -> dict[str, Any]:
@@ -187,11 +125,11 @@ def stage_eval(cfg: Config, run: RunDir) -> dict[str, Any]:
             write_text(out / f.name, f.read_text(encoding="utf-8"))
         summary: dict[str, Any] = {"dev": json.loads((out / "dev.json").read_text(encoding="utf-8"))}
     else:
-        dev = load_split(run, "dev")
-        summary = {"dev": evaluate_student(cfg, model, dev, out, "dev").summary()}
+        dev = stages.load_split(run, "dev")
+        summary = {"dev": stages.evaluate_student(cfg.eval, cfg.train, model, dev, out, "dev").summary()}
     if cfg.eval.final_test or cfg.eval.split == "test":
-        test = load_test(cfg)
-        summary["test"] = evaluate_student(cfg, model, test, out, "test").summary()
+        test = stages.load_test(cfg.data)
+        summary["test"] = stages.evaluate_student(cfg.eval, cfg.train, model, test, out, "test").summary()
     return summary
 
 
@@ -251,6 +189,14 @@ def run_pipeline(
 ) -> RunDir:
     """Run every stage not yet finished; stop after `until`; re-run `redo` even if finished."""
     run = RunDir(cfg, resume=resume or until is not None or redo is not None, overwrite=overwrite)
+    try:  # the run directory is locked from RunDir() until here: one writer at a time
+        sandbox.configure(cfg.sandbox.mode)
+        return _run_stages(cfg, run, until=until, redo=redo)
+    finally:
+        run.release()
+
+
+def _run_stages(cfg: Config, run: RunDir, *, until: str | None, redo: str | None) -> RunDir:
     steps = plan(cfg)
     names = [n for n, _ in steps]
     for name in (until, redo):

@@ -53,6 +53,29 @@ def _section(title: str, body: list[str]) -> list[str]:
     return [f"## {title}", "", *body, ""] if body else []
 
 
+def _package_sections(p: Path) -> list[str]:
+    """Exports and device budgets: what the export and bench stages left in the run directory."""
+    out: list[str] = []
+    exports = sorted((p / "export").glob("*/manifest.json"))
+    if exports:
+        body = ["| package | format | quant | size MB |", "|---|---|---|---|"]
+        for m in exports:
+            man = _load(m)
+            size = sum(f["bytes"] for f in man.get("files", {}).values()) / 1e6
+            body.append(f"| {m.parent.name} | {man.get('format')} | {man.get('quant')} | {size:.1f} |")
+        out += _section("Exports", body)
+
+    bench_md = sorted((p / "bench").glob("*.md"))
+    if bench_md:
+        body = []
+        for md in bench_md:
+            body += [md.read_text(encoding="utf-8").strip(), ""]
+        for png in sorted((p / "bench").glob("*.png")):
+            body.append(f"![{png.stem}]({png.relative_to(p)})")
+        out += _section("Device budgets", body)
+    return out
+
+
 def build_report(run: RunDir) -> str:
     p = run.path
     stages = run.stages()
@@ -120,23 +143,7 @@ def build_report(run: RunDir) -> str:
         if ev:
             out += _section(f"Accuracy on {split}", _accuracy_table(ev))
 
-    exports = sorted((p / "export").glob("*/manifest.json"))
-    if exports:
-        body = ["| package | format | quant | size MB |", "|---|---|---|---|"]
-        for m in exports:
-            man = _load(m)
-            size = sum(f["bytes"] for f in man.get("files", {}).values()) / 1e6
-            body.append(f"| {m.parent.name} | {man.get('format')} | {man.get('quant')} | {size:.1f} |")
-        out += _section("Exports", body)
-
-    bench_md = sorted((p / "bench").glob("*.md"))
-    if bench_md:
-        body = []
-        for md in bench_md:
-            body += [md.read_text(encoding="utf-8").strip(), ""]
-        for png in sorted((p / "bench").glob("*.png")):
-            body.append(f"![{png.stem}]({png.relative_to(p)})")
-        out += _section("Device budgets", body)
+    out += _package_sections(p)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -2,7 +2,12 @@
 
 A stage is finished when it is recorded in `stages.json`, which happens only after all of its outputs
 were written atomically. `--resume` skips recorded stages; a config that changed since the run started
-is refused rather than silently mixed with old artifacts.
+is refused rather than silently mixed with old artifacts. A run directory with no finished stage (its
+first stage failed) is simply started again.
+
+Safety (issue 10): `name` is one path component (checked in the config), a run directory is locked by
+one process at a time (`runlock`), and `--overwrite` deletes only a directory that is an edge-distill
+run (its config.yaml names it) and that is, after resolving symlinks, directly inside `runs_dir`.
 """
 
 from __future__ import annotations
@@ -15,11 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from edge_distill.config import Config
-from edge_distill.errors import StageError
-from edge_distill.io import append_jsonl, write_json, write_text
+from edge_distill.config import MAX_CONFIG_BYTES, Config, load_yaml_text
+from edge_distill.errors import EdgeDistillError, StageError, StorageError
+from edge_distill.io import (
+    append_jsonl,
+    loads_json,
+    make_dirs,
+    read_utf8,
+    storage_error,
+    write_json,
+    write_text,
+)
+from edge_distill.runlock import LOCK_NAME, RunLock
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +53,68 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def _saved_config(path: Path) -> dict[str, Any]:
+    saved = path / "config.yaml"
+    data = load_yaml_text(
+        read_utf8(saved, max_bytes=MAX_CONFIG_BYTES, error=StageError), str(saved), StageError
+    )
+    if not isinstance(data, dict):
+        raise StageError(f"{saved}: not an edge-distill run config (top level is not a mapping)")
+    return data
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is an edge-distill run directory: its config.yaml exists and names this directory."""
+    if not (path / "config.yaml").is_file():
+        return False
+    try:
+        return _saved_config(path).get("name") == path.name
+    except EdgeDistillError:
+        return False
+
+
+def _has_content(path: Path) -> bool:
+    return path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir())
+
+
 class RunDir:
-    """Bookkeeping for `runs/<name>/`."""
+    """Bookkeeping for `runs/<name>/`. Holds the directory's lock from construction until `release()`."""
 
     def __init__(self, cfg: Config, *, resume: bool = False, overwrite: bool = False):
         self.cfg = cfg
         self.path = cfg.run_dir
         self._stages_file = self.path / "stages.json"
-        if self.path.exists() and any(self.path.iterdir()):
+        self._lock = RunLock(self.path)
+        try:
+            runs_dir = make_dirs(cfg.runs_dir)
+        except StorageError as e:
+            raise StorageError(f"runs_dir: {e}; set runs_dir=<a writable directory>") from None
+        if self.path.exists() and not self.path.is_dir():
+            raise StageError(f"{self.path} exists and is not a directory: choose another name=<name>")
+        # Checked before the lock file is created: a foreign directory is not written to at all.
+        if _has_content(self.path) and not is_run_dir(self.path):
+            raise StageError(
+                f"{self.path} exists and is not an edge-distill run directory (no config.yaml naming it); "
+                "nothing was changed or deleted: choose another name=<name> or runs_dir=<dir>"
+            )
+        if overwrite and _has_content(self.path):
+            self._check_deletable(runs_dir)  # again under the lock; first so a refusal touches nothing
+        make_dirs(self.path)
+        self._lock.acquire()
+        try:
+            self._prepare(runs_dir, resume=resume, overwrite=overwrite)
+        except BaseException:
+            self.release()
+            raise
+
+    def _prepare(self, runs_dir: Path, *, resume: bool, overwrite: bool) -> None:
+        if _has_content(self.path):
             if overwrite:
-                log.info("removing existing run directory %s (--overwrite)", self.path)
-                shutil.rmtree(self.path)
+                self._check_deletable(runs_dir)
+                log.info("removing the contents of run directory %s (--overwrite)", self.path)
+                self._clear()
+            elif not self.stages():
+                log.info("%s has no finished stage: starting it afresh", self.path)
             elif not resume:
                 raise StageError(
                     f"run directory {self.path} already exists: pass --resume to continue it, "
@@ -59,8 +122,43 @@ class RunDir:
                 )
             else:
                 self._check_same_config()
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_text(self.path / "config.yaml", cfg.to_yaml())
+        write_text(self.path / "config.yaml", self.cfg.to_yaml())
+
+    def _check_deletable(self, runs_dir: Path) -> None:
+        """--overwrite deletes only a real (not symlinked) run directory directly inside runs_dir."""
+        where = self.path.resolve()
+        if self.path.is_symlink() or where.parent != runs_dir.resolve():
+            raise StageError(
+                f"--overwrite refused: {self.path} resolves to {where}, which is not a directory inside "
+                f"runs_dir {runs_dir.resolve()}; nothing was deleted. Remove it yourself if you mean to"
+            )
+
+    def _clear(self) -> None:
+        for child in self.path.iterdir():
+            if child.name == LOCK_NAME:  # we hold it; a new file would not be the one others lock
+                continue
+            try:
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            except OSError as e:
+                raise storage_error(child, e) from e
+
+    # ------------------------------------------------------------------ lock
+    def acquire(self) -> RunDir:
+        """Take the directory's lock (a second process gets a StageError naming this one)."""
+        self._lock.acquire()
+        return self
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> RunDir:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
@@ -74,13 +172,13 @@ class RunDir:
         run.cfg = load_config(path / "config.yaml")
         run.path = path
         run._stages_file = path / "stages.json"
+        run._lock = RunLock(path)
         return run
 
     def _check_same_config(self) -> None:
-        saved = self.path / "config.yaml"
-        if not saved.is_file():
+        if not (self.path / "config.yaml").is_file():
             return
-        old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        old = _saved_config(self.path)
         new = self.cfg.model_dump(mode="json")
         changed = [k for k in _diff_keys(old, new) if k.split(".")[0] not in _RESUME_TOLERANT]
         if changed:
@@ -93,7 +191,14 @@ class RunDir:
     def stages(self) -> dict[str, Any]:
         if not self._stages_file.is_file():
             return {}
-        return json.loads(self._stages_file.read_text(encoding="utf-8"))
+        lost = "the run's bookkeeping is lost: start over with --overwrite or a new name"
+        try:
+            stages = loads_json(read_utf8(self._stages_file, error=StageError))
+        except ValueError as e:
+            raise StageError(f"{self._stages_file}: damaged ({e}); {lost}") from None
+        if not isinstance(stages, dict):
+            raise StageError(f"{self._stages_file}: not a JSON object; {lost}")
+        return stages
 
     def done(self, stage: str) -> bool:
         return stage in self.stages()
@@ -105,15 +210,8 @@ class RunDir:
             stages[stage]["summary"] = summary
         write_json(self._stages_file, stages)
 
-    def forget(self, stage: str) -> None:
-        stages = self.stages()
-        if stages.pop(stage, None) is not None:
-            write_json(self._stages_file, stages)
-
     def stage_dir(self, stage: str) -> Path:
-        d = self.path / stage
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+        return make_dirs(self.path / stage)
 
     def require(self, *relpaths: str) -> None:
         for rel in relpaths:

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from edge_distill.errors import ModelError
+from edge_distill.config import TrainConfig
+from edge_distill.errors import ConfigError, ModelError
 from edge_distill.fastpath import ChunkedLossHead, check_liger, mixed_precision_flags, model_load_kwargs
-from edge_distill.io import append_jsonl, atomic_path, write_json
+from edge_distill.io import append_jsonl, write_json
 from edge_distill.models import load_tokenizer
 from edge_distill.objectives.examples import Example, ExampleCollator, ExampleDataset
 from edge_distill.objectives.losses import DEFAULT_CHUNK, weighted_ce
@@ -72,10 +74,16 @@ class WeightedLossTrainer(Trainer):
     loss_is_scaled_for_ga = True
 
     def __init__(
-        self, *args: Any, nll_cap: float | None = None, loss_chunk_size: int = DEFAULT_CHUNK, **kwargs: Any
+        self,
+        *args: Any,
+        nll_cap: float | None = None,
+        loss_fn: Any = None,
+        loss_chunk_size: int = DEFAULT_CHUNK,
+        **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.nll_cap = nll_cap
+        self.loss_fn = loss_fn  # an objective's compute_loss hook; None = weighted_ce
         # 0 = materialize [B,T,V] logits (weighted_ce); otherwise the head computes the loss chunk-wise
         self.loss_head = ChunkedLossHead(self.model, loss_chunk_size)
 
@@ -100,7 +108,9 @@ class WeightedLossTrainer(Trainer):
         weights, ids = inputs["weights"], inputs["input_ids"]
         # packed batches (packing.py) carry position_ids and no mask: attention stays within each example
         extra = {k: inputs[k] for k in ("position_ids", "attention_mask") if k in inputs}
-        if self.loss_head.active:
+        if self.loss_fn is not None:
+            total, outputs = self.loss_fn(model, inputs, self.nll_cap)
+        elif self.loss_head.active:
             with self.loss_head.capture(ids, weights, self.nll_cap) as box:
                 outputs = model(input_ids=ids, use_cache=False, **extra)
             total = box[0]
@@ -135,128 +145,81 @@ class _MetricsCallback(TrainerCallback):
         )
 
 
-def _lora_settings(lora: Any, r: int, alpha: int, dropout: float, target_modules: Any) -> dict[str, Any]:
-    """Explicit lora_* arguments, overridden by a `lora` section (config.LoraConfig or a dict) when given."""
-    settings = {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": target_modules}
-    if lora is not None:
-        src = lora if isinstance(lora, dict) else {k: getattr(lora, k) for k in settings if hasattr(lora, k)}
-        settings.update({k: v for k, v in src.items() if k in settings})
-    return settings
+def _section(cfg: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
+    """The run's `train:` section: `cfg` (defaults when None) with `overrides` applied and validated."""
+    base = (cfg or TrainConfig()).model_dump()
+    try:
+        return TrainConfig.model_validate({**base, **overrides})
+    except ValidationError as e:
+        raise ConfigError(f"train: {e}") from None
 
 
-def train(
-    model_path: str | os.PathLike[str],
-    examples: Sequence[Example],
-    out_dir: str | os.PathLike[str],
-    *,
-    finetune: str = "lora",
-    lora: Any = None,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
-    target_modules: list[str] | str = "all-linear",
-    lr: float = 3e-4,
-    epochs: float = 3.0,
-    max_steps: int | None = None,
-    batch_size: int = 8,
-    grad_accum: int = 1,
-    warmup_steps: int = 5,
-    scheduler: str = "cosine",
-    weight_decay: float = 0.0,
-    max_grad_norm: float = 1.0,
-    group_by_length: bool = True,
-    save_steps: int = 50,
-    save_total_limit: int = 2,
-    precision: str = "auto",
-    gradient_checkpointing: bool = False,
-    packing: bool = False,
-    loss_chunk_size: int = DEFAULT_CHUNK,
-    attn_implementation: str = "auto",
-    compile: bool = False,
-    liger: bool = False,
-    logging_steps: int = 5,
-    seed: int = 0,
-    nll_cap: float | None = None,
-    resume: bool = True,
-    metrics_path: str | os.PathLike[str] | None = None,
-    callbacks: Sequence[TrainerCallback] = (),
-    training_args: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Train `model_path` (a full HF directory) on `examples`; write out_dir/{checkpoints/, final/}.
+def _full_model_dir(model_path: str | os.PathLike[str]) -> Path:
+    path = Path(model_path).resolve()
+    if not (path / "config.json").is_file():
+        lora = (path / "adapter_config.json").is_file()
+        hint = " (a LoRA adapter: merge it first with training.merge_lora)" if lora else ""
+        raise ModelError(f"{path}: not a full HF model directory{hint}")
+    return path
 
-    final/ holds the LoRA adapter (whose config names the absolute base path) or the full model, plus the
-    tokenizer. With `resume`, a run that stopped (crash, preemption) continues from the newest checkpoint
-    in out_dir/checkpoints, optimizer and scheduler state included. Logged losses are appended to
-    `metrics_path` (default out_dir/train_metrics.jsonl). `callbacks` are extra Trainer callbacks.
-    Speed knobs (same result, less time/memory): `packing` (padding-free rows, packing.py),
-    `loss_chunk_size` (0 = full logits), `attn_implementation`, `compile`, `liger` (fastpath.py).
-    `training_args` overrides TrainingArguments fields (e.g. optim="sgd" in tests, benchmarks).
-    """
-    from transformers import AutoModelForCausalLM, set_seed
 
-    if finetune not in ("lora", "full"):
-        raise ValueError(f"train.finetune: {finetune!r} is not one of lora, full")
-    if not examples:
-        raise ValueError("train: no examples to train on")
-    model_path = Path(model_path).resolve()
-    if not (model_path / "config.json").is_file():
-        hint = (
-            " (a LoRA adapter: merge it first with training.merge_lora)"
-            if (model_path / "adapter_config.json").is_file()
-            else ""
-        )
-        raise ModelError(f"{model_path}: not a full HF model directory{hint}")
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    set_seed(seed)
-    tokenizer = load_tokenizer(model_path)
+def _student_model(model_path: Path, c: TrainConfig) -> tuple[Any, int]:
+    """The model to train (a fresh LoRA on it, or all weights) and its trainable parameter count."""
+    from transformers import AutoModelForCausalLM
+
     # fp32 master weights; bf16/fp16 is autocast by Trainer, which keeps small-model fine-tuning stable.
-    check_liger(liger)
+    check_liger(c.liger)
     model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=torch.float32, **model_load_kwargs(attn_implementation)
+        model_path, dtype=torch.float32, **model_load_kwargs(c.attn_implementation)
     )
-    if finetune == "lora":
+    if c.finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
-        s = _lora_settings(lora, lora_r, lora_alpha, lora_dropout, target_modules)
         peft_cfg = LoraConfig(
-            r=s["r"],
-            lora_alpha=s["alpha"],
-            lora_dropout=s["dropout"],
-            target_modules=s["target_modules"],
+            r=c.lora.r,
+            lora_alpha=c.lora.alpha,
+            lora_dropout=c.lora.dropout,
+            target_modules=c.lora.target_modules,
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, peft_cfg)
-        if gradient_checkpointing:
+        if c.gradient_checkpointing:
             # reentrant checkpointing with frozen embeddings would otherwise cut the graph to the adapters
             model.enable_input_require_grads()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    bf16, fp16 = mixed_precision_flags(precision)
-    args = TrainingArguments(
+    return model, sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _training_args(
+    c: TrainConfig, ckpt_dir: Path, seed: int, max_grad_norm: float, extra: dict[str, Any] | None = None
+) -> TrainingArguments:
+    bf16, fp16 = mixed_precision_flags(c.precision)
+    return TrainingArguments(
         output_dir=str(ckpt_dir),
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        learning_rate=lr,
-        num_train_epochs=epochs,
-        max_steps=max_steps if max_steps is not None else -1,
-        warmup_steps=warmup_steps,
-        lr_scheduler_type=scheduler if scheduler != "constant" else "constant_with_warmup",
-        weight_decay=weight_decay,
+        per_device_train_batch_size=c.batch_size,
+        gradient_accumulation_steps=c.grad_accum,
+        learning_rate=c.lr,
+        num_train_epochs=c.epochs,
+        max_steps=c.max_steps if c.max_steps is not None else -1,
+        warmup_steps=c.warmup_steps,
+        lr_scheduler_type=c.scheduler if c.scheduler != "constant" else "constant_with_warmup",
+        weight_decay=c.weight_decay,
         max_grad_norm=max_grad_norm,  # 0 disables clipping
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        train_sampling_strategy="group_by_length" if c.group_by_length else "random",
         save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=save_total_limit,
-        logging_steps=logging_steps,
+        save_steps=c.save_steps,
+        save_total_limit=c.save_total_limit,
+        logging_steps=c.logging_steps,
         logging_first_step=True,
         seed=seed,
         bf16=bf16,
         fp16=fp16,
-        activation_checkpointing=gradient_checkpointing,
-        torch_compile=compile,
-        use_liger_kernel=liger,
+        activation_checkpointing=c.gradient_checkpointing,
+        torch_compile=c.compile,
+        use_liger_kernel=c.liger,
         # Liger's kernels for norms/RoPE/MLP only: the loss stays ours (per-token weights, NLL cap)
-        liger_kernel_config={"fused_linear_cross_entropy": False, "cross_entropy": False} if liger else None,
+        liger_kernel_config={"fused_linear_cross_entropy": False, "cross_entropy": False}
+        if c.liger
+        else None,
         use_cpu=not torch.cuda.is_available(),
         report_to=[],
         remove_unused_columns=False,  # keeps our "weights" column
@@ -266,18 +229,64 @@ def train(
         # so DDP can skip its per-step search for unused parameters
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
-        **(training_args or {}),
+        **(extra or {}),
     )
+
+
+def train(
+    model_path: str | os.PathLike[str],
+    examples: Sequence[Example],
+    out_dir: str | os.PathLike[str],
+    cfg: TrainConfig | None = None,
+    *,
+    seed: int = 0,
+    nll_cap: float | None = None,
+    loss_fn: Any = None,
+    max_grad_norm: float = 1.0,
+    resume: bool = True,
+    metrics_path: str | os.PathLike[str] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+    training_args: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Train `model_path` (a full HF directory) on `examples` with the `train:` config section `cfg` (defaults
+    when None); write out_dir/{checkpoints/, final/}.
+
+    `overrides` are TrainConfig keys for this run only (EDIT's step 2: `lr=`, `epochs=`; tests:
+    `max_steps=`, `lora={"dropout": 0.0}`), validated like the YAML. `loss_fn(model, batch, nll_cap) ->
+    (summed loss, outputs)` replaces token-weighted CE (an objective's `compute_loss` hook).
+    final/ holds the LoRA adapter (whose config names the absolute base path) or the full model, plus the
+    tokenizer. With `resume`, a run that stopped (crash, preemption) continues from the newest checkpoint
+    in out_dir/checkpoints, optimizer and scheduler state included. Logged losses are appended to
+    `metrics_path` (default out_dir/train_metrics.jsonl). `callbacks` are extra Trainer callbacks.
+    Speed knobs (same result, less time/memory): `packing` (padding-free rows, packing.py),
+    `loss_chunk_size` (0 = full logits), `attn_implementation`, `compile`, `liger` (fastpath.py).
+    `training_args` overrides TrainingArguments fields (e.g. optim="sgd" in tests, benchmarks).
+    """
+    from transformers import set_seed
+
+    c = _section(cfg, overrides)
+    finetune, lr = c.finetune, c.lr
+    if not examples:
+        raise ValueError("train: no examples to train on")
+    model_path = _full_model_dir(model_path)
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    set_seed(seed)
+    tokenizer = load_tokenizer(model_path)
+    model, trainable = _student_model(model_path, c)
+    args = _training_args(c, ckpt_dir, seed, max_grad_norm, training_args)
     metrics_file = Path(metrics_path) if metrics_path else out_dir / "train_metrics.jsonl"
     metrics_cb = _MetricsCallback(metrics_file, tag=f"train:{out_dir.name}")
     trainer = WeightedLossTrainer(
         model=model,
         args=args,
         train_dataset=ExampleDataset(examples),
-        data_collator=PackedCollator() if packing else ExampleCollator(tokenizer.pad_token_id),
+        data_collator=PackedCollator() if c.packing else ExampleCollator(tokenizer.pad_token_id),
         callbacks=[metrics_cb, *callbacks],
         nll_cap=nll_cap,
-        loss_chunk_size=loss_chunk_size,
+        loss_fn=loss_fn,
+        loss_chunk_size=c.loss_chunk_size,
     )
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     resumed_from = int(Path(last).name.split("-")[-1]) if last else 0
@@ -287,7 +296,7 @@ def train(
         shutil.rmtree(ckpt_dir)  # a fresh run must not mix with an old run's checkpoints
     logger.info(
         "training %s (%s, %d trainable params) on %d examples: batch %d x accum %d, lr %g",
-        model_path.name, finetune, trainable, len(examples), batch_size, grad_accum, lr,
+        model_path.name, finetune, trainable, len(examples), c.batch_size, c.grad_accum, lr,
     )  # fmt: skip
     t0 = time.time()
     out = trainer.train(resume_from_checkpoint=last)
@@ -334,23 +343,14 @@ def merge_lora(
     *,
     base_path: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Merge a LoRA adapter into its base (default: the base named in adapter_config.json) and write a
-    full fp32 HF directory + tokenizer to `out_dir` atomically. Returns `out_dir`."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
+    """Merge a LoRA adapter into its base (default: the base named in adapter_config.json, resolved like
+    `student.model`) and write a full fp32 HF directory + tokenizer to `out_dir` atomically. Returns `out_dir`.
+    The merge itself is the exporter's (`exporters.merge.merge_lora`), so there is one."""
     from edge_distill.models import adapter_base
+    from exporters.merge import merge_lora as merge
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ModelError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json)")
     base = Path(base_path) if base_path is not None else adapter_base(adapter_dir)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    tokenizer = load_tokenizer(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base)
-    out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-    logger.info("merged %s into %s -> %s", adapter_dir, base, out_dir)
-    return out_dir
+    return merge(adapter_dir, Path(out_dir), base=base)

@@ -7,20 +7,21 @@ import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_distill.io import atomic_path
 from exporters import gguf_checks, package, parity
 from exporters.errors import ExportError
+from exporters.formats import PROMPT_TEMPLATE, get_format
 from exporters.gguf_writer import write_gguf
 from exporters.merge import check_tokenizer, is_lora_dir, lora_base, prepare_full_model
-from exporters.onnx_export import build_onnx, check_builder_compatible, check_onnx_quant
-from exporters.quantize import GGUF_FLOATS, check_gguf_quant, quantize_gguf
+from exporters.onnx_export import build_onnx
+from exporters.quantize import GGUF_FLOATS, quantize_gguf
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("gguf", "onnx")
 PARITY_QUESTIONS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether in April and May?",
@@ -37,9 +38,8 @@ def default_parity_prompts(n: int = 3, template: dict[str, Any] | None = None) -
 
 def check_request(source: Path, fmt: str, quant: str) -> None:
     """Everything that can be refused before a single file is written."""
-    if fmt not in FORMATS:
-        raise ExportError(f"export format {fmt!r}: choose one of {FORMATS}")
-    (check_gguf_quant if fmt == "gguf" else check_onnx_quant)(quant)
+    f = get_format(fmt)  # an unknown format is an error listing the known ones
+    f.check_quant(quant)
     if not Path(source).is_dir():
         raise ExportError(f"{source}: not a model directory")
     if is_lora_dir(source):
@@ -49,17 +49,17 @@ def check_request(source: Path, fmt: str, quant: str) -> None:
     else:
         check_tokenizer(source)
         config_dir = Path(source)
-    if fmt == "onnx":
-        check_builder_compatible(config_dir)
-    if fmt == "gguf":
-        from exporters.gguf_writer import SUPPORTED_ARCHS
+    f.load("check_source")(config_dir)
 
-        cfg = json.loads((config_dir / "config.json").read_text(encoding="utf-8"))
-        if cfg.get("model_type") not in SUPPORTED_ARCHS:
-            raise ExportError(
-                f"{source}: architecture {cfg.get('model_type')!r} is not supported for GGUF export; "
-                f"supported: {sorted(SUPPORTED_ARCHS)} (Llama: SmolLM2, Llama-3.2; Qwen2/Qwen2.5)"
-            )
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """Knobs a format writer may read (each writer ignores the others)."""
+
+    threads: int | None = None
+    check_transformers: bool = True
+    onnx_block_size: int = 32
+    onnx_accuracy_level: int = 4
 
 
 def run_metadata(run_dir: str | Path) -> dict[str, Any]:
@@ -109,8 +109,10 @@ def _cpu_s() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def _export_gguf(full: Path, pkg: Path, work: Path, quant: str, model: Any, tokenizer: Any,
-                 ref: parity.Reference, threads: int | None, check_transformers: bool) -> tuple[str, dict[str, Any]]:  # fmt: skip
+def write_gguf_package(full: Path, pkg: Path, work: Path, quant: str, model: Any, tokenizer: Any,
+                       ref: parity.Reference, options: WriteOptions) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """The "gguf" row's writer: f16/f32 GGUF (+ llama.cpp quantizer), read-back checks, llama.cpp parity."""
+    threads, check_transformers = options.threads, options.check_transformers
     t0, c0 = time.perf_counter(), _cpu_s()
     float_type = quant if quant in GGUF_FLOATS else "f16"
     name = f"model-{quant}.gguf"
@@ -143,8 +145,14 @@ def _export_gguf(full: Path, pkg: Path, work: Path, quant: str, model: Any, toke
     return name, numbers
 
 
-def _export_onnx(full: Path, pkg: Path, work: Path, quant: str, tokenizer: Any, ref: parity.Reference,
-                 threads: int | None, block_size: int, accuracy_level: int) -> tuple[str, dict[str, Any]]:  # fmt: skip
+def write_onnx_package(full: Path, pkg: Path, work: Path, quant: str, model: Any, tokenizer: Any,
+                       ref: parity.Reference, options: WriteOptions) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """The "onnx" row's writer: onnxruntime-genai's builder, then ORT GenAI parity (`model` is None)."""
+    threads, block_size, accuracy_level = (
+        options.threads,
+        options.onnx_block_size,
+        options.onnx_accuracy_level,
+    )
     t0, c0 = time.perf_counter(), _cpu_s()
     build_onnx(
         full, pkg, quant, block_size=block_size, accuracy_level=accuracy_level, work_dir=work, threads=threads
@@ -171,6 +179,21 @@ def _export_onnx(full: Path, pkg: Path, work: Path, quant: str, tokenizer: Any, 
     return "model.onnx", numbers
 
 
+def _finish_package(pkg: Path, template: dict[str, Any], meta: dict[str, Any], extra: dict[str, Any],
+                    sign_key: Any) -> None:  # fmt: skip
+    """Prompt template, manifest, model card (then the manifest again, so it covers the card), signature."""
+    (pkg / PROMPT_TEMPLATE).write_text(
+        json.dumps(template, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    manifest = package.write_manifest(pkg, **meta, extra=extra)
+    (pkg / "README.md").write_text(package.model_card(manifest, extra["model_file"]), encoding="utf-8")
+    package.write_manifest(pkg, **meta, extra=extra)
+    if sign_key is not None:
+        from exporters.signing import sign_manifest
+
+        sign_manifest(pkg, sign_key)
+
+
 def export_model(
     source: str | Path,
     out_dir: str | Path,
@@ -178,7 +201,7 @@ def export_model(
     quant: str,
     *,
     prompt_template: dict[str, Any] | None = None,
-    cascod_template: dict[str, Any] | None = None,
+    decoding: dict[str, Any] | None = None,
     source_run: str | None = None,
     config_digest: str | None = None,
     source_accuracy: dict[str, Any] | None = None,
@@ -200,9 +223,8 @@ def export_model(
     """
     source, out_dir = Path(source), Path(out_dir)
     check_request(source, fmt, quant)
-    template = prompt_template or package.default_prompt_template(cascod_template)
-    if cascod_template is not None and "cascod" not in template:
-        template = {**template, "cascod": cascod_template}
+    f = get_format(fmt)
+    template = prompt_template or package.default_prompt_template(decoding)
     prompts = (
         parity_prompts
         if isinstance(parity_prompts, list)
@@ -224,18 +246,10 @@ def export_model(
         ref = parity.torch_reference(model, tokenizer, prompts, parity_tokens)
         reference_s = round(time.perf_counter() - t_start, 2)
         pkg.mkdir()
-        if fmt == "gguf":
-            model_file, numbers = _export_gguf(
-                full, pkg, work, quant, model, tokenizer, ref, threads, check_transformers
-            )
-        else:
-            del model
-            model_file, numbers = _export_onnx(
-                full, pkg, work, quant, tokenizer, ref, threads, onnx_block_size, onnx_accuracy_level
-            )
-        (pkg / package.PROMPT_TEMPLATE).write_text(
-            json.dumps(template, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        if not f.needs_torch_model:
+            model = None  # frees the torch weights before a builder that loads its own copy
+        options = WriteOptions(threads, check_transformers, onnx_block_size, onnx_accuracy_level)
+        model_file, numbers = f.load("writer")(full, pkg, work, quant, model, tokenizer, ref, options)
         timings = {
             "export_s": numbers.pop("export_s"),
             "export_cpu_s": numbers.pop("export_cpu_s"),
@@ -250,13 +264,7 @@ def export_model(
             source_accuracy=source_accuracy,
         )
         extra = {"model_file": model_file, "source_model": str(source), "parity": numbers, "timings": timings}
-        manifest = package.write_manifest(pkg, **meta, extra=extra)
-        (pkg / "README.md").write_text(package.model_card(manifest, model_file), encoding="utf-8")
-        package.write_manifest(pkg, **meta, extra=extra)
-        if sign_key is not None:
-            from exporters.signing import sign_manifest
-
-            sign_manifest(pkg, sign_key)
+        _finish_package(pkg, template, meta, extra, sign_key)
     logger.info("exported %s (%s %s) in %.1fs", out_dir, fmt, quant, time.perf_counter() - t_start)
     if archive:
         package.write_archive(out_dir)

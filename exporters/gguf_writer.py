@@ -27,6 +27,16 @@ SUPPORTED_ARCHS: dict[str, str] = {"llama": "LLAMA", "qwen2": "QWEN2"}
 FLOAT_TYPES = ("f32", "f16")
 
 
+def check_architecture(config_dir: Path) -> None:
+    """Refuse, before any work, a model whose architecture has no GGUF mapping here."""
+    cfg = json.loads((Path(config_dir) / "config.json").read_text(encoding="utf-8"))
+    if cfg.get("model_type") not in SUPPORTED_ARCHS:
+        raise ExportError(
+            f"{config_dir}: architecture {cfg.get('model_type')!r} is not supported for GGUF export; "
+            f"supported: {sorted(SUPPORTED_ARCHS)} (Llama: SmolLM2, Llama-3.2; Qwen2/Qwen2.5)"
+        )
+
+
 @dataclass
 class GgufSummary:
     """What was written: checked against the file by `parity.check_gguf_readback`."""

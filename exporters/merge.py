@@ -59,18 +59,30 @@ def prepare_full_model(source: Path, work_dir: Path) -> Path:
             )
         check_tokenizer(source)
         return source
-    base = lora_base(source)
-    tok_dir = source if (source / "tokenizer.json").is_file() else base
-    check_tokenizer(tok_dir)
+    check_tokenizer(source if (source / "tokenizer.json").is_file() else lora_base(source))
+    return merge_lora(source, Path(work_dir) / "merged")
 
+
+def merge_lora(adapter_dir: Path, out_dir: Path, *, base: Path | None = None) -> Path:
+    """Merge a LoRA adapter into its base (default: the local base its config names) and write a full fp32
+    HF directory + tokenizer (the adapter's when it has one, else the base's) to `out_dir` atomically.
+
+    The one LoRA merge: the exporter, SIKeD's merged iteration checkpoints and EDIT's step 1 all use it.
+    """
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logger.info("merging LoRA adapter %s into base %s", source, base)
+    from edge_distill.io import atomic_path
+
+    adapter_dir = Path(adapter_dir)
+    base = Path(base) if base is not None else lora_base(adapter_dir)
+    has_tokenizer = any((adapter_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    logger.info("merging LoRA adapter %s into base %s", adapter_dir, base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, source).merge_and_unload()
-    out = Path(work_dir) / "merged"
-    model.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(out)
-    return out
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir if has_tokenizer else base)
+    with atomic_path(Path(out_dir)) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return Path(out_dir)

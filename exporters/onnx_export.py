@@ -22,11 +22,6 @@ ONNX_QUANTS = ("int4", "int8", "fp32", "fp16")
 INT4_BLOCK_SIZES = (16, 32, 64, 128, 256)
 
 
-def check_onnx_quant(quant: str) -> None:
-    if quant not in ONNX_QUANTS:
-        raise ExportError(f"onnx quant {quant!r}: choose one of {list(ONNX_QUANTS)}")
-
-
 def check_builder_compatible(model_dir: Path) -> None:
     """The builder takes *any* Linear with out_features == vocab_size for the LM head (onnxruntime-genai
     0.18, `has_lm_head`), so a model whose MLP/attention width equals its vocab size exports wrong logits."""
@@ -63,7 +58,8 @@ def build_onnx(
     int4/int8 are weight-only MatMulNBits with `block_size`; `accuracy_level` 4 computes with int8 activations
     on CPU (fastest), 1 keeps fp32 activations.
     """
-    check_onnx_quant(quant)
+    if quant not in ONNX_QUANTS:
+        raise ExportError(f"onnx quant {quant!r}: choose one of {list(ONNX_QUANTS)}")
     if block_size not in INT4_BLOCK_SIZES:
         raise ExportError(f"onnx block_size {block_size}: choose one of {INT4_BLOCK_SIZES}")
     if accuracy_level not in (1, 2, 3, 4):

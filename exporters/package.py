@@ -14,19 +14,9 @@ from typing import Any
 
 from edge_distill.io import atomic_path
 from exporters.errors import ExportError
+from exporters.formats import MANIFEST, SIGNATURE, get_format
 
 logger = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"  # detached ed25519 signature of manifest.json (exporters/signing.py)
-PROMPT_TEMPLATE = "prompt_template.json"
-RUNTIMES = {"gguf": "llama.cpp", "onnx": "onnxruntime-genai"}
-
-# The contract text formats (docs/ARCHITECTURE.md). Used only when edge_distill.strategies is unavailable.
-_FALLBACK_STUDENT_PROMPT = (
-    "Question: {question}\nSolve it with one strategy: [cot] step-by-step reasoning, [l2m] sub-questions and "
-    "answers, or [pot] a Python program that sets `answer`.\nSolution: "
-)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -37,32 +27,27 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def default_prompt_template(cascod_template: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The strategy-tag prompt/response formats the student was trained with (+ CasCoD's, when used)."""
-    marker = "The answer is"
-    response = {s: f"[{s}]: {{rationale}}\n{marker} {{answer}}." for s in ("cot", "l2m")}
-    response["pot"] = "[pot]: {program}"
-    student_prompt = _FALLBACK_STUDENT_PROMPT
-    try:  # the formats the student was trained with come from one place: edge_distill.strategies
-        from edge_distill import strategies
+def default_prompt_template(decoding: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The strategy-tag prompt/response formats the student was trained with, and how to decode it.
 
-        student_prompt, marker = strategies.STUDENT_PROMPT, strategies.ANSWER_MARKER
-        response = {s: strategies.format_response(s, "{rationale}", "{answer}") for s in ("cot", "l2m")}
-        response["pot"] = strategies.format_response("pot", "{program}", None)
-    except (ImportError, AttributeError):
-        pass
-    template: dict[str, Any] = {
-        "student_prompt": student_prompt,
+    `decoding` is the objective's description (`edge_distill.decoding`; CasCoD: two stages); the device
+    bench decodes the package from it. Default: a single pass.
+    """
+    from edge_distill import strategies
+    from edge_distill.decoding import SINGLE_PASS
+
+    response = {s: strategies.format_response(s, "{rationale}", "{answer}") for s in ("cot", "l2m")}
+    response["pot"] = strategies.format_response("pot", "{program}", None)
+    return {
+        "student_prompt": strategies.STUDENT_PROMPT,
         "forced_strategy_suffix": "[{strategy}]: ",
         "strategies": ["cot", "l2m", "pot"],
         "response": response,
-        "answer_marker": marker,
+        "answer_marker": strategies.ANSWER_MARKER,
         "chat_template": False,
         "stop": "eos",
+        "decoding": dict(decoding or SINGLE_PASS),
     }
-    if cascod_template is not None:
-        template["cascod"] = cascod_template
-    return template
 
 
 def _files(pkg: Path) -> list[Path]:
@@ -87,7 +72,7 @@ def write_manifest(pkg: Path, *, fmt: str, quant: str, source_run: str | None, c
         "source_run": source_run,
         "config_digest": config_digest,
         "source_accuracy": source_accuracy,
-        "runtime": RUNTIMES[fmt],
+        "runtime": get_format(fmt).runtime,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }

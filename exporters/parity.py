@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from exporters.errors import ParityError
+from exporters.formats import FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ TOKENIZER_CHECK_STRINGS = PARITY_TEXTS + [
     "  leading spaces\tand\ttabs\n\nnewlines   12345678901234567890  ",
     "emoji 🚀🔥 x² + y² = z²; √2 ≈ 1.41421356; π ≈ 3.14159",
 ]
-LOSSLESS = ("f32", "f16", "fp32")
+# quants whose greedy tokens must match torch exactly: the format table's lossless types
+LOSSLESS = tuple(sorted({q for f in FORMATS.values() for q in f.lossless}))
 
 
 @dataclass

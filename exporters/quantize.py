@@ -27,11 +27,6 @@ GGUF_QUANTS: dict[str, str] = {
 GGUF_FLOATS = ("f16", "f32")
 
 
-def check_gguf_quant(quant: str) -> None:
-    if quant not in GGUF_QUANTS and quant not in GGUF_FLOATS:
-        raise ExportError(f"gguf quant {quant!r}: choose one of {list(GGUF_FLOATS) + list(GGUF_QUANTS)}")
-
-
 def _llama_cpp():
     try:
         import llama_cpp
@@ -45,9 +40,10 @@ def _llama_cpp():
 
 def quantize_gguf(src: Path, dst: Path, quant: str, *, threads: int | None = None) -> Path:
     """Quantize `src` (f16/f32 GGUF) into `dst` with llama.cpp's k-quant/legacy quantizers."""
-    check_gguf_quant(quant)
     if quant in GGUF_FLOATS:
         raise ExportError(f"{quant} is written by the GGUF writer, not quantized")
+    if quant not in GGUF_QUANTS:
+        raise ExportError(f"gguf quant {quant!r}: choose one of {list(GGUF_FLOATS) + list(GGUF_QUANTS)}")
     llama_cpp = _llama_cpp()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, GGUF_QUANTS[quant])

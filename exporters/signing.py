@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge_distill.io import atomic_path
 from exporters.errors import ExportError
-from exporters.package import MANIFEST, SIGNATURE
+from exporters.formats import MANIFEST, SIGNATURE
 
 SIGNATURE_BYTES = 64
 MAX_KEY_BYTES = 16 << 10  # a PEM ed25519 key is ~120 bytes; anything large is not a key

@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from exporters.package import MANIFEST, PROMPT_TEMPLATE, RUNTIMES, SIGNATURE
+from exporters.formats import FORMATS, MANIFEST, PROMPT_TEMPLATE, SIGNATURE
 from exporters.signing import SIGNATURE_BYTES, load_public_key, signature_problem
 
 MAX_MANIFEST_BYTES = 1 << 20
@@ -56,11 +56,11 @@ class _Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _known_format_and_runtime(self) -> _Manifest:
-        if self.format not in RUNTIMES:  # the exporter's table decides; a new format needs no change here
-            raise ValueError(f"format {self.format[:40]!r} is not one of {list(RUNTIMES)}")
-        if self.runtime != RUNTIMES[self.format]:
+        if self.format not in FORMATS:  # the exporter's table decides; a new format needs no change here
+            raise ValueError(f"format {self.format[:40]!r} is not one of {list(FORMATS)}")
+        if self.runtime != FORMATS[self.format].runtime:
             raise ValueError(
-                f"runtime {self.runtime[:40]!r} is not {RUNTIMES[self.format]!r} for {self.format}"
+                f"runtime {self.runtime[:40]!r} is not {FORMATS[self.format].runtime!r} for {self.format}"
             )
         return self
 

@@ -23,7 +23,7 @@ if [ -z "$PKG" ]; then
   "$DEV_PYTHON" - "$WORK" <<'PY'
 import sys
 from pathlib import Path
-from edge_distill.testing import build_tiny_llama
+from tests.tiny_models import build_tiny_llama
 from exporters.api import export_model
 work = Path(sys.argv[1])
 export_model(build_tiny_llama(work / "tiny", vocab_size=384), work / "gguf-q4_k_m", "gguf", "q4_k_m",
@@ -35,15 +35,16 @@ fi
 t=$SECONDS
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
-DEPS=$(python3 - <<'PY'
-import tomllib
+# One requirement per line: a requirement may carry an environment marker with spaces
+# ("httpx2>=2.16; python_version >= '3.11'"), which word-splitting would break.
+DEPS_FILE="$VENV/device-requirements.txt"
+python3 - "$DEPS_FILE" <<'PY'
+import sys, tomllib
 p = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print(" ".join(p["dependencies"] + p["optional-dependencies"]["device"]))
+open(sys.argv[1], "w").write("\n".join(p["dependencies"] + p["optional-dependencies"]["device"]) + "\n")
 PY
-)
-log "device dependencies: $DEPS"
-# shellcheck disable=SC2086
-"$VENV/bin/pip" install -q $DEPS
+log "device dependencies: $(tr '\n' ' ' < "$DEPS_FILE")"
+"$VENV/bin/pip" install -q -r "$DEPS_FILE"
 "$VENV/bin/pip" install -q --no-deps -e .
 LLAMA_WHEEL=${LLAMA_WHEEL:-$(ls ~/.cache/edge-distill/wheels/llama_cpp_python-*.whl 2>/dev/null | head -n 1 || true)}
 if [ -n "$LLAMA_WHEEL" ]; then

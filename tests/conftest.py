@@ -16,6 +16,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama (hidden 256, 2 layers) + byte-level BPE tokenizer, built once per session."""
-    from edge_distill.testing import build_tiny_llama
+    from tests.tiny_models import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

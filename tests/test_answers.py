@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_distill.answers import answers_match, extract_answer, gsm8k_gold, normalize_number, parse_number
+from edge_distill.answers import (
+    MAX_DIGITS,
+    answers_match,
+    extract_answer,
+    gsm8k_gold,
+    normalize_number,
+    parse_number,
+)
 
 
 @pytest.mark.parametrize(
@@ -197,3 +204,32 @@ def test_number_roundtrips_through_every_format(x: object) -> None:
 def test_thousands_separators(n: int) -> None:
     assert normalize_number(f"{n:,}") == str(n)
     assert extract_answer(f"The answer is ${n:,}.") == str(n)
+
+
+# --------------------------------------------------------------------------- hostile sizes (issue 10)
+HUGE = "7" * 5000  # past Python's 4300-digit int/str limit: used to raise ValueError in normalisation
+
+
+@pytest.mark.parametrize(
+    "text",
+    [HUGE, f"-{HUGE}.5", f"$ {HUGE}", f"1 {HUGE}/3", f"2/{HUGE}", f"{HUGE}/2", f"1e{HUGE}", f"{'1,000' * 2000}",
+     f"\\frac{{{HUGE}}}{{3}}", "7" * (MAX_DIGITS + 1), "1" + " apples" * 200_000],
+)  # fmt: skip
+def test_absurd_numbers_are_no_answer_and_never_raise(text: str) -> None:
+    assert normalize_number(text) is None and parse_number(text) is None
+    assert not answers_match(text, text) and not answers_match(text, "7") and not answers_match("7", text)
+    out = extract_answer(f"The answer is {text}.")  # at most a smaller number found inside it, never a raise
+    assert out is None or len(out) <= MAX_DIGITS
+    with pytest.raises(ValueError, match="no number"):
+        gsm8k_gold(f"steps\n#### {text}")
+
+
+def test_digit_cap_is_the_documented_boundary() -> None:
+    assert normalize_number("7" * MAX_DIGITS) == "7" * MAX_DIGITS
+    assert answers_match("1" + "0" * 99, "1" + "0" * 99)
+    assert normalize_number("7" * (MAX_DIGITS + 1)) is None
+
+
+def test_non_strings_are_no_answer() -> None:
+    assert normalize_number(object()) is None  # type: ignore[arg-type]
+    assert not answers_match(10**5000, "1")  # type: ignore[arg-type]

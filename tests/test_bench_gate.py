@@ -42,11 +42,16 @@ def test_accuracy_arithmetic_with_known_outputs():
     assert (r.n, r.correct, r.accuracy) == (4, 2, 0.5)
     assert (r.ci_low, r.ci_high) == pytest.approx(wilson_ci(2, 4))
     assert r.drop == pytest.approx(0.25)
-    assert r.by_strategy == {
-        "cot": {"n": 2, "correct": 1},
-        "l2m": {"n": 1, "correct": 0},
-        "pot": {"n": 1, "correct": 1},
+    # eval's scorer and summary shape: an untagged output counts under "none", judged as prose
+    assert {k: (v["n"], v["correct"]) for k, v in r.per_strategy.items()} == {
+        "cot": (1, 1),
+        "l2m": (1, 0),
+        "none": (1, 0),
+        "pot": (1, 1),
     }
+    from edge_distill.eval import score as eval_score
+
+    assert r.per_strategy == eval_score(PROBLEMS, COMPLETIONS).per_strategy
     assert [p["correct"] for p in r.predictions] == [True, False, True, False]
     assert r.summary()["ci95"] == [r.ci_low, r.ci_high]
     assert accuracy.score(COMPLETIONS, PROBLEMS).drop is None
@@ -71,6 +76,33 @@ def test_forced_strategy_and_packaged_prompt(monkeypatch, tmp_path):
     r = accuracy.run_accuracy(pkg, 2, PROBLEMS[:2], strategy=Strategy.POT)
     assert seen["prompts"] == ["Q: q0?\nA: <pot> ", "Q: q1?\nA: <pot> "]
     assert (r.correct, r.n, r.source_accuracy, r.drop) == (1, 2, 0.5, 0.0)
+
+
+def test_accuracy_pass_decodes_a_cascod_package_in_two_stages(monkeypatch, tmp_path):
+    """The bench decodes as the package's prompt_template.json says, like eval does (fake runtime: the
+    orchestration is under test; test_bench_runtime runs real llama.cpp)."""
+    from edge_distill.decoding import two_stage
+
+    template = {"student_prompt": "Q: {question}\nA: ", "decoding": two_stage("The answer is")}
+    manifest = {"format": "gguf", "runtime": "llama.cpp", "files": {}}
+    pkg = Package(tmp_path, manifest, template, tmp_path / "m.gguf")
+    calls: list[tuple[list[str], int]] = []
+
+    def fake_generate(runtime, model_path, threads, prompts, *, max_new_tokens):
+        calls.append((prompts, max_new_tokens))
+        return ["[cot]: 2 + 3 = 5.", "[pot]: answer = 2"] if len(calls) == 1 else [" 5."]
+
+    monkeypatch.setattr("device_profiles.worker.generate", fake_generate)
+    r = accuracy.run_accuracy(pkg, 2, [Problem("a", "q0?", "5"), Problem("b", "q1?", "2")])
+    assert calls[1] == (["Q: q0?\nA: [cot]: 2 + 3 = 5.\nThe answer is"], 24)  # PoT needs no answer step
+    assert r.predictions[0]["raw"] == "[cot]: 2 + 3 = 5.\nThe answer is 5." and r.correct == 2
+    legacy = Package(
+        tmp_path, manifest, {**template, "decoding": None, "cascod": {"stages": 2}}, pkg.model_path
+    )
+    assert (
+        legacy.decoding["stages"] == 2
+        and Package(tmp_path, manifest, {}, pkg.model_path).decoding["stages"] == 1
+    )
 
 
 def test_eval_problems_builtin_slice():

@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory) -> dict[str, Path]:
     pytest.importorskip("llama_cpp")
-    from edge_distill.testing import build_tiny_llama
     from exporters.api import export_model
+    from tests.tiny_models import build_tiny_llama
 
     root = tmp_path_factory.mktemp("bench-packages")
     # vocab != intermediate size (512): the ONNX builder would take that projection for the LM head

@@ -181,8 +181,19 @@ def test_alpha_out_of_range_is_an_error(model_and_tokenizer):
         build_cascod_examples(model_and_tokenizer[1], _samples(), alpha=1.5)
 
 
+def _cascod_decode(fake_generate, prompts, **kwargs):
+    """The CasCoD record's decoding, run by the one interpreter over a fake `generate(prompts, n, **kw)`."""
+    from edge_distill.config import TrainConfig
+    from edge_distill.decoding import staged_decode
+    from edge_distill.objectives.build import objective
+
+    decoding = objective("cascod").decoding(TrainConfig(objective="cascod"))
+    return staged_decode(lambda ps, **kw: fake_generate(None, None, ps, **kw), prompts, decoding, **kwargs)
+
+
 def test_two_stage_generate_uses_training_templates():
-    from edge_distill.objectives.build import cascod_generate, prompt_template
+    from edge_distill.config import TrainConfig
+    from edge_distill.objectives.build import objective
 
     calls: list[list[str]] = []
 
@@ -197,15 +208,15 @@ def test_two_stage_generate_uses_training_templates():
         return [[" 7."]]
 
     prompts = [student_prompt(q) for q in ("a", "b", "c")]
-    out = [o[0] for o in cascod_generate(fake_generate, None, None, prompts, max_new_tokens=100)]
+    out = [o[0] for o in _cascod_decode(fake_generate, prompts, max_new_tokens=100)]
     assert calls[1] == [
         answer_prompt(prompts[0], "[cot]: 3 + 4 = 7 apples.")
     ]  # only the CoT without an answer
     assert out[0] == "[cot]: 3 + 4 = 7 apples.\nThe answer is 7."
     assert out[1] == "[pot]: answer = 12 / 4" and out[2].endswith("The answer is 4.")
-    t = prompt_template("cascod")
-    assert t["stages"] == 2 and t["stage2_prompt"].endswith("\n" + ANSWER_MARKER)
-    assert prompt_template("sft")["stages"] == 1
+    t = objective("cascod").decoding(TrainConfig(objective="cascod"))
+    assert t["stages"] == 2 and t["answer_join"] + t["answer_marker"] == "\n" + ANSWER_MARKER
+    assert objective("sft").decoding(TrainConfig())["stages"] == 1
 
 
 def test_end_to_end_cascod_trains_and_eval_decodes_in_two_stages(tiny_model_dir, tmp_path):
@@ -234,14 +245,12 @@ def test_end_to_end_cascod_trains_and_eval_decodes_in_two_stages(tiny_model_dir,
 
 
 def test_two_stage_sampling_gives_each_sampled_rationale_its_own_answer():
-    from edge_distill.objectives.build import cascod_generate
-
     def fake_generate(model, tokenizer, prompts, n=1, **kw):
         if n == 2:
             return [["[cot]: a", "[pot]: answer = 1"], ["[l2m]: b", "[cot]: c"]]
         return [[f" {len(p)}."] for p in prompts]
 
-    out = cascod_generate(fake_generate, None, None, ["P1", "P2"], n=2, temperature=0.7)
+    out = _cascod_decode(fake_generate, ["P1", "P2"], n=2, temperature=0.7)
     assert [len(o) for o in out] == [2, 2] and out[0][1] == "[pot]: answer = 1"
     assert out[0][0] == f"[cot]: a\n{ANSWER_MARKER} {len(answer_prompt('P1', '[cot]: a'))}."
     assert out[1][1].startswith("[cot]: c\nThe answer is")

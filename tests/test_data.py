@@ -171,3 +171,13 @@ def test_split_dev_errors() -> None:
         split_dev(_problems(5), 5, seed=0)
     with pytest.raises(DataError, match="not unique"):
         split_dev(_problems(3) + _problems(3), 1, seed=0)
+
+
+def test_line_separator_inside_a_json_string_is_not_a_line_break(tmp_path):
+    """JSON strings may hold U+2028 raw (json.dumps(ensure_ascii=False) writes it so); str.splitlines
+    used to cut such a row in two and call both halves invalid JSON."""
+    path = tmp_path / "u2028.jsonl"
+    path.write_text(
+        json.dumps({"question": "Two\u2028lines?", "answer": "#### 2"}, ensure_ascii=False) + "\n"
+    )
+    assert [p.question for p in load_problems(path, socratic=None)] == ["Two\u2028lines?"]

@@ -304,3 +304,29 @@ def test_live_pairs_with_the_real_llamacpp_teacher(tmp_path):
     for p in pairs:  # completions were cut at our exemplar boundaries and judged
         new = p.right if p.kind == "ahp" else p.wrong
         assert "Question:" not in new.raw and new.meta["edit"] == p.kind
+
+
+@pytest.mark.slow
+def test_pipeline_train_stage_uses_a_live_teacher_for_edit_pairs(tmp_path, tiny_model_dir, monkeypatch):
+    """objective=edit with a teacher that can be re-prompted: the train stage asks it for CCP/AHP pairs
+    (a stand-in teacher answers: a live model cannot run in a fast test), trains on them, and a rerun of
+    the stage reuses the saved pairs instead of calling the teacher again."""
+    from edge_distill import pipeline, stages
+    from tests.test_siked import tiny_run
+
+    cfg, run = tiny_run(tmp_path, tiny_model_dir, [], train={"objective": "edit"})
+    wrong = Completion("She has 2 + 2 = 5 things.\nThe answer is 99999.")
+    teacher = RecordedCompletionTeacher({"ahp": [], "ccp": [wrong]})
+    monkeypatch.setattr(stages, "build_teacher", lambda teacher_cfg: teacher)
+    summary = pipeline.stage_train(cfg, run)
+    n_right = sum(
+        1
+        for s in stages.load_samples(run.path / "teach" / "samples.jsonl")
+        if s.correct and s.strategy == Strategy.COT
+    )
+    assert len(teacher.prompts) == n_right > 0 and all("Hint:" not in p for p in teacher.prompts)
+    assert summary["edit_live_pairs"] == n_right and (run.path / "train" / "edit_pairs.jsonl").is_file()
+    m = json.loads((run.path / "train" / "objective.json").read_text())
+    assert m["pairs_kept_ccp"] == n_right and "pairs_built" not in m  # live pairs, no offline twins
+    monkeypatch.setattr(teacher, "complete", lambda *a: pytest.fail("teacher re-prompted on resume"))
+    assert pipeline.stage_train(cfg, run)["edit_live_pairs"] == n_right

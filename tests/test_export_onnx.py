@@ -15,7 +15,7 @@ og = pytest.importorskip("onnxruntime_genai")
 def tiny_onnx_model(tmp_path_factory):
     """The tiny Llama with vocab 384: the default 512 equals its MLP width, which the builder mistakes for
     the LM head (see exporters.onnx_export.check_builder_compatible)."""
-    from edge_distill.testing import build_tiny_llama
+    from tests.tiny_models import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-384"), vocab_size=384)
 
@@ -60,7 +60,7 @@ def test_int4_onnx_loads_and_generates(tiny_onnx_model, tmp_path):
 
 def test_vocab_equal_to_mlp_width_is_refused_before_building(tmp_path):
     # onnxruntime-genai's builder takes any layer as wide as the vocabulary for lm_head
-    from edge_distill.testing import build_tiny_llama
+    from tests.tiny_models import build_tiny_llama
 
     model = build_tiny_llama(tmp_path / "clash", vocab_size=512, intermediate_size=512)
     with pytest.raises(ExportError, match="vocab_size 512 equals intermediate_size"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters import ExportError, ParityError, verify
+from exporters import ExportError, ParityError, export_model, verify
 from exporters.merge import prepare_full_model
 from exporters.package import default_prompt_template, write_archive, write_manifest
 from exporters.parity import ParityReport, enforce
@@ -74,12 +74,13 @@ def test_archive_contains_the_package(pkg):
         assert f"{pkg.name}/manifest.json" in tar.getnames()
 
 
-def test_prompt_template_carries_strategy_formats_and_cascod():
-    tpl = default_prompt_template(
-        {"stage1": "Question: {question}\nRationale: ", "stage2": "{rationale}\nAnswer: "}
-    )
+def test_prompt_template_carries_strategy_formats_and_decoding():
+    from edge_distill.decoding import two_stage
+
+    tpl = default_prompt_template(two_stage("The answer is"))
     assert "{question}" in tpl["student_prompt"] and tpl["strategies"] == ["cot", "l2m", "pot"]
-    assert tpl["response"]["cot"].startswith("[cot]: ") and tpl["cascod"]["stage2"].endswith("Answer: ")
+    assert tpl["response"]["cot"].startswith("[cot]: ") and tpl["decoding"]["stages"] == 2
+    assert default_prompt_template()["decoding"] == {"stages": 1}
 
 
 def _report(quant: str, identical: int, ppl_ratio: float) -> ParityReport:
@@ -176,3 +177,57 @@ def test_export_targets_refuses_a_bad_target_before_exporting_any(tiny_model_dir
     with pytest.raises(ExportError, match="q4_kk"):
         export_targets(tiny_model_dir, tmp_path / "export", targets)
     assert not (tmp_path / "export").exists()
+
+
+def test_unknown_format_fails_with_the_known_ones_everywhere(tiny_model_dir, tmp_path):
+    """One format table: exporter, config and bench refuse a format they don't know, naming the known ones."""
+    from device_profiles.package import PackageError, _model_path
+    from edge_distill.config import config_from_dict
+    from edge_distill.errors import ConfigError
+    from exporters import FORMATS, get_format
+
+    with pytest.raises(ExportError, match=r"'pte'.*\['gguf', 'onnx'\]"):
+        export_model(tiny_model_dir, tmp_path / "out", "pte", "q4")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=r"export.targets.0.*'pte'.*gguf"):
+        config_from_dict({"export": {"targets": [{"format": "pte", "quant": "q4"}]}})
+    with pytest.raises(ConfigError, match=r"onnx quant 'q4_k_m'"):
+        config_from_dict({"export": {"targets": [{"format": "onnx", "quant": "q4_k_m"}]}})
+    with pytest.raises(PackageError, match="the bench runs gguf, onnx"):
+        _model_path(tmp_path, {"format": "pte", "files": {}})
+    files = ["model-q4_k_m.gguf", "tokenizer.json", "sub/genai_config.json"]
+    assert _model_path(tmp_path, {"format": "gguf", "files": dict.fromkeys(files)}) == tmp_path / files[0]
+    assert _model_path(tmp_path, {"format": "onnx", "files": dict.fromkeys(files)}) == tmp_path / "sub"
+    for f in FORMATS.values():  # every row's named callables exist (imported lazily, so check them here)
+        assert callable(f.load("writer")) and callable(f.load("check_source"))
+        assert f.load("parity_runtime").__name__ and f.load("bench_session").__name__
+    assert get_format("gguf").runtime == "llama.cpp" and "f16" in get_format("gguf").lossless
+
+
+def test_a_new_format_row_is_all_config_profiles_and_the_bench_need(tmp_path, monkeypatch):
+    """The 'new export format' recipe (docs/ARCHITECTURE.md): one row in exporters.formats, nothing else,
+    is what config, profile validation and the bench's package reader consult."""
+    import dataclasses
+
+    import yaml
+
+    from device_profiles.loader import load_profile
+    from device_profiles.package import _model_path
+    from edge_distill.config import config_from_dict
+    from exporters import formats
+
+    row = dataclasses.replace(
+        formats.FORMATS["gguf"], name="pte", runtime="executorch", quants=("q4",), model_entry="*.pte",
+        weight_suffixes=(".pte",),
+    )  # fmt: skip
+    monkeypatch.setitem(formats.FORMATS, "pte", row)
+    cfg = config_from_dict({"export": {"targets": [{"format": "pte", "quant": "q4"}]}})
+    assert cfg.export.targets[0].format == "pte"
+    files = {"model.pte": {"bytes": 5}, "tokenizer.json": {"bytes": 1}}
+    assert _model_path(tmp_path, {"format": "pte", "files": files}) == tmp_path / "model.pte"
+    profile = yaml.safe_load(
+        (Path(__file__).parents[1] / "device_profiles/profiles/pixel-8.yaml").read_text()
+    )
+    profile.update(format="pte", runtime="executorch")
+    (tmp_path / "phone.yaml").write_text(yaml.safe_dump(profile))
+    assert load_profile(tmp_path / "phone.yaml").format == "pte"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from edge_distill.config import FddConfig, SikedConfig
 from edge_distill.errors import ConfigError
-from edge_distill.methods.fdd import DROP_REASONS, FddParams, agreed_answer, classify, parse_problem, run_fdd
+from edge_distill.methods.fdd import DROP_REASONS, agreed_answer, classify, parse_problem, run_fdd
 from edge_distill.methods.loop import run_methods
 from edge_distill.methods.sampling import SamplingParams
-from edge_distill.methods.siked import SikedParams
 from edge_distill.teachers.base import Completion
 from edge_distill.types import Problem, Sample, Strategy
 from tests.test_siked import DEV, PROBLEMS, TEACHER, FakeStages, ScriptedSampler
@@ -72,7 +72,8 @@ def _fdd(tmp_path: Path, fake: FakeStages, teacher, calls, **kw):
         stages=fake.stages(),
         sampler_factory=lambda m: ScriptedSampler(calls),
         teacher=teacher,
-        params=FddParams(rounds=2, verify_k=2, feedback=SamplingParams(n=1, temperature=0.0), **kw),
+        params=FddConfig(rounds=2, verify_k=2, **kw),
+        feedback=SamplingParams(n=1, temperature=0.0),
         eval_questions=[EVAL_Q],
     )
 
@@ -160,8 +161,8 @@ def test_fdd_then_siked_compose_in_one_run_dir(tmp_path):
         stages=fake.stages(),
         sampler_factory=lambda m: ScriptedSampler(calls),
         teacher=FakeLiveTeacher(),
-        fdd=FddParams(rounds=2, verify_k=1),
-        siked=SikedParams(iterations=2),
+        fdd=FddConfig(rounds=2, verify_k=1),
+        siked=SikedConfig(iterations=2),
         eval_questions=[EVAL_Q],
     )
     siked0 = json.loads((tmp_path / "iter_0" / "record.json").read_text())

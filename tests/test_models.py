@@ -37,7 +37,7 @@ def test_dir_without_model_is_an_error(tmp_path):
 
 
 def test_load_tokenizer_adds_pad_and_left_padding(tmp_path):
-    from edge_distill.testing import build_tiny_tokenizer
+    from tests.tiny_models import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     tok.pad_token = None

@@ -50,7 +50,10 @@ def test_bad_values_are_named(tmp_path):
     with pytest.raises(ConfigError, match="threads: 16 must be between 1 and hardware.cores=4"):
         load_profile(path)
     path = _write(tmp_path, "b2", lambda r: r.update(format="onnx"))
-    with pytest.raises(ConfigError, match="runtime llama.cpp runs gguf, not onnx"):
+    with pytest.raises(ConfigError, match="runtime: onnx packages run on onnxruntime-genai, not 'llama.cpp'"):
+        load_profile(path)
+    path = _write(tmp_path, "b5", lambda r: r.update(format="pte"))  # formats come from exporters.formats
+    with pytest.raises(ConfigError, match=r"format: export format 'pte': choose one of \['gguf', 'onnx'\]"):
         load_profile(path)
     path = _write(tmp_path, "b3", lambda r: r["budget"].update(min_accuracy=1.5))
     with pytest.raises(ConfigError, match=r"budget.min_accuracy: .*\(got 1.5\)"):

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from edge_distill.config import SikedConfig
 from edge_distill.methods import Stages, should_stop
 from edge_distill.methods.loop import run_methods
 from edge_distill.methods.sampling import SamplingParams
-from edge_distill.methods.siked import SikedParams, run_siked
+from edge_distill.methods.siked import run_siked
 from edge_distill.types import Problem, Sample, Strategy
 
 N = 6
@@ -93,8 +94,8 @@ class FakeStages:
 def _run(
     tmp_path: Path, fake: FakeStages, calls: list[str], rule: str = "adaptive", iterations: int = 2, **kw
 ):
-    params = SikedParams(
-        iterations=iterations, mixing=rule, sampling=SamplingParams(n=4), patience=kw.pop("patience", 0)
+    params = SikedConfig(
+        iterations=iterations, mixing=rule, samples_per_question=4, patience=kw.pop("patience", 0)
     )
     return run_siked(
         tmp_path,
@@ -188,7 +189,7 @@ def test_run_methods_writes_summary_report_and_plots(tmp_path):
         base_model=tmp_path / "base",
         stages=fake.stages(),
         sampler_factory=lambda m: ScriptedSampler(calls),
-        siked=SikedParams(iterations=2, sampling=SamplingParams(n=2)),
+        siked=SikedConfig(iterations=2, samples_per_question=2),
     )
     assert summary["model"].endswith("iter_1/train/final") and summary["dev_accuracy"] == 0.5
     pngs = sorted(p.name for p in (tmp_path / "methods").glob("*.png"))
@@ -231,28 +232,29 @@ def tiny_run(tmp_path: Path, tiny_model_dir: Path, methods: list[str], **section
     for name in ("data", "teach", "filter"):
         if not run.done(name):
             run.mark_done(name, 0.0, getattr(pipeline, f"stage_{name}")(cfg, run))
+    run.release()  # setup done: a test's own subprocess may open this run directory next
     return cfg, run
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", ["adaptive", "all", "standard"])
 def test_end_to_end_two_iterations_select_on_dev_only(tmp_path, tiny_model_dir, monkeypatch, rule):
-    from edge_distill import pipeline
+    from edge_distill import pipeline, stages
     from edge_distill.methods.loop import run_methods_from_config
 
     cfg, run = tiny_run(tmp_path, tiny_model_dir, ["siked"], siked={"mixing": rule})
     test_reads, evaluated = [], []
-    real_load_test, real_eval = pipeline.load_test, pipeline.evaluate_student
-    monkeypatch.setattr(pipeline, "load_test", lambda c: test_reads.append(1) or real_load_test(c))
+    real_load_test, real_eval = stages.load_test, stages.evaluate_student
+    monkeypatch.setattr(stages, "load_test", lambda d: test_reads.append(1) or real_load_test(d))
     monkeypatch.setattr(
-        pipeline,
+        stages,
         "evaluate_student",
-        lambda c, m, problems, o, split: (
-            evaluated.append(([p.id for p in problems], split)) or real_eval(c, m, problems, o, split)
+        lambda e, t, m, problems, o, split: (
+            evaluated.append(([p.id for p in problems], split)) or real_eval(e, t, m, problems, o, split)
         ),
     )
     summary = run_methods_from_config(cfg, run)
-    dev_ids = [p.id for p in pipeline.load_split(run, "dev")]
+    dev_ids = [p.id for p in stages.load_split(run, "dev")]
     assert test_reads == [] and evaluated == [(dev_ids, "dev")] * 2  # selection saw dev only
     for k in (0, 1):
         rec = json.loads((run.path / f"iter_{k}" / "record.json").read_text())
@@ -265,11 +267,16 @@ def test_end_to_end_two_iterations_select_on_dev_only(tmp_path, tiny_model_dir, 
     assert summary["model"] in {
         json.loads((run.path / f"iter_{k}" / "record.json").read_text())["model"] for k in (0, 1)
     }
+    # the summary names the best step's directory: the final eval reuses its dev eval, nothing decodes names
+    best_dir = Path(summary["best_dir"])
+    assert json.loads((best_dir / "record.json").read_text())["model"] == summary["model"]
+    assert Path(summary["best_eval"]) == best_dir / "eval"
     # the final eval, after all selection, is the one place that reads the test split
     run.mark_done("methods", 0.0, summary)
     cfg.eval.final_test = True
     final = pipeline.stage_eval(cfg, run)
     assert test_reads == [1] and final["test"]["n"] == 1 and final["test"]["accuracy"] == 0.0
+    assert [split for _, split in evaluated] == ["dev", "dev", "test"]  # dev reused from the best step
 
 
 _KILL_SCRIPT = """
@@ -290,7 +297,7 @@ def test_end_to_end_kill_mid_iteration_then_resume(tmp_path, tiny_model_dir, mon
     import sys
     import time
 
-    from edge_distill import pipeline
+    from edge_distill import stages
     from edge_distill.methods.loop import run_methods_from_config
 
     cfg, run = tiny_run(tmp_path, tiny_model_dir, ["siked"])
@@ -312,8 +319,8 @@ def test_end_to_end_kill_mid_iteration_then_resume(tmp_path, tiny_model_dir, mon
         for p in (run.path / "iter_0" / "record.json", run.path / "iter_1" / "student_samples.jsonl")
     }
     trained = []
-    real_train = pipeline.train_student
-    monkeypatch.setattr(pipeline, "train_student", lambda *a: trained.append(a[3]) or real_train(*a))
+    real_train = stages.train_student
+    monkeypatch.setattr(stages, "train_student", lambda *a, **k: trained.append(a[3]) or real_train(*a, **k))
     monkeypatch.setattr("edge_distill.methods.siked.sample_student", lambda *a, **k: pytest.fail("resampled"))
     run_methods_from_config(cfg, run)
     assert trained == [run.path / "iter_1" / "train"]  # iteration 0 untouched, iteration 1 finished

@@ -20,7 +20,7 @@ FAST = {
     "logging_steps": 1,
     "warmup_steps": 0,
     "save_steps": 1000,
-    "lora_dropout": 0.0,
+    "lora": {"dropout": 0.0},
     "group_by_length": False,
 }
 
@@ -171,7 +171,7 @@ DDP_WORKER = textwrap.dedent(
                 grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                 torch.save({"world": args.world_size, "grads": grads}, out_dir + "/grads.pt")
 
-    train(model_dir, examples, out_dir, max_steps=1, batch_size=bs, max_grad_norm=0.0, lora_dropout=0.0,
+    train(model_dir, examples, out_dir, max_steps=1, batch_size=bs, max_grad_norm=0.0, lora={"dropout": 0.0},
           group_by_length=False, callbacks=[Capture()])
     """
 )
@@ -265,3 +265,23 @@ def test_train_rejects_adapter_dir_and_empty_data(tiny_model_dir, tok, tmp_path)
         train(r.final_dir, _examples(tok), tmp_path / "again", max_steps=1, **FAST)
     with pytest.raises(ValueError, match="no examples"):
         train(tiny_model_dir, [], tmp_path / "empty", max_steps=1, **FAST)
+
+
+def test_an_objectives_compute_loss_hook_replaces_weighted_ce(tiny_model_dir, tok, tmp_path):
+    """`loss_fn` (an Objective's compute_loss) is what the trainer optimizes: the same loss as weighted CE
+    gives the same logged losses; half of it gives half (the hook really is the loss, not a side call)."""
+    from edge_distill.objectives.losses import weighted_ce
+
+    calls = []
+
+    def half_ce(model, batch, nll_cap):
+        calls.append(nll_cap)
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        return 0.5 * weighted_ce(out.logits, batch["input_ids"], batch["weights"], nll_cap), out
+
+    kw = dict(max_steps=2, batch_size=2, lr=1e-9, **FAST)  # ~no update: both runs see the same weights
+    ref = train(tiny_model_dir, _examples(tok), tmp_path / "ref", **kw)
+    hooked = train(tiny_model_dir, _examples(tok), tmp_path / "hook", loss_fn=half_ce, nll_cap=3.0, **kw)
+    assert calls and set(calls) == {3.0}
+    for (_, a), (_, b) in zip(ref.losses, hooked.losses, strict=True):
+        assert b == pytest.approx(0.5 * a, rel=1e-4)

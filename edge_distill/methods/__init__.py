@@ -67,18 +67,18 @@ def accuracy_of(summary: dict[str, Any]) -> float:
 
 
 def per_strategy_accuracy(summary: dict[str, Any]) -> dict[str, float]:
-    """Dev accuracy per chosen strategy, whatever shape the eval summary uses for it."""
-    for key in ("per_strategy", "by_strategy", "strategies"):
-        block = summary.get(key)
-        if isinstance(block, dict):
-            out = {}
-            for s, v in block.items():
-                if isinstance(v, dict):
-                    v = v.get("accuracy")
-                if isinstance(v, int | float):
-                    out[str(s)] = float(v)
-            return out
-    return {}
+    """Dev accuracy per chosen strategy, from the scorer's `per_strategy` block (edge_distill.scoring)."""
+    return {str(s): float(v["accuracy"]) for s, v in (summary.get("per_strategy") or {}).items()}
+
+
+def dev_record(summary: dict[str, Any]) -> dict[str, Any]:
+    """The `dev` block of an iteration/round record: accuracy, n, per-strategy accuracy, the full summary."""
+    return {
+        "accuracy": accuracy_of(summary),
+        "n": summary.get("n"),
+        "per_strategy": per_strategy_accuracy(summary),
+        "summary": summary,
+    }
 
 
 # ------------------------------------------------------------------ resumable steps

@@ -17,22 +17,22 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from edge_distill.config import EvalConfig, FddConfig, SikedConfig
 from edge_distill.errors import ConfigError
 from edge_distill.io import read_jsonl, write_json, write_jsonl
 from edge_distill.methods import (
     Stages,
-    accuracy_of,
     adopt_eval,
     best_index,
     cached_problems,
     cached_rows,
     cached_samples,
+    dev_record,
     evaluated,
-    per_strategy_accuracy,
     read_record,
     trained_model,
 )
@@ -48,23 +48,19 @@ DROP_REASONS = ("teacher_error", "unparsable", "contaminated", "near_duplicate",
 _CUT_RE = re.compile(r"\n\s*\n|\n\s*(?:Solution|Answer|Original problem|Problem|Question)\b", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class FddParams:
-    rounds: int = 2  # including round 0 (teacher data only)
-    feedback_samples: int = 1
-    easy_threshold: float = 0.5
-    max_new_problems: int | None = None
-    verify: Literal["pot_cot", "majority"] = "pot_cot"
-    verify_k: int = 3
-    dedup_threshold: float = 0.9
-    contamination_threshold: float = 0.8
-    continue_training: bool = True
-    limit_questions: int | None = None
-    harder_template: str = "{question}"
-    similar_template: str = "{question}"
-    write_temperature: float = 0.8
-    write_max_tokens: int = 256
-    feedback: SamplingParams = field(default_factory=lambda: SamplingParams(n=1, temperature=0.0))
+def feedback_sampling(
+    params: FddConfig, siked: SikedConfig, max_new_tokens: int, seed: int
+) -> SamplingParams:
+    """How the student answers the training problems for the easy/hard split: greedy with one sample, else
+    sampled like SIKeD; as long as an eval answer (`eval.max_new_tokens`)."""
+    greedy = params.feedback_samples == 1
+    return SamplingParams(
+        n=params.feedback_samples,
+        temperature=0.0 if greedy else siked.temperature,
+        top_p=siked.top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
 
 
 def require_live_teacher(teacher: Any) -> None:
@@ -110,7 +106,7 @@ def agreed_answer(preds: dict[Strategy, list[str | None]], mode: str, k: int) ->
     return answer if votes * 2 > k * len(preds) else None
 
 
-def _write_prompts(problems: list[Problem], kinds: dict[str, str], params: FddParams) -> list[str]:
+def _write_prompts(problems: list[Problem], kinds: dict[str, str], params: FddConfig) -> list[str]:
     return [
         (params.harder_template if kinds[p.id] == "easy" else params.similar_template).format(
             question=p.question
@@ -134,7 +130,7 @@ def generate_problems(
     sources: list[Problem],
     split: dict[str, list[str]],
     round_k: int,
-    params: FddParams,
+    params: FddConfig,
     *,
     existing: Sequence[str],
     eval_questions: Sequence[str],
@@ -184,7 +180,7 @@ def generate_problems(
 
 
 def verify_problems(
-    teacher: Any, rows: list[dict[str, Any]], params: FddParams
+    teacher: Any, rows: list[dict[str, Any]], params: FddConfig
 ) -> tuple[list[Problem], list[Sample]]:
     """Solve the surviving candidates independently; keep those whose solutions agree. Mutates rows' `drop`."""
     from edge_distill.strategies import judge_many, parse_teacher_completion
@@ -259,17 +255,25 @@ def run_fdd(
     stages: Stages,
     sampler_factory: SamplerFactory,
     teacher: Any,
-    params: FddParams,
+    params: FddConfig,
+    feedback: SamplingParams | None = None,
+    seed: int = 0,
     eval_questions: Sequence[str] = (),
     start_model: Path | None = None,
     start_summary: dict[str, Any] | None = None,
 ) -> MethodResult:
     """Run (or resume) FDD rounds under `out_dir/round_k/`; returns the best round on dev and the
-    cumulative problems/samples (so SIKeD can run on the enriched data next)."""
+    cumulative problems/samples (so SIKeD can run on the enriched data next). `feedback`: the student's
+    sampling for the easy/hard split (default: `feedback_sampling` with the config's defaults)."""
     require_live_teacher(teacher)
+    if feedback is None:
+        feedback = feedback_sampling(params, SikedConfig(), EvalConfig().max_new_tokens, seed)
     original, dev = list(train_problems), list(dev_problems)
     problems, samples = list(original), list(teacher_samples)
     eval_questions = list(eval_questions) + [p.question for p in dev]
+    ctx = _Round(
+        original, teacher, stages, sampler_factory, params, feedback, eval_questions, Path(base_model)
+    )
     records: list[dict[str, Any]] = []
     model: Path | None = None
     for k in range(params.rounds):
@@ -288,24 +292,7 @@ def run_fdd(
                 model = Path(start_model)
                 adopt_eval(step, start_summary)
             else:
-                if k > 0:
-                    assert model is not None
-                    new_p, new_s = _feedback_and_generate(
-                        step,
-                        k,
-                        model,
-                        original,
-                        problems,
-                        teacher,
-                        stages,
-                        sampler_factory,
-                        params,
-                        eval_questions,
-                        record,
-                    )
-                    problems, samples = problems + new_p, samples + new_s
-                base = stages.full_model(model, step) if (k > 0 and params.continue_training) else base_model
-                model = trained_model(stages, samples, base, step / "train")
+                model, problems, samples = _train_round(step, k, model, problems, samples, record, ctx)
             write_jsonl(step / "problems.jsonl", (p.to_dict() for p in problems))
             write_jsonl(step / "samples.jsonl", (s.to_dict() for s in samples))
             summary = evaluated(stages, model, dev, step / "eval")
@@ -316,12 +303,7 @@ def run_fdd(
                 alpha=alpha(samples),
                 composition=composition(samples),
                 wall_s=round(time.perf_counter() - t0, 1),
-                dev={
-                    "accuracy": accuracy_of(summary),
-                    "n": summary.get("n"),
-                    "per_strategy": per_strategy_accuracy(summary),
-                    "summary": summary,
-                },
+                dev=dev_record(summary),
             )
             write_json(step / "record.json", record)
             log.info(
@@ -337,7 +319,37 @@ def run_fdd(
         records,
         cached_problems(best_dir / "problems.jsonl", lambda: problems),
         cached_samples(best_dir / "samples.jsonl", lambda: samples),
+        best_dir,
     )
+
+
+@dataclass(frozen=True)
+class _Round:
+    """What every FDD round reads and no round changes."""
+
+    original: list[Problem]
+    teacher: Any
+    stages: Stages
+    sampler_factory: SamplerFactory
+    params: FddConfig
+    feedback: SamplingParams
+    eval_questions: list[str]
+    base_model: Path
+
+
+def _train_round(step: Path, k: int, model: Path | None, problems: list[Problem], samples: list[Sample],
+                 record: dict[str, Any], ctx: _Round) -> tuple[Path, list[Problem], list[Sample]]:  # fmt: skip
+    """Round k: (k > 0) grow the data from the student's feedback, then train on all of it."""
+    if k > 0:
+        assert model is not None
+        new_p, new_s = _feedback_and_generate(
+            step, k, model, ctx.original, problems, ctx.teacher, ctx.stages, ctx.sampler_factory, ctx.params,
+            ctx.feedback, ctx.eval_questions, record,
+        )  # fmt: skip
+        problems, samples = problems + new_p, samples + new_s
+    assert model is not None or k == 0
+    base = ctx.stages.full_model(model, step) if (k > 0 and ctx.params.continue_training) else ctx.base_model
+    return trained_model(ctx.stages, samples, base, step / "train"), problems, samples
 
 
 def _feedback_and_generate(
@@ -349,7 +361,8 @@ def _feedback_and_generate(
     teacher: Any,
     stages: Stages,
     sampler_factory: SamplerFactory,
-    params: FddParams,
+    params: FddConfig,
+    feedback: SamplingParams,
     eval_questions: list[str],
     record: dict[str, Any],
 ) -> tuple[list[Problem], list[Sample]]:
@@ -358,10 +371,10 @@ def _feedback_and_generate(
     start = stages.full_model(model, step)
     questions = original[: params.limit_questions] if params.limit_questions else original
 
-    def feedback() -> list[Sample]:
-        return sample_student(sampler_factory(start), questions, params.feedback)[0]
+    def answer() -> list[Sample]:
+        return sample_student(sampler_factory(start), questions, feedback)[0]
 
-    fb = cached_samples(step / "feedback.jsonl", feedback)
+    fb = cached_samples(step / "feedback.jsonl", answer)
     split = classify(fb, questions, params.easy_threshold)
     sources = _pick_sources(questions, split, params.max_new_problems)
     rows = cached_rows(

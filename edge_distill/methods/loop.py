@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_distill import stages
+from edge_distill.config import FddConfig, SikedConfig
 from edge_distill.io import write_json, write_text
 from edge_distill.methods import Stages
-from edge_distill.methods.fdd import FddParams, require_live_teacher, run_fdd
+from edge_distill.methods.fdd import feedback_sampling, require_live_teacher, run_fdd
 from edge_distill.methods.plots import records_markdown, write_plots
 from edge_distill.methods.sampling import SamplingParams, make_sampler
-from edge_distill.methods.siked import MethodResult, SamplerFactory, SikedParams, run_siked
+from edge_distill.methods.siked import MethodResult, SamplerFactory, run_siked
 from edge_distill.types import Problem, Sample
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,10 @@ def run_methods(
     base_model: Path,
     stages: Stages,
     sampler_factory: SamplerFactory,
-    siked: SikedParams | None = None,
-    fdd: FddParams | None = None,
+    siked: SikedConfig | None = None,
+    fdd: FddConfig | None = None,
+    feedback: SamplingParams | None = None,
+    seed: int = 0,
     teacher: Any = None,
     eval_questions: Sequence[str] = (),
 ) -> dict[str, Any]:
@@ -59,12 +63,18 @@ def run_methods(
             sampler_factory=sampler_factory,
             start_model=start,
             start_summary=start_summary,
+            seed=seed,
         )
         if method == "siked":
-            result = run_siked(run_dir, params=siked or SikedParams(), **common)
+            result = run_siked(run_dir, params=siked or SikedConfig(), **common)
         elif method == "fdd":
             result = run_fdd(
-                run_dir, teacher=teacher, params=fdd or FddParams(), eval_questions=eval_questions, **common
+                run_dir,
+                teacher=teacher,
+                params=fdd or FddConfig(),
+                feedback=feedback,
+                eval_questions=eval_questions,
+                **common,
             )
         else:
             raise ValueError(f"methods: {method!r} is not a method; choose siked or fdd")
@@ -89,6 +99,8 @@ def _write_summary(run_dir: Path, methods: Sequence[str], results: dict[str, Met
     return {
         "model": str(last.model),
         "best": f"{methods[-1]}:{last.best}",
+        "best_dir": str(last.best_dir),
+        "best_eval": str(last.best_dir / "eval"),
         "dev_accuracy": best["dev"]["accuracy"],
         "alpha": best.get("alpha"),
         "report": str(out / "methods.md"),
@@ -114,52 +126,6 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the pipeline's entry point
-def siked_params(cfg: Any) -> SikedParams:
-    s = cfg.siked
-    return SikedParams(
-        iterations=s.iterations,
-        mixing=s.mixing,
-        priority=tuple(s.priority),
-        patience=s.patience,
-        limit_questions=s.limit_questions,
-        sampling=SamplingParams(
-            n=s.samples_per_question,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_new_tokens=s.max_new_tokens,
-            seed=cfg.seed,
-        ),
-    )
-
-
-def fdd_params(cfg: Any) -> FddParams:
-    f = cfg.fdd
-    greedy = f.feedback_samples == 1
-    return FddParams(
-        rounds=f.rounds,
-        feedback_samples=f.feedback_samples,
-        easy_threshold=f.easy_threshold,
-        max_new_problems=f.max_new_problems,
-        verify=f.verify,
-        verify_k=f.verify_k,
-        dedup_threshold=f.dedup_threshold,
-        contamination_threshold=f.contamination_threshold,
-        continue_training=f.continue_training,
-        limit_questions=f.limit_questions,
-        harder_template=f.harder_template,
-        similar_template=f.similar_template,
-        write_temperature=f.write_temperature,
-        write_max_tokens=f.write_max_tokens,
-        feedback=SamplingParams(
-            n=f.feedback_samples,
-            temperature=0.0 if greedy else cfg.siked.temperature,
-            top_p=cfg.siked.top_p,
-            max_new_tokens=cfg.eval.max_new_tokens,
-            seed=cfg.seed,
-        ),
-    )
-
-
 def sampler_factory_for(
     backend: str, batch_size: int, generate_fn: Any = None, **backend_kwargs: Any
 ) -> SamplerFactory:
@@ -176,24 +142,18 @@ def sampler_factory_for(
 
 
 def _student_decoder(cfg: Any) -> Any:
-    """A CasCoD student samples with the same two-stage decoding it is evaluated with."""
-    if cfg.train.objective != "cascod":
-        return None
-    from functools import partial
+    """A student samples with the same decoding it is evaluated with (CasCoD: two stages)."""
+    from edge_distill.objectives.build import student_decoder
 
-    from edge_distill.generation import generate
-    from edge_distill.objectives.build import cascod_generate
-
-    return partial(cascod_generate, generate, marker=cfg.train.cascod.marker)
+    return student_decoder(cfg.train)
 
 
 def eval_question_texts(cfg: Any) -> list[str]:
     """Question texts of the test split for FDD's contamination check (answers are dropped here)."""
     from edge_distill.errors import EdgeDistillError
-    from edge_distill.pipeline import load_test
 
     try:
-        return [p.question for p in load_test(cfg)]
+        return [p.question for p in stages.load_test(cfg.data)]
     except (EdgeDistillError, OSError) as e:
         log.warning("FDD contamination check against dev questions only: test split unreadable (%s)", e)
         return []
@@ -203,22 +163,24 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
     """`stage_methods` of the pipeline: maps the config tree to `run_methods` arguments."""
     from edge_distill.fastpath import inference_dtype
     from edge_distill.models import resolve_model
-    from edge_distill.pipeline import build_teacher, evaluate_student, load_samples, load_split, train_student
 
     run.require("filter/train.jsonl")
-    stages = Stages(
-        train=lambda samples, base, out: train_student(cfg, samples, base, out),
-        evaluate=lambda model, problems, out: evaluate_student(cfg, model, problems, out, "dev"),
+    # module attributes, looked up per call, so a test can wrap a stage helper
+    steps = Stages(
+        train=lambda samples, base, out: stages.train_student(cfg.train, samples, base, out, seed=cfg.seed),
+        evaluate=lambda model, problems, out: stages.evaluate_student(
+            cfg.eval, cfg.train, model, problems, out, "dev"
+        ),
     )
-    teacher = build_teacher(cfg) if "fdd" in cfg.methods else None
+    teacher = stages.build_teacher(cfg.teacher) if "fdd" in cfg.methods else None
     return run_methods(
         cfg.methods,
         run_dir=run.path,
-        train_problems=load_split(run, "train"),
-        dev_problems=load_split(run, "dev"),
-        teacher_samples=load_samples(run.path / "filter" / "train.jsonl"),
+        train_problems=stages.load_split(run, "train"),
+        dev_problems=stages.load_split(run, "dev"),
+        teacher_samples=stages.load_samples(run.path / "filter" / "train.jsonl"),
         base_model=resolve_model(cfg.student.model),
-        stages=stages,
+        stages=steps,
         sampler_factory=sampler_factory_for(
             cfg.siked.sampler,
             cfg.siked.sampler_batch_size,
@@ -227,8 +189,10 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
             n_threads=cfg.siked.sampler_threads,
             parallel=cfg.siked.sampler_parallel,
         ),
-        siked=siked_params(cfg),
-        fdd=fdd_params(cfg),
+        siked=cfg.siked,
+        fdd=cfg.fdd,
+        feedback=feedback_sampling(cfg.fdd, cfg.siked, cfg.eval.max_new_tokens, cfg.seed),
+        seed=cfg.seed,
         teacher=teacher,
         eval_questions=eval_question_texts(cfg) if "fdd" in cfg.methods else (),
     )

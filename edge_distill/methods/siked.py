@@ -13,40 +13,41 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_distill.config import SikedConfig
 from edge_distill.io import write_json
 from edge_distill.methods import (
     Stages,
-    accuracy_of,
     adopt_eval,
     best_index,
     cached_samples,
+    dev_record,
     evaluated,
-    per_strategy_accuracy,
     read_record,
     should_stop,
     trained_model,
 )
-from edge_distill.methods.mixing import MixingRule, alpha, build_iteration_data, composition
+from edge_distill.methods.mixing import alpha, build_iteration_data, composition
 from edge_distill.methods.sampling import SamplingParams, StudentSampler, sample_student
-from edge_distill.types import Problem, Sample, Strategy
+from edge_distill.types import Problem, Sample
 
 log = logging.getLogger(__name__)
 
 SamplerFactory = Callable[[Path], StudentSampler]
 
 
-@dataclass(frozen=True)
-class SikedParams:
-    iterations: int = 3  # including iteration 0 (teacher data only)
-    mixing: MixingRule = "adaptive"
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    priority: tuple[Strategy, ...] = (Strategy.COT, Strategy.POT, Strategy.L2M)
-    patience: int = 1
-    limit_questions: int | None = None
+def sampling_params(params: SikedConfig, seed: int) -> SamplingParams:
+    """The student-sampling settings of one iteration (`seed` already offset by the iteration)."""
+    return SamplingParams(
+        n=params.samples_per_question,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_new_tokens=params.max_new_tokens,
+        seed=seed,
+    )
 
 
 @dataclass
@@ -58,15 +59,7 @@ class MethodResult:
     records: list[dict[str, Any]]
     problems: list[Problem]
     teacher_samples: list[Sample]
-
-
-def _record_dev(record: dict[str, Any], summary: dict[str, Any]) -> None:
-    record["dev"] = {
-        "accuracy": accuracy_of(summary),
-        "n": summary.get("n"),
-        "per_strategy": per_strategy_accuracy(summary),
-        "summary": summary,
-    }
+    best_dir: Path  # the best step's directory (`iter_k/`, `round_k/`); its dev eval is in `best_dir/eval`
 
 
 def run_siked(
@@ -78,7 +71,8 @@ def run_siked(
     base_model: Path,
     stages: Stages,
     sampler_factory: SamplerFactory,
-    params: SikedParams,
+    params: SikedConfig,
+    seed: int = 0,
     start_model: Path | None = None,
     start_summary: dict[str, Any] | None = None,
 ) -> MethodResult:
@@ -109,9 +103,9 @@ def run_siked(
             else:
                 assert model is not None
                 record, model = _iteration(
-                    step, k, model, train_problems, teacher, stages, sampler_factory, params
+                    step, k, model, train_problems, teacher, stages, sampler_factory, params, seed
                 )
-            _record_dev(record, evaluated(stages, model, dev, step / "eval"))
+            record["dev"] = dev_record(evaluated(stages, model, dev, step / "eval"))
             record.update(iteration=k, model=str(model), wall_s=round(time.perf_counter() - t0, 1))
             write_json(step / "record.json", record)
             records.append(record)
@@ -129,7 +123,9 @@ def run_siked(
             )
             break
     best = best_index(records)
-    return MethodResult(Path(records[best]["model"]), best, records, train_problems, teacher)
+    return MethodResult(
+        Path(records[best]["model"]), best, records, train_problems, teacher, out_dir / f"iter_{best}"
+    )
 
 
 def _iteration_zero(
@@ -156,22 +152,22 @@ def _iteration(
     teacher: list[Sample],
     stages: Stages,
     sampler_factory: SamplerFactory,
-    params: SikedParams,
+    params: SikedConfig,
+    seed: int,
 ) -> tuple[dict[str, Any], Path]:
     start = stages.full_model(prev_model, step)
     questions = train_problems[: params.limit_questions] if params.limit_questions else train_problems
 
     def draw() -> list[Sample]:
         sampler = sampler_factory(start)
-        p = params.sampling
-        samples, stats = sample_student(
-            sampler, questions, SamplingParams(p.n, p.temperature, p.top_p, p.max_new_tokens, p.seed + k)
-        )
+        samples, stats = sample_student(sampler, questions, sampling_params(params, seed + k))
         write_json(step / "sampler.json", stats.to_dict())
         return samples
 
     student_raw = cached_samples(step / "student_samples.jsonl", draw)
-    data, record = build_iteration_data(teacher, student_raw, rule=params.mixing, priority=params.priority)
+    data, record = build_iteration_data(
+        teacher, student_raw, rule=params.mixing, priority=tuple(params.priority)
+    )
     cached_samples(step / "train.jsonl", lambda: data)
     sampler_file = step / "sampler.json"
     record["sampler"] = json.loads(sampler_file.read_text(encoding="utf-8")) if sampler_file.is_file() else {}

@@ -1,20 +1,25 @@
-"""The one place that maps `train.objective` (sft | cascod | edit) to examples, training steps and decoding.
+"""The one table of training objectives: `train.objective` (sft | cascod | edit) -> an `Objective` record.
 
-SIKeD/FDD loops decide *which samples* an iteration trains on; the functions here decide *which loss*
-(through the `Example` weights) and, for CasCoD, how the student is decoded (two stages). The pipeline calls
-`train_with_objective` for every training run and `generate_fn_for` for every evaluation; the exporter
-writes `prompt_template(...)` into `prompt_template.json`.
+An objective is everything that name changes: how samples become weighted `Example`s, how many training
+steps run (EDIT: SFT then KRSL), how the student is decoded (as data: `edge_distill.decoding`; CasCoD:
+two stages) and, optionally, a `compute_loss` hook for a loss that is not token-weighted CE (KL/GKD-style
+losses that need logits). Callers look the record up once with `objective(name)`: the stage layer trains
+and evaluates with it, SIKeD/FDD sample with its decoding, the exporter writes its decoding into
+`prompt_template.json`, and the device bench decodes packages from that file.
+SIKeD/FDD loops decide *which samples* an iteration trains on; the record decides *which loss*.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_distill.decoding import SINGLE_PASS, staged_decode, two_stage
 from edge_distill.io import write_json
-from edge_distill.objectives.cascod import ANSWER_JOIN, answer_prompt, build_cascod_examples
+from edge_distill.objectives.cascod import ANSWER_JOIN, build_cascod_examples
 from edge_distill.objectives.edit import (
     DualPair,
     build_krsl_examples,
@@ -24,36 +29,114 @@ from edge_distill.objectives.edit import (
 )
 from edge_distill.objectives.examples import Example
 from edge_distill.objectives.sft import build_sft_examples
-from edge_distill.strategies import ANSWER_MARKER, STUDENT_PROMPT, parse_response
-from edge_distill.types import Sample, Strategy
+from edge_distill.types import Sample
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("sft", "cascod", "edit")
 CASCOD_ANSWER_TOKENS = 24  # the answer stage only writes " <number>." + EOS
 
+ExamplesFn = Callable[[Any, Sequence[Sample], Any], tuple[list[Example], dict[str, Any]]]
+"""build_examples(tokenizer, samples, train_cfg) -> (examples, metrics for objective.json)."""
+LossFn = Callable[[Any, dict[str, Any], "float | None"], tuple[Any, Any]]
+"""compute_loss(model, batch, nll_cap) -> (summed loss over the micro-batch, model outputs)."""
 
-def build_examples(
-    objective: str,
-    tokenizer: Any,
-    samples: Sequence[Sample],
-    *,
-    max_length: int = 1024,
-    cascod_alpha: float = 0.1,
-    cascod_marker: str = ANSWER_MARKER,
+
+@dataclass(frozen=True)
+class Objective:
+    """What `train.objective: <name>` means, in one record (see the module docstring)."""
+
+    name: str
+    build_examples: ExamplesFn
+    decoding: Callable[[Any], dict[str, Any]]  # train_cfg -> decoding description (edge_distill.decoding)
+    # train steps: None = one `training.train` run on `build_examples`; else (objective, train_cfg, samples,
+    # base, out_dir, seed=, pairs=, step1_model=) -> final model dir
+    train_steps: Callable[..., Path] | None = None
+    # None = the trainer's token-weighted CE over the examples' weights
+    compute_loss: LossFn | None = None
+    # re-prompts a live teacher for its training data (EDIT's AHP/CCP pairs); recorded teachers cannot
+    uses_live_teacher: bool = False
+
+
+def _sft_examples(
+    tokenizer: Any, samples: Sequence[Sample], cfg: Any
 ) -> tuple[list[Example], dict[str, Any]]:
-    """Training examples for one run of `objective` (for "edit": the step-1 SFT examples).
+    examples = build_sft_examples(tokenizer, list(samples), cfg.max_length)
+    return examples, {"objective": cfg.objective, "examples": len(examples)}
 
-    EDIT's step 2 needs pairs: `edit_pairs(samples)` then `build_krsl_examples(tokenizer, pairs, ...)`.
-    """
-    if objective == "cascod":
-        return build_cascod_examples(
-            tokenizer, samples, alpha=cascod_alpha, marker=cascod_marker, max_length=max_length
-        )
-    if objective in ("sft", "edit"):
-        examples = build_sft_examples(tokenizer, list(samples), max_length)
-        return examples, {"objective": objective, "examples": len(examples)}
-    raise ValueError(f"train.objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
+
+def _cascod_examples(
+    tokenizer: Any, samples: Sequence[Sample], cfg: Any
+) -> tuple[list[Example], dict[str, Any]]:
+    c = cfg.cascod
+    return build_cascod_examples(
+        tokenizer, samples, alpha=c.alpha, marker=c.marker, max_length=cfg.max_length
+    )
+
+
+def _cascod_decoding(cfg: Any) -> dict[str, Any]:
+    return two_stage(cfg.cascod.marker, answer_join=ANSWER_JOIN, answer_tokens=CASCOD_ANSWER_TOKENS)
+
+
+def _single_pass(cfg: Any) -> dict[str, Any]:
+    return dict(SINGLE_PASS)
+
+
+def _train_edit(obj: Objective, cfg: Any, samples: list[Sample], base_model: str | Path, out_dir: Path, *,
+                seed: int, pairs: Sequence[DualPair] | None, step1_model: str | Path | None) -> Path:  # fmt: skip
+    """EDIT: step 1 (SFT on right + AHP-right samples) into `out_dir/step1`, merged, then step 2 (KRSL on
+    the filtered pairs, `train.edit.step2_lr`, `step2_epochs`, `nll_cap`) into `out_dir/step2`."""
+    from edge_distill.models import load_tokenizer
+    from edge_distill.training import merge_lora, train
+
+    e = cfg.edit
+    tokenizer = load_tokenizer(base_model)
+    kept, pair_stats = edit_pairs(samples, pairs)
+    step1 = step1_samples(samples, kept)
+    if step1_model is None:
+        ex1, _ = obj.build_examples(tokenizer, step1, cfg)
+        step1_model = train(base_model, ex1, out_dir / "step1", cfg, seed=seed).final_dir
+    step1_model = Path(step1_model)
+    if (step1_model / "adapter_config.json").is_file():
+        step1_model = merge_lora(step1_model, out_dir / "step1" / "merged")
+    ex2, metrics = build_krsl_examples(
+        tokenizer,
+        kept,
+        right_weight=e.right_weight,
+        wrong_weight=e.wrong_weight,
+        shared_weight=e.shared_weight,
+        max_length=cfg.max_length,
+    )
+    metrics.update(pair_stats, edit_step1_samples=len(step1), edit_nll_cap=e.nll_cap)
+    write_json(out_dir / "objective.json", metrics)
+    if not ex2:
+        log.warning("edit: no pair survived filtering; the step-1 model is the result")
+        return step1_model
+    r2 = train(
+        step1_model,
+        ex2,
+        out_dir / "step2",
+        cfg,
+        seed=seed,
+        lr=e.step2_lr,
+        epochs=e.step2_epochs,
+        nll_cap=e.nll_cap,
+    )
+    return Path(r2.final_dir)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "sft": Objective("sft", _sft_examples, _single_pass),
+    "cascod": Objective("cascod", _cascod_examples, _cascod_decoding),
+    "edit": Objective("edit", _sft_examples, _single_pass, train_steps=_train_edit, uses_live_teacher=True),
+}
+
+
+def objective(name: str) -> Objective:
+    """The record of `train.objective`; the one lookup by name."""
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"train.objective: {name!r} is not one of {', '.join(OBJECTIVES)}") from None
 
 
 def edit_pairs(
@@ -81,154 +164,61 @@ def train_with_objective(
 ) -> Path:
     """Train `samples` with `train_cfg.objective`; return the final model directory.
 
-    sft/cascod: one `training.train` run into `out_dir`. edit: step 1 (SFT on right + AHP-right samples)
-    into `out_dir/step1`, merged, then step 2 (KRSL on the filtered pairs, `train.edit.step2_lr`,
-    `step2_epochs`, `nll_cap`) into `out_dir/step2`. `pairs` are live AHP/CCP pairs (`edit.live_pairs`);
-    without them the pairs are offline twins of the right samples. `step1_model` (a full or LoRA model
-    already trained on the step-1 data, e.g. the last SIKeD iteration or an SFT run on the same samples)
-    skips step 1. Objective metrics (α, key-step fraction,
-    pairs kept/dropped by reason) are written to `out_dir/objective.json` for the report.
+    One `training.train` run into `out_dir`, unless the objective has its own steps (EDIT). `pairs` are live
+    AHP/CCP pairs (`edit.live_pairs`); without them EDIT's pairs are offline twins of the right samples.
+    `step1_model` (a model already trained on the step-1 data, e.g. an SFT run on the same samples) skips
+    EDIT's step 1. Objective metrics (α, key-step fraction, pairs kept/dropped by reason) are written to
+    `out_dir/objective.json` for the report.
     """
-    from edge_distill.models import load_tokenizer
-    from edge_distill.training import merge_lora, train
-
+    obj = objective(train_cfg.objective)
     out_dir = Path(out_dir)
-    tokenizer = load_tokenizer(base_model)
-    common = _train_kwargs(train_cfg, seed)
-    objective = train_cfg.objective
-    if objective != "edit":
-        examples, metrics = build_examples(
-            objective,
-            tokenizer,
-            samples,
-            max_length=train_cfg.max_length,
-            cascod_alpha=train_cfg.cascod.alpha,
-            cascod_marker=train_cfg.cascod.marker,
+    if obj.train_steps is not None:
+        return obj.train_steps(
+            obj, train_cfg, samples, base_model, out_dir, seed=seed, pairs=pairs, step1_model=step1_model
         )
-        result = train(base_model, examples, out_dir, lr=train_cfg.lr, epochs=train_cfg.epochs, **common)
-        write_json(out_dir / "objective.json", metrics)
-        return Path(result.final_dir)
+    from edge_distill.models import load_tokenizer
+    from edge_distill.training import train
 
-    e = train_cfg.edit
-    kept, pair_stats = edit_pairs(samples, pairs)
-    step1 = step1_samples(samples, kept)
-    if step1_model is None:
-        ex1 = build_sft_examples(tokenizer, step1, train_cfg.max_length)
-        r1 = train(base_model, ex1, out_dir / "step1", lr=train_cfg.lr, epochs=train_cfg.epochs, **common)
-        step1_model = r1.final_dir
-    step1_model = Path(step1_model)
-    if (step1_model / "adapter_config.json").is_file():
-        step1_model = merge_lora(step1_model, out_dir / "step1" / "merged")
-    ex2, metrics = build_krsl_examples(
-        tokenizer,
-        kept,
-        right_weight=e.right_weight,
-        wrong_weight=e.wrong_weight,
-        shared_weight=e.shared_weight,
-        max_length=train_cfg.max_length,
-    )
-    metrics.update(pair_stats, edit_step1_samples=len(step1), edit_nll_cap=e.nll_cap)
+    examples, metrics = obj.build_examples(load_tokenizer(base_model), samples, train_cfg)
+    result = train(base_model, examples, out_dir, train_cfg, seed=seed, loss_fn=obj.compute_loss)
     write_json(out_dir / "objective.json", metrics)
-    if not ex2:
-        log.warning("edit: no pair survived filtering; the step-1 model is the result")
-        return step1_model
-    r2 = train(
-        step1_model, ex2, out_dir / "step2", lr=e.step2_lr, epochs=e.step2_epochs, nll_cap=e.nll_cap, **common
-    )
-    return Path(r2.final_dir)
-
-
-def _train_kwargs(c: Any, seed: int) -> dict[str, Any]:
-    return {
-        "finetune": c.finetune,
-        "lora": c.lora,
-        "max_steps": c.max_steps,
-        "batch_size": c.batch_size,
-        "grad_accum": c.grad_accum,
-        "warmup_steps": c.warmup_steps,
-        "scheduler": c.scheduler,
-        "weight_decay": c.weight_decay,
-        "group_by_length": c.group_by_length,
-        "save_steps": c.save_steps,
-        "save_total_limit": c.save_total_limit,
-        "precision": c.precision,
-        "gradient_checkpointing": c.gradient_checkpointing,
-        "packing": c.packing,
-        "loss_chunk_size": c.loss_chunk_size,
-        "attn_implementation": c.attn_implementation,
-        "compile": c.compile,
-        "liger": c.liger,
-        "logging_steps": c.logging_steps,
-        "seed": seed,
-    }
+    return Path(result.final_dir)
 
 
 # --------------------------------------------------------------------------- decoding
-def cascod_generate(
-    generate: Callable[..., list[list[str]]],
-    model: Any,
-    tokenizer: Any,
-    prompts: list[str],
-    *,
-    marker: str = ANSWER_MARKER,
-    answer_tokens: int = CASCOD_ANSWER_TOKENS,
-    n: int = 1,
-    **kwargs: Any,
-) -> list[list[str]]:
-    """Two-stage CasCoD decoding: rationale first, then marker + answer, with the training templates.
-
-    `generate(model, tokenizer, prompts, n=..., **kwargs) -> list[list[str]]` is `generation.generate`.
-    Returns `n` full responses per prompt ("[cot]: …\nThe answer is 72."), so parsing and judging are the
-    same as for single-stage students (SIKeD's self-sampling can call this with n > 1: each sampled
-    rationale gets its own answer step). PoT responses and responses that already state an answer are
-    returned as they are.
-    """
-    stage1 = generate(model, tokenizer, prompts, n=n, **kwargs)
-    todo = []
-    for i, outs in enumerate(stage1):
-        for j, text in enumerate(outs):
-            is_pot = parse_response(text).strategy == Strategy.POT or prompts[i].rstrip().endswith("[pot]:")
-            if not is_pot and marker not in text:
-                todo.append((i, j))
-    if todo:
-        kw = {**kwargs, "max_new_tokens": min(answer_tokens, kwargs.get("max_new_tokens", answer_tokens))}
-        stage2_prompts = [answer_prompt(prompts[i], stage1[i][j], marker) for i, j in todo]
-        stage2 = generate(model, tokenizer, stage2_prompts, n=1, **kw)
-        for (i, j), ans in zip(todo, stage2, strict=True):
-            stage1[i][j] = stage1[i][j].rstrip() + ANSWER_JOIN + marker + ans[0]
-    return stage1
-
-
-def generate_fn_for(train_cfg: Any) -> Callable[..., list[str]] | None:
-    """The decoding hook `eval.evaluate(generate_fn=...)` needs: two-stage for CasCoD, None (default) otherwise."""
-    if train_cfg.objective != "cascod":
+def student_decoder(train_cfg: Any) -> Callable[..., list[list[str]]] | None:
+    """`generation.generate` wrapped by the objective's decoding (n responses per prompt), or None when the
+    objective decodes in a single pass (callers then use plain `generation.generate`)."""
+    decoding = objective(train_cfg.objective).decoding(train_cfg)
+    if int(decoding.get("stages", 1)) == 1:
         return None
     from edge_distill.generation import generate
 
-    marker = train_cfg.cascod.marker
-
-    def two_stage(
-        model: Any, tokenizer: Any, prompts: list[str], generate: Callable[..., Any] = generate, **kwargs: Any
-    ) -> list[str]:
-        return [
-            outs[0] for outs in cascod_generate(generate, model, tokenizer, prompts, marker=marker, **kwargs)
-        ]
-
-    return two_stage
-
-
-def prompt_template(objective: str, marker: str = ANSWER_MARKER) -> dict[str, Any]:
-    """What an exported package's `prompt_template.json` says about decoding (same strings as training)."""
-    template: dict[str, Any] = {"objective": objective, "prompt": STUDENT_PROMPT, "stages": 1}
-    if objective == "cascod":
-        template.update(
-            stages=2,
-            stage2_prompt="{prompt}{stage1_output_rstripped}" + ANSWER_JOIN + marker,
-            stage2_max_new_tokens=CASCOD_ANSWER_TOKENS,
-            stage2_skip_if=[
-                "the stage-1 output starts with [pot]",
-                f"the stage-1 output contains {marker!r}",
-            ],
-            answer_marker=marker,
+    def decode(
+        model: Any,
+        tokenizer: Any,
+        prompts: list[str],
+        *,
+        n: int = 1,
+        generate: Callable[..., list[list[str]]] = generate,
+        **kwargs: Any,
+    ) -> list[list[str]]:
+        # `generate=`: another engine with generation.generate's signature (eval.engine=vllm)
+        return staged_decode(
+            lambda ps, **kw: generate(model, tokenizer, ps, **kw), prompts, decoding, n=n, **kwargs
         )
-    return template
+
+    return decode
+
+
+def generate_fn_for(train_cfg: Any) -> Callable[..., list[str]] | None:
+    """The decoding hook `eval.evaluate(generate_fn=...)` needs: the objective's decoding, one response per
+    prompt; None (single-pass default) for single-stage objectives."""
+    decode = student_decoder(train_cfg)
+    if decode is None:
+        return None
+
+    def first(model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any) -> list[str]:
+        return [outs[0] for outs in decode(model, tokenizer, prompts, **kwargs)]
+
+    return first

@@ -15,7 +15,6 @@ A JSONL file of {id or question, strategy, rationale} rows replays any teacher's
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import math
 import re
@@ -24,7 +23,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from edge_distill.answers import ANSWER_MARKER, answers_match
-from edge_distill.errors import DataError
+from edge_distill.errors import CLIP_CHARS, DataError
+from edge_distill.io import iter_utf8_lines, loads_json
 from edge_distill.strategies import gsm8k_cot, gsm8k_l2m, strip_annotations
 from edge_distill.teachers.base import Completion
 from edge_distill.types import Problem, Strategy
@@ -360,22 +360,22 @@ class RecordedTeacher:
     def _load(self, path: Path) -> None:
         if not path.is_file():
             raise DataError(f"recorded teacher file not found: {path} (or use teacher.model={BUILTIN_GSM8K})")
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    key = row.get("id") or row.get("question", "").strip()
-                    strategy = Strategy(str(row["strategy"]).lower())
-                    rationale = row["rationale"]
-                    if not key or not isinstance(rationale, str):
-                        raise ValueError("needs 'id' or 'question', and a string 'rationale'")
-                except (ValueError, KeyError, AttributeError, TypeError) as e:
-                    raise DataError(
-                        f"{path}:{lineno}: not a {{id|question, strategy (cot|l2m|pot), rationale}} row ({e})"
-                    ) from None
-                self._by_key[(str(key), strategy)].append(rationale)
+        # streamed; non-UTF-8 bytes are a DataError naming the line
+        for lineno, line in iter_utf8_lines(path):
+            if not line.strip():
+                continue
+            try:
+                row = loads_json(line)  # deep nesting / huge integers: ValueError, not a traceback
+                key = row.get("id") or row.get("question", "").strip()
+                strategy = Strategy(str(row["strategy"]).lower())
+                rationale = row["rationale"]
+                if not key or not isinstance(rationale, str):
+                    raise ValueError("needs 'id' or 'question', and a string 'rationale'")
+            except (ValueError, KeyError, AttributeError, TypeError) as e:
+                raise DataError(
+                    f"{path}:{lineno}: not a {{id|question, strategy (cot|l2m|pot), rationale}} row ({str(e)[:CLIP_CHARS]})"
+                ) from None
+            self._by_key[(str(key), strategy)].append(rationale)
         log.info("recorded teacher %s: %d (problem, strategy) entries", path, len(self._by_key))
 
     def generate(self, problems: list[Problem], strategy: Strategy, k: int) -> list[list[Completion]]:

@@ -2,13 +2,36 @@
 
 Hidden and intermediate sizes are multiples of 256 so llama.cpp's k-quants apply to every tensor,
 which makes torch vs GGUF vs ONNX parity checks meaningful on a model that builds in a second.
+A test helper, so it lives under tests/ (scripts and benchmarks run from the repository root import it).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from edge_distill.testing_corpus import TOKENIZER_CORPUS
+import edge_distill
+
+# The shipped GSM8K sample (MIT; see assets/gsm8k/LICENSE) is the tokenizer's training text: its first rows,
+# after two lines that give the student/teacher format tokens their own merges.
+GSM8K_TRAIN = Path(edge_distill.__file__).parent / "assets" / "gsm8k" / "train.jsonl"
+CORPUS_HEADER = [
+    "Question: Solution: [cot]: [l2m]: [pot]: The answer is answer = print( ) def return Sub-question Answer",
+    "0123456789 + - * / = ( ) . , $ % ** // #### <<  >>",
+]
+
+
+def tokenizer_corpus(rows: int = 300) -> list[str]:
+    """The header lines + "question\nanswer" of the first `rows` GSM8K sample rows."""
+    out = list(CORPUS_HEADER)
+    with open(GSM8K_TRAIN, encoding="utf-8") as f:
+        for line in f:
+            if len(out) >= rows + len(CORPUS_HEADER):
+                break
+            row = json.loads(line)
+            out.append(f"{row['question']}\n{row['answer']}")
+    return out
+
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -32,7 +55,7 @@ def build_tiny_tokenizer(vocab_size: int = 512):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(TOKENIZER_CORPUS, trainer=trainer)
+    tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|im_start|>",

@@ -1,0 +1,119 @@
+"""Stage helpers: one typed config section in, plain data out. The layer below the pipeline and the loops.
+
+Data flows one way: `cli -> pipeline -> methods (SIKeD/FDD loops) -> stages -> components`. The pipeline
+and `methods.loop` both call these helpers (the loops once per iteration/round); nothing here imports the
+pipeline or the loops back. Each helper takes the config *section* it needs, whole (`cfg.data`,
+`cfg.teacher`, `cfg.train`, `cfg.eval`), never the root tree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_distill.io import read_jsonl, write_json, write_jsonl
+from edge_distill.types import Problem, Sample
+
+if TYPE_CHECKING:
+    from edge_distill.config import DataConfig, EvalConfig, TeacherConfig, TrainConfig
+    from edge_distill.rundir import RunDir
+
+
+# ---------------------------------------------------------------------------------------------- data
+def load_problems(data: DataConfig, split: str) -> list[Problem]:
+    """The configured train (`split="train"`) or test problems, straight from their source."""
+    from edge_distill.data import load_problems as load
+
+    return load(
+        data.train if split == "train" else data.test,
+        fmt=data.format,
+        question_field=data.question_field,
+        answer_field=data.answer_field,
+        skip_malformed=data.skip_malformed,
+        split=split,
+        # data.train_socratic was accepted but never passed on: the L2M source file is now honoured
+        socratic=data.train_socratic if split == "train" else "auto",
+    )
+
+
+def load_test(data: DataConfig) -> list[Problem]:
+    """The test split is read here only: for the final number, never for selection."""
+    return load_problems(data, "test")
+
+
+def load_split(run: RunDir, split: str) -> list[Problem]:
+    """A split the data stage wrote into the run directory (`data/{train,dev}.jsonl`)."""
+    run.require(f"data/{split}.jsonl")
+    return [Problem.from_dict(r) for r in read_jsonl(run.path / "data" / f"{split}.jsonl")]
+
+
+def load_samples(path: Path) -> list[Sample]:
+    return [Sample.from_dict(r) for r in read_jsonl(path)]
+
+
+# ---------------------------------------------------------------------------------------------- teacher
+def build_teacher(teacher: TeacherConfig) -> Any:
+    from edge_distill.teachers.factory import teacher_from_config
+
+    return teacher_from_config(teacher)
+
+
+def live_teacher_pairs(teacher: TeacherConfig, judged: Path, out_dir: Path) -> list[Any] | None:
+    """EDIT's dual-CoT pairs from re-prompting a live teacher (AHP for each wrong CoT, CCP for each right one)
+    on its own judged samples (`teach/samples.jsonl`, right and wrong). None when the teacher cannot be
+    re-prompted (recorded): the objective then builds offline twins. Saved to `out_dir/edit_pairs.jsonl`
+    (+ `edit_pairs_stats.json`) once, so a resumed run makes no second teacher call."""
+    from edge_distill.objectives.edit import DualPair, live_pairs
+    from edge_distill.teachers.factory import sampling_from_config
+
+    cached = out_dir / "edit_pairs.jsonl"
+    if cached.is_file():
+        return [DualPair.from_dict(r) for r in read_jsonl(cached)]
+    client = build_teacher(teacher)
+    try:
+        if not callable(getattr(client, "complete", None)):
+            return None
+        pairs, stats = live_pairs(
+            client, load_samples(judged), sampling_from_config(teacher), k=teacher.samples_per_strategy
+        )
+    finally:
+        if hasattr(client, "close"):
+            client.close()
+    write_json(out_dir / "edit_pairs_stats.json", stats)
+    write_jsonl(cached, (p.to_dict() for p in pairs))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------- train / eval
+def train_student(train: TrainConfig, samples: list[Sample], base_model: str | Path, out_dir: Path, *,
+                  seed: int, pairs: list[Any] | None = None) -> Path:  # fmt: skip
+    """Train on `samples` with `train.objective`; return the trained model/adapter directory.
+
+    The one function the pipeline's train stage and the SIKeD/FDD loops call for each training run: the
+    loops decide the data, the objective (looked up once in `objectives.build.OBJECTIVES`) the loss.
+    `pairs`: live-teacher EDIT pairs (`live_teacher_pairs`); without them EDIT uses offline twins.
+    """
+    from edge_distill.objectives.build import train_with_objective
+
+    return train_with_objective(train, samples, base_model, out_dir, seed=seed, pairs=pairs)
+
+
+def evaluate_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, problems: list[Problem],
+                     out_dir: Path, split: str) -> Any:  # fmt: skip
+    """Evaluate with the decoding the objective trained for (CasCoD: two stages); write `out_dir/{split}*`."""
+    from edge_distill.eval import evaluate, write_eval
+    from edge_distill.fastpath import inference_dtype
+    from edge_distill.objectives.build import generate_fn_for
+
+    result = evaluate(
+        model_dir,
+        problems[: ev.limit] if ev.limit else problems,
+        strategy=ev.strategy,
+        batch_size=ev.batch_size,
+        max_new_tokens=ev.max_new_tokens,
+        generate_fn=generate_fn_for(train),
+        dtype=inference_dtype(train.precision),
+        engine=ev.engine,
+    )
+    write_eval(result, out_dir, split)
+    return result
