@@ -289,7 +289,7 @@ def arm_precision(args: argparse.Namespace, model_dir: Path, work: Path) -> dict
         timer = _Timer()
         train(model_dir, examples, work / f"prec-{prec}", batch_size=args.batch, epochs=1, lr=1e-4, warmup_steps=0,
               save_steps=10**6, logging_steps=1, group_by_length=False, packing=True, precision=prec, resume=False,
-              lora_dropout=0.0, callbacks=[timer])  # fmt: skip
+              lora={"dropout": 0.0}, callbacks=[timer])  # fmt: skip
         losses[prec] = timer.losses
     rel = [abs(a - b) / max(abs(a), 1e-8) for a, b in zip(losses["fp32"], losses["bf16"], strict=True)]
     return {"fp32_losses": losses["fp32"], "bf16_losses": losses["bf16"], "max_rel_diff": max(rel)}
