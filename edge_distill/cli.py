@@ -293,20 +293,47 @@ def sign(package: str, key_path: str) -> None:
     type=click.Path(dir_okay=False),
     help="ed25519 public key: refuse any package without a valid manifest.sig by it.",
 )
-def bench(packages, profiles, problems, accuracy_limit, repetitions, out, on_target, public_key) -> None:
+@click.option(
+    "--remote",
+    metavar="ssh://USER@HOST[:PORT]",
+    help="Measure on this device over SSH (key auth): measured rows, see device_profiles/README.md.",
+)
+@click.option(
+    "--identity", type=click.Path(dir_okay=False), help="--remote: SSH private key (default: ssh's)."
+)
+@click.option(
+    "--known-hosts",
+    type=click.Path(dir_okay=False),
+    help="--remote: known_hosts file holding the device's host key (default: ssh's).",
+)
+@click.option(
+    "--remote-python",
+    metavar="PATH",
+    help="--remote: the device's Python (default the venv of check_device_install.sh --install-only).",
+)
+@click.option(
+    "--remote-timeout", default=3600, show_default=True, help="--remote: seconds for the device run."
+)
+def bench(packages, profiles, problems, accuracy_limit, repetitions, out, on_target, public_key, remote,
+          identity, known_hosts, remote_python, remote_timeout) -> None:  # fmt: skip
     """Measure packages through their runtime and gate them against device budgets (exit 3 on a failed gate)."""
     from device_profiles import bench_packages, bench_summary
 
-    reports = bench_packages(
-        list(packages),
-        list(profiles),
-        accuracy_limit=accuracy_limit,
-        problems=problems,
-        repetitions=repetitions,
-        out_dir=out,
-        on_target=on_target,
-        public_key=public_key,
-    )
+    common = dict(accuracy_limit=accuracy_limit, problems=problems, repetitions=repetitions, out_dir=out,
+                  public_key=public_key)  # fmt: skip
+    if remote:
+        from device_profiles.remote import DEFAULT_REMOTE_PYTHON, bench_remote
+
+        if on_target is not None:
+            _fail("--remote measures on the device: drop --on-target/--on-host")
+        reports = bench_remote(
+            list(packages), list(profiles), remote, identity=identity, known_hosts=known_hosts,
+            remote_python=remote_python or DEFAULT_REMOTE_PYTHON, timeout_s=remote_timeout, **common,
+        )  # fmt: skip
+    else:
+        if identity or known_hosts or remote_python:
+            _fail("--identity/--known-hosts/--remote-python go with --remote ssh://user@host")
+        reports = bench_packages(list(packages), list(profiles), on_target=on_target, **common)
     click.echo((Path(out) / "bench.md").read_text(encoding="utf-8"))
     if not bench_summary(reports)["all_passed"]:
         click.echo("a budget gate failed", err=True)

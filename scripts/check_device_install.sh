@@ -4,20 +4,33 @@
 # `edge-distill profiles` and a bench of a GGUF package on the host profile. Prints the time each step took.
 #
 #   scripts/check_device_install.sh [GGUF_PACKAGE_DIR]
+#   scripts/check_device_install.sh --install-only     # on the device, for `edge-distill bench --remote`
+#
+# --install-only: install (or update) the device venv at $DEVICE_VENV, default
+# ~/.local/share/edge-distill/device-venv (the Python `bench --remote` uses by default), check it is
+# torch-free, skip the export and bench. Re-running with the same requirements is a no-op (a stamp file).
+# DEVICE_PYTHON (default python3) makes the venv; DEVICE_VENV also keeps the venv of a full check.
 #
 # Without a package it exports the tiny test model with the dev venv ($DEV_PYTHON, needs torch), because
 # the device venv cannot export. llama-cpp-python has no registry wheel: the cached portable wheel from
 # scripts/setup.sh is used ($LLAMA_WHEEL or ~/.cache/edge-distill/wheels), as on a board you would build it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+INSTALL_ONLY=0
+if [ "${1:-}" = "--install-only" ]; then
+  INSTALL_ONLY=1
+  shift
+  DEVICE_VENV=${DEVICE_VENV:-$HOME/.local/share/edge-distill/device-venv}
+fi
 DEV_PYTHON=${DEV_PYTHON:-.venv/bin/python}
+DEVICE_PYTHON=${DEVICE_PYTHON:-python3}
 WORK=${WORK:-$(mktemp -d -t edge-distill-device-XXXXXX)}
-VENV="$WORK/venv"
+VENV=${DEVICE_VENV:-$WORK/venv}
 PKG=${1:-}
 log() { echo "[device-install $(date +%H:%M:%S)] $*" >&2; }
 t_all=$SECONDS
 
-if [ -z "$PKG" ]; then
+if [ -z "$PKG" ] && [ "$INSTALL_ONLY" = 0 ]; then
   t=$SECONDS
   PKG="$WORK/gguf-q4_k_m"
   "$DEV_PYTHON" - "$WORK" <<'PY'
@@ -33,34 +46,47 @@ PY
 fi
 
 t=$SECONDS
-python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade pip
 # One requirement per line: a requirement may carry an environment marker with spaces
 # ("httpx2>=2.16; python_version >= '3.11'"), which word-splitting would break.
-DEPS_FILE="$VENV/device-requirements.txt"
-python3 - "$DEPS_FILE" <<'PY'
-import sys, tomllib
+DEPS=$("$DEVICE_PYTHON" - <<'PY'
+import tomllib
 p = tomllib.load(open("pyproject.toml", "rb"))["project"]
-open(sys.argv[1], "w").write("\n".join(p["dependencies"] + p["optional-dependencies"]["device"]) + "\n")
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["device"]))
 PY
-log "device dependencies: $(tr '\n' ' ' < "$DEPS_FILE")"
-"$VENV/bin/pip" install -q -r "$DEPS_FILE"
-"$VENV/bin/pip" install -q --no-deps -e .
+)
 LLAMA_WHEEL=${LLAMA_WHEEL:-$(ls ~/.cache/edge-distill/wheels/llama_cpp_python-*.whl 2>/dev/null | head -n 1 || true)}
-if [ -n "$LLAMA_WHEEL" ]; then
-  "$VENV/bin/pip" install -q --no-deps "$LLAMA_WHEEL"
-  "$VENV/bin/pip" install -q diskcache jinja2 numpy typing-extensions   # llama-cpp-python's own deps
+STAMP="$DEPS|$(basename "${LLAMA_WHEEL:-llama-cpp-python>=0.3.16}")|$("$DEVICE_PYTHON" --version 2>&1)"
+if [ -f "$VENV/.edge-distill-device" ] && [ "$(cat "$VENV/.edge-distill-device")" = "$STAMP" ]; then
+  log "device venv $VENV already installed with these requirements"
 else
-  log "no cached llama-cpp-python wheel: building it (pip install 'edge-distill[llamacpp]'; ~10 min on 2 cores)"
-  "$VENV/bin/pip" install -q "llama-cpp-python>=0.3.16"
+  rm -f "$VENV/.edge-distill-device"
+  "$DEVICE_PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  DEPS_FILE="$VENV/device-requirements.txt"
+  printf '%s\n' "$DEPS" > "$DEPS_FILE"
+  log "device dependencies: $(tr '\n' ' ' < "$DEPS_FILE")"
+  "$VENV/bin/pip" install -q -r "$DEPS_FILE"
+  "$VENV/bin/pip" install -q --no-deps -e .
+  if [ -n "$LLAMA_WHEEL" ]; then
+    "$VENV/bin/pip" install -q --no-deps "$LLAMA_WHEEL"
+    "$VENV/bin/pip" install -q diskcache jinja2 numpy typing-extensions   # llama-cpp-python's own deps
+  else
+    log "no cached llama-cpp-python wheel: building it (pip install 'edge-distill[llamacpp]'; ~10 min on 2 cores)"
+    "$VENV/bin/pip" install -q "llama-cpp-python>=0.3.16"
+  fi
+  printf '%s' "$STAMP" > "$VENV/.edge-distill-device"
 fi
-log "device venv installed in $((SECONDS - t))s ($(du -sh "$VENV" | cut -f1))"
+log "device venv $VENV ready in $((SECONDS - t))s ($(du -sh "$VENV" | cut -f1))"
 
 "$VENV/bin/python" - <<'PY'
 import importlib.util, sys
 present = [m for m in ("torch", "transformers", "peft", "accelerate") if importlib.util.find_spec(m)]
 sys.exit(f"training dependencies leaked into the device venv: {present}" if present else 0)
 PY
+if [ "$INSTALL_ONLY" = 1 ]; then
+  log "installed: use --remote-python $VENV/bin/python with edge-distill bench --remote (its default)"
+  exit 0
+fi
 
 t=$SECONDS
 if "$VENV/bin/edge-distill" profiles --help >/dev/null 2>&1; then

@@ -1,0 +1,150 @@
+"""The device side of `edge-distill bench --remote`: run ON the device by `device_profiles/remote.py`.
+
+    PYTHONPATH=<tmp>/code <python> <tmp>/code/device_profiles/remote_runner.py job.json result.json
+
+The host copies this file with the rest of the torch-free code (edge_distill, exporters, device_profiles:
+the same code as the host's, so the device measures exactly what `edge-distill bench` measures on the
+host) and the package into a temp dir it created, then reads result.json back. The device's Python needs
+only the third-party device dependencies (`scripts/check_device_install.sh --install-only`).
+
+Stdlib-only until the preflight has found the modules it needs, so a bare Python reports what is missing
+as a result (`error.kind == "missing"`) instead of a traceback. Self-bounded: a watchdog kills this process
+group (the runtime children included) at the job's deadline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+PROTOCOL = 1
+# Modules the runner needs whatever the package (the device dependencies of pyproject) and per runtime.
+BASE_MODULES = ("pydantic", "yaml", "psutil", "sympy")
+RUNTIME_MODULES = {"llama.cpp": "llama_cpp", "onnxruntime-genai": "onnxruntime_genai"}
+MAX_RAW_CHARS = 8000  # per completion sent back: the host bounds what it accepts anyway
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _watchdog(deadline_s: float) -> None:
+    """Kill this process group at the deadline: the runtime worker children go with it."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:  # already a group leader (started directly by sshd): the group is ours anyway
+        pass
+
+    def fire() -> None:
+        sys.stderr.write(f"edge-distill remote runner: deadline {deadline_s:.0f}s reached, stopping\n")
+        sys.stderr.flush()
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    t = threading.Timer(deadline_s, fire)
+    t.daemon = True
+    t.start()
+
+
+def _missing(runtime: str) -> list[str]:
+    wanted = [*BASE_MODULES, RUNTIME_MODULES.get(runtime, "")]
+    return [m for m in wanted if m and importlib.util.find_spec(m) is None]
+
+
+def _runtime_of(package_dir: Path) -> str:
+    try:
+        return str(json.loads((package_dir / "manifest.json").read_text(encoding="utf-8"))["runtime"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # read_package names the problem below
+
+
+def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
+    """The measurements of `device_profiles.bench` for one package, on this machine."""
+    package_dir = work / job["package"]
+    missing = _missing(_runtime_of(package_dir))
+    if missing:
+        return {
+            "protocol": PROTOCOL,
+            "error": {"kind": "missing", "modules": missing, "python": sys.executable},
+        }
+
+    from dataclasses import asdict
+
+    from device_profiles.accuracy import run_accuracy
+    from device_profiles.bandwidth import device_model, host_hardware
+    from device_profiles.package import read_package
+    from device_profiles.worker import measure
+    from edge_distill.errors import EdgeDistillError
+    from edge_distill.types import Problem, Strategy
+
+    if job.get("sandbox_mode"):
+        from edge_distill import sandbox
+
+        sandbox.configure(job["sandbox_mode"])
+    try:
+        pkg = read_package(package_dir)  # re-hashed here: what the runtime loads is what the host sent
+        threads = job["threads"] if isinstance(job["threads"], int) else max(1, os.cpu_count() or 1)
+        hw = host_hardware(threads, refresh=True, cache_file=work / "cache" / "host_hw.json")
+        m = measure(
+            pkg.runtime, pkg.model_path, threads, pkg.prompt(job["timing_question"]),
+            new_tokens=job["new_tokens"], repetitions=job["repetitions"],
+        )  # fmt: skip
+        problems = [Problem(id=p["id"], question=p["question"], answer=p["answer"]) for p in job["problems"]]
+        strategy = Strategy(job["strategy"]) if job.get("strategy") else None
+        acc = run_accuracy(pkg, threads, problems, strategy=strategy) if problems else None
+    except EdgeDistillError as e:
+        return {"protocol": PROTOCOL, "error": {"kind": "bench", "message": str(e)[:4000]}}
+    predictions = None
+    if acc is not None:
+        keys = ("id", "gold", "raw", "strategy", "pred", "correct")
+        predictions = [{k: p.get(k) for k in keys} for p in acc.predictions]
+        for p in predictions:
+            p["raw"] = str(p["raw"])[:MAX_RAW_CHARS]
+    versions = {}
+    for mod in ("llama_cpp", "onnxruntime_genai", "onnxruntime"):
+        if mod in sys.modules:
+            versions[mod] = str(getattr(sys.modules[mod], "__version__", "?"))
+    return {
+        "protocol": PROTOCOL,
+        "measurement": asdict(m),
+        "hardware": asdict(hw),
+        "predictions": predictions,
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "device_model": device_model(),
+            "runtime_versions": versions,
+            # the device install is torch-free: the host checks this stayed true through the whole bench
+            "torch_imported": "torch" in sys.modules,
+        },
+    }
+
+
+def main(argv: list[str]) -> int:
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]  # the script dir shadows nothing
+    job_file, result_file = Path(argv[0]), Path(argv[1])
+    job = json.loads(job_file.read_text(encoding="utf-8"))
+    if job.get("protocol") != PROTOCOL:
+        _write(
+            result_file,
+            {"protocol": PROTOCOL, "error": {"kind": "protocol", "message": str(job.get("protocol"))}},
+        )
+        return 0
+    _watchdog(float(job["deadline_s"]))
+    os.environ["EDGE_DISTILL_CACHE"] = str(job_file.parent / "cache")  # nothing left in the device's ~/.cache
+    _write(result_file, run(job, job_file.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
