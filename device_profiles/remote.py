@@ -34,6 +34,7 @@ import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -153,39 +154,55 @@ class SSH:
         *,
         timeout_s: float,
         max_stdout: int,
-        stdin_writer: Any = None,
+        stdin_writer: Callable[[IO[bytes]], None] | None = None,
         step: str,
     ) -> tuple[int, bytes, str]:
-        """Run `remote_command`; (exit code, stdout, stderr text). Killed past `timeout_s` or `max_stdout`."""
+        """Run `remote_command`; (exit code, stdout, stderr text). Killed past `timeout_s` (uploading
+        included) or `max_stdout`. Without a `stdin_writer` stdin stays open until the command ends: the
+        remote runner takes its EOF as "the host is gone" and stops (see remote_runner.py)."""
         proc = subprocess.Popen(
             self.argv(remote_command),
-            stdin=subprocess.PIPE if stdin_writer else subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        assert proc.stdin is not None
         out, err = _Bounded(proc.stdout, max_stdout, proc), _Bounded(proc.stderr, MAX_STDERR_BYTES, None)
-        for reader in (out, err):
-            reader.start()
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout_s, expire)
+        for t in (out, err, timer):
+            t.start()
         try:
             if stdin_writer is not None:
-                assert proc.stdin is not None
                 try:
                     stdin_writer(proc.stdin)
                     proc.stdin.close()
-                except BrokenPipeError:
-                    pass  # the remote side ended early: its exit code and stderr say why
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+                except OSError:
+                    pass  # the remote side ended early (or we killed it): exit code and stderr say why
+            proc.wait()
+        except BaseException:
             proc.kill()
             proc.wait()
+            raise
+        finally:
+            timer.cancel()
+            for reader in (out, err):
+                reader.join(timeout=10)
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        if timed_out.is_set():
             raise RemoteError(
                 f"{self.target.label}: {step} gave no result within {timeout_s:.0f}s (stopped); a slow device "
                 "or link: raise --remote-timeout, or lower --accuracy-limit/--repetitions"
-            ) from None
-        finally:
-            for reader in (out, err):
-                reader.join(timeout=10)
+            )
         if out.overflow:
             raise RemoteError(
                 f"{self.target.label}: {step} sent more than {max_stdout} bytes; refused (not an edge-distill "
@@ -222,7 +239,7 @@ class _Bounded(threading.Thread):
 
 def _printable(text: str, limit: int = 3000) -> str:
     """Device text shown to the user: no terminal escapes, bounded."""
-    text = re.sub(r"[^\x09\x0a\x20-\x7e\u00a0-\uffff]", "?", text).strip()
+    text = re.sub(r"[^\x09\x0a\x20-\x7e\u00a0-\uffff]", "?", text.replace("\r\n", "\n")).strip()
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
@@ -238,9 +255,17 @@ def _ssh_failure(target: SSHTarget, stderr: str, identity: Path | None) -> Remot
             f"{target.label} refused the key ({msg}): check that {key} is the private half of a public key in "
             f"~{target.user}/.ssh/authorized_keys on the device"
         )
-    if "host key" in low or "host identification has changed" in low:
+    if "identification has changed" in low or "host key for" in low and "has changed" in low:
         return RemoteUnreachable(
-            f"{target.label}: the host key is not the known one ({msg}). Check the device's fingerprint "
+            f"{target.label}: the host key CHANGED since it was recorded in known_hosts — a reinstalled device, "
+            "or someone in between. Refused. Check the device's fingerprint on the device itself (ssh-keygen "
+            f"-lf /etc/ssh/ssh_host_ed25519_key.pub); if it matches, replace the old entry: ssh-keygen -R "
+            f"'[{target.host}]:{target.port}' then ssh-keyscan -p {target.port} {target.host} >> ~/.ssh/known_hosts"
+        )
+    if "host key" in low:
+        return RemoteUnreachable(
+            f"{target.label}: its host key is not in known_hosts, strict checking refuses it ({msg}). "
+            "Check the device's fingerprint "
             f"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on it), then add it: ssh-keyscan -p "
             f"{target.port} {target.host} >> ~/.ssh/known_hosts — or pass --known-hosts FILE"
         )
@@ -405,7 +430,7 @@ def run_remote(
         "new_tokens": new_tokens, "repetitions": repetitions, "strategy": strategy.value if strategy else None,
         "problems": [{"id": p.id, "question": p.question, "answer": p.answer} for p in problems],
         "sandbox_mode": os.environ.get("EDGE_DISTILL_SANDBOX_MODE") or None,
-        "deadline_s": max(60.0, timeout_s - 30),
+        "deadline_s": max(60.0, timeout_s - 30), "lifeline": True,
     }  # fmt: skip
     # (1) a temp dir of our own, the bundle unpacked into it
     setup = (

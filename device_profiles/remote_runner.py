@@ -54,6 +54,21 @@ def _watchdog(deadline_s: float) -> None:
     t.start()
 
 
+def _lifeline() -> None:
+    """The host keeps our stdin (the SSH channel) open while it waits: EOF means it is gone (Ctrl-C, lost
+    link), so stop rather than measure for nobody until the deadline."""
+
+    def watch() -> None:
+        # the raw fd, not sys.stdin: a daemon thread blocked in a buffered read aborts interpreter exit
+        while os.read(0, 4096):
+            pass
+        sys.stderr.write("edge-distill remote runner: the host closed the connection, stopping\n")
+        sys.stderr.flush()
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _missing(runtime: str) -> list[str]:
     wanted = [*BASE_MODULES, RUNTIME_MODULES.get(runtime, "")]
     return [m for m in wanted if m and importlib.util.find_spec(m) is None]
@@ -108,10 +123,14 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
         predictions = [{k: p.get(k) for k in keys} for p in acc.predictions]
         for p in predictions:
             p["raw"] = str(p["raw"])[:MAX_RAW_CHARS]
-    versions = {}
-    for mod in ("llama_cpp", "onnxruntime_genai", "onnxruntime"):
-        if mod in sys.modules:
-            versions[mod] = str(getattr(sys.modules[mod], "__version__", "?"))
+    from importlib import metadata
+
+    versions = {}  # the runtimes ran in worker processes: report what is installed
+    for dist in ("llama-cpp-python", "onnxruntime-genai", "onnxruntime"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
     return {
         "protocol": PROTOCOL,
         "measurement": asdict(m),
@@ -141,6 +160,8 @@ def main(argv: list[str]) -> int:
         )
         return 0
     _watchdog(float(job["deadline_s"]))
+    if job.get("lifeline"):
+        _lifeline()
     os.environ["EDGE_DISTILL_CACHE"] = str(job_file.parent / "cache")  # nothing left in the device's ~/.cache
     _write(result_file, run(job, job_file.parent))
     return 0

@@ -194,9 +194,9 @@ def test_bench_remote_measures_on_the_device(sshd, package, tmp_path):
     assert env["python_path"].endswith(f"{VENV_REL}/bin/python") and env["torch_imported"] is False
     device_version = subprocess.run([str(sshd["python"]), "-c", "import platform; print(platform.python_version())"],
                                     capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    assert env["python"] == device_version and env["runtime_versions"]["llama_cpp"]
+    assert env["python"] == device_version and env["runtime_versions"]["llama-cpp-python"]
     preds = [json.loads(x) for x in (out / "gguf-q4_k_m.predictions.jsonl").read_text().splitlines()]
-    assert [p["id"] for p in preds] == [p["id"] for p in _problems(3)] and all(
+    assert [p["id"] for p in preds] == [q.id for q in _problems(3)] and all(
         isinstance(p["raw"], str) for p in preds
     )
     assert sum(p["correct"] for p in preds) == acc["correct"]
@@ -229,7 +229,10 @@ def test_remote_failures_say_what_to_do(sshd, package, tmp_path):
     wrong_hosts = tmp_path / "known_hosts"
     _keygen(tmp_path / "fake_host")
     wrong_hosts.write_text(f"[127.0.0.1]:{sshd['port']} {(tmp_path / 'fake_host.pub').read_text()}")
-    with pytest.raises(RemoteUnreachable, match=r"host key is not the known one.*ssh-keyscan"):
+    with pytest.raises(RemoteUnreachable, match=r"(?s)host key CHANGED .*ssh-keygen -R"):
+        _bench(sshd, package, known_hosts=wrong_hosts)
+    wrong_hosts.write_text("")  # no entry for this host
+    with pytest.raises(RemoteUnreachable, match=r"(?s)host key is not in known_hosts.*ssh-keyscan -p"):
         _bench(sshd, package, known_hosts=wrong_hosts)
     with pytest.raises(RemoteRuntimeMissing, match=r"no Python at /nonexistent/python.*--install-only"):
         _bench(sshd, package, remote_python="/nonexistent/python")
