@@ -482,6 +482,21 @@ def run_remote(
                 log.warning("%s: could not remove %s (%s)", target.label, remote_dir, _printable(err, 300))
 
 
+def _not_this_device(profile: DeviceProfile, env: dict[str, Any]) -> str:
+    """Why the device's reported machine/model does not match the profile's detect rule ("" if it does, or
+    if the profile has no rule). The numbers stay measured — on the device that was reached."""
+    d = profile.detect
+    if profile.is_host or d is None:
+        return ""
+    why = []
+    machine = str(env.get("machine", "")).lower()
+    if d.machine and machine not in (d.machine.lower(), d.machine.lower().replace("aarch64", "arm64")):
+        why.append(f"machine {machine or '?'} is not {d.machine}")
+    if d.model_contains and d.model_contains.lower() not in str(env.get("device_model", "")).lower():
+        why.append(f"model {env.get('device_model') or '?'!r} lacks {d.model_contains!r}")
+    return ", ".join(why)
+
+
 def bench_remote(
     package_dirs: list[str | Path],
     profiles: list[str | Path | DeviceProfile],
@@ -522,6 +537,7 @@ def bench_remote(
         eval_problems = load_eval_problems(problems, limit=accuracy_limit) if accuracy_limit > 0 else []
     timing_question = (eval_problems or load_eval_problems(None, limit=1))[0].question
     results: dict[tuple[str, str], RemoteResult] = {}
+    accuracy: dict[str, AccuracyResult | None] = {}  # once per package, like the local bench
     reports = []
     for pkg in pkgs:
         for profile in loaded:
@@ -532,23 +548,29 @@ def bench_remote(
             if key not in results:
                 results[key] = run_remote(
                     pkg, threads, target=target, ssh=ssh, remote_python=remote_python,
-                    problems=eval_problems, timing_question=timing_question, repetitions=repetitions,
-                    new_tokens=new_tokens, strategy=strategy, timeout_s=timeout_s,
+                    problems=[] if str(pkg.path) in accuracy else eval_problems, timing_question=timing_question,
+                    repetitions=repetitions, new_tokens=new_tokens, strategy=strategy, timeout_s=timeout_s,
                 )  # fmt: skip
+                accuracy.setdefault(str(pkg.path), results[key].accuracy)
             res = results[key]
+            acc = accuracy[str(pkg.path)]
             fig = figures_for(
                 profile, res.measurement, res.hardware, package_bytes=pkg.size_bytes,
                 weight_bytes=pkg.weights_bytes, on_target=True,
             )  # fmt: skip
-            fig = dataclasses.replace(
-                fig,
-                note=f"measured on {target.label} ({res.hardware.cpu}, {res.environment['machine']}, "
-                f"{res.measurement.threads} threads, median of {res.measurement.repetitions})",
+            note = (
+                f"measured on {target.label} ({res.hardware.cpu}, {res.environment['machine']}, "
+                f"{res.measurement.threads} threads, median of {res.measurement.repetitions})"
             )
+            mismatch = _not_this_device(profile, res.environment)
+            if mismatch:
+                log.warning("%s is not a %s: %s", target.label, profile.name, mismatch)
+                note += f"; the device is NOT a {profile.name} by the profile's detect rule ({mismatch})"
+            fig = dataclasses.replace(fig, note=note)
             report = BenchReport(
                 str(pkg.path), pkg.name, pkg.format, str(pkg.manifest.get("quant", "")), profile.name,
                 profile.source_file, profile.format, profile.budget, pkg.weights_bytes, res.measurement,
-                res.hardware, fig, res.accuracy, gate.evaluate(profile.budget, fig, res.accuracy),
+                res.hardware, fig, acc, gate.evaluate(profile.budget, fig, acc),
             )  # fmt: skip
             log.info(
                 "%s on %s via %s: %s",
@@ -563,9 +585,9 @@ def bench_remote(
 
         out = Path(out_dir)
         write_outputs(reports, out)
-        for (pkg_path, _), res in results.items():
-            if res.accuracy is not None:
-                write_jsonl(out / f"{Path(pkg_path).name}.predictions.jsonl", res.accuracy.predictions)
+        for pkg_path, acc in accuracy.items():
+            if acc is not None:
+                write_jsonl(out / f"{Path(pkg_path).name}.predictions.jsonl", acc.predictions)
         write_json(
             out / "remote.json",
             {

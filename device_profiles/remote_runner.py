@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import threading
@@ -54,9 +55,10 @@ def _watchdog(deadline_s: float) -> None:
     t.start()
 
 
-def _lifeline() -> None:
-    """The host keeps our stdin (the SSH channel) open while it waits: EOF means it is gone (Ctrl-C, lost
-    link), so stop rather than measure for nobody until the deadline."""
+def _lifeline(work: Path) -> None:
+    """The host keeps our stdin (the SSH channel) open while it waits: EOF means it is gone (killed, lost
+    link), so stop rather than measure for nobody until the deadline, and remove the temp dir the host made
+    for this run (`work`), which it can no longer clean up."""
 
     def watch() -> None:
         # the raw fd, not sys.stdin: a daemon thread blocked in a buffered read aborts interpreter exit
@@ -64,6 +66,7 @@ def _lifeline() -> None:
             pass
         sys.stderr.write("edge-distill remote runner: the host closed the connection, stopping\n")
         sys.stderr.flush()
+        shutil.rmtree(work, ignore_errors=True)
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -151,7 +154,7 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]  # the script dir shadows nothing
-    job_file, result_file = Path(argv[0]), Path(argv[1])
+    job_file, result_file = Path(argv[0]).resolve(), Path(argv[1]).resolve()
     job = json.loads(job_file.read_text(encoding="utf-8"))
     if job.get("protocol") != PROTOCOL:
         _write(
@@ -159,11 +162,16 @@ def main(argv: list[str]) -> int:
             {"protocol": PROTOCOL, "error": {"kind": "protocol", "message": str(job.get("protocol"))}},
         )
         return 0
+    # Everything this run writes stays in the host's temp dir, which goes as a whole: caches (not the
+    # device's ~/.cache) and the temp files of the runtime workers (not /tmp, where a kill would leave them).
+    work = job_file.parent
+    os.environ["EDGE_DISTILL_CACHE"] = str(work / "cache")
+    (work / "tmp").mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = str(work / "tmp")
     _watchdog(float(job["deadline_s"]))
     if job.get("lifeline"):
-        _lifeline()
-    os.environ["EDGE_DISTILL_CACHE"] = str(job_file.parent / "cache")  # nothing left in the device's ~/.cache
-    _write(result_file, run(job, job_file.parent))
+        _lifeline(work)
+    _write(result_file, run(job, work))
     return 0
 
 

@@ -167,12 +167,12 @@ def test_bench_remote_measures_on_the_device(sshd, package, tmp_path):
     cmd = [
         sys.executable, "-m", "edge_distill.cli", "bench", str(package), "--remote", sshd["url"],
         "--identity", str(sshd["identity"]), "--known-hosts", str(sshd["known_hosts"]), "--profile", "host",
-        "--accuracy-limit", "3", "--repetitions", "2", "--out", str(out),
+        "--profile", "raspberry-pi-5", "--accuracy-limit", "3", "--repetitions", "2", "--out", str(out),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode in (0, 3), proc.stderr[-3000:]  # 3: a budget gate failed, still a full report
     label = f"{USER}@127.0.0.1:{sshd['port']}"
-    [row] = json.loads((out / "bench.json").read_text())["reports"]
+    row, pi = json.loads((out / "bench.json").read_text())["reports"]
     assert row["basis"] == "measured" and row["figures"]["note"].startswith(f"measured on {label} (")
     m = row["measurement"]
     assert m["runtime"] == "llama.cpp" and m["repetitions"] == 2 and len(m["decode_tok_s"]["values"]) == 2
@@ -188,8 +188,15 @@ def test_bench_remote_measures_on_the_device(sshd, package, tmp_path):
     acc = row["accuracy"]
     assert acc["n"] == 3 and 0 <= acc["correct"] <= 3 and acc["source_accuracy"] == 0.0
     assert "(MEASURED)" in (out / "bench.md").read_text() and label in (out / "bench.md").read_text()
+    # Another profile: measured again with its threads, gated by its budget, accuracy measured once; this
+    # x86 loopback "device" is flagged as not being a Pi 5 by the profile's detect rule.
+    assert (
+        pi["profile"] == "raspberry-pi-5" and pi["basis"] == "measured" and pi["measurement"]["threads"] == 4
+    )
+    assert "NOT a raspberry-pi-5" in pi["figures"]["note"] and pi["accuracy"] == acc
+    assert pi["budget"]["min_accuracy"] == 0.05 and not pi["passed"] and proc.returncode == 3
     # The accuracy pass ran on the device: its interpreter (Debian's, in the device venv), not this one.
-    [run] = json.loads((out / "remote.json").read_text())["runs"]
+    run, _ = json.loads((out / "remote.json").read_text())["runs"]
     env = run["environment"]
     assert env["python_path"].endswith(f"{VENV_REL}/bin/python") and env["torch_imported"] is False
     device_version = subprocess.run([str(sshd["python"]), "-c", "import platform; print(platform.python_version())"],
@@ -203,6 +210,42 @@ def test_bench_remote_measures_on_the_device(sshd, package, tmp_path):
     # a real key login by the throwaway user, and the device temp dir removed afterwards
     assert f"Accepted publickey for {USER}" in sshd["log"].read_text()
     assert _remote_temp_dirs() == before
+
+
+def _device_processes() -> list[str]:
+    uid = pwd.getpwnam(USER).pw_uid
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if proc.stat().st_uid == uid:
+                out.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return out
+
+
+def test_killed_host_stops_the_device_run(sshd, package, tmp_path):
+    """The host dies mid-run (SIGKILL: no cleanup of its own): the runner sees its SSH stdin close, stops
+    its runtime workers and removes the temp dir the host made."""
+    before = _remote_temp_dirs()
+    cmd = [
+        sys.executable, "-m", "edge_distill.cli", "bench", str(package), "--remote", sshd["url"],
+        "--identity", str(sshd["identity"]), "--known-hosts", str(sshd["known_hosts"]), "--accuracy-limit", "40",
+        "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    host = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any("device_profiles.worker" in c for c in _device_processes()):
+            assert host.poll() is None and time.monotonic() < deadline, "the device run never started"
+            time.sleep(0.2)
+    finally:
+        host.kill()
+        host.wait()
+    deadline = time.monotonic() + 60
+    while _device_processes() or _remote_temp_dirs() != before:
+        assert time.monotonic() < deadline, (_device_processes(), _remote_temp_dirs() - before)
+        time.sleep(0.2)
 
 
 def _problems(n: int) -> list[Problem]:
