@@ -183,7 +183,7 @@ class SSH:
                 try:
                     stdin_writer(proc.stdin)
                     proc.stdin.close()
-                except OSError:
+                except (BrokenPipeError, ConnectionResetError):
                     pass  # the remote side ended early (or we killed it): exit code and stderr say why
             proc.wait()
         except BaseException:
@@ -475,9 +475,12 @@ def run_remote(
     finally:
         # (3) only the dir we made: its name is checked against the mktemp pattern we gave
         if created:
-            rc, _, err = ssh.run(
-                f"rm -rf -- {shlex.quote(remote_dir)}", timeout_s=120, max_stdout=4096, step="cleaning up"
-            )
+            try:
+                rc, _, err = ssh.run(
+                    f"rm -rf -- {shlex.quote(remote_dir)}", timeout_s=120, max_stdout=4096, step="cleaning up"
+                )
+            except RemoteError as e:  # never hide the error that brought us here
+                rc, err = -1, str(e)
             if rc != 0:
                 log.warning("%s: could not remove %s (%s)", target.label, remote_dir, _printable(err, 300))
 
