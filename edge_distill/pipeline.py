@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill import sandbox, stages
+from edge_distill.answers import set_tolerance
 from edge_distill.config import Config
 from edge_distill.errors import StageError
 from edge_distill.io import write_json, write_jsonl, write_text
@@ -191,6 +192,7 @@ def run_pipeline(
     run = RunDir(cfg, resume=resume or until is not None or redo is not None, overwrite=overwrite)
     try:  # the run directory is locked from RunDir() until here: one writer at a time
         sandbox.configure(cfg.sandbox.mode)
+        set_tolerance(cfg.answers.rel_tol)  # one comparison for teach, sampling and eval
         return _run_stages(cfg, run, until=until, redo=redo)
     finally:
         run.release()
