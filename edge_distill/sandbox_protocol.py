@@ -24,8 +24,8 @@ MAX_ERROR_CHARS = 300
 MAX_ANSWER_CHARS = 200
 MAX_ANSWER_DIGITS = 100
 _EXPONENT_RE = re.compile(r"[eE]\s*[-+]?\s*(\d+)")
-# "`answer` is inf", "TypeError: `ans` is a list, not a number", "`solution()` has type str, not a number"
-_NOT_A_NUMBER_RE = re.compile(r"(?:(?:TypeError|ValueError): )?`[\w()]+` (?:is|has type)\b")
+# "ValueError: `answer` is inf", "TypeError: `ans` is a list, not a number", "the answer is not a number: 'x'"
+_NOT_A_NUMBER_RE = re.compile(r"(?:(?:TypeError|ValueError): `[\w()]+` (?:is|has type)|the answer is)\b")
 
 
 # The worker's error text for a program that left no answer (the rule: sandbox_worker.ANSWER_NAMES).
@@ -154,5 +154,5 @@ def safe_answer(text: str) -> str | None:
 def _bad_answer(text: str) -> PotResult:
     if len(text) > MAX_ANSWER_CHARS or sum(c.isdigit() for c in text) > MAX_ANSWER_DIGITS:
         why = f"longer than {MAX_ANSWER_CHARS} chars or {MAX_ANSWER_DIGITS} digits"
-        return PotResult(False, error=f"`answer` is {why}: {text[:40]!r}...")
-    return PotResult(False, error=f"`answer` is not a number: {text[:80]!r}")
+        return PotResult(False, error=f"the answer is {why}: {text[:40]!r}...")
+    return PotResult(False, error=f"the answer is not a number: {text[:80]!r}")
