@@ -148,6 +148,14 @@ class EditConfig(Section):
     step2_lr: float = Field(default=5e-6, gt=0)
 
 
+# transformers' `report_to` values (INTEGRATION_TO_CALLBACK in transformers.integrations; a test keeps
+# this list equal to it): written out so the config stays importable without transformers
+REPORT_TO = (
+    "none", "all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte",
+    "kubeflow", "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb",
+)  # fmt: skip
+
+
 class TrainConfig(Section):
     finetune: Literal["lora", "full"] = "lora"
     objective: Literal["sft", "cascod", "edit"] = "sft"
@@ -177,6 +185,22 @@ class TrainConfig(Section):
     compile: bool = False
     liger: bool = False  # Liger kernels (norm/RoPE/MLP) on CUDA when liger-kernel is installed
     logging_steps: int = Field(default=5, ge=1)
+    # experiment trackers Trainer reports to (transformers' integrations); [] or [none] = none, [all] =
+    # every one installed. Each needs its package (tensorboard, wandb, mlflow, trackio, ...); TensorBoard
+    # logs go to <train dir>/tensorboard. The run's own train_metrics.jsonl is written either way.
+    report_to: list[str] = Field(default_factory=list)
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, str) else v
+        if isinstance(v, list):
+            bad = [x for x in v if x not in REPORT_TO]
+            if bad:
+                raise ValueError(f"{clip(bad)}: allowed values are {', '.join(REPORT_TO)}")
+            if "none" in v and len(v) > 1:
+                raise ValueError("'none' cannot be combined with other trackers")
+        return v
 
 
 class StudentConfig(Section):
