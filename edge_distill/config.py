@@ -64,7 +64,9 @@ class DataConfig(Section):
     @classmethod
     def _non_empty(cls, v: str) -> str:
         if not v.strip():
-            raise ValueError("must name a field (or, for question_field, a template like '{Body} {Question}')")
+            raise ValueError(
+                "must name a field (or, for question_field, a template like '{Body} {Question}')"
+            )
         return v
 
     def loader_kwargs(self, split: str) -> dict[str, Any]:

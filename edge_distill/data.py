@@ -305,7 +305,9 @@ def _socratic_map(path: Path) -> dict[str, str]:
         else:
             ignored += 1
     if ignored:
-        log.warning("%s: %d rows are not {question, answer} rows; ignored for socratic matching", path, ignored)
+        log.warning(
+            "%s: %d rows are not {question, answer} rows; ignored for socratic matching", path, ignored
+        )
     return out
 
 
@@ -404,7 +406,13 @@ def _warn_skipped(path: Path | str, skipped: list[str], reasons: Counter[str], r
     examples = "\n  ".join(skipped[:_EXAMPLES])
     more = f"\n  ... and {len(skipped) - _EXAMPLES} more" if len(skipped) > _EXAMPLES else ""
     log.warning(
-        "%s: skipped %d malformed rows of %d (%s); first:\n  %s%s", path, len(skipped), rows, counts, examples, more
+        "%s: skipped %d malformed rows of %d (%s); first:\n  %s%s",
+        path,
+        len(skipped),
+        rows,
+        counts,
+        examples,
+        more,
     )
 
 
@@ -415,7 +423,7 @@ def _warn_no_digits(path: Path | str, problems: list[Problem], question_field: s
     if n * 2 > len(problems):
         log.warning(
             "%s: %d of %d questions contain no digits: does data.question_field=%r leave out part of the "
-            "problem? (SVAMP/ASDiv keep the numbers in Body: question_field: \"{Body} {Question}\")",
+            'problem? (SVAMP/ASDiv keep the numbers in Body: question_field: "{Body} {Question}")',
             path,
             n,
             len(problems),

@@ -316,6 +316,4 @@ def judge_verdicts(items: list[tuple[Strategy | None, str]], golds: list[str]) -
 
         for i, res in zip(pot_idx, run_programs(programs), strict=True):
             preds[i], reasons[i] = (res.answer, None) if res.ok else (None, res.reason)
-    return [
-        Verdict(p, answers_match(p, g), r) for p, g, r in zip(preds, golds, reasons, strict=True)
-    ]
+    return [Verdict(p, answers_match(p, g), r) for p, g, r in zip(preds, golds, reasons, strict=True)]

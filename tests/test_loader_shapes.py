@@ -56,8 +56,12 @@ MULTIARITH = _mawps(
         (2, " A shop sold 9 boxes of 6 pens and 4 single pens. How many pens did it sell?", "X=((9.0*6.0)+4.0)", 58.0),
     ]
 )  # fmt: skip
-ADDSUB = _mawps([(11, "Joan found 70 shells and Sam found 46. How many shells do they have?", "X=(70.0+46.0)", 116.0)])
-SINGLEEQ = _mawps([(21, "Sara has 31 red and 24 green balloons. How many balloons does she have?", "X=(31.0+24.0)", 55.0)])
+ADDSUB = _mawps(
+    [(11, "Joan found 70 shells and Sam found 46. How many shells do they have?", "X=(70.0+46.0)", 116.0)]
+)
+SINGLEEQ = _mawps(
+    [(21, "Sara has 31 red and 24 green balloons. How many balloons does she have?", "X=(31.0+24.0)", 55.0)]
+)
 
 ASDIV_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <Machine-Reading-Corpus-File>
@@ -93,7 +97,9 @@ def _json(path: Path, rows: object) -> Path:
     return path
 
 
-def test_svamp_body_and_question_joined_by_a_template(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_svamp_body_and_question_joined_by_a_template(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = _json(tmp_path / "svamp.json", SVAMP)
     with caplog.at_level(logging.WARNING):
         problems, stats = load_problems_with_stats(
@@ -143,7 +149,9 @@ def test_asdiv_xml_units_in_brackets_and_one_skip_summary(
     path = tmp_path / "ASDiv.xml"
     path.write_text(ASDIV_XML)
     kwargs = {"question_field": "{Body} {Question}", "answer_field": "Answer", "id_field": "ID"}
-    with pytest.raises(DataError, match=r"ASDiv.xml:Problem 3 \(ID=nluds-0003\): field 'Answer' is not a number"):
+    with pytest.raises(
+        DataError, match=r"ASDiv.xml:Problem 3 \(ID=nluds-0003\): field 'Answer' is not a number"
+    ):
         load_problems(path, **kwargs)
     with caplog.at_level(logging.WARNING):
         problems, stats = load_problems_with_stats(path, skip_malformed=True, **kwargs)
@@ -157,7 +165,11 @@ def test_skip_malformed_prints_one_summary_with_counts_per_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     rows = [{"question": f"q{i} has 2?", "answer": i} for i in range(5)]
-    rows += [{"question": "no answer?"}] * 40 + [{"question": "words?", "answer": "lots"}] * 30 + ["{bad json"] * 7
+    rows += (
+        [{"question": "no answer?"}] * 40
+        + [{"question": "words?", "answer": "lots"}] * 30
+        + ["{bad json"] * 7
+    )
     path = tmp_path / "d.jsonl"
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     with caplog.at_level(logging.WARNING):

@@ -144,7 +144,9 @@ def test_teach_warns_loudly_when_a_strategy_yields_nothing(caplog: pytest.LogCap
             return [[Completion("2+3 = 5\nThe answer is 5."), Completion("The answer is 3.")] for _ in ps]
 
     with caplog.at_level(logging.WARNING):
-        _, stats = teach(PotOnlyWrongVariable(), problems, [S.COT, S.POT], 2, progress=False, pot_timeout_s=0.5)
+        _, stats = teach(
+            PotOnlyWrongVariable(), problems, [S.COT, S.POT], 2, progress=False, pot_timeout_s=0.5
+        )
     pot = stats["by_strategy"]["pot"]
     assert pot["correct"] == 0 and pot["pot_error"] == 2 and pot["timeout"] == 2
     assert pot["pot_reasons"] == {"no_answer": 2, "timeout": 2}
