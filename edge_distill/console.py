@@ -113,11 +113,13 @@ def filter_noise() -> None:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """The CLI's logging: one tqdm-safe stderr handler on the root logger, warnings routed into it, noise off."""
+    """The CLI's logging: one tqdm-safe stderr handler on the root logger, warnings routed into it, noise off.
+
+    Like `logging.basicConfig`, it leaves a root logger that already has handlers alone (pytest, an
+    application embedding the CLI): their owner decides where log lines go."""
     root = logging.getLogger()
-    for h in list(root.handlers):
-        if isinstance(h, _TqdmHandler):
-            root.removeHandler(h)
+    if root.handlers:
+        return
     handler = _TqdmHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     root.addHandler(handler)
