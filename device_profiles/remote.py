@@ -293,6 +293,7 @@ class _Prediction(BaseModel):
     strategy: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,16}$")]
     pred: Annotated[str, Field(max_length=2000)] | None
     correct: bool
+    reason: Annotated[str, Field(max_length=200)] | None = None  # why pred is empty (scoring.score)
 
 
 class _Environment(BaseModel):

@@ -27,7 +27,7 @@ from typing import Any
 
 PROTOCOL = 1
 # Modules the runner needs whatever the package (the device dependencies of pyproject) and per runtime.
-BASE_MODULES = ("pydantic", "yaml", "psutil", "sympy")
+BASE_MODULES = ("pydantic", "yaml", "psutil", "sympy", "tqdm")
 RUNTIME_MODULES = {"llama.cpp": "llama_cpp", "onnxruntime-genai": "onnxruntime_genai"}
 MAX_RAW_CHARS = 8000  # per completion sent back: the host bounds what it accepts anyway
 
@@ -122,7 +122,7 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
         return {"protocol": PROTOCOL, "error": {"kind": "bench", "message": str(e)[:4000]}}
     predictions = None
     if acc is not None:
-        keys = ("id", "gold", "raw", "strategy", "pred", "correct")
+        keys = ("id", "gold", "raw", "strategy", "pred", "correct", "reason")
         predictions = [{k: p.get(k) for k in keys} for p in acc.predictions]
         for p in predictions:
             p["raw"] = str(p["raw"])[:MAX_RAW_CHARS]
