@@ -55,7 +55,11 @@ def supported_list(fmt: str) -> str:
     listed = ", ".join(
         f"{a.model_type} [{a.hf_class}: {a.family}]" for a in ARCHS.values() if fmt == "gguf" or a.onnx
     )
-    notes = [f"{a.model_type} [{a.hf_class}]: {a.onnx_note}" for a in ARCHS.values() if fmt == "onnx" and not a.onnx]
+    notes = [
+        f"{a.model_type} [{a.hf_class}]: {a.onnx_note}"
+        for a in ARCHS.values()
+        if fmt == "onnx" and not a.onnx
+    ]
     return listed + (f" (not {'; '.join(notes)})" if notes else "")
 
 

@@ -110,7 +110,9 @@ def _leftovers(parent: Path) -> list[str]:
 
 @pytest.mark.parametrize("arch", [a for a in TINY_ARCHS if not ARCHS[a].onnx])
 def test_onnx_refuses_what_the_builder_cannot_export(arch, tiny, tmp_path):
-    with pytest.raises(ExportError, match=rf"{arch}.*not supported for ONNX.*supported: llama .*not {arch} \["):
+    with pytest.raises(
+        ExportError, match=rf"{arch}.*not supported for ONNX.*supported: llama .*not {arch} \["
+    ):
         export_model(tiny(arch), tmp_path / "out" / "onnx-fp32", "onnx", "fp32")
     assert _leftovers(tmp_path / "out") == []
 
