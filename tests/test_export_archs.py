@@ -5,8 +5,10 @@
   Llama/Qwen2 that compares our writer with the converter; for the architectures the converter writes for us it
   checks that the export path hands the converter the model as the reference run does (deterministic, same name
   and pre-tokenizer);
-- llama.cpp's greedy tokens on that f16 GGUF equal torch's (export parity, enforced for lossless types);
-- q8_0 and q4_k_m quantize, load in llama.cpp and generate;
+- llama.cpp's greedy tokens on that f16 GGUF equal torch's: every step along llama.cpp's greedy path is torch's
+  argmax up to f16 near-ties (TIE_TOL, below), with the logit error itself bounded;
+- q8_0 and q4_k_m quantize (Q8_0 / Q4_K tensors present), pass the export's parity and tokenizer checks, load in
+  llama.cpp and generate;
 - ONNX (onnxruntime-genai's builder) fp32 greedy tokens equal torch's where the builder takes the architecture,
   and one clear refusal, listing what is supported, where it does not or for an unknown architecture.
 """
@@ -34,7 +36,8 @@ def tiny(tmp_path_factory):
 
     def get(arch: str) -> Path:
         if arch not in built:
-            built[arch] = build_tiny_arch(tmp_path_factory.mktemp(arch) / arch, arch)
+            # not named after the arch: llama.cpp keys Phi-3 SentencePiece token fixes on general.name "phi3"
+            built[arch] = build_tiny_arch(tmp_path_factory.mktemp(arch) / "student", arch)
         return built[arch]
 
     return get
@@ -76,20 +79,62 @@ def _completion_tokens(path: Path, prompt: str, n: int = 8) -> int:
         llm.close()
 
 
+# llama.cpp computes f16 matmuls with f16-rounded activations and keeps an f16 KV cache, so its logits differ from
+# torch's f32 ones by up to ~0.01 on these models (measured, all six: max |diff| 0.0005-0.0095 teacher-forced over
+# 196 tokens). A random tiny model has near-ties below that (measured: Phi-3 seed 0, top-2 gap 0.0045 at step 8;
+# Gemma 3 seed 1, gap 7e-7), where f16 and f32 may each pick either token. So every llama.cpp greedy step must be
+# torch's argmax, or within TIE_TOL of it, and the logit error itself is bounded by TIE_TOL / 2.
+TIE_TOL = 0.02
+
+
+def _greedy_steps(gguf_path: Path, src: Path, n: int = 16) -> tuple[int, int, float]:
+    """(steps, steps equal to torch's argmax, max |llama.cpp - torch| logit) along llama.cpp's greedy path on the
+    export parity prompts; fails on a step that is not torch's argmax within TIE_TOL."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from exporters.api import default_parity_prompts
+    from exporters.parity import LlamaCppRuntime
+
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    rt = LlamaCppRuntime(gguf_path, threads=1)
+    steps = exact = 0
+    worst = 0.0
+    try:
+        for prompt in default_parity_prompts():
+            ids = tok(prompt)["input_ids"]
+            rt.llm.reset()
+            rt.llm.eval(ids)
+            for _ in range(n):
+                ours = np.asarray(rt.llm.scores[rt.llm.n_tokens - 1])
+                with torch.no_grad():
+                    ref = model(torch.tensor([ids])).logits[0, -1].numpy()
+                nxt = int(np.argmax(ours))
+                worst = max(worst, float(np.abs(ours - ref).max()))
+                assert ref.max() - ref[nxt] <= TIE_TOL, (prompt, len(ids), nxt, int(ref.argmax()))
+                steps, exact = steps + 1, exact + int(nxt == int(ref.argmax()))
+                ids = ids + [nxt]
+                rt.llm.eval([nxt])
+    finally:
+        rt.close()
+    return steps, exact, worst
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_gguf_greedy_equals_torch_and_quants_generate(arch, tiny, tmp_path):
+    from exporters.gguf_writer import write_gguf
+
     src = tiny(arch)
-    pkg = export_model(src, tmp_path / "gguf-f16", "gguf", "f16", threads=1, check_transformers=False)
-    parity = _manifest(pkg)["parity"]
-    greedy = parity["greedy"]
-    assert greedy["identical_prompts"] == greedy["n_prompts"] == 3
-    assert greedy["token_agreement"] == 1.0 and greedy["tokens_compared"] >= 3 * 8
-    assert parity["tokenizer_llama_cpp"]["mismatches"] == 0
+    steps, exact, worst = _greedy_steps(write_gguf(src, tmp_path / "f16.gguf", "f16").path, src)
+    assert steps == 3 * 16 and exact >= steps - 2 and worst <= TIE_TOL / 2
     for quant, kind in (("q8_0", "Q8_0"), ("q4_k_m", "Q4_K")):
         q = export_model(src, tmp_path / f"gguf-{quant}", "gguf", quant, threads=1, check_transformers=False)
         m = _manifest(q)
         assert kind in m["parity"]["gguf_readback"]["types"]
+        assert m["parity"]["tokenizer_llama_cpp"]["mismatches"] == 0
         assert 0.0 <= m["parity"]["greedy"]["token_agreement"] <= 1.0
         assert _completion_tokens(q / m["model_file"], "Question: 2 + 3?\nSolution: ") >= 1
 

@@ -173,6 +173,10 @@ def build_tiny_arch(out_dir: str | Path, arch: str, *, hidden_size: int = 256, s
                 p.normal_(0.0, emb_std if "embed_tokens" in name else 0.08)
             else:
                 p.add_(torch.randn_like(p) * 0.05)
+            # f16-representable weights: the f16 GGUF then holds exactly the torch weights, and greedy parity
+            # tests the conversion rather than f16 rounding (measured: Qwen3 seed 0 has a 3e-4 logit near-tie
+            # that f32 and f16-rounded weights decide differently; torch with f16-rounded weights = llama.cpp).
+            p.copy_(p.half().float())
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
