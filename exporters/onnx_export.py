@@ -38,6 +38,9 @@ def check_builder_compatible(model_dir: Path) -> None:
         "q_proj width": heads * head_dim if head_dim else None,
         "k/v_proj width": (cfg.get("num_key_value_heads") or heads) * head_dim if head_dim else None,
     }
+    if cfg.get("model_type") == "phi3" and head_dim:  # Phi-3 fuses q/k/v and gate/up into one Linear each
+        widths["fused qkv_proj width"] = (heads + 2 * (cfg.get("num_key_value_heads") or heads)) * head_dim
+        widths["fused gate_up_proj width"] = 2 * (cfg.get("intermediate_size") or 0)
     clash = [k for k, v in widths.items() if v is not None and v == vocab]
     if clash:
         raise ExportError(

@@ -122,6 +122,7 @@ def _greedy_steps(gguf_path: Path, src: Path, n: int = 16) -> tuple[int, int, fl
     return steps, exact, worst
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_gguf_greedy_equals_torch_and_quants_generate(arch, tiny, tmp_path):
@@ -139,6 +140,7 @@ def test_gguf_greedy_equals_torch_and_quants_generate(arch, tiny, tmp_path):
         assert _completion_tokens(q / m["model_file"], "Question: 2 + 3?\nSolution: ") >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("arch", [a for a in TINY_ARCHS if ARCHS[a].onnx])
 def test_onnx_fp32_greedy_equals_torch(arch, tiny, tmp_path):
@@ -159,6 +161,16 @@ def test_onnx_refuses_what_the_builder_cannot_export(arch, tiny, tmp_path):
         ExportError, match=rf"{arch}.*not supported for ONNX.*supported: llama .*not {arch} \["
     ):
         export_model(tiny(arch), tmp_path / "out" / "onnx-fp32", "onnx", "fp32")
+    assert _leftovers(tmp_path / "out") == []
+
+
+def test_onnx_refuses_phi3_whose_fused_qkv_is_as_wide_as_the_vocabulary(tiny, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny("phi3"), src)
+    cfg = json.loads((src / "config.json").read_text())  # 4 heads of 64 + 2 * 2 kv heads = 512 = vocab_size
+    (src / "config.json").write_text(json.dumps({**cfg, "num_key_value_heads": 2}))
+    with pytest.raises(ExportError, match="vocab_size 512 equals fused qkv_proj width"):
+        export_model(src, tmp_path / "out" / "onnx-fp32", "onnx", "fp32")
     assert _leftovers(tmp_path / "out") == []
 
 

@@ -142,6 +142,9 @@ def _tiny_config(arch: str, tokenizer, hidden: int):
             query_pre_attn_scalar=32, sliding_window=8,
         )  # fmt: skip
     if arch == "phi3":
+        # 4 kv heads (as Phi-3-mini): with 2, the fused qkv width (256 + 2 * 128) equals the vocabulary (512),
+        # which onnxruntime-genai's builder mistakes for the LM head (refused by check_builder_compatible)
+        common = {**common, "num_key_value_heads": 4}
         return transformers.Phi3Config(**common, intermediate_size=3 * hidden, original_max_position_embeddings=2048,
                                        tie_word_embeddings=False)  # fmt: skip
     if arch == "lfm2":
