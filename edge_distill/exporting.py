@@ -23,11 +23,13 @@ def decoding_for(cfg: Config) -> dict[str, Any]:
 def export_run(cfg: Config, run: RunDir, model_dir: Path) -> dict[str, Any]:
     from exporters import export_targets, run_metadata
 
+    meta = run_metadata(run.path)
+    meta["source_run"] = "../.."  # relative to the package (export/<format>-<quant>/): the run travels whole
     packages = export_targets(
         model_dir,
         run.path / "export",
         [t.model_dump() for t in cfg.export.targets],
-        **run_metadata(run.path),
+        **meta,
         decoding=decoding_for(cfg),
         parity_prompts=cfg.export.parity_prompts,
         archive=cfg.export.archive,
@@ -38,20 +40,43 @@ def export_run(cfg: Config, run: RunDir, model_dir: Path) -> dict[str, Any]:
 def bench_run(cfg: Config, run: RunDir) -> dict[str, Any]:
     """Bench every exported package on every configured profile.
 
-    Accuracy runs on the run's dev split, the same problems the source model's manifest accuracy came
-    from, so the "accuracy drop" gate compares like with like.
+    Accuracy runs on the first `bench.accuracy_limit` problems of `bench.split` (dev unless the user names
+    test), and the source model's accuracy is read from its eval predictions on exactly those problems
+    (same decoder), so the "accuracy drop" gate compares like with like.
     """
     from device_profiles import bench_packages, bench_summary
-    from edge_distill.stages import load_split
 
-    packages = run.stages().get("export", {}).get("summary", {}).get("packages", [])
-    dev = load_split(run, "dev")
+    packages = [run.resolve(p) for p in run.stages().get("export", {}).get("summary", {}).get("packages", [])]
+    problems, source = source_problems(run, cfg.bench.split)
     reports = bench_packages(
         packages,
         list(cfg.bench.profiles),
         accuracy_limit=cfg.bench.accuracy_limit,
-        problems=dev[: cfg.bench.accuracy_limit],
+        problems=problems[: cfg.bench.accuracy_limit],
         repetitions=cfg.bench.repetitions,
         out_dir=run.path / "bench",
+        source_correct=source,
     )
     return bench_summary(reports)
+
+
+def source_problems(run_path: RunDir | Path, split: str) -> tuple[list[Any], dict[str, bool] | None]:
+    """A run's `split` problems (dev: data/dev.jsonl; test: only when named) and its student's
+    {id: correct} on them from eval/{split}_predictions.jsonl (None when that eval was not run)."""
+    from edge_distill.eval import correct_by_id
+    from edge_distill.io import read_jsonl
+    from edge_distill.types import Problem
+
+    path = run_path.path if isinstance(run_path, RunDir) else Path(run_path)
+    preds = path / "eval" / f"{split}_predictions.jsonl"
+    source = correct_by_id(read_jsonl(preds)) if preds.is_file() else None
+    if split == "dev":
+        from edge_distill.errors import StageError
+
+        if not (path / "data" / "dev.jsonl").is_file():
+            raise StageError(f"{path / 'data' / 'dev.jsonl'} is missing: run the data stage first")
+        return [Problem.from_dict(r) for r in read_jsonl(path / "data" / "dev.jsonl")], source
+    cfg = run_path.cfg if isinstance(run_path, RunDir) else RunDir.open(path).cfg
+    from edge_distill.stages import load_test
+
+    return load_test(cfg.data), source
