@@ -80,3 +80,47 @@ def source_problems(run_path: RunDir | Path, split: str) -> tuple[list[Any], dic
     from edge_distill.stages import load_test
 
     return load_test(cfg.data), source
+
+
+def bench_problems(
+    package_dirs: list[str], problems: str | None, split: str | None, limit: int
+) -> tuple[list[Any], dict[str, bool] | None]:
+    """The problems standalone `edge-distill bench` measures accuracy on, and the source model's
+    {id: correct} on them when known (torch-free).
+
+    `--problems FILE`: that file, no source comparison (the source was not judged on it). Otherwise the
+    packages' source run (manifest `source_run`, relative to the package) when it is here: its `split`
+    (default dev) and its eval predictions, the same problems and decoder. `--split test` without the run:
+    the builtin GSM8K test slice. Never test unless named."""
+    from device_profiles.accuracy import load_eval_problems
+    from edge_distill.errors import ConfigError
+
+    if limit <= 0:
+        return [], None
+    if problems is not None:
+        if split is not None:
+            raise ConfigError("bench: give --problems FILE or --split, not both")
+        return load_eval_problems(problems, limit=limit), None
+    runs = {_source_run(Path(d)) for d in package_dirs}
+    if len(runs) == 1 and None not in runs:
+        found, source = source_problems(runs.pop(), split or "dev")  # type: ignore[arg-type]
+        return found[:limit], source
+    if split == "test":
+        return load_eval_problems(None, limit=limit), None
+    raise ConfigError(
+        "bench: the packages' source run directory is not here (or they come from different runs), so their "
+        "dev problems are unknown. Pass --problems FILE (accuracy without a source comparison), or "
+        "--split test to measure on the builtin GSM8K test slice"
+    )
+
+
+def _source_run(pkg: Path) -> Path | None:
+    """The run directory a package was exported from, when it is here: manifest `source_run` relative to
+    the package (or, for packages exported before that, as written)."""
+    import json
+
+    src = json.loads((pkg / "manifest.json").read_text(encoding="utf-8")).get("source_run")
+    for run in (pkg / src, Path(src)) if src else ():
+        if (run / "data" / "dev.jsonl").is_file():
+            return run.resolve()
+    return None
