@@ -358,13 +358,14 @@ def bench(
 
     for d in packages:  # a broken or unsigned package is refused before anything else is read
         read_package(d, public_key=public_key)
-    eval_problems, source = bench_problems(list(packages), problems, split, accuracy_limit)
+    eval_problems, source, max_new_tokens = bench_problems(list(packages), problems, split, accuracy_limit)
     reports = bench_packages(
         list(packages),
         list(profiles),
         accuracy_limit=accuracy_limit,
         problems=eval_problems,
         source_correct=source,
+        accuracy_max_new_tokens=max_new_tokens,
         repetitions=repetitions,
         out_dir=out,
         on_target=on_target,

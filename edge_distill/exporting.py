@@ -56,6 +56,7 @@ def bench_run(cfg: Config, run: RunDir) -> dict[str, Any]:
         repetitions=cfg.bench.repetitions,
         out_dir=run.path / "bench",
         source_correct=source,
+        accuracy_max_new_tokens=cfg.eval.max_new_tokens,  # the same decoding budget as the source's eval
     )
     return bench_summary(reports)
 
@@ -84,29 +85,32 @@ def source_problems(run_path: RunDir | Path, split: str) -> tuple[list[Any], dic
 
 def bench_problems(
     package_dirs: list[str], problems: str | None, split: str | None, limit: int
-) -> tuple[list[Any], dict[str, bool] | None]:
+) -> tuple[list[Any], dict[str, bool] | None, int]:
     """The problems standalone `edge-distill bench` measures accuracy on, and the source model's
     {id: correct} on them when known (torch-free).
 
     `--problems FILE`: that file, no source comparison (the source was not judged on it). Otherwise the
     packages' source run (manifest `source_run`, relative to the package) when it is here: its `split`
     (default dev) and its eval predictions, the same problems and decoder. `--split test` without the run:
-    the builtin GSM8K test slice. Never test unless named."""
+    the builtin GSM8K test slice. Never test unless named. Also returns the decoding budget: the source
+    run's eval.max_new_tokens when its predictions are compared, else 320."""
     from device_profiles.accuracy import load_eval_problems
     from edge_distill.errors import ConfigError
 
+    default_tokens = 320
     if limit <= 0:
-        return [], None
+        return [], None, default_tokens
     if problems is not None:
         if split is not None:
             raise ConfigError("bench: give --problems FILE or --split, not both")
-        return load_eval_problems(problems, limit=limit), None
+        return load_eval_problems(problems, limit=limit), None, default_tokens
     runs = {_source_run(Path(d)) for d in package_dirs}
     if len(runs) == 1 and None not in runs:
-        found, source = source_problems(runs.pop(), split or "dev")  # type: ignore[arg-type]
-        return found[:limit], source
+        run = RunDir.open(runs.pop())  # type: ignore[arg-type]
+        found, source = source_problems(run, split or "dev")
+        return found[:limit], source, run.cfg.eval.max_new_tokens
     if split == "test":
-        return load_eval_problems(None, limit=limit), None
+        return load_eval_problems(None, limit=limit), None, default_tokens
     raise ConfigError(
         "bench: the packages' source run directory is not here (or they come from different runs), so their "
         "dev problems are unknown. Pass --problems FILE (accuracy without a source comparison), or "

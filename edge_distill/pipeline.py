@@ -133,15 +133,14 @@ def stage_eval(cfg: Config, run: RunDir) -> dict[str, Any]:
         summary: dict[str, Any] = {"dev": json.loads((out / "dev.json").read_text(encoding="utf-8"))}
     else:
         summary = {"dev": stages.evaluate_student(cfg.eval, cfg.train, model, dev, out, "dev").summary()}
-    splits = ["dev"]
+    splits = {"dev": dev}
     if cfg.eval.final_test or cfg.eval.split == "test":
         test = stages.load_test(cfg.data)
         summary["test"] = stages.evaluate_student(cfg.eval, cfg.train, model, test, out, "test").summary()
-        splits.append("test")
+        splits["test"] = test
     if cfg.eval.baseline:
         base = resolve_model(cfg.student.model)
-        for split in splits:
-            problems = dev if split == "dev" else stages.load_test(cfg.data)
+        for split, problems in splits.items():
             r = stages.evaluate_student(cfg.eval, cfg.train, base, problems, out, f"baseline_{split}")
             summary[f"baseline_{split}"] = r.summary()
             summary[f"vs_baseline_{split}"] = stages.paired_against(
