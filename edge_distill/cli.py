@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -252,9 +253,12 @@ def export(
     else:
         model, meta = resolve_source(src)
         default_out = Path(f"{src.name}-{fmt}-{quant}")
+    target = Path(out) if out else default_out
+    if meta.get("source_run") and target.resolve().is_relative_to(src.resolve()):
+        meta["source_run"] = os.path.relpath(src.resolve(), target.resolve())  # the run travels whole
     pkg = export_model(
         model,
-        Path(out) if out else default_out,
+        target,
         fmt,
         quant,
         **meta,

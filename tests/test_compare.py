@@ -151,9 +151,9 @@ def test_copied_run_is_relocatable_and_eval_changes_mark_later_stages_stale(fini
                                         "--parity-prompts", "1"])  # fmt: skip
         assert res.exit_code == 0, res.output
         manifest = json.loads((copy / "export" / "gguf-f16" / "manifest.json").read_text())
-        assert (copy / "export" / "gguf-f16" / manifest["source_model"]).resolve() == (
-            copy / "train" / "final"
-        ).resolve()
+        pkg = copy / "export" / "gguf-f16"
+        assert (pkg / manifest["source_model"]).resolve() == (copy / "train" / "final").resolve()
+        assert (pkg / manifest["source_run"]).resolve() == copy.resolve()
         rows = CliRunner().invoke(main, ["eval", "--model", str(copy), "--out", str(tmp_path / "c")])
         assert rows.exit_code == 0, rows.output
     finally:
