@@ -359,10 +359,13 @@ def bench(
     from device_profiles import bench_packages, bench_summary
     from device_profiles.package import read_package
     from edge_distill.exporting import bench_problems
+    from edge_distill.types import Strategy
 
     for d in packages:  # a broken or unsigned package is refused before anything else is read
         read_package(d, public_key=public_key)
-    eval_problems, source, max_new_tokens = bench_problems(list(packages), problems, split, accuracy_limit)
+    eval_problems, source, max_new_tokens, strategy = bench_problems(
+        list(packages), problems, split, accuracy_limit
+    )
     reports = bench_packages(
         list(packages),
         list(profiles),
@@ -370,6 +373,7 @@ def bench(
         problems=eval_problems,
         source_correct=source,
         accuracy_max_new_tokens=max_new_tokens,
+        strategy=None if strategy == "auto" else Strategy(strategy),
         repetitions=repetitions,
         out_dir=out,
         on_target=on_target,

@@ -160,13 +160,8 @@ def _recorded(cand: Candidate, pset: ProblemSet) -> tuple[list[dict[str, Any]], 
         "baseline": [f"eval/baseline_{pset.split}_predictions.jsonl"],
         "package": [f"bench/{cand.path.name}.predictions.jsonl"] if pset.split == "dev" else [],
     }[cand.role]
-    stale = {n for n, e in run.stages().items() if e.get("stale")}
-    if (
-        cand.role in ("student", "baseline")
-        and "eval" in stale
-        or cand.role == "package"
-        and "bench" in stale
-    ):
+    # predictions of a stage that is stale (its inputs re-ran after it) are not the model's current ones
+    if run.stages().get("bench" if cand.role == "package" else "eval", {}).get("stale"):
         return None
     want = [p.id for p in pset.problems]
     for rel in files:
@@ -179,7 +174,8 @@ def _recorded(cand: Candidate, pset: ProblemSet) -> tuple[list[dict[str, Any]], 
     return None
 
 
-def _evaluate(cand: Candidate, pset: ProblemSet, opts: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+def _evaluate(cand: Candidate, pset: ProblemSet, opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Decode and judge: a package through its runtime, a torch model as its run's objective decodes."""
     from edge_distill.config import EvalConfig, TrainConfig
 
     ev = cand.run.cfg.eval if cand.run is not None else EvalConfig()
@@ -195,7 +191,7 @@ def _evaluate(cand: Candidate, pset: ProblemSet, opts: dict[str, Any]) -> tuple[
         strategy = None if ev.strategy == "auto" else Strategy(ev.strategy)
         threads = load_profile("host").resolved_threads()
         acc = run_accuracy(pkg, threads, pset.problems, strategy=strategy, max_new_tokens=ev.max_new_tokens)
-        return acc.predictions, ev
+        return acc.predictions
     from edge_distill.eval import evaluate
     from edge_distill.fastpath import inference_dtype
     from edge_distill.objectives.build import generate_fn_for
@@ -212,7 +208,7 @@ def _evaluate(cand: Candidate, pset: ProblemSet, opts: dict[str, Any]) -> tuple[
         dtype=inference_dtype(train.precision),
         engine=ev.engine,
     )
-    return result.predictions, ev
+    return result.predictions
 
 
 def compare(
@@ -248,7 +244,7 @@ def compare(
                 log.info("eval %s on %s: reusing %s", cand.label, pset.name, reused)
             else:
                 log.info("eval %s on %s (%d problems)", cand.label, pset.name, len(pset.problems))
-                preds, reused = _evaluate(cand, pset, opts)[0], None
+                preds, reused = _evaluate(cand, pset, opts), None
             summary = summarize(preds).summary()
             rows.append(Row(cand.label, cand.role, pset.name, pset.split, summary, preds, reused=reused))
     # per problem set, every row against the reference: the (first) run's baseline, else the first model

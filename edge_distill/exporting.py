@@ -45,6 +45,7 @@ def bench_run(cfg: Config, run: RunDir) -> dict[str, Any]:
     (same decoder), so the "accuracy drop" gate compares like with like.
     """
     from device_profiles import bench_packages, bench_summary
+    from edge_distill.types import Strategy
 
     packages = [run.resolve(p) for p in run.stages().get("export", {}).get("summary", {}).get("packages", [])]
     problems, source = source_problems(run, cfg.bench.split)
@@ -56,7 +57,9 @@ def bench_run(cfg: Config, run: RunDir) -> dict[str, Any]:
         repetitions=cfg.bench.repetitions,
         out_dir=run.path / "bench",
         source_correct=source,
-        accuracy_max_new_tokens=cfg.eval.max_new_tokens,  # the same decoding budget as the source's eval
+        # the same decoding as the source's eval: token budget and (forced or free) strategy
+        accuracy_max_new_tokens=cfg.eval.max_new_tokens,
+        strategy=None if cfg.eval.strategy == "auto" else Strategy(cfg.eval.strategy),
     )
     return bench_summary(reports)
 
@@ -85,7 +88,7 @@ def source_problems(run_path: RunDir | Path, split: str) -> tuple[list[Any], dic
 
 def bench_problems(
     package_dirs: list[str], problems: str | None, split: str | None, limit: int
-) -> tuple[list[Any], dict[str, bool] | None, int]:
+) -> tuple[list[Any], dict[str, bool] | None, int, str]:
     """The problems standalone `edge-distill bench` measures accuracy on, and the source model's
     {id: correct} on them when known (torch-free).
 
@@ -93,24 +96,24 @@ def bench_problems(
     packages' source run (manifest `source_run`, relative to the package) when it is here: its `split`
     (default dev) and its eval predictions, the same problems and decoder. `--split test` without the run:
     the builtin GSM8K test slice. Never test unless named. Also returns the decoding budget: the source
-    run's eval.max_new_tokens when its predictions are compared, else 320."""
+    run's eval.max_new_tokens when its predictions are compared, else 320, and its eval.strategy."""
     from device_profiles.accuracy import load_eval_problems
     from edge_distill.errors import ConfigError
 
     default_tokens = 320
     if limit <= 0:
-        return [], None, default_tokens
+        return [], None, default_tokens, "auto"
     if problems is not None:
         if split is not None:
             raise ConfigError("bench: give --problems FILE or --split, not both")
-        return load_eval_problems(problems, limit=limit), None, default_tokens
+        return load_eval_problems(problems, limit=limit), None, default_tokens, "auto"
     runs = {_source_run(Path(d)) for d in package_dirs}
     if len(runs) == 1 and None not in runs:
         run = RunDir.open(runs.pop())  # type: ignore[arg-type]
         found, source = source_problems(run, split or "dev")
-        return found[:limit], source, run.cfg.eval.max_new_tokens
+        return found[:limit], source, run.cfg.eval.max_new_tokens, run.cfg.eval.strategy
     if split == "test":
-        return load_eval_problems(None, limit=limit), None, default_tokens
+        return load_eval_problems(None, limit=limit), None, default_tokens, "auto"
     raise ConfigError(
         "bench: the packages' source run directory is not here (or they come from different runs), so their "
         "dev problems are unknown. Pass --problems FILE (accuracy without a source comparison), or "

@@ -108,7 +108,7 @@ def test_bare_model_and_package_dirs_with_first_as_reference(finished, tmp_path)
     run, _, model = finished
     out = tmp_path / "bare"
     _eval(["--model", str(model), "--model", str(run / "export" / "gguf-q4_k_m"),
-           "--problems", "builtin:gsm8k-sample", "--limit", "2", "--out", str(out)])  # fmt: skip
+           "--problems", "builtin:gsm8k-sample", "--limit", "2", "--max-new-tokens", "12", "--out", str(out)])  # fmt: skip
     rows = json.loads((out / "eval.json").read_text())["rows"]
     assert [r["role"] for r in rows] == ["model", "package"]
     assert rows[1]["vs_reference"]["reference"] == rows[0]["model"]
@@ -170,3 +170,26 @@ def test_copied_run_is_relocatable_and_eval_changes_mark_later_stages_stale(fini
     assert json.loads((run / "eval" / "dev.json").read_text())["max_new_tokens"] == 8
     assert "eval re-ran" in after["export"]["stale"] and "eval re-ran" in after["bench"]["stale"]
     assert "stale" not in after["eval"]
+
+
+def test_standalone_bench_uses_the_source_runs_dev_and_predictions(finished, tmp_path):
+    run, _, _ = finished
+    pkg = run / "export" / "gguf-q4_k_m"
+    args = ["bench", str(pkg), "--profile", "host", "--accuracy-limit", "2", "--repetitions", "1"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b1")])
+    assert res.exit_code in (0, 3), res.output
+    assert "on the same 2 problems" in (tmp_path / "b1" / "bench.md").read_text()
+    dev_ids = [json.loads(x)["id"] for x in (run / "data" / "dev.jsonl").read_text().splitlines()][:2]
+    preds = [
+        json.loads(x) for x in (tmp_path / "b1" / "gguf-q4_k_m.predictions.jsonl").read_text().splitlines()
+    ]
+    assert [p["id"] for p in preds] == dev_ids  # dev, never the test slice unless asked
+    # a package away from its run: its dev problems are unknown, so the user must name the problems
+    alone = tmp_path / "alone" / "gguf-q4_k_m"
+    shutil.copytree(pkg, alone)
+    res = CliRunner().invoke(main, ["bench", str(alone), "--profile", "host", "--out", str(tmp_path / "b2")])
+    assert res.exit_code == 2 and "--split test" in res.output
+    res = CliRunner().invoke(main, ["bench", str(alone), "--profile", "host", "--accuracy-limit", "1",
+                                    "--repetitions", "1", "--split", "test", "--out", str(tmp_path / "b3")])  # fmt: skip
+    assert res.exit_code in (0, 3), res.output
+    assert "not measured on these problems" in (tmp_path / "b3" / "bench.md").read_text()
