@@ -115,7 +115,10 @@ def trained_model(stages: Stages, samples: list[Sample], base: Path, out_dir: Pa
         return from_stored(json.loads(marker.read_text(encoding="utf-8"))["model"], out_dir)
     model = Path(stages.train(samples, Path(base), out_dir))
     # relative to out_dir: a copied run directory resumes with its own model
-    write_json(marker, {"model": to_stored(model, out_dir), "base": str(base), "samples": len(samples)})
+    write_json(
+        marker,
+        {"model": to_stored(model, out_dir), "base": to_stored(base, out_dir), "samples": len(samples)},
+    )
     return model
 
 

@@ -179,7 +179,7 @@ def _iteration(
     cached_samples(step / "train.jsonl", lambda: data)
     sampler_file = step / "sampler.json"
     record["sampler"] = json.loads(sampler_file.read_text(encoding="utf-8")) if sampler_file.is_file() else {}
-    record["start_model"] = str(start)
+    record["start_model"] = to_stored(start, step.parent)
     record["questions_sampled"] = len(questions)
     if not data:
         # mixing="standard" and the student solved nothing: there is nothing to train on, keep the model
