@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill import sandbox, stages
+from edge_distill.answers import set_tolerance
 from edge_distill.config import Config
 from edge_distill.errors import StageError
 from edge_distill.io import write_json, write_jsonl, write_text
@@ -207,6 +208,7 @@ def run_pipeline(
     run = RunDir(cfg, resume=resume or until is not None or redo is not None, overwrite=overwrite)
     try:  # the run directory is locked from RunDir() until here: one writer at a time
         sandbox.configure(cfg.sandbox.mode)
+        set_tolerance(cfg.answers.rel_tol)  # one comparison for teach, sampling and eval
         return _run_stages(cfg, run, until=until, redo=redo)
     finally:
         run.release()
@@ -221,21 +223,22 @@ def _run_stages(cfg: Config, run: RunDir, *, until: str | None, redo: str | None
     # a changed eval.*/export.*/bench.* section re-runs its stage (the trained model is kept)
     rerun = {redo} | {STAGE_OF_SECTION[s] for s in run.changed_sections}
     log.info("run %s (config %s): %s", run.path, config_digest(cfg), " -> ".join(names))
-    for i, (name, fn) in enumerate(steps):
+    for i, (name, fn) in enumerate(steps, 1):
+        counter = f"[{i}/{len(steps)}] {name}"  # one line per stage: "[4/7] train: done in 41.2 s"
         if run.done(name) and name not in rerun and name != "report":
-            log.info("stage %s: already finished, skipped", name)
+            log.info("%s: already finished, skipped", counter)
         else:
-            log.info("stage %s: started", name)
+            log.info("%s: started", counter)
             t0 = time.perf_counter()
             summary = fn(cfg, run)
             wall = time.perf_counter() - t0
             run.mark_done(name, wall, summary)
             # whatever was built on the old outputs of this stage is out of date now
-            stale = run.mark_stale([n for n in names[i + 1 :] if n != "report"], f"{name} re-ran after it")
+            stale = run.mark_stale([n for n in names[i:] if n != "report"], f"{name} re-ran after it")
             if stale:
                 log.info("stage %s re-ran: %s marked stale (redone by the next run)", name, ", ".join(stale))
             run.metric(name, wall_s=round(wall, 2), **{k: v for k, v in summary.items() if _scalar(v)})
-            log.info("stage %s: finished in %.1f s", name, wall)
+            log.info("%s: done in %.1f s", counter, wall)
         if name == until:
             break
     return run
