@@ -34,7 +34,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_profiles import gate
-from device_profiles.accuracy import AccuracyResult, load_eval_problems
+from device_profiles.accuracy import AccuracyResult, load_eval_problems, source_on
 from device_profiles.bandwidth import HostHardware
 from device_profiles.estimate import figures_for
 from device_profiles.loader import DeviceProfile, load_profile
@@ -335,7 +335,12 @@ class RemoteResult:
 
 
 def _parse_result(
-    raw: bytes, target: SSHTarget, pkg: Package, problems: list[Problem], python: str
+    raw: bytes,
+    target: SSHTarget,
+    pkg: Package,
+    problems: list[Problem],
+    python: str,
+    source: tuple[float | None, int | None] = (None, None),
 ) -> RemoteResult:
     where = f"{target.label} (result of the remote runner)"
     try:
@@ -369,14 +374,12 @@ def _parse_result(
             raise RemoteError(
                 f"{where}: the verdicts are not for the {len(problems)} problems sent (ids/gold differ)"
             )
-        from edge_distill.scoring import aggregate
+        from edge_distill.scoring import summarize
 
         questions = {p.id: p.question for p in problems}
         records = [{**p.model_dump(), "question": questions[p.id]} for p in preds]
-        e = aggregate(records)
-        acc = AccuracyResult(
-            e.n, e.correct, e.accuracy, *e.ci95, *pkg.source_accuracy, e.per_strategy, records
-        )
+        e = summarize(records)
+        acc = AccuracyResult(e.n, e.correct, e.accuracy, *e.ci95, *source, e.per_strategy, records)
     # What the device measured is the package's model; its temp path there is gone after this call.
     m = dataclasses.replace(m, model_path=str(pkg.model_path))
     return RemoteResult(m, hw, acc, {**r.environment.model_dump(), "python_path": python})
@@ -423,6 +426,8 @@ def run_remote(
     new_tokens: int,
     strategy: Strategy | None,
     timeout_s: float,
+    max_new_tokens: int = 320,
+    source: tuple[float | None, int | None] = (None, None),
 ) -> RemoteResult:
     """Copy `pkg` + the runner to the device, measure there, read the result back, clean up."""
     py = _remote_python_expr(remote_python)
@@ -431,7 +436,7 @@ def run_remote(
         "new_tokens": new_tokens, "repetitions": repetitions, "strategy": strategy.value if strategy else None,
         "problems": [{"id": p.id, "question": p.question, "answer": p.answer} for p in problems],
         "sandbox_mode": os.environ.get("EDGE_DISTILL_SANDBOX_MODE") or None,
-        "deadline_s": max(60.0, timeout_s - 30), "lifeline": True,
+        "deadline_s": max(60.0, timeout_s - 30), "lifeline": True, "max_new_tokens": max_new_tokens,
     }  # fmt: skip
     # (1) a temp dir of our own, the bundle unpacked into it
     setup = (
@@ -472,7 +477,7 @@ def run_remote(
             raise RemoteError(
                 f"{target.label}: the remote runner failed (exit {rc}); its log ends:\n{_printable(err)}"
             )
-        return _parse_result(out, target, pkg, problems, remote_python)
+        return _parse_result(out, target, pkg, problems, remote_python, source)
     finally:
         # (3) only the dir we made: its name is checked against the mktemp pattern we gave
         if created:
@@ -515,6 +520,8 @@ def bench_remote(
     new_tokens: int = 64,
     out_dir: str | Path | None = None,
     strategy: Strategy | None = None,
+    source_correct: Mapping[str, bool] | None = None,
+    accuracy_max_new_tokens: int = 320,
     extra_profile_dirs: tuple[str | Path, ...] = (),
     public_key: str | Path | None = None,
     timeout_s: float = 3600,
@@ -554,6 +561,7 @@ def bench_remote(
                     pkg, threads, target=target, ssh=ssh, remote_python=remote_python,
                     problems=[] if str(pkg.path) in accuracy else eval_problems, timing_question=timing_question,
                     repetitions=repetitions, new_tokens=new_tokens, strategy=strategy, timeout_s=timeout_s,
+                    max_new_tokens=accuracy_max_new_tokens, source=source_on(eval_problems, source_correct),
                 )  # fmt: skip
                 accuracy.setdefault(str(pkg.path), results[key].accuracy)
             res = results[key]

@@ -117,7 +117,13 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
         )  # fmt: skip
         problems = [Problem(id=p["id"], question=p["question"], answer=p["answer"]) for p in job["problems"]]
         strategy = Strategy(job["strategy"]) if job.get("strategy") else None
-        acc = run_accuracy(pkg, threads, problems, strategy=strategy) if problems else None
+        acc = (
+            run_accuracy(
+                pkg, threads, problems, strategy=strategy, max_new_tokens=job.get("max_new_tokens", 320)
+            )
+            if problems
+            else None
+        )
     except EdgeDistillError as e:
         return {"protocol": PROTOCOL, "error": {"kind": "bench", "message": str(e)[:4000]}}
     predictions = None

@@ -75,17 +75,17 @@ def score(
                 "reason": v.reason,  # why pred is empty: unparseable, timeout, no_answer, ZeroDivisionError...
             }
         )
-    return aggregate(predictions)
+    return summarize(predictions)
 
 
-def aggregate(predictions: list[dict[str, Any]]) -> EvalResult:
-    """Accuracy, Wilson CI and the per-strategy split of judged predictions (each with "strategy" and
-    "correct"); `score` ends here, and `bench --remote` recounts the device's verdicts with it."""
+def summarize(predictions: Sequence[dict[str, Any]]) -> EvalResult:
+    """Accuracy, Wilson CI and per-strategy counts of judged prediction rows (`score`'s, or ones read back
+    from a predictions file), so a recorded eval and a fresh one are summarized by the same code."""
     from edge_distill.stats import wilson_ci
 
     buckets: dict[str, list[bool]] = {}
     for r in predictions:
-        buckets.setdefault(r["strategy"], []).append(bool(r["correct"]))
+        buckets.setdefault(str(r["strategy"]), []).append(bool(r["correct"]))
     n = len(predictions)
     correct = sum(1 for r in predictions if r["correct"])
     per_strategy = {
@@ -103,5 +103,5 @@ def aggregate(predictions: list[dict[str, Any]]) -> EvalResult:
         correct=correct,
         ci95=tuple(wilson_ci(correct, n)),
         per_strategy=per_strategy,
-        predictions=predictions,
+        predictions=list(predictions),
     )
