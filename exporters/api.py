@@ -22,6 +22,7 @@ from exporters.onnx_export import build_onnx
 from exporters.quantize import (
     GGUF_FLOATS,
     LLAMA_LOG,
+    fallback_tensors,
     gguf_quant_report,
     llama_log_to,
     onnx_quant_report,
@@ -145,7 +146,9 @@ def write_gguf_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
         numbers["gguf_readback"] = gguf_checks.check_gguf_readback(
             path, summary, exact_types=quant in GGUF_FLOATS
         )
-        numbers["quantization"] = {**gguf_quant_report(path), "log": LLAMA_LOG}
+        log.flush()
+        fallbacks = fallback_tensors((pkg / LLAMA_LOG).read_text(encoding="utf-8", errors="replace"))
+        numbers["quantization"] = {**gguf_quant_report(path), "log": LLAMA_LOG, "fallback": fallbacks}
         with llama_log_to(log):
             rt = parity.LlamaCppRuntime(path, threads)
             try:

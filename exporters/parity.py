@@ -55,7 +55,7 @@ def fidelity_texts(n: int = FIDELITY_ROWS) -> list[str]:
     from edge_distill import strategies
     from edge_distill.data import BUILTIN_SAMPLE, load_problems
 
-    problems = load_problems(BUILTIN_SAMPLE, "train")[-n:]
+    problems = load_problems(BUILTIN_SAMPLE, split="train", socratic=None)[-n:]
     return [
         strategies.STUDENT_PROMPT.format(question=p.question)
         + strategies.format_response("cot", strategies.gsm8k_cot(p.solution or ""), p.answer)

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -97,6 +98,15 @@ def quantize_gguf(
     if rc != 0 or not Path(dst).is_file():
         raise ExportError(f"llama_model_quantize({src.name} -> {quant}) failed with code {rc}")
     return Path(dst)
+
+
+_FALLBACK_RE = re.compile(r"WARNING: (\d+) of (\d+) tensor\(s\) required fallback quantization")
+
+
+def fallback_tensors(log_text: str) -> dict[str, int] | None:
+    """llama.cpp's own count of tensors whose requested type did not fit their shape (None: no fallback line)."""
+    m = _FALLBACK_RE.search(log_text)
+    return {"tensors": int(m.group(1)), "of": int(m.group(2))} if m else None
 
 
 def _report(tensors: list[tuple[str, str, int, int]], lm_head: str | None, embedding: str | None,

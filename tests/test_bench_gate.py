@@ -210,6 +210,21 @@ def test_report_outputs(tmp_path: Path):
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_states_the_packaged_quantization(tmp_path: Path):
+    r = _report("raspberry-pi-5", False, None)
+    r.quantization = {
+        "bits_per_weight": 6.19,
+        "type_mix": {"Q5_0": {"share": 0.58}, "Q8_0": {"share": 0.21}, "Q4_K": {"share": 0.21},
+                     "F32": {"share": 0.0003}},
+        "lm_head": {"tensor": "token_embd.weight", "type": "Q8_0", "tied_to_embedding": True},
+    }  # fmt: skip
+    md = write_outputs([r], tmp_path)["md"].read_text()
+    assert "- weights q4_k_m: 6.19 bpw (Q5_0 58%, Q8_0 21%, Q4_K 21%), LM head Q8_0 (tied)" in md
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["reports"][0]["quantization"]["bits_per_weight"] == 6.19
+    assert data["reports"][0]["figures"]["assumptions"] and data["reports"][0]["figures"]["bound"]
+
+
 def test_bench_summary_for_the_pipeline():
     from device_profiles import bench_summary
 

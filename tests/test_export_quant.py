@@ -68,13 +68,24 @@ def test_manifest_and_model_card_state_the_quantization(q4_package):
     q = m["quantization"]
     assert q["requested"] == "q4_k_m" and q["log"] == LLAMA_LOG  # relative to the package
     assert q == {**gguf_quant_report(q4_package / "model-q4_k_m.gguf"), "requested": "q4_k_m",
-                 "log": LLAMA_LOG, "summary": q["summary"]}  # fmt: skip
+                 "log": LLAMA_LOG, "summary": q["summary"], "fallback": q["fallback"]}  # fmt: skip
+    import gguf
+
+    n_tensors = len(gguf.GGUFReader(q4_package / "model-q4_k_m.gguf").tensors)
+    assert (
+        0 < q["fallback"]["tensors"] <= q["fallback"]["of"] == n_tensors
+    )  # llama.cpp's own count, from its log
     card = (q4_package / "README.md").read_text()
     assert "## Quantization" in card and f"**{q['bits_per_weight']:.2f} bits per weight**" in card
     for typ, mix in q["type_mix"].items():
         assert f"| {typ} | {100 * mix['share']:.1f} % |" in card
     assert f"LM head: `token_embd.weight` {q['lm_head']['type']} (tied to the token embedding)" in card
     assert LLAMA_LOG in m["files"]  # the log is part of the package, hashed like every file
+    # llama.cpp's own account agrees: "llama_model_quantize_impl: quant size = ... MiB (6.19 BPW)"
+    import re
+
+    bpw = re.search(r"quant size\s*=\s*[\d.]+ MiB \(([\d.]+) BPW\)", (q4_package / LLAMA_LOG).read_text())
+    assert bpw is not None and float(bpw.group(1)) == pytest.approx(q["bits_per_weight"], abs=0.01)
 
 
 def test_llama_cpp_log_goes_to_the_package_not_the_terminal(odd_width_model, tmp_path, capfd):
@@ -86,8 +97,8 @@ def test_llama_cpp_log_goes_to_the_package_not_the_terminal(odd_width_model, tmp
                        check_transformers=False)  # fmt: skip
     out, err = capfd.readouterr()
     log = (pkg / LLAMA_LOG).read_text()
-    assert "llama_model_quantize" in log and "fallback" in log  # the k-quant fallback warnings, kept
-    for noise in ("llama_model_quantize", "fallback", "llama_model_loader", "converting to"):
+    assert "llama_model_quantize" in log and "falling back to" in log  # the k-quant fallback warnings, kept
+    for noise in ("llama_model_quantize", "falling back", "llama_model_loader", "converting to"):
         assert noise not in out and noise not in err
 
 
