@@ -173,6 +173,13 @@ def quantization_section(manifest: dict[str, Any]) -> str:
                 for r in auto["candidates"]
             ),
         ]
+    if q.get("fallback"):
+        fb = q["fallback"]
+        lines += [
+            "",
+            f"llama.cpp could not give {fb['tensors']} of {fb['of']} tensors the requested type (their rows are "
+            "not a multiple of the k-quant block of 256) and used a fallback type: hence the mix above.",
+        ]
     if q.get("log"):
         lines += [
             "",

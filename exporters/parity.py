@@ -6,7 +6,7 @@ separately (`check_tokenizer_parity`).
 
 Two kinds of numbers:
 - **Fidelity** (the stable metric, what `--quant auto` selects on): teacher-forced over a fixed held-out text
-  (`fidelity_texts`, a few hundred tokens), the share of positions where the export's top-1 next token equals
+  (`fidelity_texts`, ~1,000 tokens), the share of positions where the export's top-1 next token equals
   torch's (`top1_agreement`) and the ratio of mean NLLs (`nll_ratio` = export / source). Every position counts,
   so one early divergence does not decide the number.
 - **Greedy** (kept, demoted): greedy tokens from a few prompts, counted until the first divergence
@@ -51,7 +51,7 @@ FIDELITY_ROWS = 4
 
 
 def fidelity_texts(n: int = FIDELITY_ROWS) -> list[str]:
-    """The fixed held-out texts of the fidelity metric (see FIDELITY_ROWS): ~500 SmolLM2 tokens for 4 rows."""
+    """The fixed held-out texts of the fidelity metric (see FIDELITY_ROWS): 985 SmolLM2 tokens for 4 rows."""
     from edge_distill import strategies
     from edge_distill.data import BUILTIN_SAMPLE, load_problems
 

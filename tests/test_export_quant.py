@@ -80,6 +80,7 @@ def test_manifest_and_model_card_state_the_quantization(q4_package):
     for typ, mix in q["type_mix"].items():
         assert f"| {typ} | {100 * mix['share']:.1f} % |" in card
     assert f"LM head: `token_embd.weight` {q['lm_head']['type']} (tied to the token embedding)" in card
+    assert f"llama.cpp could not give {q['fallback']['tensors']} of {q['fallback']['of']} tensors" in card
     assert LLAMA_LOG in m["files"]  # the log is part of the package, hashed like every file
     # llama.cpp's own account agrees: "llama_model_quantize_impl: quant size = ... MiB (6.19 BPW)"
     import re
