@@ -45,8 +45,7 @@ def main() -> None:
     host = host_hardware(args.threads, refresh=True)
     profiles = [load_profile(p) for p in args.profiles.split(",") if p]
     rows, points = [], []
-    for pkg_dir in args.packages:
-        pkg = read_package(pkg_dir)
+    for pkg in [read_package(d) for d in args.packages]:  # a bad package fails before any measurement
         m = measure(pkg.runtime, pkg.model_path, args.threads, pkg.prompt(QUESTION), new_tokens=args.new_tokens,
                     repetitions=args.repetitions)  # fmt: skip
         decode, w = m.decode_tok_s.median, pkg.weights_bytes
