@@ -36,6 +36,7 @@ def q4_package(odd_width_model, tmp_path_factory):
     )
 
 
+@pytest.mark.integration
 def test_gguf_report_reads_the_real_types_and_counts_every_byte(q4_package):
     import gguf
 
@@ -63,6 +64,7 @@ def test_gguf_report_reads_the_real_types_and_counts_every_byte(q4_package):
     )
 
 
+@pytest.mark.integration
 def test_manifest_and_model_card_state_the_quantization(q4_package):
     m = _manifest(q4_package)
     q = m["quantization"]
@@ -89,6 +91,7 @@ def test_manifest_and_model_card_state_the_quantization(q4_package):
     assert bpw is not None and float(bpw.group(1)) == pytest.approx(q["bits_per_weight"], abs=0.01)
 
 
+@pytest.mark.integration
 def test_llama_cpp_log_goes_to_the_package_not_the_terminal(odd_width_model, tmp_path, capfd):
     pytest.importorskip("llama_cpp")
     from exporters import export_model
@@ -103,6 +106,7 @@ def test_llama_cpp_log_goes_to_the_package_not_the_terminal(odd_width_model, tmp
         assert noise not in out and noise not in err
 
 
+@pytest.mark.integration
 def test_fidelity_is_teacher_forced_over_a_few_hundred_held_out_tokens(q4_package, tiny_model_dir, tmp_path):
     pytest.importorskip("llama_cpp")
     from exporters import export_model
@@ -119,6 +123,8 @@ def test_fidelity_is_teacher_forced_over_a_few_hundred_held_out_tokens(q4_packag
     assert lossless["top1_agreement"] >= 0.99 and lossless["nll_ratio"] == pytest.approx(1.0, abs=0.01)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_quant_auto_picks_the_smallest_candidate_meeting_the_threshold(odd_width_model, tmp_path):
     pytest.importorskip("llama_cpp")
     from exporters import export_model
@@ -155,6 +161,8 @@ def test_auto_is_a_quant_only_where_the_format_has_candidates():
         get_format("gguf").check_quant("q4_k_z")  # the message lists auto among the choices
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_onnx_int4_report_from_initializers(tiny_model_dir, tmp_path):
     pytest.importorskip("onnxruntime_genai")
     from exporters.onnx_export import build_onnx
