@@ -244,7 +244,8 @@ def choose_quant(writer: Any, candidates: tuple[str, ...], full: Path, work: Pat
                      **fid, "meets_threshold": ok, "error": error})  # fmt: skip
         logger.info(
             "auto candidate %s: %s bpw, top-1 %s, NLL ratio %s -> %s", q, qr.get("bits_per_weight"),
-            fid["top1_agreement"], fid["nll_ratio"], "meets" if ok else "below threshold",
+            *(f"{v:.4f}" if v is not None else "n/a" for v in (fid["top1_agreement"], fid["nll_ratio"])),
+            "meets" if ok else "below threshold",
         )  # fmt: skip
         shutil.rmtree(cand, ignore_errors=True)
         shutil.rmtree(cand_work, ignore_errors=True)
