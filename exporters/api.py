@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -94,6 +95,16 @@ def resolve_source(run_or_model: str | Path) -> tuple[Path, dict[str, Any]]:
     if (path / "config.json").is_file() or is_lora_dir(path):
         return path, {"source_run": None, "config_digest": None, "source_accuracy": None}
     raise ExportError(f"{path}: neither a run directory (with train/final/) nor a model directory")
+
+
+def _stored_source(source: Path, out_dir: Path) -> str:
+    """The source model as the manifest records it: relative to the package when both live in the same run
+    directory (export/<format>-<quant>/ next to train/final), so a copied run names its own model."""
+    run = out_dir.resolve().parent.parent
+    src = source.resolve()
+    if src.is_relative_to(run):
+        return os.path.relpath(src, out_dir.resolve())
+    return str(src)
 
 
 def export_targets(
@@ -365,7 +376,7 @@ def export_model(
         )
         extra = {
             "model_file": model_file,
-            "source_model": str(source),
+            "source_model": _stored_source(source, out_dir),
             "quantization": quantization,
             "fidelity": {k: numbers["greedy"].get(k) for k in FIDELITY_KEYS},
             "parity": numbers,
