@@ -2,6 +2,7 @@
 
     python benchmarks/bench_export.py                         # builtin:smollm2-135m, q8_0 + q4_k_m + onnx int4
     python benchmarks/bench_export.py --model DIR --targets gguf:f16,onnx:fp32 --threads 2
+    python benchmarks/bench_export.py --targets gguf:q4_k_m,gguf:q8_0,onnx:int4,gguf:auto   # quantization report
 
 Writes benchmarks/results/export.json. `export_s` is the conversion itself (GGUF write + llama.cpp quantize, or
 the ONNX builder); `total_s` adds loading the torch model, the torch reference and every parity check.
@@ -57,9 +58,19 @@ def main() -> None:
             m = json.loads((pkg / "manifest.json").read_text())
             model_bytes = sum(f["bytes"] for n, f in m["files"].items() if n.startswith("model"))
             g = m["parity"]["greedy"]
+            q, fid = m["quantization"], m["fidelity"]
             row = {
                 "target": target,
+                "quant": m["quant"],
                 "model_mb": round(model_bytes / 1e6, 1),
+                "bits_per_weight": q["bits_per_weight"],
+                "type_mix": {t: x["share"] for t, x in q["type_mix"].items()},
+                "lm_head": q["lm_head"]["type"],
+                "summary": q["summary"],
+                "fidelity_tokens": fid["fidelity_tokens"],
+                "top1_agreement": round(fid["top1_agreement"], 4),
+                "nll_ratio": round(fid["nll_ratio"], 4),
+                "auto_candidates": (m.get("quant_auto") or {}).get("candidates"),
                 "export_s": m["timings"]["export_s"],
                 "export_cpu_s": m["timings"]["export_cpu_s"],
                 "total_s": round(wall, 1),
@@ -75,6 +86,12 @@ def main() -> None:
             }
             rows.append(row)
             logger.info("%s", json.dumps(row))
+    print(
+        f"{'target':<14} {'quant':<7} {'MB':>6} {'bpw':>5} {'top-1':>6} {'NLL ratio':>9} {'greedy':>6}  type mix / LM head"
+    )
+    for r in rows:
+        print(f"{r['target']:<14} {r['quant']:<7} {r['model_mb']:>6} {r['bits_per_weight']:>5.2f} "
+              f"{r['top1_agreement']:>6.3f} {r['nll_ratio']:>9.4f} {r['token_agreement']:>6.2f}  {r['summary']}")  # fmt: skip
     result = {"model": str(args.model), "threads": args.threads, "load_avg": os.getloadavg(), "rows": rows,
               "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

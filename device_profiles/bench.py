@@ -94,6 +94,7 @@ def _bench_one(
     report = BenchReport(
         str(pkg.path), pkg.name, pkg.format, str(pkg.manifest.get("quant", "")), profile.name, profile.source_file,
         profile.format, profile.budget, pkg.weights_bytes, m, host, fig, acc, lines,
+        quantization=pkg.manifest.get("quantization"),
     )  # fmt: skip
     log.info("%s on %s: %s (%s)", pkg.name, profile.name, "pass" if report.passed else "FAIL", fig.basis)
     return report

@@ -28,11 +28,26 @@ class _Section(BaseModel):
 
 
 class MemoryBandwidth(_Section):
-    """Sustained memory bandwidth in GB/s. `measure` (host only): a cached copy benchmark at bench time."""
+    """Memory bandwidth in GB/s. `measure` (host only): a cached copy benchmark at bench time.
+
+    `gbs` is the figure of `kind` (often the datasheet peak); `sustained_gbs` what a program actually gets
+    (a copy benchmark, or a published memory-bound decode), which the estimate's memory term uses."""
 
     gbs: float | Literal["measure"] = Field(description="GB/s, or 'measure'")
     kind: Literal["measured", "theoretical"]
     source: str = Field(min_length=3, description="where the figure comes from (datasheet, benchmark URL)")
+    sustained_gbs: float | None = Field(default=None, gt=0, description="sustained GB/s (estimates use it)")
+    sustained_source: str | None = Field(
+        default=None, min_length=3, description="where sustained_gbs comes from"
+    )
+
+    @model_validator(mode="after")
+    def _sustained_has_source(self) -> MemoryBandwidth:
+        if self.sustained_gbs is not None and not self.sustained_source:
+            raise ValueError(
+                "sustained_source: say where sustained_gbs comes from (benchmark URL, measurement)"
+            )
+        return self
 
 
 class Hardware(_Section):

@@ -40,6 +40,7 @@ class BenchReport:
     accuracy: AccuracyResult | None
     gates: list[gate.GateLine]
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    quantization: dict[str, Any] | None = None  # the manifest's report: bits/weight, type mix, LM-head type
 
     @property
     def passed(self) -> bool:
@@ -58,6 +59,7 @@ class BenchReport:
             "measurement": asdict(self.measurement), "host": asdict(self.host),
             "accuracy": self.accuracy.summary() if self.accuracy else None,
             "gates": [g.to_dict() for g in self.gates], "weights_bytes": self.weights_bytes, "created": self.created,
+            "quantization": self.quantization,
         }  # fmt: skip
 
 
@@ -68,6 +70,15 @@ def _fmt(v: float | None, unit: str = "") -> str:
     return f"{s} {unit}".strip()
 
 
+def quantization_line(quant: str, q: dict[str, Any] | None) -> str:
+    """`weights q4_k_m: 6.19 bpw (Q5_0 58%, ...), LM head Q8_0` from a manifest's quantization report."""
+    if not q:
+        return "weights: quantization not recorded in the manifest (exported before the report existed)"
+    from exporters.quantize import summary_line
+
+    return f"weights {summary_line(quant, q)}"
+
+
 def table(r: BenchReport) -> str:
     """Markdown: headline numbers, then one row per budget line with pass/fail."""
     m, f, a = r.measurement, r.figures, r.accuracy
@@ -76,6 +87,7 @@ def table(r: BenchReport) -> str:
         f"### {r.package_name} on {r.profile} — {'PASS' if r.passed else 'FAIL'} ({label})",
         "",
         f"- {f.note}",
+        f"- {quantization_line(r.quant, r.quantization)}",
         f"- runtime {m.runtime}, {m.threads} threads, prompt {m.prompt_tokens} tokens, {m.new_tokens} new tokens, "
         f"{m.repetitions} repetitions after warm-up ({m.warmup_s:.2f}s), load {m.load_s:.2f}s",
         f"- host measurement: decode {m.decode_tok_s.median:.1f} tok/s (min {m.decode_tok_s.min:.1f}, max "
@@ -86,6 +98,9 @@ def table(r: BenchReport) -> str:
         f"the bandwidth roofline {f.roofline_tok_s:.0f} tok/s ({f.bandwidth_gbs:g} GB/s / "
         f"{r.weights_bytes / 2**20:.1f} MiB weights per token)",
     ]
+    if f.assumptions:
+        lines.append("- assumptions of this estimate:")
+        lines += [f"  - {x}" for x in f.assumptions]
     if a is not None:
         src = (
             "not measured on these problems"

@@ -207,8 +207,13 @@ def eval_cmd(
 @click.argument("source", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", required=True, help="A row of exporters.formats: gguf, onnx.")
 @click.option(
-    "--quant", required=True, help="gguf: f16 q8_0 q6_k q5_k_m q4_k_m q4_0 ...; onnx: int4 int8 fp32"
+    "--quant",
+    required=True,
+    help="gguf: f16 q8_0 q6_k q5_k_m q4_k_m q4_0 ...; onnx: int4 int8 fp32; auto: the smallest candidate "
+    "meeting --auto-min-top1 / --auto-max-nll-ratio on held-out text (gguf q4_k_m..q8_0, onnx int4/int8)",
 )
+@click.option("--auto-min-top1", type=float, help="quant auto: min teacher-forced top-1 agreement (0.95).")
+@click.option("--auto-max-nll-ratio", type=float, help="quant auto: max NLL ratio, export / source (1.05).")
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Package directory (default <run>/export/<fmt>-<quant>)."
 )
@@ -229,6 +234,8 @@ def export(
     archive: bool,
     parity_prompts: int,
     sign_key: str | None,
+    auto_min_top1: float | None,
+    auto_max_nll_ratio: float | None,
 ) -> None:
     """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package."""
     from exporters import export_model, resolve_source, run_metadata
@@ -264,6 +271,11 @@ def export(
         parity_prompts=parity_prompts,
         archive=archive,
         sign_key=key,
+        **{
+            k: v
+            for k, v in (("auto_min_top1", auto_min_top1), ("auto_max_nll_ratio", auto_max_nll_ratio))
+            if v is not None
+        },  # fmt: skip
     )
     click.echo(f"package: {pkg}" + (" (signed: manifest.sig)" if key is not None else ""))
 

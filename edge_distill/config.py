@@ -304,10 +304,19 @@ class ExportTarget(Section):
         return self
 
 
+class AutoQuantConfig(Section):
+    """`quant: auto`: the smallest candidate whose teacher-forced fidelity to the source model (held-out text,
+    exporters.parity) reaches both thresholds. Defaults: exporters.api.AUTO_MIN_TOP1 / AUTO_MAX_NLL_RATIO."""
+
+    min_top1_agreement: float = Field(default=0.95, gt=0, le=1)
+    max_nll_ratio: float = Field(default=1.05, ge=1)
+
+
 class ExportConfig(Section):
     targets: list[ExportTarget] = Field(default_factory=list)
     parity_prompts: int = Field(default=3, ge=0)
     archive: bool = False
+    auto: AutoQuantConfig = Field(default_factory=AutoQuantConfig)
 
 
 class BenchConfig(Section):

@@ -33,6 +33,8 @@ def export_run(cfg: Config, run: RunDir, model_dir: Path) -> dict[str, Any]:
         decoding=decoding_for(cfg),
         parity_prompts=cfg.export.parity_prompts,
         archive=cfg.export.archive,
+        auto_min_top1=cfg.export.auto.min_top1_agreement,
+        auto_max_nll_ratio=cfg.export.auto.max_nll_ratio,
     )
     return {"packages": [str(p) for p in packages]}
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,7 +20,16 @@ from exporters.formats import PROMPT_TEMPLATE, get_format
 from exporters.gguf_writer import write_gguf
 from exporters.merge import check_tokenizer, is_lora_dir, lora_base, prepare_full_model
 from exporters.onnx_export import build_onnx
-from exporters.quantize import GGUF_FLOATS, quantize_gguf
+from exporters.quantize import (
+    GGUF_FLOATS,
+    LLAMA_LOG,
+    fallback_tensors,
+    gguf_quant_report,
+    llama_log_to,
+    onnx_quant_report,
+    quantize_gguf,
+    summary_line,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +50,7 @@ def default_parity_prompts(n: int = 3, template: dict[str, Any] | None = None) -
 def check_request(source: Path, fmt: str, quant: str) -> None:
     """Everything that can be refused before a single file is written."""
     f = get_format(fmt)  # an unknown format is an error listing the known ones
-    f.check_quant(quant)
+    f.check_quant(quant)  # "auto" passes for formats with auto candidates
     if not Path(source).is_dir():
         raise ExportError(f"{source}: not a model directory")
     if is_lora_dir(source):
@@ -122,30 +132,43 @@ def _cpu_s() -> float:
 
 def write_gguf_package(full: Path, pkg: Path, work: Path, quant: str, model: Any, tokenizer: Any,
                        ref: parity.Reference, options: WriteOptions) -> tuple[str, dict[str, Any]]:  # fmt: skip
-    """The "gguf" row's writer: f16/f32 GGUF (+ llama.cpp quantizer), read-back checks, llama.cpp parity."""
+    """The "gguf" row's writer: f16/f32 GGUF (+ llama.cpp quantizer), read-back checks, llama.cpp parity.
+
+    llama.cpp's log (quantizer warnings, model loads) goes to `llama.log` in the package, not the terminal;
+    the quantization report (`numbers["quantization"]`) is read back from the written file.
+    """
     threads, check_transformers = options.threads, options.check_transformers
     t0, c0 = time.perf_counter(), _cpu_s()
     float_type = quant if quant in GGUF_FLOATS else "f16"
     name = f"model-{quant}.gguf"
     f_path = pkg / name if quant in GGUF_FLOATS else work / "model-f16.gguf"
     summary = write_gguf(full, f_path, float_type, model=model)
-    path = f_path if quant in GGUF_FLOATS else quantize_gguf(f_path, pkg / name, quant, threads=threads)
-    numbers: dict[str, Any] = {
-        "export_s": round(time.perf_counter() - t0, 2),
-        "export_cpu_s": round(_cpu_s() - c0, 2),
-    }
-    summary.path = path
-    numbers["gguf_readback"] = gguf_checks.check_gguf_readback(
-        path, summary, exact_types=quant in GGUF_FLOATS
-    )
-    rt = parity.LlamaCppRuntime(path, threads)
-    try:
-        report = parity.compare(rt, ref, name="llama.cpp", quant=quant)
-        numbers["tokenizer_llama_cpp"] = parity.check_tokenizer_parity(
-            rt.tokenize, tokenizer, name="llama.cpp"
+    with open(pkg / LLAMA_LOG, "a", encoding="utf-8") as log:
+        path = (
+            f_path
+            if quant in GGUF_FLOATS
+            else quantize_gguf(f_path, pkg / name, quant, threads=threads, log=log)
         )
-    finally:
-        rt.close()
+        numbers: dict[str, Any] = {
+            "export_s": round(time.perf_counter() - t0, 2),
+            "export_cpu_s": round(_cpu_s() - c0, 2),
+        }
+        summary.path = path
+        numbers["gguf_readback"] = gguf_checks.check_gguf_readback(
+            path, summary, exact_types=quant in GGUF_FLOATS
+        )
+        log.flush()
+        fallbacks = fallback_tensors((pkg / LLAMA_LOG).read_text(encoding="utf-8", errors="replace"))
+        numbers["quantization"] = {**gguf_quant_report(path), "log": LLAMA_LOG, "fallback": fallbacks}
+        with llama_log_to(log):
+            rt = parity.LlamaCppRuntime(path, threads)
+            try:
+                report = parity.compare(rt, ref, name="llama.cpp", quant=quant)
+                numbers["tokenizer_llama_cpp"] = parity.check_tokenizer_parity(
+                    rt.tokenize, tokenizer, name="llama.cpp"
+                )
+            finally:
+                rt.close()
     parity.enforce(report)
     numbers["greedy"] = report.as_dict()
     if check_transformers:
@@ -174,6 +197,7 @@ def write_onnx_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
     }
     if quant in ("int4", "int8"):
         numbers["onnx_options"] = {"block_size": block_size, "accuracy_level": accuracy_level}
+    numbers["quantization"] = onnx_quant_report(pkg / "model.onnx")
     rt = parity.OrtGenaiRuntime(pkg)
     try:
         report = parity.compare(rt, ref, name="onnxruntime-genai", quant=quant)
@@ -188,6 +212,66 @@ def write_onnx_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
     parity.enforce(report)
     numbers["greedy"] = report.as_dict()
     return "model.onnx", numbers
+
+
+AUTO = "auto"
+# `--quant auto` thresholds (config: export.auto.min_top1_agreement / max_nll_ratio), on the held-out fidelity
+# text of exporters.parity: the export's top-1 next token must equal the source model's at >= 95 % of positions,
+# and its mean NLL must stay within 5 % of the source's.
+AUTO_MIN_TOP1 = 0.95
+AUTO_MAX_NLL_RATIO = 1.05
+FIDELITY_KEYS = ("fidelity_tokens", "top1_agreement", "nll_ratio", "fidelity_nll_ref", "fidelity_nll_export")
+
+
+def choose_quant(writer: Any, candidates: tuple[str, ...], full: Path, work: Path, model: Any, tokenizer: Any,
+                 ref: parity.Reference, options: WriteOptions, *, min_top1: float,
+                 max_nll_ratio: float) -> dict[str, Any]:  # fmt: skip
+    """Export each candidate quant into `work`, measure its size and fidelity; the smallest that meets both
+    thresholds wins. Returns the record the manifest keeps (`quant_auto`); ExportError when none qualifies."""
+    from dataclasses import replace
+
+    from exporters.errors import ParityError
+
+    rows = []
+    fast = replace(options, check_transformers=False)  # the chosen one is re-exported with every check
+    for q in candidates:
+        cand, cand_work = work / f"auto-{q}", work / f"auto-{q}.work"
+        cand.mkdir()
+        cand_work.mkdir()
+        try:
+            _, numbers = writer(full, cand, cand_work, q, model, tokenizer, ref, fast)
+            parity_numbers, error = numbers["greedy"], None
+        except ParityError as e:  # a candidate that fails the export's own parity bar is just not chosen
+            parity_numbers, error, numbers = e.numbers, str(e), {"quantization": None}
+        qr = numbers.get("quantization") or {}
+        fid = {k: parity_numbers.get(k) for k in FIDELITY_KEYS}
+        ok = (
+            error is None
+            and fid["top1_agreement"] is not None
+            and fid["top1_agreement"] >= min_top1
+            and fid["nll_ratio"] <= max_nll_ratio
+        )
+        rows.append({"quant": q, "bits_per_weight": qr.get("bits_per_weight"), "weight_bytes": qr.get("weight_bytes"),
+                     **fid, "meets_threshold": ok, "error": error})  # fmt: skip
+        logger.info(
+            "auto candidate %s: %s bpw, top-1 %s, NLL ratio %s -> %s", q, qr.get("bits_per_weight"),
+            *(f"{v:.4f}" if v is not None else "n/a" for v in (fid["top1_agreement"], fid["nll_ratio"])),
+            "meets" if ok else "below threshold",
+        )  # fmt: skip
+        shutil.rmtree(cand, ignore_errors=True)
+        shutil.rmtree(cand_work, ignore_errors=True)
+    passing = sorted((r for r in rows if r["meets_threshold"]), key=lambda r: r["weight_bytes"])
+    thresholds = {"min_top1_agreement": min_top1, "max_nll_ratio": max_nll_ratio}
+    if not passing:
+        table = "; ".join(
+            f"{r['quant']}: top-1 {r['top1_agreement']}, NLL ratio {r['nll_ratio']}" for r in rows
+        )
+        raise ExportError(
+            f"--quant auto: no candidate meets top-1 >= {min_top1} and NLL ratio <= {max_nll_ratio} ({table}). "
+            "Lower export.auto thresholds or export a float type (gguf f16, onnx fp32)."
+        )
+    return {"chosen": passing[0]["quant"], "thresholds": thresholds, "candidates": rows,
+            "metric": "teacher-forced over exporters.parity.fidelity_texts()"}  # fmt: skip
 
 
 def _finish_package(pkg: Path, template: dict[str, Any], meta: dict[str, Any], extra: dict[str, Any],
@@ -224,6 +308,8 @@ def export_model(
     onnx_accuracy_level: int = 4,
     check_transformers: bool = True,
     sign_key: Any = None,
+    auto_min_top1: float = AUTO_MIN_TOP1,
+    auto_max_nll_ratio: float = AUTO_MAX_NLL_RATIO,
 ) -> Path:
     """Export `source` (HF dir or LoRA adapter) to a verified package at `out_dir`; returns `out_dir`.
 
@@ -231,6 +317,10 @@ def export_model(
     any failure leaves nothing at `out_dir`. `parity_prompts` is a list of prompts or a count of built-in
     GSM8K-style prompts in the student format (default 3). `sign_key` (an ed25519 private key, see
     exporters.signing) adds manifest.sig inside the same atomic step.
+
+    `quant="auto"` exports every candidate of the format (`Format.auto_quants`), measures its fidelity, and
+    packages the smallest (by weight bytes) with teacher-forced top-1 agreement >= `auto_min_top1` and NLL
+    ratio <= `auto_max_nll_ratio`; the manifest's `quant_auto` records every candidate's numbers.
     """
     source, out_dir = Path(source), Path(out_dir)
     check_request(source, fmt, quant)
@@ -260,7 +350,17 @@ def export_model(
         if not f.needs_torch_model:
             model = None  # frees the torch weights before a builder that loads its own copy
         options = WriteOptions(threads, check_transformers, onnx_block_size, onnx_accuracy_level)
-        model_file, numbers = f.load("writer")(full, pkg, work, quant, model, tokenizer, ref, options)
+        writer = f.load("writer")
+        auto = None
+        if quant == AUTO:
+            auto = choose_quant(
+                writer, f.auto_quants, full, work, model, tokenizer, ref, options,
+                min_top1=auto_min_top1, max_nll_ratio=auto_max_nll_ratio,
+            )  # fmt: skip
+            quant = auto["chosen"]
+        model_file, numbers = writer(full, pkg, work, quant, model, tokenizer, ref, options)
+        quantization = {"requested": AUTO if auto else quant, **numbers.pop("quantization")}
+        quantization["summary"] = summary_line(quant, quantization)
         timings = {
             "export_s": numbers.pop("export_s"),
             "export_cpu_s": numbers.pop("export_cpu_s"),
@@ -274,9 +374,23 @@ def export_model(
             config_digest=config_digest,
             source_accuracy=source_accuracy,
         )
-        extra = {"model_file": model_file, "source_model": _stored_source(source, out_dir), "parity": numbers,
-                 "timings": timings}  # fmt: skip
+        extra = {
+            "model_file": model_file,
+            "source_model": _stored_source(source, out_dir),
+            "quantization": quantization,
+            "fidelity": {k: numbers["greedy"].get(k) for k in FIDELITY_KEYS},
+            "parity": numbers,
+            "timings": timings,
+        }
+        if auto is not None:
+            extra["quant_auto"] = auto
         _finish_package(pkg, template, meta, extra, sign_key)
+    log_file = quantization.get(
+        "log"
+    )  # the one line that says what the quant really is, and where the log went
+    logger.info(
+        "%s%s", quantization["summary"], f"; log: {(out_dir / log_file).as_posix()}" if log_file else ""
+    )
     logger.info("exported %s (%s %s) in %.1fs", out_dir, fmt, quant, time.perf_counter() - t_start)
     if archive:
         package.write_archive(out_dir)

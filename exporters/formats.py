@@ -36,10 +36,16 @@ class Format:
     check_source: str  # "module:function" (config_dir, source) -> None, raises ExportError before any work
     parity_runtime: str  # "module:Class" driven with token ids by exporters.parity.compare
     bench_session: str  # "module:Class" (model_path, threads) with tokenize/timed_generate/generate
+    auto_quants: tuple[
+        str, ...
+    ] = ()  # `quant: auto` candidates (exporters.api.choose_quant); empty = no auto
 
     def check_quant(self, quant: str) -> None:
+        if quant == "auto" and self.auto_quants:
+            return
         if quant not in self.quants:
-            raise ExportError(f"{self.name} quant {quant!r}: choose one of {list(self.quants)}")
+            auto = ["auto"] if self.auto_quants else []
+            raise ExportError(f"{self.name} quant {quant!r}: choose one of {list(self.quants) + auto}")
 
     def model_file(self, files: list[str]) -> str | None:
         """The manifest entry of the model, or None when there is not exactly one."""
@@ -71,6 +77,7 @@ FORMATS: dict[str, Format] = {
             check_source="exporters.gguf_writer:check_architecture",
             parity_runtime="exporters.parity:LlamaCppRuntime",
             bench_session="device_profiles.runtimes:LlamaCppSession",
+            auto_quants=("q4_k_m", "q5_k_m", "q6_k", "q8_0"),
         ),
         Format(
             name="onnx",
@@ -85,6 +92,7 @@ FORMATS: dict[str, Format] = {
             check_source="exporters.onnx_export:check_builder_compatible",
             parity_runtime="exporters.parity:OrtGenaiRuntime",
             bench_session="device_profiles.runtimes:OrtGenAISession",
+            auto_quants=("int4", "int8"),
         ),
     )
 }

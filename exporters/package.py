@@ -102,6 +102,7 @@ def model_card(manifest: dict[str, Any], model_file: str) -> str:
                "while not gen.is_done(): gen.generate_next_token()\nprint(tok.decode(gen.get_sequence(0)))\n```")  # fmt: skip
     parity = manifest.get("parity") or {}
     par = "\n".join(f"- {k}: {v}" for k, v in parity.items()) or "- not run"
+    quant_section = quantization_section(manifest)
     files = "\n".join(
         f"| {n} | {_fmt_bytes(m['bytes'])} | `{m['sha256'][:16]}…` |" for n, m in manifest["files"].items()
     )
@@ -117,6 +118,7 @@ model answers with a strategy tag (`[cot]`, `[l2m]` or `[pot]`) and stops at EOS
 
 {run}
 
+{quant_section}
 ## Parity with the torch model
 {par}
 
@@ -125,6 +127,65 @@ model answers with a strategy tag (`[cot]`, `[l2m]` or `[pot]`) and stops at EOS
 |---|---|---|
 {files}
 """
+
+
+def quantization_section(manifest: dict[str, Any]) -> str:
+    """The model card's "Quantization" section: what the weights really are (read back from the model file),
+    how faithful they are to the source model, and, for `quant: auto`, every candidate measured."""
+    q = manifest.get("quantization")
+    if not q:
+        return ""
+    head, embd = q["lm_head"], q["token_embedding"]
+    lines = [
+        "## Quantization",
+        f"Requested `{q.get('requested', manifest['quant'])}`, packaged `{manifest['quant']}`: "
+        f"**{q['bits_per_weight']:.2f} bits per weight** on average ({q['params']:,} parameters, "
+        f"{_fmt_bytes(q['weight_bytes'])} of weights, block scales included), read back from the model file.",
+        f"LM head: `{head['tensor']}` {head['type']}"
+        + (" (tied to the token embedding)" if head["tied_to_embedding"] else "")
+        + f"; token embedding: {embd['type'] or 'n/a'}.",
+        "",
+        "| tensor type | share of parameters | bits/weight |",
+        "|---|---|---|",
+        *(f"| {t} | {100 * m['share']:.1f} % | {m['bpw']:.2f} |" for t, m in q["type_mix"].items()),
+    ]
+    fid = manifest.get("fidelity") or {}
+    if fid.get("top1_agreement") is not None:
+        lines += [
+            "",
+            f"Fidelity to the source model, teacher-forced over {fid['fidelity_tokens']} held-out tokens (the "
+            f"last GSM8K train-sample rows, never test): top-1 agreement {100 * fid['top1_agreement']:.1f} %, "
+            f"NLL ratio {fid['nll_ratio']:.4f} (export / source).",
+        ]
+    auto = manifest.get("quant_auto")
+    if auto:
+        t = auto["thresholds"]
+        lines += [
+            "",
+            f"`quant: auto` chose `{auto['chosen']}`: the smallest candidate with top-1 agreement >= "
+            f"{t['min_top1_agreement']} and NLL ratio <= {t['max_nll_ratio']}.",
+            "",
+            "| candidate | bits/weight | top-1 agreement | NLL ratio | meets |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {r['quant']} | {r['bits_per_weight']} | {r['top1_agreement']} | {r['nll_ratio']} | "
+                f"{'yes' if r['meets_threshold'] else 'no'} |"
+                for r in auto["candidates"]
+            ),
+        ]
+    if q.get("fallback"):
+        fb = q["fallback"]
+        lines += [
+            "",
+            f"llama.cpp could not give {fb['tensors']} of {fb['of']} tensors the requested type (their rows are "
+            "not a multiple of the k-quant block of 256) and used a fallback type: hence the mix above.",
+        ]
+    if q.get("log"):
+        lines += [
+            "",
+            f"The runtime's own log of the export (quantizer warnings included) is in `{q['log']}`.",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def write_archive(pkg: Path) -> Path:

@@ -3,6 +3,14 @@
 The torch side is computed once (`torch_reference`); each runtime (llama.cpp, ORT GenAI) is driven with
 the *same token ids* so model differences are not confused with tokenizer differences, which are checked
 separately (`check_tokenizer_parity`).
+
+Two kinds of numbers:
+- **Fidelity** (the stable metric, what `--quant auto` selects on): teacher-forced over a fixed held-out text
+  (`fidelity_texts`, ~1,000 tokens), the share of positions where the export's top-1 next token equals
+  torch's (`top1_agreement`) and the ratio of mean NLLs (`nll_ratio` = export / source). Every position counts,
+  so one early divergence does not decide the number.
+- **Greedy** (kept, demoted): greedy tokens from a few prompts, counted until the first divergence
+  (`token_agreement`). Exact for lossless exports; for quantized ones it moves in large steps per prompt.
 """
 
 from __future__ import annotations
@@ -35,6 +43,26 @@ TOKENIZER_CHECK_STRINGS = PARITY_TEXTS + [
     "  leading spaces\tand\ttabs\n\nnewlines   12345678901234567890  ",
     "emoji 🚀🔥 x² + y² = z²; √2 ≈ 1.41421356; π ≈ 3.14159",
 ]
+# The held-out text of the fidelity metric: the last FIDELITY_ROWS problems of the shipped GSM8K *train* sample
+# (never test), written as the student sees them (student prompt + "[cot]: <gold rationale>\nThe answer is N.").
+# The quickstart trains on the first 160 train problems, so these are unseen by it; a run over the whole sample
+# may have trained on them, which does not matter here: the metric compares the export with its own source.
+FIDELITY_ROWS = 4
+
+
+def fidelity_texts(n: int = FIDELITY_ROWS) -> list[str]:
+    """The fixed held-out texts of the fidelity metric (see FIDELITY_ROWS): 985 SmolLM2 tokens for 4 rows."""
+    from edge_distill import strategies
+    from edge_distill.data import BUILTIN_SAMPLE, load_problems
+
+    problems = load_problems(BUILTIN_SAMPLE, split="train", socratic=None)[-n:]
+    return [
+        strategies.STUDENT_PROMPT.format(question=p.question)
+        + strategies.format_response("cot", strategies.gsm8k_cot(p.solution or ""), p.answer)
+        for p in problems
+    ]
+
+
 # quants whose greedy tokens must match torch exactly: the format table's lossless types
 LOSSLESS = tuple(sorted({q for f in FORMATS.values() for q in f.lossless}))
 
@@ -48,6 +76,9 @@ class Reference:
     text_ids: list[list[int]]
     nll: float  # mean negative log-likelihood per predicted token over text_ids
     eos_id: int | None
+    fidelity_ids: list[list[int]] = field(default_factory=list)  # the held-out texts, tokenized
+    fidelity_top1: list[list[int]] = field(default_factory=list)  # torch's argmax at every position
+    fidelity_nll: float = float("nan")  # torch's mean NLL per predicted token over fidelity_ids
 
 
 @dataclass
@@ -62,6 +93,12 @@ class ParityReport:
     nll_export: float
     ppl_ratio: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # fidelity: teacher-forced over the held-out text (None when the reference has no fidelity texts)
+    fidelity_tokens: int = 0
+    top1_agreement: float | None = None
+    nll_ratio: float | None = None
+    fidelity_nll_ref: float | None = None
+    fidelity_nll_export: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,24 +107,38 @@ class ParityReport:
 class Runtime(Protocol):
     def greedy(self, ids: list[int], n: int, eos_id: int | None) -> list[int]: ...
     def nll(self, ids: list[int]) -> float: ...
+    def logits(self, ids: list[int]) -> np.ndarray: ...  # [len(ids), vocab], teacher-forced
+
+
+def _token_nlls(logits: np.ndarray, ids: list[int]) -> np.ndarray:
+    """NLL of each of ids[1:] given logits[:-1] (logits: [T, V])."""
+    x = logits[:-1].astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    logp = x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return -logp[np.arange(len(ids) - 1), ids[1:]]
 
 
 def _nll_from_logits(logits: np.ndarray, ids: list[int]) -> float:
     """Mean NLL of ids[1:] given logits[:-1] (logits: [T, V])."""
-    x = logits[:-1].astype(np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    logp = x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-    return float(-logp[np.arange(len(ids) - 1), ids[1:]].mean())
+    return float(_token_nlls(logits, ids).mean())
 
 
 def torch_reference(
-    model: Any, tokenizer: Any, prompts: list[str], n_tokens: int, texts: list[str] | None = None
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    n_tokens: int,
+    texts: list[str] | None = None,
+    held_out: list[str] | None = None,
 ) -> Reference:
+    """Greedy tokens from `prompts`, NLL over `texts` and teacher-forced fidelity targets over `held_out`
+    (default `fidelity_texts()`; pass [] to skip the fidelity metric)."""
     import torch
 
     model.eval()
     prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
     text_ids = [tokenizer(t)["input_ids"] for t in (texts or PARITY_TEXTS)]
+    fid_ids = [tokenizer(t)["input_ids"] for t in (fidelity_texts() if held_out is None else held_out)]
     eos = tokenizer.eos_token_id
     greedy = []
     with torch.no_grad():
@@ -104,7 +155,16 @@ def torch_reference(
         nlls = [
             _nll_from_logits(model(torch.tensor([ids])).logits[0].float().numpy(), ids) for ids in text_ids
         ]
-    return Reference(prompt_ids, greedy, text_ids, float(np.mean(nlls)), eos)
+        fid_logits = [model(torch.tensor([ids])).logits[0].float().numpy() for ids in fid_ids]
+    top1 = [lg[:-1].argmax(axis=-1).tolist() for lg in fid_logits]
+    fid_nll = (
+        float(
+            np.concatenate([_token_nlls(lg, ids) for lg, ids in zip(fid_logits, fid_ids, strict=True)]).mean()
+        )
+        if fid_ids
+        else float("nan")
+    )
+    return Reference(prompt_ids, greedy, text_ids, float(np.mean(nlls)), eos, fid_ids, top1, fid_nll)
 
 
 class LlamaCppRuntime:
@@ -134,10 +194,17 @@ class LlamaCppRuntime:
             self.llm.eval([nxt])
         return out
 
-    def nll(self, ids: list[int]) -> float:
+    def logits(self, ids: list[int]) -> np.ndarray:
+        if len(ids) > self.llm.n_ctx():
+            raise ParityError(
+                f"parity text of {len(ids)} tokens exceeds llama.cpp n_ctx {self.llm.n_ctx()}", {}
+            )
         self.llm.reset()
         self.llm.eval(ids)
-        return _nll_from_logits(np.array(self.llm.scores[: len(ids)]), ids)
+        return np.array(self.llm.scores[: len(ids)])
+
+    def nll(self, ids: list[int]) -> float:
+        return _nll_from_logits(self.logits(ids), ids)
 
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
@@ -169,10 +236,13 @@ class OrtGenaiRuntime:
                 break
         return out
 
-    def nll(self, ids: list[int]) -> float:
+    def logits(self, ids: list[int]) -> np.ndarray:
         gen = self._generator(len(ids) + 1)
         gen.append_tokens(ids)
-        return _nll_from_logits(np.asarray(gen.get_output("logits"))[0], ids)
+        return np.asarray(gen.get_output("logits"))[0]
+
+    def nll(self, ids: list[int]) -> float:
+        return _nll_from_logits(self.logits(ids), ids)
 
     def close(self) -> None:
         del self.model
@@ -185,6 +255,27 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def fidelity(runtime: Runtime, ref: Reference) -> dict[str, Any]:
+    """Teacher-forced top-1 agreement and NLL ratio of `runtime` against torch over the held-out texts."""
+    agree = total = 0
+    nlls = []
+    for ids, top1 in zip(ref.fidelity_ids, ref.fidelity_top1, strict=True):
+        logits = runtime.logits(ids)
+        agree += int((logits[: len(ids) - 1].argmax(axis=-1) == np.asarray(top1)).sum())
+        total += len(top1)
+        nlls.append(_token_nlls(logits, ids))
+    if not total:
+        return {"fidelity_tokens": 0}
+    nll = float(np.concatenate(nlls).mean())
+    return {
+        "fidelity_tokens": total,
+        "top1_agreement": agree / total,
+        "nll_ratio": nll / ref.fidelity_nll,
+        "fidelity_nll_ref": ref.fidelity_nll,
+        "fidelity_nll_export": nll,
+    }
 
 
 def compare(runtime: Runtime, ref: Reference, *, name: str, quant: str) -> ParityReport:
@@ -205,6 +296,7 @@ def compare(runtime: Runtime, ref: Reference, *, name: str, quant: str) -> Parit
         nll_ref=ref.nll,
         nll_export=nll,
         ppl_ratio=float(np.exp(nll - ref.nll)),
+        **fidelity(runtime, ref),
     )
 
 
@@ -224,8 +316,11 @@ def enforce(
             numbers,
         )
     logger.info(
-        "parity %s %s: %.0f%% of %d greedy tokens agree, ppl ratio %.4f",
-        report.runtime, report.quant, 100 * report.token_agreement, report.tokens_compared, report.ppl_ratio,
+        "parity %s %s: top-1 %s of %d held-out tokens, NLL ratio %s; %.0f%% of %d greedy tokens agree, ppl ratio %.4f",
+        report.runtime, report.quant,
+        "n/a" if report.top1_agreement is None else f"{100 * report.top1_agreement:.1f}%", report.fidelity_tokens,
+        "n/a" if report.nll_ratio is None else f"{report.nll_ratio:.4f}",
+        100 * report.token_agreement, report.tokens_compared, report.ppl_ratio,
     )  # fmt: skip
 
 

@@ -134,21 +134,52 @@ def test_gate_lines():
     assert gate.passed(gate.evaluate(Budget(), fig, None))  # nothing gated -> pass
 
 
-def test_estimate_scales_decode_by_bandwidth_and_prefill_by_compute():
+def test_estimate_is_max_of_calibrated_memory_time_and_scaled_compute_time():
     pi = load_profile("raspberry-pi-5")
-    m = _measurement()
+    sustained = pi.hardware.memory_bandwidth.sustained_gbs
+    assert sustained is not None and sustained < pi.hardware.memory_bandwidth.gbs  # below the datasheet peak
+    m = _measurement()  # 50 tok/s on a 10 GB/s host with 1e8 weight bytes: roofline 100 tok/s
     f = estimate.figures_for(pi, m, HOST, package_bytes=2**20, weight_bytes=10**8, on_target=False)
-    assert f.basis == "estimated" and "estimated" in f.note
-    assert f.decode_tok_s == pytest.approx(50.0 * 17.1 / 10.0)
+    assert f.basis == "estimated" and f.calibration == pytest.approx(0.5)
+    memory_s = 1e8 / (sustained * 1e9 * 0.5)
+    compute_s = (1 / 50.0) / (153.6 / 100.0)
+    assert f.decode_tok_s == pytest.approx(1 / max(memory_s, compute_s))
+    assert f.bound == ("memory" if memory_s > compute_s else "compute/overhead")
     assert f.prefill_tok_s == pytest.approx(500.0 * 153.6 / 100.0)
     assert f.ttft_s == pytest.approx(100 / f.prefill_tok_s + 1 / f.decode_tok_s)
-    assert f.roofline_tok_s == pytest.approx(171.0) and f.roofline_fraction == pytest.approx(
-        f.decode_tok_s / 171.0
-    )
+    assert f.roofline_tok_s == pytest.approx(sustained * 10) and f.bandwidth_gbs == sustained
     assert f.peak_rss_mb == 300.0 and f.package_mb == 1.0
+    assert any("sustained" in a and "sbc-reviews" in a for a in f.assumptions)
+    assert any("calibration 0.50" in a for a in f.assumptions)
     g = estimate.figures_for(pi, m, HOST, package_bytes=2**20, weight_bytes=10**8, on_target=True)
-    assert g.basis == "measured" and g.decode_tok_s == 50.0 and g.ttft_s == 0.2
+    assert g.basis == "measured" and g.decode_tok_s == 50.0 and g.ttft_s == 0.2 and not g.assumptions
     assert g.roofline_fraction == pytest.approx(50.0 / 100.0)
+
+
+def test_estimate_switches_bound_and_says_when_no_sustained_figure():
+    # a fast-core, slow-memory target: memory bound; the reverse: compute/overhead bound
+    d = estimate.estimate_decode(10**8, host_decode_tok_s=50.0, calibration=0.5, target_bandwidth_gbs=1.0,
+                                 compute_ratio=10.0)  # fmt: skip
+    assert d.bound == "memory" and d.tok_s == pytest.approx(1 / (1e8 / 0.5e9))
+    d = estimate.estimate_decode(10**8, host_decode_tok_s=50.0, calibration=0.5, target_bandwidth_gbs=100.0,
+                                 compute_ratio=0.5)  # fmt: skip
+    assert d.bound == "compute/overhead" and d.tok_s == pytest.approx(25.0)
+    # a profile without sustained_gbs falls back to its peak and says the estimate is optimistic
+    pixel = load_profile("pixel-8")
+    assert pixel.hardware.memory_bandwidth.sustained_gbs is None
+    f = estimate.figures_for(
+        pixel, _measurement(), HOST, package_bytes=1, weight_bytes=10**8, on_target=False
+    )
+    assert f.bandwidth_gbs == pixel.hardware.memory_bandwidth.gbs
+    assert any("NO sustained figure" in a and "optimistic" in a for a in f.assumptions)
+
+
+def test_calibration_fit_is_the_geometric_mean_of_ratios():
+    assert estimate.calibration_factor(30.0, 10.0, 10**8) == pytest.approx(0.3)
+    k = estimate.fit_calibration([(20.0, 10.0, 10**8), (80.0, 10.0, 10**8)])  # ratios 0.2 and 0.8
+    assert k == pytest.approx(0.4)
+    with pytest.raises(ValueError):
+        estimate.fit_calibration([])
 
 
 def test_runs_on_detection(monkeypatch):
@@ -178,10 +209,27 @@ def test_report_outputs(tmp_path: Path):
     assert "gguf-q4_k_m on pixel-8 — FAIL (ESTIMATED)" in md  # min_accuracy 0.05 > 0.02
     assert "| min_accuracy | 0.020 | 0.050 | measured | **FAIL** |" in md
     assert "pixel-8 prefers onnx; this package is gguf" in md
+    assert "assumptions of this estimate:" in md and "compute/overhead time" in md
+    assert "weights: quantization not recorded" in md  # no manifest report in this synthetic package
     data = json.loads(paths["json"].read_text())
     assert data["all_passed"] is False and [r["basis"] for r in data["reports"]] == ["measured", "estimated"]
     assert data["reports"][1]["gates"][2]["basis"] == "estimated"
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_states_the_packaged_quantization(tmp_path: Path):
+    r = _report("raspberry-pi-5", False, None)
+    r.quantization = {
+        "bits_per_weight": 6.19,
+        "type_mix": {"Q5_0": {"share": 0.58}, "Q8_0": {"share": 0.21}, "Q4_K": {"share": 0.21},
+                     "F32": {"share": 0.0003}},
+        "lm_head": {"tensor": "token_embd.weight", "type": "Q8_0", "tied_to_embedding": True},
+    }  # fmt: skip
+    md = write_outputs([r], tmp_path)["md"].read_text()
+    assert "- weights q4_k_m: 6.19 bpw (Q5_0 58%, Q8_0 21%, Q4_K 21%), LM head Q8_0 (tied)" in md
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["reports"][0]["quantization"]["bits_per_weight"] == 6.19
+    assert data["reports"][0]["figures"]["assumptions"] and data["reports"][0]["figures"]["bound"]
 
 
 def test_bench_summary_for_the_pipeline():

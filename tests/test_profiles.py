@@ -67,6 +67,9 @@ def test_bad_values_are_named(tmp_path):
     path = _write(tmp_path, "b6", lambda r: r.update(name="other"))
     with pytest.raises(ConfigError, match="must equal the file name 'b6'"):
         load_profile(path)
+    path = _write(tmp_path, "b7", lambda r: r["hardware"]["memory_bandwidth"].pop("sustained_source"))
+    with pytest.raises(ConfigError, match="sustained_source: say where sustained_gbs comes from"):
+        load_profile(path)
 
 
 def test_unknown_profile_lists_known():
