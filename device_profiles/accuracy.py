@@ -79,7 +79,8 @@ def run_accuracy(
     max_new_tokens: int = 320,
 ) -> AccuracyResult:
     """Generate greedily with the package's runtime, prompt template and decoding (CasCoD: two stages, as
-    in eval), then `score`."""
+    in eval), then `score`. `strategy` None: the one the package was exported with (its eval.strategy)."""
+    strategy = strategy or package.strategy
     from device_profiles.worker import generate
     from edge_distill.decoding import staged_decode
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.io import atomic_path
-from exporters import gguf_checks, package, parity
+from exporters import chat_template, gguf_checks, package, parity
 from exporters.errors import ExportError
 from exporters.formats import PROMPT_TEMPLATE, get_format
 from exporters.gguf_writer import write_gguf
@@ -60,6 +60,8 @@ class WriteOptions:
     check_transformers: bool = True
     onnx_block_size: int = 32
     onnx_accuracy_level: int = 4
+    model_name: str | None = None  # GGUF general.name / general.basename (the run's name)
+    chat_template: str | None = None  # the package's chat template (the GGUF carries it)
 
 
 def run_metadata(run_dir: str | Path) -> dict[str, Any]:
@@ -117,7 +119,9 @@ def write_gguf_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
     float_type = quant if quant in GGUF_FLOATS else "f16"
     name = f"model-{quant}.gguf"
     f_path = pkg / name if quant in GGUF_FLOATS else work / "model-f16.gguf"
-    summary = write_gguf(full, f_path, float_type, model=model)
+    summary = write_gguf(
+        full, f_path, float_type, model=model, name=options.model_name, chat_template=options.chat_template
+    )
     path = f_path if quant in GGUF_FLOATS else quantize_gguf(f_path, pkg / name, quant, threads=threads)
     numbers: dict[str, Any] = {
         "export_s": round(time.perf_counter() - t0, 2),
@@ -180,13 +184,16 @@ def write_onnx_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
 
 
 def _finish_package(pkg: Path, template: dict[str, Any], meta: dict[str, Any], extra: dict[str, Any],
-                    sign_key: Any) -> None:  # fmt: skip
+                    sign_key: Any, eos_token: str | None) -> None:  # fmt: skip
     """Prompt template, manifest, model card (then the manifest again, so it covers the card), signature."""
     (pkg / PROMPT_TEMPLATE).write_text(
         json.dumps(template, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
+    package.write_prompt_files(pkg, template, extra["model_file"], eos_token)
     manifest = package.write_manifest(pkg, **meta, extra=extra)
-    (pkg / "README.md").write_text(package.model_card(manifest, extra["model_file"]), encoding="utf-8")
+    (pkg / "README.md").write_text(
+        package.model_card(manifest, extra["model_file"], template), encoding="utf-8"
+    )
     package.write_manifest(pkg, **meta, extra=extra)
     if sign_key is not None:
         from exporters.signing import sign_manifest
@@ -202,6 +209,7 @@ def export_model(
     *,
     prompt_template: dict[str, Any] | None = None,
     decoding: dict[str, Any] | None = None,
+    strategy: str = "auto",
     source_run: str | None = None,
     config_digest: str | None = None,
     source_accuracy: dict[str, Any] | None = None,
@@ -219,12 +227,14 @@ def export_model(
     The package appears only after every parity check passed (ParityError otherwise, with the numbers);
     any failure leaves nothing at `out_dir`. `parity_prompts` is a list of prompts or a count of built-in
     GSM8K-style prompts in the student format (default 3). `sign_key` (an ed25519 private key, see
-    exporters.signing) adds manifest.sig inside the same atomic step.
+    exporters.signing) adds manifest.sig inside the same atomic step. `strategy` is the run's
+    `eval.strategy`: "auto", or cot/l2m/pot forced after the prompt (the package's chat templates too).
     """
     source, out_dir = Path(source), Path(out_dir)
     check_request(source, fmt, quant)
     f = get_format(fmt)
-    template = prompt_template or package.default_prompt_template(decoding)
+    template = prompt_template or package.default_prompt_template(decoding, strategy)
+    template.setdefault("chat_template", chat_template.jinja_template(template))
     prompts = (
         parity_prompts
         if isinstance(parity_prompts, list)
@@ -248,7 +258,9 @@ def export_model(
         pkg.mkdir()
         if not f.needs_torch_model:
             model = None  # frees the torch weights before a builder that loads its own copy
-        options = WriteOptions(threads, check_transformers, onnx_block_size, onnx_accuracy_level)
+        name = Path(source_run).name if source_run else source.name  # never "merged" or "final"
+        options = WriteOptions(threads, check_transformers, onnx_block_size, onnx_accuracy_level, name,
+                               template["chat_template"])  # fmt: skip
         model_file, numbers = f.load("writer")(full, pkg, work, quant, model, tokenizer, ref, options)
         timings = {
             "export_s": numbers.pop("export_s"),
@@ -264,7 +276,7 @@ def export_model(
             source_accuracy=source_accuracy,
         )
         extra = {"model_file": model_file, "source_model": str(source), "parity": numbers, "timings": timings}
-        _finish_package(pkg, template, meta, extra, sign_key)
+        _finish_package(pkg, template, meta, extra, sign_key, tokenizer.eos_token)
     logger.info("exported %s (%s %s) in %.1fs", out_dir, fmt, quant, time.perf_counter() - t_start)
     if archive:
         package.write_archive(out_dir)

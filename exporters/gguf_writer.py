@@ -142,10 +142,12 @@ def _vocab(model_dir: Path, n_vocab: int) -> tuple[list[str], list[int], str, An
     return tokens, [int(t) for t in types], pre, tokenizer
 
 
-def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: Any = None) -> GgufSummary:
+def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: Any = None,
+               name: str | None = None, chat_template: str | None = None) -> GgufSummary:  # fmt: skip
     """Write `model_dir` (HF Llama/Qwen2 with tokenizer.json) as an f32/f16 GGUF at `out_path`.
 
-    `model` may be the already loaded torch model (saves a second load). 1-D tensors stay f32 like
+    `model` may be the already loaded torch model (saves a second load). `name` becomes general.name and
+    general.basename (default: the directory's name); `chat_template` replaces the tokenizer's. 1-D tensors stay f32 like
     llama.cpp's converter does; 2-D weights get `outtype`.
     """
     import gguf
@@ -177,7 +179,8 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
     tokens, types, pre, tokenizer = _vocab(model_dir, cfg.vocab_size)
     arch_name = gguf.MODEL_ARCH_NAMES[arch]
     w = gguf.GGUFWriter(out_path, arch_name)
-    w.add_name(model_dir.name)
+    w.add_name(name or model_dir.name)
+    w.add_basename(name or model_dir.name)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_block_count(cfg.num_hidden_layers)
@@ -210,7 +213,9 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
     special.add_special_token["eos"] = bool(
         tokenizer.eos_token_id is not None and probe[-1:] == [tokenizer.eos_token_id]
     )
-    if special.chat_template is None and getattr(tokenizer, "chat_template", None):
+    if chat_template is not None:
+        special.chat_template = chat_template
+    elif special.chat_template is None and getattr(tokenizer, "chat_template", None):
         special.chat_template = tokenizer.chat_template
     special.add_to_gguf(w, quiet=True)
 
