@@ -68,8 +68,11 @@ def jinja_template(template: dict[str, Any]) -> str:
         "{#- edge-distill student: the last user message is the question; the prompt is the plain text the "
         "student was trained on -#}\n"
         "{%- set ns = namespace(question=none) -%}\n"
+        # every message's content is read (not rendered): llama.cpp then sees a template that handles system
+        # messages itself instead of merging the system prompt into the question
         "{%- for message in messages -%}\n"
-        "{%- if message['role'] == 'user' -%}{%- set ns.question = message['content'] -%}{%- endif -%}\n"
+        "{%- set content = message['content'] -%}\n"
+        "{%- if message['role'] == 'user' -%}{%- set ns.question = content -%}{%- endif -%}\n"
         "{%- endfor -%}\n"
         f"{{%- if ns.question is none -%}}{{{{ raise_exception('{_NO_QUESTION}') }}}}{{%- endif -%}}\n"
         f"{before}{{{{ ns.question | trim }}}}{after}"

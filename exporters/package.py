@@ -134,7 +134,7 @@ def how_to_prompt(template: dict[str, Any], model_file: str) -> str:
             f"the tag, the student writes the rationale and a last line `The answer is N.` No Python needed."
         )
     pot = (
-        "A `[pot]` program is model output: hostile. Never `exec` it in the app's process. edge-distill runs it "
+        "the program is model output, so hostile: never `exec` it in the app's process. edge-distill runs it "
         "with `edge_distill.sandbox.run_programs([program])` (a separate interpreter under seccomp/Landlock/"
         "rlimits, no network, 2 s CPU) and reads the variable `answer`; an app needs an equivalent isolated "
         "Python (on a phone: an embedded interpreter in its own sandboxed process) or a cot/l2m package."
@@ -146,25 +146,36 @@ def how_to_prompt(template: dict[str, Any], model_file: str) -> str:
         if two_stage
         else ""
     )
+    if model_file.endswith(".gguf"):
+        where = (
+            "the GGUF's `tokenizer.chat_template`, read by `llama-cli -cnv`, `llama-server --jinja`, LM Studio and "
+            "llama-cpp-python's `create_chat_completion`; also `chat_template.jinja` for transformers"
+        )
+        ollama = (
+            "\n- **Ollama**: in this directory `ollama create my-solver -f Modelfile` (the same template in Go "
+            'syntax, greedy parameters, stop strings), then `ollama run my-solver "<question>"`. Go templates '
+            "cannot strip blanks: send the question trimmed."
+        )
+    else:
+        where = (
+            "`chat_template.jinja` and `tokenizer_config.json`, read by ORT GenAI's `Tokenizer.apply_chat_template` "
+            "and transformers' `apply_chat_template`"
+        )
+        ollama = ""
     return f"""## How to prompt it
 The student learned one plain-text prompt, no chat roles. For the question `<question>` it is exactly:
 
 ```text
 {example}
 ```
-(the question stripped of surrounding blanks; the prompt ends with a space, `{example[-8:]!r}`). Decode greedily
+(the question stripped of surrounding blanks; the last line ends with one space). Decode greedily
 (temperature 0, no repeat penalty) and stop at EOS; the answer is the text after the prompt.
 
-- **Completion APIs** (`llama-cli -p`, `llama_cpp.Llama(...)(prompt)`, ORT GenAI): send that text;
-  `student_prompt` (+ `forced_strategy_suffix` when `strategy` is forced) in `prompt_template.json`.
-- **Chat front ends** (`llama-cli -cnv`, `llama-server --jinja`, llama-cpp-python `create_chat_completion`,
-  LM Studio, transformers `apply_chat_template`, ORT GenAI `Tokenizer.apply_chat_template`): the package's
-  chat template (in the GGUF's `tokenizer.chat_template`, `chat_template.jinja`, `tokenizer_config.json`)
-  renders a user message into exactly this prompt. Send the question alone as the (last) user message:
-  system messages and earlier turns are ignored; the student is a single-turn solver.
-- **Ollama**: `ollama create my-solver -f Modelfile` in this directory (the `Modelfile` names `{model_file}`,
-  the same template in Go syntax, temperature 0 and the stop strings), then `ollama run my-solver "<question>"`.
-  Go templates cannot strip blanks: send the question trimmed.
+- **Completion APIs**: send that text — `student_prompt` in `prompt_template.json` with the question
+  (+ `forced_strategy_suffix` when `strategy` is not `auto`).
+- **Chat front ends**: the package's chat template ({where}) renders a user message into exactly this
+  prompt. Send the question alone as the (last) user message: system messages and earlier turns are
+  ignored; the student is a single-turn solver.{ollama}
 
 **Strategy.** {strategy}
 

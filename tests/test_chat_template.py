@@ -10,6 +10,9 @@ Each runtime applies the template with its own machinery: llama-cpp-python's `cr
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 
 import jinja2
 import pytest
@@ -191,3 +194,67 @@ def test_onnx_package_ort_genai_chat_template_feeds_the_training_tokens(tmp_path
             messages, add_generation_prompt=True, tokenize=True, return_dict=False
         )
         assert list(hf) == expected, q
+
+
+# Ollama renders TEMPLATE with Go's text/template over its messages (api.Message: Role, Content, ...).
+_GO_RENDER = """package main
+
+import (
+	"encoding/json"
+	"os"
+	"text/template"
+)
+
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type Values struct {
+	Messages []Message `json:"messages"`
+	System   string
+	Prompt   string
+	Response string
+}
+
+func main() {
+	var in struct {
+		Template string    `json:"template"`
+		Messages []Message `json:"messages"`
+	}
+	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
+		panic(err)
+	}
+	tmpl := template.Must(template.New("").Option("missingkey=zero").Parse(in.Template))
+	if err := tmpl.Execute(os.Stdout, Values{Messages: in.Messages}); err != nil {
+		panic(err)
+	}
+}
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", ["auto", "pot"])
+def test_ollama_template_renders_the_training_prompt_in_go(tmp_path, strategy):
+    """Go's text/template (what Ollama executes) renders the Modelfile's TEMPLATE into the training prompt.
+    Needs a Go toolchain (Debian: golang-go); Ollama itself is not installed here."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("no Go toolchain (apt-get install golang-go) to execute the Ollama template")
+    (tmp_path / "main.go").write_text(_GO_RENDER)
+    template = default_prompt_template(strategy=strategy)
+    text = modelfile("model-q8_0.gguf", template, stop=["<|im_end|>"])
+    go_template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    subprocess.run([go, "build", "-o", str(tmp_path / "render"), str(tmp_path / "main.go")], check=True,
+                   cwd=tmp_path, env={**os.environ, "GOCACHE": str(tmp_path / "gocache")},
+                   capture_output=True, timeout=300)  # fmt: skip
+    for q in [q.strip() for q in QUESTIONS]:  # Go templates cannot strip: apps send the question trimmed
+        messages = [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "an earlier question"},
+            {"role": "assistant", "content": "[cot]: earlier.\nThe answer is 1."},
+            {"role": "user", "content": q},
+        ]
+        out = subprocess.run([str(tmp_path / "render")], input=json.dumps({"template": go_template, "messages": messages}),
+                             capture_output=True, text=True, check=True, timeout=60).stdout  # fmt: skip
+        assert out == student_prompt(q, _forced(strategy)), q
