@@ -56,6 +56,14 @@ def _parts(template: dict[str, Any], forbidden: tuple[str, ...]) -> tuple[str, s
     return before, after
 
 
+def student_jinja_template() -> str:
+    """The Jinja template of the plain student prompt (strategy auto), for HF model directories a run
+    writes (train/final): `apply_chat_template` on them gives the prompt the student is trained on."""
+    from edge_distill.strategies import STUDENT_PROMPT
+
+    return jinja_template({"student_prompt": STUDENT_PROMPT, "strategy": "auto"})
+
+
 def jinja_template(template: dict[str, Any]) -> str:
     """A Jinja chat template (HF / llama.cpp / LM Studio / ORT GenAI) rendering the training prompt.
 
