@@ -139,12 +139,17 @@ def smollm2_tokenizer(gguf: Path) -> Any:
     from transformers import AutoTokenizer
 
     pre = gguf_pre_tokenizer(gguf)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return restore_pre_tokenizer(tokenizer, pre, source=gguf)
+
+
+def restore_pre_tokenizer(tokenizer: Any, pre: str, *, source: Path | str = "the GGUF") -> Any:
+    """Give `tokenizer` (from transformers' GGUF loader) the HF pre-tokenizer of llama.cpp's `pre`."""
     if pre not in _HF_PRE_TOKENIZERS:
         raise ModelError(
-            f"{gguf}: pre-tokenizer {pre!r} has no HF equivalent here (known: {', '.join(_HF_PRE_TOKENIZERS)}); "
+            f"{source}: pre-tokenizer {pre!r} has no HF equivalent here (known: {', '.join(_HF_PRE_TOKENIZERS)}); "
             "a tokenizer that splits text differently from the model's own would train on other tokens"
         )
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer.backend_tokenizer.pre_tokenizer = _HF_PRE_TOKENIZERS[pre]()
     return tokenizer
 

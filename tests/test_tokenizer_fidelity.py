@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 import edge_distill
-from edge_distill.models import gguf_pre_tokenizer, load_tokenizer, smollm2_gguf_path, smollm2_tokenizer
+from edge_distill.errors import ModelError
+from edge_distill.models import gguf_pre_tokenizer, load_tokenizer, restore_pre_tokenizer, smollm2_gguf_path
 from edge_distill.strategies import format_response, gsm8k_cot, gsm8k_l2m, student_prompt
 from exporters.parity import TOKENIZER_CHECK_STRINGS
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is compiled by scripts/setup.sh")
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~40 s: two GGUF reads + 7,500 texts
 
 GSM8K = Path(edge_distill.__file__).parent / "assets" / "gsm8k"
 
@@ -80,10 +81,24 @@ def llama_vocab(gguf):
 
 
 @pytest.fixture(scope="module")
-def student_tokenizer(gguf, tmp_path_factory):
-    """The converted tokenizer as the pipeline uses it: saved, then loaded back by `load_tokenizer`."""
+def loader_dir(gguf, tmp_path_factory):
+    """transformers' GGUF loader output, saved (read once: the GGUF is parsed in ~20 s)."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("gguf-loader-tokenizer")
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def student_tokenizer(gguf, loader_dir, tmp_path_factory):
+    """What `convert_smollm2` saves (`smollm2_tokenizer`: loader + restored pre-tokenizer), loaded back by
+    `load_tokenizer` as the pipeline does."""
+    from transformers import AutoTokenizer
+
     out = tmp_path_factory.mktemp("smollm2-tokenizer")
-    smollm2_tokenizer(gguf).save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(loader_dir)
+    restore_pre_tokenizer(tokenizer, gguf_pre_tokenizer(gguf), source=gguf).save_pretrained(out)
     return load_tokenizer(out)
 
 
@@ -97,8 +112,11 @@ def _mismatches(hf, llama, texts: list[str]) -> list[tuple[str, list[int], list[
     return out
 
 
-def test_gguf_names_smollm_pre_tokenizer(gguf):
-    assert gguf_pre_tokenizer(gguf) == "smollm"
+def test_unknown_pre_tokenizer_is_refused(loader_dir):
+    from transformers import AutoTokenizer
+
+    with pytest.raises(ModelError, match="pre-tokenizer 'qwen9' has no HF equivalent"):
+        restore_pre_tokenizer(AutoTokenizer.from_pretrained(loader_dir), "qwen9")
 
 
 def test_hf_tokenizer_matches_llama_cpp_on_all_shipped_gsm8k_texts(student_tokenizer, llama_vocab):
@@ -118,9 +136,9 @@ def test_hf_tokenizer_matches_llama_cpp_on_probes(student_tokenizer, llama_vocab
     assert len(digit_ids) == 4
 
 
-def test_control_transformers_gguf_loader_alone_differs(gguf, llama_vocab):
+def test_control_transformers_gguf_loader_alone_differs(loader_dir, llama_vocab):
     """Without the restored pre-tokenizer the comparison fails: the test can see the bug."""
     from transformers import AutoTokenizer
 
-    raw = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    raw = AutoTokenizer.from_pretrained(loader_dir)
     assert _mismatches(raw, llama_vocab, ["x  12", "1234567890123"]) != []
