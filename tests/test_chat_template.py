@@ -258,3 +258,23 @@ def test_ollama_template_renders_the_training_prompt_in_go(tmp_path, strategy):
         out = subprocess.run([str(tmp_path / "render")], input=json.dumps({"template": go_template, "messages": messages}),
                              capture_output=True, text=True, check=True, timeout=60).stdout  # fmt: skip
         assert out == student_prompt(q, _forced(strategy)), q
+
+
+@pytest.mark.integration
+def test_cli_export_strategy_option_forces_the_tag(tiny_model_dir, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is compiled by scripts/setup.sh")
+    from click.testing import CliRunner
+
+    from edge_distill.cli import main
+
+    bad = CliRunner().invoke(main, ["export", str(tiny_model_dir), "--format", "gguf", "--quant", "f16",
+                                    "--strategy", "tot"])  # fmt: skip
+    assert bad.exit_code == 2 and "'tot' is not one of" in bad.output
+    out = tmp_path / "pkg"
+    res = CliRunner().invoke(main, ["export", str(tiny_model_dir), "--format", "gguf", "--quant", "f16",
+                                    "--strategy", "cot", "--parity-prompts", "1", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    template = json.loads((out / "prompt_template.json").read_text())
+    assert template["strategy"] == "cot"
+    assert render(template, "What is 2 + 3?") == student_prompt("What is 2 + 3?", "cot")
+    assert "forces `[cot]`" in (out / "README.md").read_text()
