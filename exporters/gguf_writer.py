@@ -142,12 +142,42 @@ def _vocab(model_dir: Path, n_vocab: int) -> tuple[list[str], list[int], str, An
     return tokens, [int(t) for t in types], pre, tokenizer
 
 
+def set_prompt_metadata(path: Path, *, name: str | None, chat_template: str | None) -> None:
+    """Give a GGUF another writer produced (llama.cpp's converter) the package's general.name/basename and
+    chat template: the file is copied with the new metadata (gguf's own gguf-new-metadata) and replaced."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    from edge_distill.io import atomic_path
+
+    path = Path(path)
+    string = gguf.GGUFValueType.STRING
+    new: dict[str, Any] = {}
+    if name:
+        new[gguf.Keys.General.NAME] = MetadataDetails(string, name)
+        new[gguf.Keys.General.BASENAME] = MetadataDetails(string, name)
+    if chat_template is not None:
+        new[gguf.Keys.Tokenizer.CHAT_TEMPLATE] = MetadataDetails(string, chat_template)
+    if not new:
+        return
+    reader = gguf.GGUFReader(path, "r")
+    with atomic_path(path) as tmp:
+        arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+        writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
+        alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
+        if alignment is not None:
+            writer.data_alignment = alignment.contents()
+        copy_with_new_metadata(reader, writer, new, [])
+    del reader
+
+
 def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: Any = None,
                name: str | None = None, chat_template: str | None = None) -> GgufSummary:  # fmt: skip
     """Write `model_dir` (HF Llama/Qwen2 with tokenizer.json) as an f32/f16 GGUF at `out_path`.
 
     `model` may be the already loaded torch model (saves a second load). `name` becomes general.name and
-    general.basename (default: the directory's name); `chat_template` replaces the tokenizer's. 1-D tensors stay f32 like
+    general.basename (default: the directory's name); `chat_template` replaces the tokenizer's (a GGUF written
+    by another writer gets both from `set_prompt_metadata`). 1-D tensors stay f32 like
     llama.cpp's converter does; 2-D weights get `outtype`.
     """
     import gguf

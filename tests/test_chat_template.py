@@ -278,3 +278,35 @@ def test_cli_export_strategy_option_forces_the_tag(tiny_model_dir, tmp_path):
     assert template["strategy"] == "cot"
     assert render(template, "What is 2 + 3?") == student_prompt("What is 2 + 3?", "cot")
     assert "forces `[cot]`" in (out / "README.md").read_text()
+
+
+@pytest.mark.integration
+def test_set_prompt_metadata_rewrites_a_gguf_from_another_writer(tiny_model_dir, tmp_path):
+    """For GGUFs written by llama.cpp's converter: name and chat template replaced, tensors kept."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is compiled by scripts/setup.sh")
+    from gguf import GGUFReader
+
+    from exporters.gguf_writer import set_prompt_metadata, write_gguf
+
+    path = tmp_path / "m.gguf"
+    write_gguf(tiny_model_dir, path, "f16")  # the tiny model's own ChatML template and directory name
+    before = GGUFReader(path)
+    assert "<|im_start|>" in before.get_field("tokenizer.chat_template").contents()
+    tensors = {t.name: bytes(t.data.tobytes()) for t in before.tensors}
+    del before
+    template = default_prompt_template(strategy="cot")
+    set_prompt_metadata(path, name="my-run", chat_template=template["chat_template"])
+    after = GGUFReader(path)
+    assert (
+        after.get_field("general.name").contents()
+        == after.get_field("general.basename").contents()
+        == "my-run"
+    )
+    assert after.get_field("tokenizer.chat_template").contents() == template["chat_template"]
+    assert {t.name: bytes(t.data.tobytes()) for t in after.tensors} == tensors
+    assert [p.name for p in tmp_path.iterdir()] == ["m.gguf"]  # replaced atomically, no leftovers
+    llm = llama_cpp.Llama(str(path), n_ctx=256, verbose=False)
+    q = QUESTIONS[0]
+    text = llm.create_chat_completion([{"role": "user", "content": q}], max_tokens=1)
+    assert text["usage"]["prompt_tokens"] == len(_training_ids(load_tokenizer(tiny_model_dir), q, "cot"))
+    llm.close()
