@@ -233,8 +233,8 @@ def export_model(
     source, out_dir = Path(source), Path(out_dir)
     check_request(source, fmt, quant)
     f = get_format(fmt)
-    template = prompt_template or package.default_prompt_template(decoding, strategy)
-    template.setdefault("chat_template", chat_template.jinja_template(template))
+    template = dict(prompt_template or package.default_prompt_template(decoding, strategy))
+    template["chat_template"] = chat_template.jinja_template(template)  # always the prompt's own
     prompts = (
         parity_prompts
         if isinstance(parity_prompts, list)
@@ -258,7 +258,7 @@ def export_model(
         pkg.mkdir()
         if not f.needs_torch_model:
             model = None  # frees the torch weights before a builder that loads its own copy
-        name = Path(source_run).name if source_run else source.name  # never "merged" or "final"
+        name = Path(source_run or source).resolve().name  # the run's name, never "merged" or "final"
         options = WriteOptions(threads, check_transformers, onnx_block_size, onnx_accuracy_level, name,
                                template["chat_template"])  # fmt: skip
         model_file, numbers = f.load("writer")(full, pkg, work, quant, model, tokenizer, ref, options)
