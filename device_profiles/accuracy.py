@@ -11,6 +11,8 @@ from typing import Any
 
 from edge_distill.types import Problem, Strategy
 
+_PROGRESS_CHUNK = 16  # prompts per generation process in the accuracy pass
+
 log = logging.getLogger(__name__)
 
 
@@ -82,10 +84,19 @@ def run_accuracy(
     in eval), then `score`. `strategy` None: the one the package was exported with (its eval.strategy)."""
     strategy = strategy or package.strategy
     from device_profiles.worker import generate
+    from edge_distill.console import progress
     from edge_distill.decoding import staged_decode
 
     def run(batch: list[str], n: int = 1, max_new_tokens: int = max_new_tokens) -> list[list[str]]:
-        texts = generate(package.runtime, package.model_path, threads, batch, max_new_tokens=max_new_tokens)
+        # chunks of prompts per worker process, so the pass shows progress (a process start each)
+        texts: list[str] = []
+        chunks = [batch[i : i + _PROGRESS_CHUNK] for i in range(0, len(batch), _PROGRESS_CHUNK)]
+        with progress(total=len(batch), desc=f"accuracy {package.runtime}", unit="problem") as bar:
+            for chunk in chunks:
+                texts += generate(
+                    package.runtime, package.model_path, threads, chunk, max_new_tokens=max_new_tokens
+                )
+                bar.update(len(chunk))
         return [[t] for t in texts]
 
     prompts = [package.prompt(p.question, strategy.value if strategy else None) for p in problems]

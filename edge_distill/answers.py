@@ -2,8 +2,9 @@
 
 Using a single implementation everywhere matters: if filtering accepted "1,000" but eval did not, the
 student would be trained on data the metric then calls wrong. Numbers are compared exactly as
-fractions, within a relative tolerance (|a-b| <= 1e-4 * max(1, |b|)) so that 0.3333 matches 1/3 and
-float noise from PoT programs ("0.30000000000000004") does not count as a wrong answer.
+fractions, within a relative tolerance (|a-b| <= rel_tol * max(1, |b|), rel_tol 1e-4 unless the config
+key `answers.rel_tol` says otherwise: `set_tolerance`) so that 0.3333 matches 1/3 and float noise from
+PoT programs ("0.30000000000000004") does not count as a wrong answer.
 
 Answers come from models and user files, so nothing here raises on any input: a number with more than
 `MAX_DIGITS` digits (or an exponent beyond +-50), or an answer text longer than `MAX_ANSWER_CHARS`, is
@@ -24,10 +25,16 @@ __all__ = [
     "gsm8k_gold",
     "normalize_number",
     "parse_number",
+    "set_tolerance",
+    "tolerance",
 ]
 
 ANSWER_MARKER = "The answer is"
-REL_TOL = Fraction(1, 10_000)
+REL_TOL = Fraction(1, 10_000)  # the default of `answers.rel_tol`
+MAX_REL_TOL = 0.01  # looser than 1 % would call 99 correct for 100: not a comparison any more
+_rel_tol = REL_TOL
+# A model that runs past its answer starts the next few-shot block; nothing from there is its answer.
+_RUN_ON_RE = re.compile(r"\n\s*Question:")
 # Non-terminating fractions (1/3) are written with this many decimals; the tolerance is far coarser.
 _DECIMALS = 10
 # Anything longer is not a final answer but a paragraph that happens to follow a marker.
@@ -199,17 +206,19 @@ def _braced(text: str, start: int) -> str:
 def extract_answer(text: str | None) -> str | None:
     """The final answer of a rationale, normalized (see `normalize_number`), or None.
 
-    Order: the first final-answer marker that is followed by a number ("The answer is", "####",
-    "\\boxed{}", "Answer:"), strongest marker kind first; the first one wins because a model that
-    ran past its answer keeps writing new questions after it. Without any marker: the last number
-    in the text. If a marker is followed by a short non-numeric answer ("The answer is Tuesday.")
-    that text is returned, so it can still match a non-numeric gold.
+    The text is first cut where a model that ran past its answer starts a new "Question:". Then, per
+    final-answer marker kind, strongest first ("The answer is", "####", "\\boxed{}", "Answer:"), the
+    LAST marker followed by a number wins: an early "The answer is:" with the number on a later line, or
+    a draft answer that the rationale then corrects, must not beat "Therefore, the answer is 20000.".
+    Without any marker: the last number in the text. If a marker is only followed by a short non-numeric
+    answer ("The answer is Tuesday.") that text is returned, so it can still match a non-numeric gold.
     """
     if not text or not isinstance(text, str):
         return None
-    text = _clean_latex(text)
+    text = _clean_latex(_RUN_ON_RE.split(text, maxsplit=1)[0])
     text_answer: str | None = None
     for marker in _MARKERS:
+        found: Fraction | None = None
         for m in marker.finditer(text):
             if marker.pattern.startswith("\\\\boxed"):
                 tail = _braced(text, m.end())
@@ -219,10 +228,13 @@ def extract_answer(text: str | None) -> str | None:
                 tail = re.sub(r"\\boxed\s*\{", "", tail)
             value = _first_number(tail)
             if value is not None:
-                return _format(value)
+                found = value
+                continue
             cleaned = tail.strip().strip("*").strip().rstrip(".").strip()
             if text_answer is None and 0 < len(cleaned) <= _MAX_TEXT_ANSWER:
                 text_answer = cleaned
+        if found is not None:
+            return _format(found)
     if text_answer is not None:
         return text_answer
     value = _last_number(text)
@@ -233,12 +245,29 @@ def _text_key(s: str) -> str:
     return re.sub(r"\s+", " ", s.strip().rstrip(".").strip().casefold())
 
 
+def set_tolerance(rel_tol: float) -> None:
+    """Set the relative tolerance of `answers_match` for this process (config key `answers.rel_tol`).
+
+    One value for teacher filtering, student sampling and eval alike, so they never disagree. 0 means
+    exact; at most MAX_REL_TOL. The pipeline and the CLI call this once, before anything is judged."""
+    global _rel_tol
+    if isinstance(rel_tol, bool) or not 0 <= float(rel_tol) <= MAX_REL_TOL:
+        raise ValueError(f"answers.rel_tol must be between 0 and {MAX_REL_TOL}, got {rel_tol!r}")
+    _rel_tol = Fraction(str(float(rel_tol)))
+
+
+def tolerance() -> float:
+    """The relative tolerance `answers_match` uses now."""
+    return float(_rel_tol)
+
+
 def answers_match(pred: str | None, gold: str | None) -> bool:
     """Whether a predicted answer equals the gold answer.
 
-    Numbers: |a-b| <= 1e-4 * max(1, min(|a|, |b|)). That is the contract's 1e-4*max(1,|gold|) whenever
-    |pred| >= |gold|, and slightly stricter otherwise, which makes the relation symmetric (a prediction
-    is never "correct" against a gold that would not accept it back). Non-numbers: case-insensitive text.
+    Numbers: |a-b| <= rel_tol * max(1, min(|a|, |b|)) (rel_tol: `set_tolerance`, default 1e-4). That is
+    the contract's rel_tol*max(1,|gold|) whenever |pred| >= |gold|, and slightly stricter otherwise, which
+    makes the relation symmetric (a prediction is never "correct" against a gold that would not accept
+    it back). Non-numbers: case-insensitive text.
     """
     if pred is None or gold is None:
         return False
@@ -252,7 +281,7 @@ def answers_match(pred: str | None, gold: str | None) -> bool:
     a, b = parse_number(pred), parse_number(gold)
     if a is not None and b is not None:
         scale = max(Fraction(1), min(abs(a), abs(b)))
-        return abs(a - b) <= REL_TOL * scale
+        return abs(a - b) <= _rel_tol * scale
     if a is not None or b is not None:
         return False
     ka, kb = _text_key(pred), _text_key(gold)

@@ -57,12 +57,10 @@ class _Group(click.Group):
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from edge_distill.console import setup_logging
+
+    # tqdm-safe handler, warnings routed into logging, third-party noise filtered (edge_distill.console)
+    setup_logging(logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING)
 
 
 @click.group(cls=_Group)

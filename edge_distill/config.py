@@ -34,6 +34,9 @@ class Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
+DataFormat = Literal["auto", "jsonl", "json", "gsm8k", "csv", "parquet", "arrow", "xml", "hf"]
+
+
 class DataConfig(Section):
     """Where problems come from. `builtin:gsm8k-sample` is the GSM8K sample shipped in the package."""
 
@@ -41,13 +44,43 @@ class DataConfig(Section):
     test: str = "builtin:gsm8k-sample"
     # socratic (sub-question) versions, used by the recorded teacher for L2M; "auto" = sibling file
     train_socratic: str | None = "auto"
-    format: Literal["gsm8k", "jsonl"] = "gsm8k"
+    # file format of both splits; train_format / test_format override it per split (null = format).
+    # auto = by suffix: .jsonl/.json, .csv, .parquet, .arrow, .xml (ASDiv), a directory = `datasets` saved
+    # dir; hf:<hub id> = the hub (online). gsm8k and json are the JSON reader. builtin:* ignores it.
+    format: DataFormat = "auto"
+    train_format: DataFormat | None = None
+    test_format: DataFormat | None = None
+    # a field name, or a template of fields: "{Body} {Question}" (SVAMP, ASDiv)
     question_field: str = "question"
+    # a number, a list of numbers (first one: lSolutions), "... #### N", or "9 (apples)" (see edge_distill.data)
     answer_field: str = "answer"
+    id_field: str | None = "id"  # rows without it get "q-" + a hash of the question
     limit_train: int | None = Field(default=None, ge=1)
     dev_size: int = Field(default=100, ge=1)
     skip_malformed: bool = False
     seed: int = 0
+
+    @field_validator("question_field", "answer_field")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError(
+                "must name a field (or, for question_field, a template like '{Body} {Question}')"
+            )
+        return v
+
+    def loader_kwargs(self, split: str) -> dict[str, Any]:
+        """Plain keyword arguments of `data.load_problems` for the train or test source."""
+        fmt = (self.train_format if split == "train" else self.test_format) or self.format
+        return {
+            "fmt": fmt,
+            "question_field": self.question_field,
+            "answer_field": self.answer_field,
+            "id_field": self.id_field,
+            "skip_malformed": self.skip_malformed,
+            "split": split,
+            "socratic": self.train_socratic if split == "train" else "auto",
+        }
 
 
 # --------------------------------------------------------------------------- teacher
@@ -117,6 +150,14 @@ class EditConfig(Section):
     step2_lr: float = Field(default=5e-6, gt=0)
 
 
+# transformers' `report_to` values (INTEGRATION_TO_CALLBACK in transformers.integrations; a test keeps
+# this list equal to it): written out so the config stays importable without transformers
+REPORT_TO = (
+    "none", "all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte",
+    "kubeflow", "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb",
+)  # fmt: skip
+
+
 class TrainConfig(Section):
     finetune: Literal["lora", "full"] = "lora"
     objective: Literal["sft", "cascod", "edit"] = "sft"
@@ -146,6 +187,22 @@ class TrainConfig(Section):
     compile: bool = False
     liger: bool = False  # Liger kernels (norm/RoPE/MLP) on CUDA when liger-kernel is installed
     logging_steps: int = Field(default=5, ge=1)
+    # experiment trackers Trainer reports to (transformers' integrations); [] or [none] = none, [all] =
+    # every one installed. Each needs its package (tensorboard, wandb, mlflow, trackio, ...); TensorBoard
+    # logs go to <train dir>/tensorboard. The run's own train_metrics.jsonl is written either way.
+    report_to: list[str] = Field(default_factory=list)
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, str) else v
+        if isinstance(v, list):
+            bad = [x for x in v if x not in REPORT_TO]
+            if bad:
+                raise ValueError(f"{clip(bad)}: allowed values are {', '.join(REPORT_TO)}")
+            if "none" in v and len(v) > 1:
+                raise ValueError("'none' cannot be combined with other trackers")
+        return v
 
 
 class StudentConfig(Section):
@@ -264,6 +321,13 @@ class SandboxConfig(Section):
     mode: Literal["strict", "weak"] = "strict"
 
 
+class AnswersConfig(Section):
+    """How a predicted answer is compared with the gold one, for teacher filtering, sampling and eval alike."""
+
+    # numbers match when |pred - gold| <= rel_tol * max(1, |gold|); 0 = exact (edge_distill.answers)
+    rel_tol: float = Field(default=1e-4, ge=0.0, le=0.01)
+
+
 # --------------------------------------------------------------------------- root
 class Config(Section):
     name: str = "quickstart"
@@ -280,6 +344,7 @@ class Config(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    answers: AnswersConfig = Field(default_factory=AnswersConfig)
 
     @field_validator("name", mode="before")
     @classmethod

@@ -126,11 +126,17 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def append_jsonl(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
-    """Append one row (metrics logs). A single write() of one line is atomic enough for logs."""
+    """Append one row (metrics logs) as one O_APPEND write() of the whole line, so concurrent writers
+    never interleave inside a line and a crash leaves at most one cut last line."""
     make_dirs(Path(path).parent)
+    data = (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode()
     try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
     except OSError as e:
         raise storage_error(path, e) from e
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill import sandbox, stages
+from edge_distill.answers import set_tolerance
 from edge_distill.config import Config
 from edge_distill.errors import StageError
 from edge_distill.io import write_json, write_jsonl, write_text
@@ -191,6 +192,7 @@ def run_pipeline(
     run = RunDir(cfg, resume=resume or until is not None or redo is not None, overwrite=overwrite)
     try:  # the run directory is locked from RunDir() until here: one writer at a time
         sandbox.configure(cfg.sandbox.mode)
+        set_tolerance(cfg.answers.rel_tol)  # one comparison for teach, sampling and eval
         return _run_stages(cfg, run, until=until, redo=redo)
     finally:
         run.release()
@@ -203,17 +205,18 @@ def _run_stages(cfg: Config, run: RunDir, *, until: str | None, redo: str | None
         if name is not None and name not in names:
             raise StageError(f"stage {name!r} is not part of this run; stages: {', '.join(names)}")
     log.info("run %s (config %s): %s", run.path, config_digest(cfg), " -> ".join(names))
-    for name, fn in steps:
+    for i, (name, fn) in enumerate(steps, 1):
+        counter = f"[{i}/{len(steps)}] {name}"  # one line per stage: "[4/7] train: done in 41.2 s"
         if run.done(name) and name != redo and name != "report":
-            log.info("stage %s: already finished, skipped", name)
+            log.info("%s: already finished, skipped", counter)
         else:
-            log.info("stage %s: started", name)
+            log.info("%s: started", counter)
             t0 = time.perf_counter()
             summary = fn(cfg, run)
             wall = time.perf_counter() - t0
             run.mark_done(name, wall, summary)
             run.metric(name, wall_s=round(wall, 2), **{k: v for k, v in summary.items() if _scalar(v)})
-            log.info("stage %s: finished in %.1f s", name, wall)
+            log.info("%s: done in %.1f s", counter, wall)
         if name == until:
             break
     return run

@@ -403,7 +403,8 @@ def _default_pool() -> SandboxPool:
 
 
 def run_programs(programs: list[str], timeout_s: float = 2.0, memory_mb: int = 512) -> list[PotResult]:
-    """Run PoT programs in the shared sandbox pool; each must assign the variable `answer`."""
+    """Run PoT programs in the shared sandbox pool; each must leave an answer (`answer`, `ans`, `result` or
+    `solution()`: the rule at `sandbox_worker.ANSWER_NAMES`)."""
     if not programs:
         return []
     return _default_pool().run(list(programs), timeout_s=timeout_s, memory_mb=memory_mb)

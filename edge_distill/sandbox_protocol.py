@@ -24,6 +24,14 @@ MAX_ERROR_CHARS = 300
 MAX_ANSWER_CHARS = 200
 MAX_ANSWER_DIGITS = 100
 _EXPONENT_RE = re.compile(r"[eE]\s*[-+]?\s*(\d+)")
+# "ValueError: `answer` is inf", "TypeError: `ans` is a list, not a number", "the answer is not a number: 'x'"
+_NOT_A_NUMBER_RE = re.compile(r"(?:(?:TypeError|ValueError): `[\w()]+` (?:is|has type)|the answer is)\b")
+
+
+# The worker's error text for a program that left no answer (the rule: sandbox_worker.ANSWER_NAMES).
+NO_ANSWER = "the program assigned none of `answer`, `ans`, `result` and defines no `solution()`"
+# `PotResult.reason` values, besides an exception type name ("ZeroDivisionError", "SyntaxError", ...)
+FAILURE_KINDS = ("timeout", "no_answer", "not_a_number", "killed", "sandbox")
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,27 @@ class PotResult:
     ok: bool
     answer: str | None = None
     error: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why there is no answer, in one word for counting: None when ok; "timeout" (CPU or wall
+        clock); "no_answer" (no answer variable, no solution()); "not_a_number"; "killed" (a signal:
+        memory, stack); "sandbox" (the sandbox itself failed); else the exception type the program raised."""
+        if self.ok:
+            return None
+        text = self.error or ""
+        head, sep, _ = text.partition(":")
+        if text.startswith("timeout"):
+            return "timeout"
+        if NO_ANSWER in text:
+            return "no_answer"
+        if _NOT_A_NUMBER_RE.match(text):
+            return "not_a_number"
+        if text.startswith("killed by signal"):
+            return "killed"
+        if text.startswith(("sandbox", "not run")):
+            return "sandbox"
+        return head if sep and head.isidentifier() else "error"
 
 
 # --------------------------------------------------------------------------- framing
@@ -125,5 +154,5 @@ def safe_answer(text: str) -> str | None:
 def _bad_answer(text: str) -> PotResult:
     if len(text) > MAX_ANSWER_CHARS or sum(c.isdigit() for c in text) > MAX_ANSWER_DIGITS:
         why = f"longer than {MAX_ANSWER_CHARS} chars or {MAX_ANSWER_DIGITS} digits"
-        return PotResult(False, error=f"`answer` is {why}: {text[:40]!r}...")
-    return PotResult(False, error=f"`answer` is not a number: {text[:80]!r}")
+        return PotResult(False, error=f"the answer is {why}: {text[:40]!r}...")
+    return PotResult(False, error=f"the answer is not a number: {text[:80]!r}")

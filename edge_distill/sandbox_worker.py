@@ -26,7 +26,13 @@ import time
 from typing import Any
 
 from edge_distill.sandbox_os import Boundary, enter_network_namespace, no_new_privs, read_roots
-from edge_distill.sandbox_protocol import MAX_ERROR_CHARS, read_frame_bytes, result_fields, write_frame
+from edge_distill.sandbox_protocol import (
+    MAX_ERROR_CHARS,
+    NO_ANSWER,
+    read_frame_bytes,
+    result_fields,
+    write_frame,
+)
 
 ALLOWED_MODULES = frozenset(
     {
@@ -36,6 +42,12 @@ ALLOWED_MODULES = frozenset(
     }
 )  # fmt: skip
 _MAX_CHILD_OUTPUT = 1 << 16
+# THE rule for where a PoT program's answer is (one place, used for teacher data, sampling and eval):
+# the first of these module-level variables the program assigned, in this order (ours, then the
+# Program-of-Thoughts data sets' `ans`, then `result`); else, if it defines a function `solution`, what
+# `solution()` returns (ReFT / GSM8K-PAL style), called here in the same child under the same limits.
+ANSWER_NAMES = ("answer", "ans", "result")
+SOLUTION_FUNCTION = "solution"
 SIMULATE_NO_BOUNDARY_ENV = "EDGE_DISTILL_SANDBOX_SIMULATE_NO_BOUNDARY"  # tests only: "kernel says no"
 
 _SAFE_BUILTINS = (
@@ -115,20 +127,21 @@ _AUDIT_CODE = compile(_AUDIT_SRC, "<pot-audit>", "exec")
 
 
 # --------------------------------------------------------------------------- child side
-def _value_text(value: Any, depth: int = 0) -> str:
-    """Text of a program's `answer` that `normalize_number` reads exactly (ints, floats, Fraction,
+def _value_text(value: Any, depth: int = 0, name: str = "answer") -> str:
+    """Text of a program's answer that `normalize_number` reads exactly (ints, floats, Fraction,
     Decimal, sympy numbers, numpy scalars, numeric strings, one-element containers, solve_it's {x: 5})."""
     import fractions
     import math
 
     if isinstance(value, bool) or depth > 3:
-        raise TypeError(f"`answer` is a {type(value).__name__}, not a number")
+        raise TypeError(f"`{name}` is a {type(value).__name__}, not a number")
     if isinstance(value, (int, str)):
         return str(value)
     if isinstance(value, fractions.Fraction) or getattr(value, "is_Rational", False):
         return f"{int(value.numerator)}/{int(value.denominator)}"
     if isinstance(value, (list, tuple, set, dict)) and len(value) == 1:
-        return _value_text(next(iter(value.values() if isinstance(value, dict) else value)), depth + 1)
+        inner = next(iter(value.values() if isinstance(value, dict) else value))
+        return _value_text(inner, depth + 1, name)
     if isinstance(value, complex) and value.imag == 0:
         value = value.real
     if type(value).__name__ == "Decimal":
@@ -136,10 +149,21 @@ def _value_text(value: Any, depth: int = 0) -> str:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"`answer` has type {type(value).__name__}, not a number") from None
+        raise TypeError(f"`{name}` has type {type(value).__name__}, not a number") from None
     if not math.isfinite(number):
-        raise ValueError(f"`answer` is {number}")
+        raise ValueError(f"`{name}` is {number}")
     return repr(number)
+
+
+def _program_answer(scope: dict[str, Any]) -> str:
+    """The answer of a program that ran in `scope`, by the rule at ANSWER_NAMES (runs in the child)."""
+    for name in ANSWER_NAMES:
+        if name in scope:
+            return _value_text(scope[name], name=name)
+    solution = scope.get(SOLUTION_FUNCTION)
+    if callable(solution):
+        return _value_text(solution(), name=f"{SOLUTION_FUNCTION}()")
+    raise NameError(NO_ANSWER)
 
 
 def _python_layer() -> dict[str, Any]:
@@ -216,9 +240,7 @@ def _child(req: dict[str, Any], boundary: Boundary, result_fd: int) -> None:
         if hook is not None:
             sys.addaudithook(hook)
         exec(compiled, scope)
-        if "answer" not in scope:
-            raise NameError("the program did not assign the variable `answer`")
-        payload = {"ok": True, "value": _value_text(scope["answer"])}
+        payload = {"ok": True, "value": _program_answer(scope)}
     except BaseException as e:  # noqa: BLE001 - any failure of the program is a result, not a crash
         try:
             payload = {"ok": False, "error": f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS]}

@@ -49,7 +49,7 @@ def score(
     `strategy` "auto": each response's own tag decides (untagged: judged as prose, counted under "none");
     cot|l2m|pot: the tag was forced in the prompt, so the response is judged as that strategy."""
     from edge_distill.stats import wilson_ci
-    from edge_distill.strategies import judge_many, parse_response
+    from edge_distill.strategies import judge_verdicts, parse_response
 
     if len(problems) != len(responses):
         raise ValueError(f"score: {len(problems)} problems but {len(responses)} responses")
@@ -59,11 +59,12 @@ def score(
         chosen.append(forced if forced is not None else parse_response(text).strategy)
     # An untagged "auto" output is judged as prose (its last "The answer is" line), never executed.
     items = [(s if s is not None else Strategy.COT, text) for s, text in zip(chosen, responses, strict=True)]
-    judged = judge_many(items, [p.answer for p in problems])
+    judged = judge_verdicts(items, [p.answer for p in problems])
     predictions: list[dict[str, Any]] = []
     buckets: dict[str, list[bool]] = {}
-    for p, text, s, (pred, ok) in zip(problems, responses, chosen, judged, strict=True):
+    for p, text, s, v in zip(problems, responses, chosen, judged, strict=True):
         key = s.value if s is not None else NO_TAG
+        pred, ok = v.pred, v.correct
         buckets.setdefault(key, []).append(ok)
         predictions.append(
             {
@@ -74,6 +75,7 @@ def score(
                 "strategy": key,
                 "pred": pred,
                 "correct": ok,
+                "reason": v.reason,  # why pred is empty: unparseable, timeout, no_answer, ZeroDivisionError...
             }
         )
     n = len(problems)

@@ -24,16 +24,7 @@ def load_problems(data: DataConfig, split: str) -> list[Problem]:
     """The configured train (`split="train"`) or test problems, straight from their source."""
     from edge_distill.data import load_problems as load
 
-    return load(
-        data.train if split == "train" else data.test,
-        fmt=data.format,
-        question_field=data.question_field,
-        answer_field=data.answer_field,
-        skip_malformed=data.skip_malformed,
-        split=split,
-        # data.train_socratic was accepted but never passed on: the L2M source file is now honoured
-        socratic=data.train_socratic if split == "train" else "auto",
-    )
+    return load(data.train if split == "train" else data.test, **data.loader_kwargs(split))
 
 
 def load_test(data: DataConfig) -> list[Problem]:

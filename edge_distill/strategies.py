@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from edge_distill.answers import ANSWER_MARKER, answers_match, extract_answer
+from edge_distill.answers import ANSWER_MARKER, answers_match, extract_answer, normalize_number
 from edge_distill.types import Strategy
 
 __all__ = [
@@ -24,7 +24,9 @@ __all__ = [
     "gsm8k_l2m",
     "has_subquestions",
     "judge",
+    "Verdict",
     "judge_many",
+    "judge_verdicts",
     "parse_response",
     "parse_teacher_completion",
     "split_final_answer",
@@ -41,6 +43,9 @@ _TAG_RE = re.compile(r"^\s*\[(cot|l2m|pot)\]:[ \t]?")
 # A model that misses EOS tends to start the next few-shot/prompt block; everything from there is not ours.
 _BOUNDARY_RE = re.compile(r"\n\s*Question:")
 _ANSWER_LINE_RE = re.compile(rf"^.*?{ANSWER_MARKER}.*$", re.MULTILINE | re.IGNORECASE)
+_MARKER_RE = re.compile(rf"(?:\bthe\s+final\s+answer\s+is|{ANSWER_MARKER})", re.IGNORECASE)
+# "..., so" / "Therefore," left before an answer that shared its line with the reasoning
+_LEAD_IN_RE = re.compile(r"[\s,;:]*\b(?:so|thus|hence|therefore|then|and)?[\s,;:]*$", re.IGNORECASE)
 _SUBQ_RE = re.compile(r"Sub-question (\d+):\s*\S.*?\s*Answer \1:\s*\S", re.IGNORECASE | re.DOTALL)
 _ANNOTATION_RE = re.compile(r"<<[^<>]*>>")
 _FENCE_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
@@ -76,8 +81,30 @@ class ParsedResponse:
     answer_text: str | None
 
 
+def _final_answer(text: str) -> tuple[int, int, str] | None:
+    """(start of the marker, end of its line, normalized number) of the LAST well-formed final answer:
+    a `The answer is` followed by a number on its line. An early "The answer is:" without one, or a
+    draft answer the rationale then corrects, does not count; see `answers.extract_answer`."""
+    found = None
+    for m in _MARKER_RE.finditer(text):
+        end = text.find("\n", m.end())
+        end = len(text) if end < 0 else end
+        answer = extract_answer(text[m.start() : end])
+        if answer is not None and normalize_number(answer) is not None:
+            found = (m.start(), end, answer)
+    return found
+
+
 def split_final_answer(text: str) -> tuple[str, str | None]:
-    """Split a CoT/L2M text at its first `The answer is` line: (rationale before it, normalized answer)."""
+    """Split a CoT/L2M text at its last well-formed `The answer is N`: (rationale before it, answer).
+
+    Reasoning that shares the line with the answer stays in the rationale ("3+4 = 7, so the answer is
+    7." -> "3+4 = 7"). Without a well-formed answer: split at the first `The answer is` line (its text
+    answer, "Tuesday", may still match), else the whole text and its last number."""
+    final = _final_answer(text)
+    if final is not None:
+        start, _, answer = final
+        return _LEAD_IN_RE.sub("", text[:start]).strip(), answer
     m = _ANSWER_LINE_RE.search(text)
     if m is None:
         return text.strip(), extract_answer(text)
@@ -231,13 +258,16 @@ def teacher_prompt(strategy: Strategy, question: str, n_shots: int = 8) -> str:
 def parse_teacher_completion(strategy: Strategy, text: str) -> str:
     """The teacher's solution, cut at the next exemplar boundary.
 
-    CoT/L2M keep their `The answer is N.` line (anything after it is dropped); PoT returns the bare
+    CoT/L2M keep their last well-formed `The answer is N.` line (anything after it is dropped); PoT returns the bare
     program (code fences removed). Use `split_final_answer` to separate rationale and answer.
     """
     strategy = Strategy(strategy)
     text = _BOUNDARY_RE.split(text, maxsplit=1)[0]
     if strategy is Strategy.POT:
         return _program(text)
+    final = _final_answer(text)
+    if final is not None:
+        return text[: final[1]].strip()
     m = _ANSWER_LINE_RE.search(text)
     return (text[: m.end()] if m else text).strip()
 
@@ -248,23 +278,42 @@ def judge(strategy: Strategy, rationale_or_text: str, gold: str) -> tuple[str | 
     return judge_many([(strategy, rationale_or_text)], [gold])[0]
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One judged response. `reason` says why `pred` is None: "unparseable" (CoT/L2M: no answer found),
+    "empty_program", or for PoT `PotResult.reason` ("timeout", "no_answer", "ZeroDivisionError", ...)."""
+
+    pred: str | None
+    correct: bool
+    reason: str | None = None
+
+
 def judge_many(items: list[tuple[Strategy | None, str]], golds: list[str]) -> list[tuple[str | None, bool]]:
     """Batched `judge`: all PoT programs run in one sandbox batch (parallel workers)."""
+    return [(v.pred, v.correct) for v in judge_verdicts(items, golds)]
+
+
+def judge_verdicts(items: list[tuple[Strategy | None, str]], golds: list[str]) -> list[Verdict]:
+    """`judge_many` with the reason of every empty prediction."""
     if len(items) != len(golds):
         raise ValueError(f"judge_many: {len(items)} items but {len(golds)} golds")
     preds: list[str | None] = [None] * len(items)
+    reasons: list[str | None] = [None] * len(items)
     pot_idx, programs = [], []
     for i, (strategy, text) in enumerate(items):
         # None = "whatever the tag says"; untagged text is then judged as prose, never executed.
         parsed = parse_response(text, strategy=None if strategy is None else Strategy(strategy))
-        if parsed.strategy is Strategy.POT:
+        if parsed.strategy is Strategy.POT and not parsed.rationale.strip():
+            reasons[i] = "empty_program"
+        elif parsed.strategy is Strategy.POT:
             pot_idx.append(i)
             programs.append(parsed.rationale)
         else:
             preds[i] = parsed.answer_text
+            reasons[i] = None if preds[i] is not None else "unparseable"
     if programs:
         from edge_distill.sandbox import run_programs  # the pool starts only when PoT is judged
 
         for i, res in zip(pot_idx, run_programs(programs), strict=True):
-            preds[i] = res.answer if res.ok else None
-    return [(p, answers_match(p, g)) for p, g in zip(preds, golds, strict=True)]
+            preds[i], reasons[i] = (res.answer, None) if res.ok else (None, res.reason)
+    return [Verdict(p, answers_match(p, g), r) for p, g, r in zip(preds, golds, reasons, strict=True)]

@@ -4,10 +4,14 @@
 each with `correct` set and, when it failed, `meta["failure"]` in:
   error        the teacher call failed (finish_reason "error"),
   truncated    the completion hit the token limit (finish_reason "length"); never trusted as correct,
-  unparseable  no answer could be extracted (PoT: the program failed in the sandbox),
+  unparseable  no answer could be extracted from a CoT/L2M rationale,
+  pot_error    the PoT program failed in the sandbox (`meta["pot_reason"]`: no_answer, not_a_number,
+               the exception type, ...; `meta["error"]` the message),
+  timeout      the PoT program ran out of time in the sandbox,
   wrong        an answer was found and it differs from the gold answer,
   no_gold      the problem has no gold answer to judge against (synthetic problems before voting).
-`filter_samples` then keeps the correct ones that are fit for training.
+A strategy with no correct sample at all is a logged warning and a line in the stats' "warnings" (the
+stage's summary JSON), never a silent zero. `filter_samples` then keeps the correct ones fit for training.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ __all__ = ["FAILURE_REASONS", "filter_samples", "teach"]
 
 log = logging.getLogger(__name__)
 
-FAILURE_REASONS = ("error", "truncated", "unparseable", "wrong", "no_gold")
+FAILURE_REASONS = ("error", "truncated", "unparseable", "pot_error", "timeout", "wrong", "no_gold")
 KEEP_MODES = ("one_per_strategy", "all")
 
 
@@ -67,14 +71,15 @@ def teach(
     """Generate `k` rationales per problem and strategy, judge them, and count failures by reason.
 
     Returns (samples, stats). stats: {"teacher", "problems", "k", "completions", "correct",
-    "failures": {reason: n}, "by_strategy": {s: {"completions", "correct", <reasons>..., "problems_solved"}},
-    "problems_solved_any", "cached"}.
+    "failures": {reason: n}, "by_strategy": {s: {"completions", "correct", <reasons>..., "problems_solved",
+    "pot_reasons": {why: n} (PoT only)}}, "problems_solved_any", "cached", "warnings": [text]}.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     strategies = [Strategy(s) for s in strategies]
     samples: list[Sample] = []
-    by_strategy: dict[str, dict[str, int]] = {}
+    by_strategy: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
     bar = tqdm(strategies, desc=f"teacher {teacher.name}", unit="strategy", disable=not progress)
     for strategy in bar:
         bar.set_postfix_str(strategy.value)
@@ -92,13 +97,19 @@ def teach(
         samples.extend(batch)
         counts = Counter(s.meta.get("failure") or "correct" for s in batch)
         solved = {s.problem_id for s in batch if s.correct}
-        by_strategy[strategy.value] = {
+        row: dict[str, Any] = {
             "completions": len(batch),
             "correct": counts["correct"],
             **{r: counts[r] for r in FAILURE_REASONS},
             "problems_solved": len(solved),
         }
-        log.info("teacher %s / %s: %s", teacher.name, strategy.value, by_strategy[strategy.value])
+        if strategy is Strategy.POT:
+            row["pot_reasons"] = dict(Counter(s.meta["pot_reason"] for s in batch if "pot_reason" in s.meta))
+        by_strategy[strategy.value] = row
+        log.info("teacher %s / %s: %s", teacher.name, strategy.value, row)
+        if batch and not counts["correct"]:
+            warnings.append(_nothing_correct(teacher.name, strategy, batch, counts))
+            log.warning("%s", warnings[-1])
     failures = Counter(s.meta["failure"] for s in samples if s.meta.get("failure"))
     stats = {
         "teacher": teacher.name,
@@ -111,8 +122,20 @@ def teach(
         "by_strategy": by_strategy,
         "problems_solved_any": len({s.problem_id for s in samples if s.correct}),
         "cached": sum(bool(s.meta.get("cached")) for s in samples),
+        "warnings": warnings,
     }
     return samples, stats
+
+
+def _nothing_correct(teacher: str, strategy: Strategy, batch: list[Sample], counts: Counter[str]) -> str:
+    """The loud line for a strategy that contributes no training data: how it failed, with one example."""
+    why = ", ".join(f"{n} {r}" for r, n in counts.most_common() if r != "correct")
+    example = next((s.meta.get("error") for s in batch if s.meta.get("error")), None)
+    hint = f"; e.g. {str(example)[:160]!r}" if example else ""
+    return (
+        f"teacher {teacher} / {strategy.value}: 0 of {len(batch)} completions correct ({why}){hint}: this "
+        f"strategy adds nothing to training; check the teacher, its prompts and the data (see teach/samples.jsonl)"
+    )
 
 
 def _judge(batch: list[Sample], strategy: Strategy, pot_timeout_s: float) -> None:
@@ -125,10 +148,13 @@ def _judge(batch: list[Sample], strategy: Strategy, pot_timeout_s: float) -> Non
         ):
             s.pred = res.answer if res.ok else None
             if not res.ok:
-                s.meta["error"] = res.error
+                s.meta.update(error=res.error, pot_reason=res.reason)
     for s in todo:
         if not s.gold:
             s.meta["failure"] = "no_gold"
+        elif s.pred is None and strategy is Strategy.POT:
+            s.meta.setdefault("pot_reason", "no_answer")  # an empty program is not run
+            s.meta["failure"] = "timeout" if s.meta["pot_reason"] == "timeout" else "pot_error"
         elif s.pred is None:
             s.meta["failure"] = "unparseable"
         elif answers_match(s.pred, s.gold):

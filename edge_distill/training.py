@@ -9,6 +9,7 @@ per-micro-batch mean does not guarantee.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from edge_distill.config import TrainConfig
 from edge_distill.errors import ConfigError, ModelError
 from edge_distill.fastpath import ChunkedLossHead, check_liger, mixed_precision_flags, model_load_kwargs
-from edge_distill.io import append_jsonl, write_json
+from edge_distill.io import append_jsonl, write_json, write_jsonl
 from edge_distill.models import load_tokenizer
 from edge_distill.objectives.examples import Example, ExampleCollator, ExampleDataset
 from edge_distill.objectives.losses import DEFAULT_CHUNK, weighted_ce
@@ -126,23 +127,74 @@ class WeightedLossTrainer(Trainer):
 
 
 class _MetricsCallback(TrainerCallback):
-    """Collects logged losses and appends them to a JSONL metrics file (one row per logging step)."""
+    """Collects logged losses and appends one JSONL row per logging step to the run's own metrics file:
+    {"stage", "step", "epoch", "loss", "lr", "grad_norm", "time"} (plus Trainer's end-of-run totals).
+
+    Append-safe: each row is one O_APPEND write, and `start` drops the rows of this training that a
+    resume re-runs (and all of them on a fresh start), so steps never repeat in the file."""
 
     def __init__(self, metrics_path: Path, tag: str):
         self.metrics_path = metrics_path
         self.tag = tag
         self.losses: list[tuple[int, float]] = []
 
+    def start(self, resumed_from: int) -> None:
+        if not self.metrics_path.is_file():
+            return
+        kept = []
+        for line in self.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line cut short by a crash
+                continue
+            mine = isinstance(row, dict) and row.get("stage") == self.tag
+            if not mine or (isinstance(row.get("step"), int) and 0 < row["step"] <= resumed_from):
+                kept.append(row)
+        write_jsonl(self.metrics_path, kept)
+
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
     ) -> None:
         if not logs or not state.is_world_process_zero:
             return
+        logs = dict(logs)
         if "loss" in logs:
             self.losses.append((state.global_step, float(logs["loss"])))
-        append_jsonl(
-            self.metrics_path, {"stage": self.tag, "step": state.global_step, **logs, "time": time.time()}
+        row = {"stage": self.tag, "step": state.global_step, "epoch": logs.pop("epoch", state.epoch)}
+        if "learning_rate" in logs:
+            row["lr"] = logs.pop("learning_rate")
+        append_jsonl(self.metrics_path, {**row, **logs, "time": time.time()})
+
+
+# pip package of each tracker whose name is not its package's
+_TRACKER_PACKAGES = {"azure_ml": "azureml-core", "flyte": "flytekit", "kubeflow": "kubeflow"}
+
+
+def _trackers(report_to: Sequence[str], out_dir: Path) -> tuple[list[str], list[TrainerCallback]]:
+    """(report_to for TrainingArguments, extra callbacks) for `train.report_to`; a tracker whose package is
+    missing is a ConfigError naming what to install. TensorBoard writes to out_dir/tensorboard."""
+    from transformers.integrations import integration_utils as iu
+
+    wanted = [r for r in report_to if r != "none"]
+    available = set(iu.get_available_reporting_integrations())
+    if iu.is_flytekit_available():
+        available.add("flyte")
+    if "all" in wanted:
+        wanted = sorted(available)
+    missing = [r for r in wanted if r not in available]
+    if missing:
+        pkgs = " ".join(_TRACKER_PACKAGES.get(r, r) for r in missing)
+        raise ConfigError(
+            f"train.report_to: {', '.join(missing)} is not installed (pip install {pkgs}); installed trackers: "
+            f"{', '.join(sorted(available)) or 'none'}; or remove it from train.report_to"
         )
+    callbacks: list[TrainerCallback] = []
+    if "tensorboard" in wanted:
+        wanted.remove("tensorboard")
+        tb = iu.TensorBoardCallback()
+        tb.logging_dir = str(out_dir / "tensorboard")  # next to final/, not inside checkpoints/
+        callbacks.append(tb)
+    return wanted, callbacks
 
 
 def _section(cfg: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
@@ -190,7 +242,12 @@ def _student_model(model_path: Path, c: TrainConfig) -> tuple[Any, int]:
 
 
 def _training_args(
-    c: TrainConfig, ckpt_dir: Path, seed: int, max_grad_norm: float, extra: dict[str, Any] | None = None
+    c: TrainConfig,
+    ckpt_dir: Path,
+    seed: int,
+    max_grad_norm: float,
+    extra: dict[str, Any] | None = None,
+    report_to: list[str] | None = None,
 ) -> TrainingArguments:
     bf16, fp16 = mixed_precision_flags(c.precision)
     return TrainingArguments(
@@ -221,7 +278,7 @@ def _training_args(
         if c.liger
         else None,
         use_cpu=not torch.cuda.is_available(),
-        report_to=[],
+        report_to=report_to,
         remove_unused_columns=False,  # keeps our "weights" column
         label_names=[],
         dataloader_num_workers=0,
@@ -257,8 +314,9 @@ def train(
     (summed loss, outputs)` replaces token-weighted CE (an objective's `compute_loss` hook).
     final/ holds the LoRA adapter (whose config names the absolute base path) or the full model, plus the
     tokenizer. With `resume`, a run that stopped (crash, preemption) continues from the newest checkpoint
-    in out_dir/checkpoints, optimizer and scheduler state included. Logged losses are appended to
-    `metrics_path` (default out_dir/train_metrics.jsonl). `callbacks` are extra Trainer callbacks.
+    in out_dir/checkpoints, optimizer and scheduler state included. Loss, lr, step and epoch of every
+    logging step are appended to `metrics_path` (default out_dir/train_metrics.jsonl); `train.report_to`
+    trackers get them too (TensorBoard: out_dir/tensorboard). `callbacks` are extra Trainer callbacks.
     Speed knobs (same result, less time/memory): `packing` (padding-free rows, packing.py),
     `loss_chunk_size` (0 = full logits), `attn_implementation`, `compile`, `liger` (fastpath.py).
     `training_args` overrides TrainingArguments fields (e.g. optim="sgd" in tests, benchmarks).
@@ -275,7 +333,8 @@ def train(
     set_seed(seed)
     tokenizer = load_tokenizer(model_path)
     model, trainable = _student_model(model_path, c)
-    args = _training_args(c, ckpt_dir, seed, max_grad_norm, training_args)
+    report_to, tracker_cbs = _trackers(c.report_to, out_dir)
+    args = _training_args(c, ckpt_dir, seed, max_grad_norm, training_args, report_to or [])
     metrics_file = Path(metrics_path) if metrics_path else out_dir / "train_metrics.jsonl"
     metrics_cb = _MetricsCallback(metrics_file, tag=f"train:{out_dir.name}")
     trainer = WeightedLossTrainer(
@@ -283,7 +342,7 @@ def train(
         args=args,
         train_dataset=ExampleDataset(examples),
         data_collator=PackedCollator() if c.packing else ExampleCollator(tokenizer.pad_token_id),
-        callbacks=[metrics_cb, *callbacks],
+        callbacks=[metrics_cb, *tracker_cbs, *callbacks],
         nll_cap=nll_cap,
         loss_fn=loss_fn,
         loss_chunk_size=c.loss_chunk_size,
@@ -294,6 +353,8 @@ def train(
         logger.info("resuming training from %s (step %d)", last, resumed_from)
     elif ckpt_dir.is_dir() and not resume:
         shutil.rmtree(ckpt_dir)  # a fresh run must not mix with an old run's checkpoints
+    if trainer.is_world_process_zero():
+        metrics_cb.start(resumed_from)  # nor its metrics rows (a resume drops the steps it re-runs)
     logger.info(
         "training %s (%s, %d trainable params) on %d examples: batch %d x accum %d, lr %g",
         model_path.name, finetune, trainable, len(examples), c.batch_size, c.grad_accum, lr,

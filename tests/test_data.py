@@ -44,7 +44,7 @@ def test_builtin_errors() -> None:
     with pytest.raises(DataError, match="not found"):
         load_problems("/no/such/file.jsonl")
     with pytest.raises(DataError, match="data.format"):
-        load_problems("builtin:gsm8k-sample", fmt="csv")
+        load_problems("builtin:gsm8k-sample", fmt="tsv")
 
 
 def test_gsm8k_file_with_socratic_sibling(tmp_path: Path) -> None:
@@ -132,6 +132,7 @@ def test_skip_malformed_counts_and_logs(tmp_path: Path, caplog: pytest.LogCaptur
     assert stats["skipped"] == 2 and stats["rows"] == 4 and stats["loaded"] == 2
     assert stats["skipped_lines"][0].startswith(f"{path}:2:")
     assert "skipped 2 malformed rows" in caplog.text
+    assert stats["skipped_reasons"] == {"invalid JSON": 1, "missing field 'answer'": 1}
 
 
 def test_all_malformed_is_an_error(tmp_path: Path) -> None:

@@ -58,11 +58,13 @@ def test_teach_counts_every_failure_reason() -> None:
     assert stats["completions"] == len(samples) == 13
     by = stats["by_strategy"]
     assert by["cot"] == {
-        "completions": 6, "correct": 1, "error": 1, "truncated": 1, "unparseable": 1, "wrong": 1, "no_gold": 1,
-        "problems_solved": 1,
+        "completions": 6, "correct": 1, "error": 1, "truncated": 1, "unparseable": 1, "pot_error": 0,
+        "timeout": 0, "wrong": 1, "no_gold": 1, "problems_solved": 1,
     }  # fmt: skip
     assert by["l2m"]["correct"] == 2 and by["l2m"]["error"] == 1
-    assert by["pot"]["correct"] == 1 and by["pot"]["unparseable"] == 2 and by["pot"]["error"] == 1
+    assert by["pot"]["correct"] == 1 and by["pot"]["pot_error"] == 2 and by["pot"]["error"] == 1
+    assert by["pot"]["pot_reasons"] == {"ZeroDivisionError": 1, "ImportError": 1}
+    assert stats["warnings"] == []
     assert stats["correct"] == 4 and stats["problems_solved_any"] == 2
     assert set(stats["failures"]) == set(FAILURE_REASONS)
     assert sum(stats["failures"].values()) + stats["correct"] == stats["completions"]
@@ -75,7 +77,7 @@ def test_teach_counts_every_failure_reason() -> None:
     assert truncated.meta["failure"] == "truncated" and not truncated.correct
     pot_ok = next(s for s in samples if s.strategy is S.POT and s.correct)
     assert pot_ok.rationale == "a = 2\nanswer = a + 3" and pot_ok.pred == "5"
-    pot_err = [s for s in samples if s.strategy is S.POT and s.meta.get("failure") == "unparseable"]
+    pot_err = [s for s in samples if s.strategy is S.POT and s.meta.get("failure") == "pot_error"]
     assert any("ZeroDivisionError" in s.meta["error"] for s in pot_err)
     assert any("not allowed" in s.meta["error"] for s in pot_err)
 
