@@ -5,6 +5,7 @@ by the same parser/judge as training and eval (PoT through the sandbox), with n 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ class AccuracyResult:
     accuracy: float
     ci_low: float
     ci_high: float
-    source_accuracy: float | None  # the unquantized student's, from the manifest
+    # the unquantized student's accuracy on the SAME problems (its eval predictions), None when not measured
+    source_accuracy: float | None
     source_n: int | None
     # as eval's summary: strategy -> {"n", "correct", "accuracy", "ci95"} ("none": untagged outputs)
     per_strategy: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -72,6 +74,17 @@ def score(
     )
 
 
+def source_on(
+    problems: list[Problem], source_correct: Mapping[str, bool] | None
+) -> tuple[float | None, int | None]:
+    """The source model's accuracy on exactly these problems, from its per-problem judgements (eval's
+    predictions). None unless it was judged on every one of them: a number from other problems (the
+    manifest's dev accuracy next to a test slice) is not a comparison."""
+    if not source_correct or not problems or any(p.id not in source_correct for p in problems):
+        return None, None
+    return sum(bool(source_correct[p.id]) for p in problems) / len(problems), len(problems)
+
+
 def run_accuracy(
     package: Any,
     threads: int,
@@ -79,9 +92,12 @@ def run_accuracy(
     *,
     strategy: Strategy | None = None,
     max_new_tokens: int = 320,
+    source_correct: Mapping[str, bool] | None = None,
 ) -> AccuracyResult:
     """Generate greedily with the package's runtime, prompt template and decoding (CasCoD: two stages, as
-    in eval), then `score`. `strategy` None: the one the package was exported with (its eval.strategy)."""
+    in eval), then `score`. `strategy` None: the one the package was exported with (its eval.strategy).
+    `source_correct` ({problem id: correct} of the unquantized model on the same problems, same decoding)
+    gives the accuracy drop; without it there is no source number."""
     strategy = strategy or package.strategy
     from device_profiles.worker import generate
     from edge_distill.console import progress
@@ -104,4 +120,4 @@ def run_accuracy(
     log.info("accuracy: %d problems through %s (%d threads, %d-stage decoding)", len(prompts), package.runtime,
              threads, decoding.get("stages", 1))  # fmt: skip
     texts = [outs[0] for outs in staged_decode(run, prompts, decoding, max_new_tokens=max_new_tokens)]
-    return score(texts, problems, strategy=strategy, source_accuracy=package.source_accuracy)
+    return score(texts, problems, strategy=strategy, source_accuracy=source_on(problems, source_correct))

@@ -7,6 +7,7 @@ are gated, because only the host can be measured here; other profiles get estima
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ def _bench_one(
     host_threads: int,
     strategy: Strategy | None,
     cache: _Cache,
+    source_correct: Mapping[str, bool] | None = None,
+    max_new_tokens: int = 320,
 ) -> BenchReport:
     on_target = runs_on(profile) if on_target is None else on_target
     # On the device: the profile's threads. Estimating: this host as its `host` profile says, scaled by ratios.
@@ -72,7 +75,16 @@ def _bench_one(
     m = cache.measurements[key]
     if str(pkg.path) not in cache.accuracy:
         cache.accuracy[str(pkg.path)] = (
-            run_accuracy(pkg, threads, problems, strategy=strategy) if problems else None
+            run_accuracy(
+                pkg,
+                threads,
+                problems,
+                strategy=strategy,
+                source_correct=source_correct,
+                max_new_tokens=max_new_tokens,
+            )  # fmt: skip
+            if problems
+            else None
         )
     acc = cache.accuracy[str(pkg.path)]
     fig = figures_for(
@@ -100,12 +112,17 @@ def bench_packages(
     strategy: Strategy | None = None,
     extra_profile_dirs: tuple[str | Path, ...] = (),
     public_key: str | Path | None = None,
+    source_correct: Mapping[str, bool] | None = None,
+    accuracy_max_new_tokens: int = 320,
 ) -> list[BenchReport]:
     """Bench every package on every profile; write bench.{md,json,png} into `out_dir` when given.
 
     `problems`: eval JSONL (GSM8K format) or a list of Problem; default the builtin GSM8K test slice, first
     `accuracy_limit` problems (0 skips the accuracy stage). `on_target`: None = detect from the profile.
     `public_key`: refuse any package without a valid manifest.sig by this ed25519 key.
+    `source_correct`: {problem id: correct} of the unquantized model on these problems with the same
+    decoding (the run's eval predictions); the accuracy drop is computed only from it.
+    `accuracy_max_new_tokens`: the decoding budget of the accuracy pass (the source eval's, to compare).
     Raises EdgeDistillError subclasses (unknown profile, bad profile file, broken package, runtime failure).
     """
     loaded = [p if isinstance(p, DeviceProfile) else load_profile(p, extra_profile_dirs) for p in profiles]
@@ -128,6 +145,8 @@ def bench_packages(
             host_threads=host_threads,
             strategy=strategy,
             cache=cache,
+            source_correct=source_correct,
+            max_new_tokens=accuracy_max_new_tokens,
         )  # fmt: skip
         for pkg in pkgs
         for prof in loaded

@@ -87,7 +87,11 @@ def table(r: BenchReport) -> str:
         f"{r.weights_bytes / 2**20:.1f} MiB weights per token)",
     ]
     if a is not None:
-        src = "not in manifest" if a.source_accuracy is None else f"{a.source_accuracy:.3f} (n={a.source_n})"
+        src = (
+            "not measured on these problems"
+            if a.source_accuracy is None
+            else f"{a.source_accuracy:.3f} on the same {a.source_n} problems"
+        )
         lines.append(
             f"- accuracy {a.accuracy:.3f} ({a.correct}/{a.n}, 95% CI {a.ci_low:.3f}–{a.ci_high:.3f}); "
             f"source model {src}; by strategy "

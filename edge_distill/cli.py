@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -152,9 +153,54 @@ def train(config: str | None, overrides: tuple[str, ...]) -> None:
 @main.command(name="eval")
 @_config_arg
 @_overrides_arg
-def eval_cmd(config: str | None, overrides: tuple[str, ...]) -> None:
-    """Evaluate the run's student on the dev split (and test with eval.final_test=true)."""
-    _run(config, overrides, until="eval", redo="eval")
+@click.option("--model", "models", multiple=True, metavar="DIR",
+              help="A run dir (its baseline, student and packages), HF or LoRA dir, or GGUF/ONNX package; repeat.")  # fmt: skip
+@click.option("--problems", "problem_sets", multiple=True, metavar="FILE|SPEC",
+              help="A problems file or dataset spec, or dev/train/test of the run; repeat (default: the run's dev).")  # fmt: skip
+@click.option("--strategy", type=click.Choice(["auto", "cot", "l2m", "pot"]), help="Force a strategy (default: the run's eval.strategy, auto).")  # fmt: skip
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Decoding budget (default: the run's eval.max_new_tokens, 320).")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), help="Prompts per forward pass (torch models).")
+@click.option("--limit", type=click.IntRange(min=1), help="The first N problems of every set.")
+@click.option("--fresh", is_flag=True, help="Evaluate everything again instead of reusing the run's own predictions.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False), default="eval-results", show_default=True,
+              help="Where eval.json, eval.md and the predictions go (with --model).")  # fmt: skip
+def eval_cmd(
+    config, overrides, models, problem_sets, strategy, max_new_tokens, batch_size, limit, fresh, out
+):
+    """Evaluate models on problem sets, or (with CONFIG) re-run a run's eval stage.
+
+    \b
+    edge-distill eval --model runs/quickstart                 baseline, student and packages on its dev split
+    edge-distill eval --model runs/quickstart --problems svamp.json --problems test
+    edge-distill eval --model my-hf-model --model export/gguf-q4_k_m --problems problems.jsonl
+    edge-distill eval cfg.yaml eval.final_test=true           the run's eval stage (later stages go stale)
+
+    Every row is judged by the same scorer and paired against the reference on the same problems (a
+    run's untrained baseline, else the first model): delta, paired bootstrap 95% CI, exact McNemar p.
+    """
+    if not models:
+        if problem_sets or strategy or max_new_tokens or batch_size or limit or fresh:
+            raise click.UsageError("--problems/--strategy/--limit/... go with --model")
+        _run(config, overrides, until="eval", redo="eval")
+        return
+    if config is not None or overrides:
+        raise click.UsageError("with --model, give no CONFIG or key=value overrides (use the options)")
+    from edge_distill.compare import compare, render_table
+
+    rows = compare(
+        list(models),
+        list(problem_sets),
+        strategy=strategy,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        limit=limit,
+        fresh=fresh,
+        out_dir=out,
+    )
+    click.echo(render_table(rows))
+    click.echo(
+        f"written: {Path(out) / 'eval.json'}, {Path(out) / 'eval.md'} and one predictions file per row"
+    )
 
 
 @main.command()
@@ -212,9 +258,12 @@ def export(
     else:
         model, meta = resolve_source(src)
         default_out = Path(f"{src.name}-{fmt}-{quant}")
+    target = Path(out) if out else default_out
+    if meta.get("source_run") and target.resolve().is_relative_to(src.resolve()):
+        meta["source_run"] = os.path.relpath(src.resolve(), target.resolve())  # the run travels whole
     pkg = export_model(
         model,
-        Path(out) if out else default_out,
+        target,
         fmt,
         quant,
         **meta,
@@ -284,7 +333,14 @@ def sign(package: str, key_path: str) -> None:
 @click.option("--profile", "profiles", multiple=True, default=("host",), show_default=True,
               help="Profile name or YAML path; repeat for several.")  # fmt: skip
 @click.option(
-    "--problems", type=click.Path(dir_okay=False), help="Eval JSONL (GSM8K format); default built-in slice."
+    "--problems",
+    type=click.Path(dir_okay=False),
+    help="Problems file (no source comparison); default: the source run's --split, with its eval predictions.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["dev", "test"]),
+    help="Split of the packages' source run (default dev); test without the run: the builtin GSM8K test slice.",
 )
 @click.option(
     "--accuracy-limit", default=50, show_default=True, help="Problems for quantized accuracy (0 = skip)."
@@ -299,15 +355,31 @@ def sign(package: str, key_path: str) -> None:
     type=click.Path(dir_okay=False),
     help="ed25519 public key: refuse any package without a valid manifest.sig by it.",
 )
-def bench(packages, profiles, problems, accuracy_limit, repetitions, out, on_target, public_key) -> None:
-    """Measure packages through their runtime and gate them against device budgets (exit 3 on a failed gate)."""
-    from device_profiles import bench_packages, bench_summary
+def bench(
+    packages, profiles, problems, split, accuracy_limit, repetitions, out, on_target, public_key
+) -> None:
+    """Measure packages through their runtime and gate them against device budgets (exit 3 on a failed gate).
 
+    Quantized accuracy is compared with the source model's on the same problems with the same decoder:
+    the packages' run's dev split and its eval predictions, when that run directory is here."""
+    from device_profiles import bench_packages, bench_summary
+    from device_profiles.package import read_package
+    from edge_distill.exporting import bench_problems
+    from edge_distill.types import Strategy
+
+    for d in packages:  # a broken or unsigned package is refused before anything else is read
+        read_package(d, public_key=public_key)
+    eval_problems, source, max_new_tokens, strategy = bench_problems(
+        list(packages), problems, split, accuracy_limit
+    )
     reports = bench_packages(
         list(packages),
         list(profiles),
         accuracy_limit=accuracy_limit,
-        problems=problems,
+        problems=eval_problems,
+        source_correct=source,
+        accuracy_max_new_tokens=max_new_tokens,
+        strategy=None if strategy == "auto" else Strategy(strategy),
         repetitions=repetitions,
         out_dir=out,
         on_target=on_target,

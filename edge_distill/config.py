@@ -222,6 +222,8 @@ class EvalConfig(Section):
     strategy: Literal["auto", "cot", "l2m", "pot"] = "auto"
     temperature: float = Field(default=0.0, ge=0.0)
     final_test: bool = False  # also evaluate the final student on test once, after all selection
+    # also evaluate the untrained student on the same problems with the same decoding (the report's baseline)
+    baseline: bool = True
     engine: Literal["transformers", "vllm"] = "transformers"  # vllm: CUDA, pip install edge-distill[vllm]
 
 
@@ -310,6 +312,8 @@ class ExportConfig(Section):
 
 class BenchConfig(Section):
     profiles: list[str] = Field(default_factory=list)
+    # the problems the packages' accuracy is measured on (first accuracy_limit); test only when named
+    split: Literal["dev", "test"] = "dev"
     accuracy_limit: int = Field(default=50, ge=0)
     repetitions: int = Field(default=3, ge=1)
 

@@ -17,7 +17,7 @@ from edge_distill.io import write_json, write_jsonl, write_text
 from edge_distill.scoring import NO_TAG, EvalResult, score
 from edge_distill.types import Problem, Strategy
 
-__all__ = ["NO_TAG", "EvalResult", "evaluate", "render_markdown", "score", "write_eval"]
+__all__ = ["NO_TAG", "EvalResult", "correct_by_id", "evaluate", "render_markdown", "score", "write_eval"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,3 +169,8 @@ def write_eval(result: EvalResult, out_dir: str | os.PathLike[str], split: str =
     write_jsonl(paths["predictions"], result.predictions)
     write_text(paths["markdown"], render_markdown(result, split))
     return paths
+
+
+def correct_by_id(predictions: Sequence[dict[str, Any]]) -> dict[str, bool]:
+    """`{problem id: judged correct}` from prediction rows (eval's or the bench's), for paired tests."""
+    return {str(r["id"]): bool(r["correct"]) for r in predictions}

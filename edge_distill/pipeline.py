@@ -21,7 +21,7 @@ from edge_distill.answers import set_tolerance
 from edge_distill.config import Config
 from edge_distill.errors import StageError
 from edge_distill.io import write_json, write_jsonl, write_text
-from edge_distill.rundir import RunDir, config_digest
+from edge_distill.rundir import STAGE_OF_SECTION, RunDir, config_digest
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def stage_train(cfg: Config, run: RunDir) -> dict[str, Any]:
         pairs = stages.live_teacher_pairs(cfg.teacher, run.path / "teach" / "samples.jsonl", out)
     final = stages.train_student(cfg.train, samples, base, out, seed=cfg.seed, pairs=pairs)
     summary: dict[str, Any] = {"model": str(final), "samples": len(samples), "base": str(base)}
+    # (paths inside the run are stored relative to it by run.mark_done)
     if pairs is not None:
         summary["edit_live_pairs"] = len(pairs)
     return summary
@@ -105,7 +106,7 @@ def final_model_dir(run: RunDir) -> Path:
     for stage in ("methods", "train"):
         model = recorded.get(stage, {}).get("summary", {}).get("model")
         if model:
-            return Path(model)
+            return run.resolve(model)
     raise StageError(f"{run.path}: no trained model yet (run the train stage first)")
 
 
@@ -114,23 +115,38 @@ def _best_step_eval(run: RunDir) -> Path | None:
     step_eval = run.stages().get("methods", {}).get("summary", {}).get("best_eval")
     if not step_eval:
         return None
-    return Path(step_eval) if (Path(step_eval) / "dev.json").is_file() else None
+    step_eval = run.resolve(step_eval)
+    return step_eval if (step_eval / "dev.json").is_file() else None
 
 
 def stage_eval(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """The final student on dev (and test with eval.final_test), and with eval.baseline the untrained
+    student on the same problems with the same decoding (`baseline_dev*`), paired against it."""
+    from edge_distill.models import resolve_model
+
     model = final_model_dir(run)
     out = run.stage_dir("eval")
     step_eval = _best_step_eval(run)
+    dev = stages.load_split(run, "dev")
     if step_eval is not None:  # the loop selected this model on that very eval: reuse, don't redo it
         for f in step_eval.glob("dev*"):
             write_text(out / f.name, f.read_text(encoding="utf-8"))
         summary: dict[str, Any] = {"dev": json.loads((out / "dev.json").read_text(encoding="utf-8"))}
     else:
-        dev = stages.load_split(run, "dev")
         summary = {"dev": stages.evaluate_student(cfg.eval, cfg.train, model, dev, out, "dev").summary()}
+    splits = {"dev": dev}
     if cfg.eval.final_test or cfg.eval.split == "test":
         test = stages.load_test(cfg.data)
         summary["test"] = stages.evaluate_student(cfg.eval, cfg.train, model, test, out, "test").summary()
+        splits["test"] = test
+    if cfg.eval.baseline:
+        base = resolve_model(cfg.student.model)
+        for split, problems in splits.items():
+            r = stages.evaluate_student(cfg.eval, cfg.train, base, problems, out, f"baseline_{split}")
+            summary[f"baseline_{split}"] = r.summary()
+            summary[f"vs_baseline_{split}"] = stages.paired_against(
+                out / f"baseline_{split}_predictions.jsonl", out / f"{split}_predictions.jsonl"
+            )
     return summary
 
 
@@ -204,10 +220,12 @@ def _run_stages(cfg: Config, run: RunDir, *, until: str | None, redo: str | None
     for name in (until, redo):
         if name is not None and name not in names:
             raise StageError(f"stage {name!r} is not part of this run; stages: {', '.join(names)}")
+    # a changed eval.*/export.*/bench.* section re-runs its stage (the trained model is kept)
+    rerun = {redo} | {STAGE_OF_SECTION[s] for s in run.changed_sections}
     log.info("run %s (config %s): %s", run.path, config_digest(cfg), " -> ".join(names))
     for i, (name, fn) in enumerate(steps, 1):
         counter = f"[{i}/{len(steps)}] {name}"  # one line per stage: "[4/7] train: done in 41.2 s"
-        if run.done(name) and name != redo and name != "report":
+        if run.done(name) and name not in rerun and name != "report":
             log.info("%s: already finished, skipped", counter)
         else:
             log.info("%s: started", counter)
@@ -215,6 +233,10 @@ def _run_stages(cfg: Config, run: RunDir, *, until: str | None, redo: str | None
             summary = fn(cfg, run)
             wall = time.perf_counter() - t0
             run.mark_done(name, wall, summary)
+            # whatever was built on the old outputs of this stage is out of date now
+            stale = run.mark_stale([n for n in names[i:] if n != "report"], f"{name} re-ran after it")
+            if stale:
+                log.info("stage %s re-ran: %s marked stale (redone by the next run)", name, ", ".join(stale))
             run.metric(name, wall_s=round(wall, 2), **{k: v for k, v in summary.items() if _scalar(v)})
             log.info("%s: done in %.1f s", counter, wall)
         if name == until:

@@ -35,8 +35,45 @@ from edge_distill.runlock import LOCK_NAME, RunLock
 
 log = logging.getLogger(__name__)
 
-# Keys that may change between a run and its resume without invalidating finished stages.
-_RESUME_TOLERANT = {"export", "bench"}
+# Config sections that may change between a run and its resume: they do not touch the trained model, so a
+# change re-runs only the stage that reads them (and marks the stages after it stale), never the training.
+STAGE_OF_SECTION = {"eval": "eval", "export": "export", "bench": "bench"}
+_RESUME_TOLERANT = set(STAGE_OF_SECTION)
+
+
+def to_stored(path: str | Path, root: str | Path) -> str:
+    """A path as a run directory records it: relative to `root` when it lies inside it (POSIX separators),
+    absolute otherwise. A copied run (`cp -r runs/a runs/b`) then points at its own files, from any cwd."""
+    p, r = Path(path).resolve(), Path(root).resolve()
+    try:
+        return p.relative_to(r).as_posix() or "."
+    except ValueError:
+        return str(p)
+
+
+def from_stored(value: str | Path, root: str | Path) -> Path:
+    """The inverse of `to_stored`. Runs written before paths were relative stored cwd-relative paths that
+    include the run directory; those are still found when they exist."""
+    p = Path(value)
+    if p.is_absolute():
+        return p
+    inside = Path(root) / p
+    return inside if inside.exists() or not p.exists() else p
+
+
+def _relativize(value: Any, root: Path) -> Any:
+    """Every string in a stage summary that names a path inside the run directory, made relative to it."""
+    if isinstance(value, dict):
+        return {k: _relativize(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relativize(v, root) for v in value]
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        p = Path(value)
+        if p.is_absolute() or p.exists():
+            stored = to_stored(p, root)
+            if not Path(stored).is_absolute():
+                return stored
+    return value
 
 
 def config_digest(cfg: Config) -> str:
@@ -83,6 +120,8 @@ class RunDir:
     def __init__(self, cfg: Config, *, resume: bool = False, overwrite: bool = False):
         self.cfg = cfg
         self.path = cfg.run_dir
+        # tolerant config sections (eval, export, bench) that changed since the run's last start
+        self.changed_sections: set[str] = set()
         self._stages_file = self.path / "stages.json"
         self._lock = RunLock(self.path)
         try:
@@ -171,6 +210,7 @@ class RunDir:
         run = cls.__new__(cls)
         run.cfg = load_config(path / "config.yaml")
         run.path = path
+        run.changed_sections = set()
         run._stages_file = path / "stages.json"
         run._lock = RunLock(path)
         return run
@@ -180,7 +220,9 @@ class RunDir:
             return
         old = _saved_config(self.path)
         new = self.cfg.model_dump(mode="json")
-        changed = [k for k in _diff_keys(old, new) if k.split(".")[0] not in _RESUME_TOLERANT]
+        diff = _diff_keys(old, new)
+        self.changed_sections = {k.split(".")[0] for k in diff if k.split(".")[0] in _RESUME_TOLERANT}
+        changed = [k for k in diff if k.split(".")[0] not in _RESUME_TOLERANT]
         if changed:
             raise StageError(
                 f"cannot resume {self.path}: the config changed since the run started ({', '.join(changed)}). "
@@ -201,14 +243,30 @@ class RunDir:
         return stages
 
     def done(self, stage: str) -> bool:
-        return stage in self.stages()
+        entry = self.stages().get(stage)
+        return entry is not None and not entry.get("stale")
 
     def mark_done(self, stage: str, wall_s: float, summary: dict[str, Any] | None = None) -> None:
+        """Record a finished stage; paths in its summary are stored relative to the run directory."""
         stages = self.stages()
         stages[stage] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": round(wall_s, 2)}
         if summary:
-            stages[stage]["summary"] = summary
+            stages[stage]["summary"] = _relativize(summary, self.path)
         write_json(self._stages_file, stages)
+
+    def mark_stale(self, stages_after: list[str], because: str) -> list[str]:
+        """Mark finished stages stale (kept, but `done()` is False so the next run redoes them)."""
+        stages = self.stages()
+        marked = [s for s in stages_after if s in stages and not stages[s].get("stale")]
+        for s in marked:
+            stages[s]["stale"] = because
+        if marked:
+            write_json(self._stages_file, stages)
+        return marked
+
+    def resolve(self, stored: str | Path) -> Path:
+        """A path recorded in this run (stages.json, records) as a usable path."""
+        return from_stored(stored, self.path)
 
     def stage_dir(self, stage: str) -> Path:
         return make_dirs(self.path / stage)

@@ -48,7 +48,6 @@ def score(
 
     `strategy` "auto": each response's own tag decides (untagged: judged as prose, counted under "none");
     cot|l2m|pot: the tag was forced in the prompt, so the response is judged as that strategy."""
-    from edge_distill.stats import wilson_ci
     from edge_distill.strategies import judge_verdicts, parse_response
 
     if len(problems) != len(responses):
@@ -61,11 +60,9 @@ def score(
     items = [(s if s is not None else Strategy.COT, text) for s, text in zip(chosen, responses, strict=True)]
     judged = judge_verdicts(items, [p.answer for p in problems])
     predictions: list[dict[str, Any]] = []
-    buckets: dict[str, list[bool]] = {}
     for p, text, s, v in zip(problems, responses, chosen, judged, strict=True):
         key = s.value if s is not None else NO_TAG
         pred, ok = v.pred, v.correct
-        buckets.setdefault(key, []).append(ok)
         predictions.append(
             {
                 "id": p.id,
@@ -78,7 +75,18 @@ def score(
                 "reason": v.reason,  # why pred is empty: unparseable, timeout, no_answer, ZeroDivisionError...
             }
         )
-    n = len(problems)
+    return summarize(predictions)
+
+
+def summarize(predictions: Sequence[dict[str, Any]]) -> EvalResult:
+    """Accuracy, Wilson CI and per-strategy counts of judged prediction rows (`score`'s, or ones read back
+    from a predictions file), so a recorded eval and a fresh one are summarized by the same code."""
+    from edge_distill.stats import wilson_ci
+
+    buckets: dict[str, list[bool]] = {}
+    for r in predictions:
+        buckets.setdefault(str(r["strategy"]), []).append(bool(r["correct"]))
+    n = len(predictions)
     correct = sum(1 for r in predictions if r["correct"])
     per_strategy = {
         key: {
@@ -95,5 +103,5 @@ def score(
         correct=correct,
         ci95=tuple(wilson_ci(correct, n)),
         per_strategy=per_strategy,
-        predictions=predictions,
+        predictions=list(predictions),
     )

@@ -108,3 +108,13 @@ def evaluate_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, proble
     )
     write_eval(result, out_dir, split)
     return result
+
+
+def paired_against(baseline_predictions: Path, predictions: Path) -> dict[str, Any]:
+    """Paired comparison (McNemar, bootstrap over problems) of two prediction files of the same problems."""
+    from edge_distill.eval import correct_by_id
+    from edge_distill.stats import paired_comparison
+
+    return paired_comparison(
+        correct_by_id(read_jsonl(baseline_predictions)), correct_by_id(read_jsonl(predictions))
+    )

@@ -1,10 +1,19 @@
-"""Small statistics for reporting accuracies honestly (torch-free, used on device too)."""
+"""Small statistics for reporting accuracies honestly (torch-free, used on device too).
+
+- `wilson_ci`: the interval of one accuracy (k of n).
+- `mcnemar_exact`, `paired_bootstrap_ci`, `paired_comparison`: two models judged on the SAME problems.
+  Pairing by problem removes the problem-difficulty variance two independent intervals carry, so a real
+  difference of a few points on 50 problems can show up where overlapping Wilson intervals say nothing.
+"""
 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["wilson_ci"]
+__all__ = ["mcnemar_exact", "paired_bootstrap_ci", "paired_comparison", "wilson_ci"]
 
 
 def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -25,3 +34,72 @@ def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     lo = 0.0 if k == 0 else max(0.0, center - half)
     hi = 1.0 if k == n else min(1.0, center + half)
     return lo, hi
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts.
+
+    b = problems only the first model got right, c = only the second. Under "no difference" each
+    discordant problem is a fair coin, so p = min(1, 2 · P(Binomial(b + c, ½) ≤ min(b, c))). No
+    discordant problem at all gives p = 1.
+    """
+    if b < 0 or c < 0:
+        raise ValueError(f"mcnemar_exact needs counts >= 0, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_bootstrap_ci(
+    first: Sequence[bool],
+    second: Sequence[bool],
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of accuracy(second) − accuracy(first), resampling problems (pairs).
+
+    Deterministic for a given seed. Only the per-problem difference matters (−1, 0 or +1), so each
+    resample is a draw of those differences with replacement.
+    """
+    if len(first) != len(second):
+        raise ValueError(f"paired_bootstrap_ci: {len(first)} vs {len(second)} judgements")
+    n = len(first)
+    if n == 0:
+        return -1.0, 1.0
+    diffs = [int(bool(s)) - int(bool(f)) for f, s in zip(first, second, strict=True)]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
+    alpha = (1 - level) / 2
+    lo = means[max(0, math.floor(alpha * resamples))]
+    hi = means[min(resamples - 1, math.ceil((1 - alpha) * resamples) - 1)]
+    return lo, hi
+
+
+def paired_comparison(first: Mapping[str, bool], second: Mapping[str, bool], **kw: Any) -> dict[str, Any]:
+    """Compare two models on the problems both were judged on (`{problem id: correct}` each).
+
+    Returns n (shared problems), both accuracies on them, delta = second − first, the discordant counts
+    (`first_only`, `second_only`), the exact McNemar p and the paired bootstrap 95 % CI of the delta.
+    """
+    ids = [i for i in first if i in second]
+    a = [bool(first[i]) for i in ids]
+    b = [bool(second[i]) for i in ids]
+    n = len(ids)
+    first_only = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    second_only = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    acc_a = sum(a) / n if n else 0.0
+    acc_b = sum(b) / n if n else 0.0
+    return {
+        "n": n,
+        "first_accuracy": acc_a,
+        "second_accuracy": acc_b,
+        "delta": acc_b - acc_a,
+        "first_only": first_only,
+        "second_only": second_only,
+        "mcnemar_p": mcnemar_exact(first_only, second_only),
+        "delta_ci95": list(paired_bootstrap_ci(a, b, **kw)),
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -86,6 +87,16 @@ def resolve_source(run_or_model: str | Path) -> tuple[Path, dict[str, Any]]:
     if (path / "config.json").is_file() or is_lora_dir(path):
         return path, {"source_run": None, "config_digest": None, "source_accuracy": None}
     raise ExportError(f"{path}: neither a run directory (with train/final/) nor a model directory")
+
+
+def _stored_source(source: Path, out_dir: Path) -> str:
+    """The source model as the manifest records it: relative to the package when both live in the same run
+    directory (export/<format>-<quant>/ next to train/final), so a copied run names its own model."""
+    run = out_dir.resolve().parent.parent
+    src = source.resolve()
+    if src.is_relative_to(run):
+        return os.path.relpath(src, out_dir.resolve())
+    return str(src)
 
 
 def export_targets(
@@ -275,7 +286,8 @@ def export_model(
             config_digest=config_digest,
             source_accuracy=source_accuracy,
         )
-        extra = {"model_file": model_file, "source_model": str(source), "parity": numbers, "timings": timings}
+        extra = {"model_file": model_file, "source_model": _stored_source(source, out_dir), "parity": numbers,
+                 "timings": timings}  # fmt: skip
         _finish_package(pkg, template, meta, extra, sign_key, tokenizer.eos_token)
     logger.info("exported %s (%s %s) in %.1fs", out_dir, fmt, quant, time.perf_counter() - t_start)
     if archive:

@@ -68,3 +68,47 @@ def check_transformers_gguf(path: Path, ref_text_ids: list[list[int]], ref_nll: 
     if bad:
         raise ParityError("transformers' GGUF tokenizer disagrees with the source tokenizer", numbers)
     return numbers
+
+
+def _field_value(field: Any) -> Any:
+    """A reader field as plain Python: strings, numbers, or lists of them (token lists included)."""
+    import gguf
+
+    types = field.types
+    if types and types[0] == gguf.GGUFValueType.ARRAY:
+        if len(types) > 1 and types[-1] == gguf.GGUFValueType.STRING:
+            return [bytes(field.parts[i]).decode("utf-8", "replace") for i in field.data]
+        return [field.parts[i].tolist() for i in field.data]
+    return field.contents()
+
+
+def diff_gguf(a: Path, b: Path, *, ignore_keys: tuple[str, ...] = ()) -> list[str]:
+    """Every difference between two GGUF files: metadata keys/values (minus `ignore_keys`) and tensors (name,
+    type, shape, bytes, order). Empty when they are the same model, written the same way."""
+    import gguf
+
+    a, b = Path(a), Path(b)
+    ra, rb = gguf.GGUFReader(a), gguf.GGUFReader(b)
+    out = []
+    fa = {k: f for k, f in ra.fields.items() if not k.startswith("GGUF.") and k not in ignore_keys}
+    fb = {k: f for k, f in rb.fields.items() if not k.startswith("GGUF.") and k not in ignore_keys}
+    for k in sorted(set(fa) | set(fb)):
+        if k not in fb or k not in fa:
+            out.append(f"metadata {k}: only in {(a if k in fa else b).name}")
+        elif (va := _field_value(fa[k])) != (vb := _field_value(fb[k])):
+            out.append(f"metadata {k}: {str(va)[:80]} != {str(vb)[:80]}")
+    ta, tb = {t.name: t for t in ra.tensors}, {t.name: t for t in rb.tensors}
+    if list(ta) != list(tb) and set(ta) == set(tb):
+        out.append("tensor order differs")
+    for name in sorted(set(ta) | set(tb)):
+        if name not in ta or name not in tb:
+            out.append(f"tensor {name}: only in {(a if name in ta else b).name}")
+            continue
+        x, y = ta[name], tb[name]
+        if x.tensor_type != y.tensor_type or list(x.shape) != list(y.shape):
+            out.append(
+                f"tensor {name}: {x.tensor_type.name}{list(x.shape)} != {y.tensor_type.name}{list(y.shape)}"
+            )
+        elif bytes(x.data.tobytes()) != bytes(y.data.tobytes()):
+            out.append(f"tensor {name}: bytes differ")
+    return out

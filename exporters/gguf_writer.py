@@ -1,6 +1,7 @@
-"""Write an f32/f16 GGUF from a HF Llama or Qwen2 directory with the `gguf` package.
+"""Write an f32/f16 GGUF from an HF directory: Llama and Qwen2 here with the `gguf` package, the other
+architectures of exporters/archs.py (Qwen3, Gemma 3, Phi-3, LFM2) with llama.cpp's own converter.
 
-Follows llama.cpp's convert_hf_to_gguf for these two architectures (not vendored): GPT-2 style BPE vocab
+For Llama/Qwen2 this follows llama.cpp's convert_hf_to_gguf (tensors and metadata equal, tested): GPT-2 style BPE vocab
 (`tokenizer.ggml.model = "gpt2"`, tokens, token types, merges, pre-tokenizer name), special tokens and chat
 template via `gguf.SpecialVocab`, tensor names via `gguf.get_tensor_name_map`, Llama's q/k row permutation
 (llama.cpp's LLAMA rope is the interleaved kind; HF stores the rotate-half layout), and llama3 rope factors.
@@ -17,24 +18,21 @@ from typing import Any
 
 import numpy as np
 
+from exporters import archs, llama_converter
 from exporters.errors import ExportError
 
 logger = logging.getLogger(__name__)
 
-# HF model_type -> gguf architecture. Anything else is refused: a wrong mapping gives a file that loads
-# and prints garbage, which is worse than an error.
-SUPPORTED_ARCHS: dict[str, str] = {"llama": "LLAMA", "qwen2": "QWEN2"}
+# The architectures this module writes itself (HF model_type -> gguf MODEL_ARCH); exporters/archs.py says which
+# others llama.cpp's converter writes. Anything else is refused: a wrong mapping gives a file that loads and
+# prints garbage, which is worse than an error.
+OWN_ARCHS: dict[str, str] = {"llama": "LLAMA", "qwen2": "QWEN2"}
 FLOAT_TYPES = ("f32", "f16")
 
 
 def check_architecture(config_dir: Path) -> None:
-    """Refuse, before any work, a model whose architecture has no GGUF mapping here."""
-    cfg = json.loads((Path(config_dir) / "config.json").read_text(encoding="utf-8"))
-    if cfg.get("model_type") not in SUPPORTED_ARCHS:
-        raise ExportError(
-            f"{config_dir}: architecture {cfg.get('model_type')!r} is not supported for GGUF export; "
-            f"supported: {sorted(SUPPORTED_ARCHS)} (Llama: SmolLM2, Llama-3.2; Qwen2/Qwen2.5)"
-        )
+    """The gguf format's check_source: refuse, before any work, a model no GGUF writer here takes."""
+    archs.check_architecture(config_dir, "gguf")
 
 
 @dataclass
@@ -171,28 +169,74 @@ def set_prompt_metadata(path: Path, *, name: str | None, chat_template: str | No
     del reader
 
 
+def read_summary(path: Path) -> GgufSummary:
+    """What a GGUF file holds (for a file this module did not write itself)."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    summary = GgufSummary(
+        Path(path),
+        reader.fields["general.architecture"].contents(),
+        n_vocab=len(reader.fields["tokenizer.ggml.tokens"].data),
+        pre=reader.fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in reader.fields else "",
+    )
+    for t in reader.tensors:
+        summary.tensors[t.name] = (tuple(int(x) for x in t.shape), t.tensor_type.name)
+    return summary
+
+
+def fallback_pre_tokenizer(model_dir: Path) -> str | None:
+    """Our structural pre-tokenizer name for the tokenizer transformers runs, or None when we do not know it."""
+    from transformers import AutoTokenizer
+
+    backend = getattr(AutoTokenizer.from_pretrained(model_dir), "backend_tokenizer", None)
+    try:
+        return detect_pre_tokenizer(json.loads(backend.to_str())) if backend is not None else None
+    except ExportError:
+        return None
+
+
+def _write_with_converter(model_dir: Path, out_path: Path, outtype: str, *, name: str | None = None,
+                          chat_template: str | None = None) -> GgufSummary:  # fmt: skip
+    llama_converter.convert(
+        model_dir,
+        out_path,
+        outtype,
+        name=name or model_dir.name,
+        fallback_pre=fallback_pre_tokenizer(model_dir),
+    )
+    if (
+        name or chat_template is not None
+    ):  # the run's name and the package's template, as our writer writes them
+        set_prompt_metadata(out_path, name=name, chat_template=chat_template)
+    summary = read_summary(out_path)
+    logger.info(
+        "wrote %s with llama.cpp's converter (%s, %d tensors)", out_path, outtype, len(summary.tensors)
+    )
+    return summary
+
+
 def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: Any = None,
                name: str | None = None, chat_template: str | None = None) -> GgufSummary:  # fmt: skip
-    """Write `model_dir` (HF Llama/Qwen2 with tokenizer.json) as an f32/f16 GGUF at `out_path`.
+    """Write `model_dir` (an HF directory with tokenizer.json) as an f32/f16 GGUF at `out_path`.
 
-    `model` may be the already loaded torch model (saves a second load). `name` becomes general.name and
-    general.basename (default: the directory's name); `chat_template` replaces the tokenizer's (a GGUF written
-    by another writer gets both from `set_prompt_metadata`). 1-D tensors stay f32 like
-    llama.cpp's converter does; 2-D weights get `outtype`.
+    Llama and Qwen2 are written here, from `model` when given (the already loaded torch model saves a second
+    load): tensors and metadata equal to llama.cpp's converter (tests/test_export_archs.py). The other
+    architectures of exporters/archs.py are written by that converter (exporters/llama_converter.py).
+    1-D tensors stay f32 like llama.cpp's converter does; 2-D weights get `outtype`. `name` becomes
+    general.name and general.basename (default: the directory's name, no basename); `chat_template`
+    replaces the tokenizer's (the package's: exporters/chat_template.py), for both writers.
     """
     import gguf
 
     model_dir, out_path = Path(model_dir), Path(out_path)
     if outtype not in FLOAT_TYPES:
         raise ExportError(f"gguf outtype {outtype!r}: choose one of {FLOAT_TYPES} (then quantize)")
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    model_type = config.get("model_type", "?")
-    if model_type not in SUPPORTED_ARCHS:
-        raise ExportError(
-            f"{model_dir}: architecture {model_type!r} ({config.get('architectures')}) is not supported for GGUF "
-            f"export; supported: {sorted(SUPPORTED_ARCHS)} (Llama: SmolLM2, Llama-3.2; Qwen2/Qwen2.5)"
-        )
-    arch = getattr(gguf.MODEL_ARCH, SUPPORTED_ARCHS[model_type])
+    row = archs.check_architecture(model_dir, "gguf")
+    if row.gguf_writer == archs.CONVERTER:
+        return _write_with_converter(model_dir, out_path, outtype, name=name, chat_template=chat_template)
+    config = archs.model_config(model_dir)
+    arch = getattr(gguf.MODEL_ARCH, OWN_ARCHS[row.model_type])
     if model is None:
         import torch
         from transformers import AutoModelForCausalLM
@@ -209,16 +253,20 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
     tokens, types, pre, tokenizer = _vocab(model_dir, cfg.vocab_size)
     arch_name = gguf.MODEL_ARCH_NAMES[arch]
     w = gguf.GGUFWriter(out_path, arch_name)
+    w.add_type(gguf.GGUFType.MODEL)
     w.add_name(name or model_dir.name)
-    w.add_basename(name or model_dir.name)
+    if name:
+        w.add_basename(name)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_block_count(cfg.num_hidden_layers)
     w.add_feed_forward_length(cfg.intermediate_size)
     w.add_head_count(n_head)
     w.add_head_count_kv(n_kv)
-    w.add_rope_dimension_count(head_dim)
-    if head_dim != cfg.hidden_size // n_head:
+    if arch_name == "llama":  # the converter's LlamaModel writes these; Qwen2Model leaves them to llama.cpp
+        w.add_rope_dimension_count(head_dim)
+        w.add_vocab_size(cfg.vocab_size)
+    if "head_dim" in config:  # written as the converter does: when config.json names it
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
     w.add_rope_freq_base(theta)
@@ -226,7 +274,6 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(float(rope["factor"]))
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_vocab_size(cfg.vocab_size)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if outtype == "f16" else gguf.LlamaFileType.ALL_F32)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
@@ -250,10 +297,17 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
     special.add_to_gguf(w, quiet=True)
 
     summary = GgufSummary(out_path, arch_name, n_vocab=len(tokens), pre=pre)
+
+    def add(name: str, data: np.ndarray) -> None:
+        w.add_tensor(name, data)
+        summary.tensors[name] = (tuple(reversed(data.shape)), "F16" if data.dtype == np.float16 else "F32")
+
+    if rope_type == "llama3":  # the converter's extra tensors come first, then the checkpoint's in name order
+        add(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS], _llama3_rope_factors(theta, head_dim, rope))
     name_map = gguf.get_tensor_name_map(arch, cfg.num_hidden_layers)
     ftype = np.float16 if outtype == "f16" else np.float32
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
-    for hf_name, t in model.state_dict().items():
+    for hf_name, t in sorted(model.state_dict().items()):
         if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
             continue
         name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
@@ -264,14 +318,8 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
             data = _permute_qk(data, n_head)
         elif arch_name == "llama" and hf_name.endswith("k_proj.weight"):
             data = _permute_qk(data, n_kv)
-        data = data.astype(ftype if data.ndim > 1 else np.float32)
-        w.add_tensor(name, data)
-        summary.tensors[name] = (tuple(reversed(data.shape)), "F16" if data.dtype == np.float16 else "F32")
-    if rope_type == "llama3":
-        factors = _llama3_rope_factors(theta, head_dim, rope)
-        rope_name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS]
-        w.add_tensor(rope_name, factors)
-        summary.tensors[rope_name] = (factors.shape, "F32")
+        add(name, data.astype(ftype if data.ndim > 1 else np.float32))
+    w.add_size_label(gguf.size_label(*w.get_total_parameter_count()))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

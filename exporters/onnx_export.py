@@ -7,13 +7,13 @@ runs as is in ORT GenAI on desktop and mobile.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from exporters import archs
 from exporters.errors import ExportError
 
 logger = logging.getLogger(__name__)
@@ -23,9 +23,13 @@ INT4_BLOCK_SIZES = (16, 32, 64, 128, 256)
 
 
 def check_builder_compatible(model_dir: Path) -> None:
-    """The builder takes *any* Linear with out_features == vocab_size for the LM head (onnxruntime-genai
+    """The onnx format's check_source: an architecture of exporters/archs.py the builder exports, and no
+    projection as wide as the vocabulary.
+
+    The builder takes *any* Linear with out_features == vocab_size for the LM head (onnxruntime-genai
     0.18, `has_lm_head`), so a model whose MLP/attention width equals its vocab size exports wrong logits."""
-    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    archs.check_architecture(model_dir, "onnx")
+    cfg = archs.model_config(model_dir)
     vocab, hidden, heads = cfg.get("vocab_size"), cfg.get("hidden_size"), cfg.get("num_attention_heads") or 1
     head_dim = cfg.get("head_dim") or (hidden // heads if hidden else None)
     widths = {
@@ -34,6 +38,9 @@ def check_builder_compatible(model_dir: Path) -> None:
         "q_proj width": heads * head_dim if head_dim else None,
         "k/v_proj width": (cfg.get("num_key_value_heads") or heads) * head_dim if head_dim else None,
     }
+    if cfg.get("model_type") == "phi3" and head_dim:  # Phi-3 fuses q/k/v and gate/up into one Linear each
+        widths["fused qkv_proj width"] = (heads + 2 * (cfg.get("num_key_value_heads") or heads)) * head_dim
+        widths["fused gate_up_proj width"] = 2 * (cfg.get("intermediate_size") or 0)
     clash = [k for k, v in widths.items() if v is not None and v == vocab]
     if clash:
         raise ExportError(

@@ -75,7 +75,14 @@ def test_forced_strategy_and_packaged_prompt(monkeypatch, tmp_path):
     monkeypatch.setattr("device_profiles.worker.generate", fake_generate)
     r = accuracy.run_accuracy(pkg, 2, PROBLEMS[:2], strategy=Strategy.POT)
     assert seen["prompts"] == ["Q: q0?\nA: <pot> ", "Q: q1?\nA: <pot> "]
-    assert (r.correct, r.n, r.source_accuracy, r.drop) == (1, 2, 0.5, 0.0)
+    # the manifest's dev accuracy came from other problems: no drop without the source on these ones
+    assert (r.correct, r.n, r.source_accuracy, r.drop) == (1, 2, None, None)
+    source = {"p0": True, "p1": True, "p2": False}
+    r = accuracy.run_accuracy(pkg, 2, PROBLEMS[:2], strategy=Strategy.POT, source_correct=source)
+    assert (r.correct, r.n, r.source_accuracy, r.source_n, r.drop) == (1, 2, 1.0, 2, 0.5)
+    # the source judged on only some of the problems: still no comparison
+    r = accuracy.run_accuracy(pkg, 2, PROBLEMS[1:3], source_correct={"p1": True})
+    assert r.source_accuracy is None
 
 
 def test_accuracy_pass_uses_the_strategy_the_package_was_exported_with(monkeypatch, tmp_path):

@@ -40,7 +40,7 @@ def test_bench_host_and_estimate(packages, tmp_path):
     out = tmp_path / "bench"
     reports = bench_packages(
         [packages["gguf"], packages["onnx"]], ["host", "raspberry-pi-5"], accuracy_limit=3, repetitions=2,
-        new_tokens=16, out_dir=out,
+        new_tokens=16, out_dir=out, source_correct={p.id: False for p in load_eval_problems(limit=3)},
     )  # fmt: skip
     assert [(r.package_name, r.profile, r.figures.basis) for r in reports] == [
         ("gguf-q4_k_m", "host", "measured"), ("gguf-q4_k_m", "raspberry-pi-5", "estimated"),

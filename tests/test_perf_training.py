@@ -59,8 +59,8 @@ def test_explicit_bf16_is_autocast_on_cpu_and_auto_follows_the_cpu(tiny_model_di
         def on_step_end(self, args, state, control, **kw):
             seen.append(args.bf16)
 
-    r = train(tiny_model_dir, examples, tmp_path / "bf16", max_steps=2, batch_size=3, precision="bf16",
-              packing=True, callbacks=[Dtype()], **FAST)  # fmt: skip
+    r = train(tiny_model_dir, examples, tmp_path / "bf16", max_steps=2, batch_size=3, packing=True,
+              callbacks=[Dtype()], **{**FAST, "precision": "bf16"})  # fmt: skip
     assert seen == [True, True] and all(torch.isfinite(torch.tensor(x)) for _, x in r.losses)
 
 

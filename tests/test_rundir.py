@@ -184,3 +184,46 @@ def test_failed_first_stage_then_plain_rerun_then_resume_with_a_fixed_config(tmp
     res = CliRunner().invoke(main, fixed)  # --resume with the fixed config reaches the next stage
     assert res.exit_code == 2 and "recorded teacher file not found" in res.output, res.output
     assert list(RunDir.open(tmp_path / "r").stages()) == ["data"]
+
+
+def test_stage_summaries_store_paths_relative_to_the_run(tmp_path, monkeypatch):
+    from edge_distill.rundir import from_stored, to_stored
+
+    run = _run(tmp_path / "runs")
+    (run.path / "train" / "final").mkdir(parents=True)
+    outside = tmp_path / "base-model"
+    outside.mkdir()
+    monkeypatch.chdir(tmp_path)  # a cwd-relative path into the run is recognized too
+    rel_into_run = os.path.relpath(run.path / "train" / "final", tmp_path)
+    run.mark_done("train", 1.0, {"model": rel_into_run, "base": str(outside), "packages": [
+        str(run.path / "train" / "final")], "objective": "sft"})  # fmt: skip
+    summary = run.stages()["train"]["summary"]
+    assert summary == {"model": "train/final", "base": str(outside),
+                       "packages": ["train/final"], "objective": "sft"}  # fmt: skip
+    assert run.resolve(summary["model"]) == run.path / "train" / "final"
+    assert to_stored(outside, run.path) == str(outside.resolve())
+    assert from_stored(str(outside), run.path) == outside
+    run.release()
+
+
+def test_mark_stale_makes_later_stages_not_done(tmp_path):
+    run = _run(tmp_path / "runs")
+    for name in ("train", "eval", "export"):
+        run.mark_done(name, 0.0, {})
+    assert run.mark_stale(["export", "bench"], "eval re-ran after it") == ["export"]
+    assert run.done("eval") and not run.done("export")
+    assert run.stages()["export"]["stale"] == "eval re-ran after it"
+    run.mark_done("export", 0.0, {})  # redone: fresh again
+    assert run.done("export")
+    run.release()
+
+
+def test_resume_with_changed_eval_keys_is_allowed_and_noted(tmp_path):
+    run = _run(tmp_path / "runs")
+    run.mark_done("train", 0.0, {})
+    run.release()
+    again = RunDir(_cfg(tmp_path / "runs", "r", "eval.limit=3", "bench.repetitions=1"), resume=True)
+    assert again.changed_sections == {"eval", "bench"}
+    again.release()
+    with pytest.raises(StageError, match="train.lr"):
+        RunDir(_cfg(tmp_path / "runs", "r", "train.lr=0.1"), resume=True)

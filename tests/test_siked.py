@@ -115,7 +115,8 @@ def test_iteration_records_add_up_for_each_mixing_rule(tmp_path, rule):
     fake, calls = FakeStages([0.2, 0.5]), []
     result = _run(tmp_path, fake, calls, rule)
     assert [r["iteration"] for r in result.records] == [0, 1]
-    assert result.best == 1 and result.model == Path(result.records[1]["model"])
+    # records store the model relative to the method's directory (a copied run finds its own)
+    assert result.best == 1 and result.model == tmp_path / result.records[1]["model"]
     r0, r1 = (json.loads((tmp_path / f"iter_{k}" / "record.json").read_text()) for k in (0, 1))
     assert r0["alpha"] == 1.0 and r0["train_size"] == len(TEACHER)
     train = [json.loads(line) for line in (tmp_path / "iter_1" / "train.jsonl").read_text().splitlines()]
@@ -140,7 +141,7 @@ def test_iteration_records_add_up_for_each_mixing_rule(tmp_path, rule):
     assert sum(r1["student_strategy_mix"].values()) == pytest.approx(1.0)
     assert r1["dev"]["per_strategy"] == {"cot": 0.5}
     # iteration 1 starts from iteration 0's model; only dev problems were ever evaluated
-    assert fake.trained[1][1] == r0["model"]
+    assert Path(fake.trained[1][1]) == tmp_path / r0["model"]
     assert all(ids == [p.id for p in DEV] for ids in fake.evaluated)
 
 
@@ -265,18 +266,21 @@ def test_end_to_end_two_iterations_select_on_dev_only(tmp_path, tiny_model_dir, 
     rec1 = json.loads((run.path / "iter_1" / "record.json").read_text())
     assert rec1["sampler"]["samples"] == 2 * 4 and rec1["rule"] == rule
     assert summary["model"] in {
-        json.loads((run.path / f"iter_{k}" / "record.json").read_text())["model"] for k in (0, 1)
+        str(run.path / json.loads((run.path / f"iter_{k}" / "record.json").read_text())["model"])
+        for k in (0, 1)
     }
     # the summary names the best step's directory: the final eval reuses its dev eval, nothing decodes names
     best_dir = Path(summary["best_dir"])
-    assert json.loads((best_dir / "record.json").read_text())["model"] == summary["model"]
+    assert str(run.path / json.loads((best_dir / "record.json").read_text())["model"]) == summary["model"]
     assert Path(summary["best_eval"]) == best_dir / "eval"
     # the final eval, after all selection, is the one place that reads the test split
     run.mark_done("methods", 0.0, summary)
     cfg.eval.final_test = True
     final = pipeline.stage_eval(cfg, run)
     assert test_reads == [1] and final["test"]["n"] == 1 and final["test"]["accuracy"] == 0.0
-    assert [split for _, split in evaluated] == ["dev", "dev", "test"]  # dev reused from the best step
+    # dev reused from the best step; the untrained baseline on the same dev and test problems
+    assert [split for _, split in evaluated] == ["dev", "dev", "test", "baseline_dev", "baseline_test"]
+    assert evaluated[3][0] == evaluated[0][0] and evaluated[4][0] == evaluated[2][0]
 
 
 _KILL_SCRIPT = """

@@ -110,3 +110,83 @@ def build_tiny_llama(
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+# One tiny random model per architecture the exporters support (exporters/archs.py): hidden 256 (so k-quants
+# apply and q4_k_m really holds Q4_K tensors), 2 layers
+# (Gemma 3: 6, so its every-6th global-attention layer exists), the tiny BPE tokenizer above. Each config keeps
+# what makes the family different: Qwen2 q/k/v biases, Qwen3 q/k norms and head_dim != hidden/heads, Gemma 3
+# norm offset, embedding scale, sliding-window layers (window 8, shorter than the parity prompts) and local rope
+# base, Phi-3 fused qkv/gate_up (tokenizer_class GPT2Tokenizer, as Phi-4-mini), LFM2 short-conv + attention.
+TINY_ARCHS = ("llama", "qwen2", "qwen3", "gemma3_text", "phi3", "lfm2")
+
+
+def _tiny_config(arch: str, tokenizer, hidden: int):
+    import transformers
+
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)}  # fmt: skip
+    common = {"hidden_size": hidden, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 2048, **ids}  # fmt: skip
+    if arch == "llama":
+        return transformers.LlamaConfig(**common, intermediate_size=3 * hidden, tie_word_embeddings=True)
+    if arch == "qwen2":
+        return transformers.Qwen2Config(**common, intermediate_size=3 * hidden, tie_word_embeddings=True)
+    if arch == "qwen3":
+        return transformers.Qwen3Config(
+            **common, intermediate_size=3 * hidden, head_dim=32, tie_word_embeddings=True
+        )
+    if arch == "gemma3_text":
+        return transformers.Gemma3TextConfig(
+            **{**common, "num_hidden_layers": 6}, intermediate_size=3 * hidden, head_dim=32,
+            query_pre_attn_scalar=32, sliding_window=8,
+        )  # fmt: skip
+    if arch == "phi3":
+        # 4 kv heads (as Phi-3-mini): with 2, the fused qkv width (256 + 2 * 128) equals the vocabulary (512),
+        # which onnxruntime-genai's builder mistakes for the LM head (refused by check_builder_compatible)
+        common = {**common, "num_key_value_heads": 4}
+        return transformers.Phi3Config(**common, intermediate_size=3 * hidden, original_max_position_embeddings=2048,
+                                       tie_word_embeddings=False)  # fmt: skip
+    if arch == "lfm2":
+        return transformers.Lfm2Config(
+            **common,
+            intermediate_size=4 * hidden,
+            block_multiple_of=64,
+            layer_types=["conv", "full_attention"],
+        )
+    raise ValueError(f"no tiny builder for {arch!r}; known: {TINY_ARCHS}")
+
+
+def build_tiny_arch(out_dir: str | Path, arch: str, *, hidden_size: int = 256, seed: int = 0) -> Path:
+    """Write a tiny random model of `arch` (a config.json model_type in TINY_ARCHS) + tokenizer to `out_dir`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tiny_tokenizer()
+    config = _tiny_config(arch, tokenizer, hidden_size)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    # As build_tiny_llama: varied greedy tokens; 1-D tensors (norms, biases) moved off their defaults too.
+    # Gemma 3 multiplies embeddings by sqrt(hidden): at std 0.08 they swamp every layer (one token forever).
+    emb_std = 0.08 / hidden_size**0.5 if arch == "gemma3_text" else 0.08
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, emb_std if "embed_tokens" in name else 0.08)
+            else:
+                p.add_(torch.randn_like(p) * 0.05)
+            # f16-representable weights: the f16 GGUF then holds exactly the torch weights, and greedy parity
+            # tests the conversion rather than f16 rounding (measured: Qwen3 seed 0 has a 3e-4 logit near-tie
+            # that f32 and f16-rounded weights decide differently; torch with f16-rounded weights = llama.cpp).
+            p.copy_(p.half().float())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    if arch == "phi3":  # llama.cpp's converter reads a Phi-3 vocab as BPE only for this class (Phi-4-mini)
+        path = out_dir / "tokenizer_config.json"
+        tok_cfg = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(
+            json.dumps({**tok_cfg, "tokenizer_class": "GPT2Tokenizer"}, indent=2), encoding="utf-8"
+        )
+    return out_dir

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.io import read_jsonl, write_json, write_jsonl
+from edge_distill.rundir import from_stored, to_stored
 from edge_distill.types import Problem, Sample
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,13 @@ def trained_model(stages: Stages, samples: list[Sample], base: Path, out_dir: Pa
     """Train once: `out_dir/model.json` remembers the result; an unfinished training resumes inside train_fn."""
     marker = out_dir / "model.json"
     if marker.is_file():
-        return Path(json.loads(marker.read_text(encoding="utf-8"))["model"])
+        return from_stored(json.loads(marker.read_text(encoding="utf-8"))["model"], out_dir)
     model = Path(stages.train(samples, Path(base), out_dir))
-    write_json(marker, {"model": str(model), "base": str(base), "samples": len(samples)})
+    # relative to out_dir: a copied run directory resumes with its own model
+    write_json(
+        marker,
+        {"model": to_stored(model, out_dir), "base": to_stored(base, out_dir), "samples": len(samples)},
+    )
     return model
 
 

@@ -40,6 +40,7 @@ from edge_distill.methods.dedup import check_candidates, settings
 from edge_distill.methods.mixing import alpha, composition, filter_correct
 from edge_distill.methods.sampling import SamplingParams, sample_student
 from edge_distill.methods.siked import MethodResult, SamplerFactory
+from edge_distill.rundir import from_stored, to_stored
 from edge_distill.types import Problem, Sample, Strategy
 
 log = logging.getLogger(__name__)
@@ -288,7 +289,7 @@ def run_fdd(
             t0 = time.perf_counter()
             record = {"round": k}
             if k == 0 and start_model is not None:
-                record["adopted"] = str(start_model)
+                record["adopted"] = to_stored(start_model, out_dir)
                 model = Path(start_model)
                 adopt_eval(step, start_summary)
             else:
@@ -297,7 +298,7 @@ def run_fdd(
             write_jsonl(step / "samples.jsonl", (s.to_dict() for s in samples))
             summary = evaluated(stages, model, dev, step / "eval")
             record.update(
-                model=str(model),
+                model=to_stored(model, out_dir),
                 train_size=len(samples),
                 problems=len(problems),
                 alpha=alpha(samples),
@@ -309,12 +310,12 @@ def run_fdd(
             log.info(
                 "FDD round %d: dev accuracy %.3f, %d problems", k, record["dev"]["accuracy"], len(problems)
             )
-        model = Path(record["model"])
+        model = from_stored(record["model"], out_dir)
         records.append(record)
     best = best_index(records)
     best_dir = out_dir / f"round_{best}"
     return MethodResult(
-        Path(records[best]["model"]),
+        from_stored(records[best]["model"], out_dir),
         best,
         records,
         cached_problems(best_dir / "problems.jsonl", lambda: problems),

@@ -32,6 +32,7 @@ from edge_distill.methods import (
 )
 from edge_distill.methods.mixing import alpha, build_iteration_data, composition
 from edge_distill.methods.sampling import SamplingParams, StudentSampler, sample_student
+from edge_distill.rundir import from_stored, to_stored
 from edge_distill.types import Problem, Sample
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def run_siked(
         if done is not None:
             log.info("SIKeD iteration %d: finished earlier (dev %.3f), skipped", k, done["dev"]["accuracy"])
             records.append(done)
-            model = Path(done["model"])
+            model = from_stored(done["model"], out_dir)
         else:
             step.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
@@ -106,7 +107,9 @@ def run_siked(
                     step, k, model, train_problems, teacher, stages, sampler_factory, params, seed
                 )
             record["dev"] = dev_record(evaluated(stages, model, dev, step / "eval"))
-            record.update(iteration=k, model=str(model), wall_s=round(time.perf_counter() - t0, 1))
+            record.update(
+                iteration=k, model=to_stored(model, out_dir), wall_s=round(time.perf_counter() - t0, 1)
+            )
             write_json(step / "record.json", record)
             records.append(record)
             log.info(
@@ -124,7 +127,12 @@ def run_siked(
             break
     best = best_index(records)
     return MethodResult(
-        Path(records[best]["model"]), best, records, train_problems, teacher, out_dir / f"iter_{best}"
+        from_stored(records[best]["model"], out_dir),
+        best,
+        records,
+        train_problems,
+        teacher,
+        out_dir / f"iter_{best}",
     )
 
 
@@ -139,7 +147,7 @@ def _iteration_zero(
         "student_strategy_mix": {},
     }
     if start_model is not None:
-        record["adopted"] = str(start_model)
+        record["adopted"] = to_stored(start_model, step.parent)
         return record, Path(start_model)
     return record, trained_model(stages, teacher, base_model, step / "train")
 
@@ -171,7 +179,7 @@ def _iteration(
     cached_samples(step / "train.jsonl", lambda: data)
     sampler_file = step / "sampler.json"
     record["sampler"] = json.loads(sampler_file.read_text(encoding="utf-8")) if sampler_file.is_file() else {}
-    record["start_model"] = str(start)
+    record["start_model"] = to_stored(start, step.parent)
     record["questions_sampled"] = len(questions)
     if not data:
         # mixing="standard" and the student solved nothing: there is nothing to train on, keep the model
