@@ -95,8 +95,10 @@ def run_accuracy(
     source_correct: Mapping[str, bool] | None = None,
 ) -> AccuracyResult:
     """Generate greedily with the package's runtime, prompt template and decoding (CasCoD: two stages, as
-    in eval), then `score`. `source_correct` ({problem id: correct} of the unquantized model on the same
-    problems, same decoding) gives the accuracy drop; without it there is no source number."""
+    in eval), then `score`. `strategy` None: the one the package was exported with (its eval.strategy).
+    `source_correct` ({problem id: correct} of the unquantized model on the same problems, same decoding)
+    gives the accuracy drop; without it there is no source number."""
+    strategy = strategy or package.strategy
     from device_profiles.worker import generate
     from edge_distill.console import progress
     from edge_distill.decoding import staged_decode

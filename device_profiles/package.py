@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.errors import EdgeDistillError
+from edge_distill.types import Strategy
 from exporters.errors import ExportError
 from exporters.formats import FORMATS, MANIFEST, PROMPT_TEMPLATE, get_format
 
@@ -66,6 +67,12 @@ class Package:
                 str(legacy.get("answer_marker") or self.template.get("answer_marker") or ANSWER_MARKER)
             )
         return dict(SINGLE_PASS)
+
+    @property
+    def strategy(self) -> Strategy | None:
+        """The strategy the package's prompt forces (the run's eval.strategy), None for "auto"."""
+        value = self.template.get("strategy", "auto")
+        return None if value in (None, "auto") else Strategy(value)
 
     def prompt(self, question: str, strategy: str | None = None) -> str:
         """The packaged student prompt; a forced strategy appends the packaged tag suffix."""

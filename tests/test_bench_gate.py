@@ -85,6 +85,31 @@ def test_forced_strategy_and_packaged_prompt(monkeypatch, tmp_path):
     assert r.source_accuracy is None
 
 
+def test_accuracy_pass_uses_the_strategy_the_package_was_exported_with(monkeypatch, tmp_path):
+    """A package exported with eval.strategy=cot is benched with the forced tag, like its source accuracy
+    was measured; an explicit strategy still wins."""
+    template = {
+        "student_prompt": "Q: {question}\nA: ",
+        "forced_strategy_suffix": "[{strategy}]: ",
+        "strategy": "cot",
+    }
+    manifest = {"format": "gguf", "runtime": "llama.cpp", "files": {}}
+    pkg = Package(tmp_path, manifest, template, tmp_path / "m.gguf")
+    seen: list[list[str]] = []
+
+    def fake_generate(runtime, model_path, threads, prompts, *, max_new_tokens):
+        seen.append(prompts)
+        return ["2 + 3 = 5.\nThe answer is 5.", "answer = 2"][: len(prompts)]
+
+    monkeypatch.setattr("device_profiles.worker.generate", fake_generate)
+    r = accuracy.run_accuracy(pkg, 2, [Problem("a", "q0?", "5"), Problem("b", "q1?", "2")])
+    assert pkg.strategy is Strategy.COT and seen[0] == ["Q: q0?\nA: [cot]: ", "Q: q1?\nA: [cot]: "]
+    assert [p["strategy"] for p in r.predictions] == ["cot", "cot"]  # judged as the forced strategy
+    accuracy.run_accuracy(pkg, 2, [Problem("b", "q1?", "2")], strategy=Strategy.POT)
+    assert seen[-1] == ["Q: q1?\nA: [pot]: "]
+    assert Package(tmp_path, manifest, {**template, "strategy": "auto"}, pkg.model_path).strategy is None
+
+
 def test_accuracy_pass_decodes_a_cascod_package_in_two_stages(monkeypatch, tmp_path):
     """The bench decodes as the package's prompt_template.json says, like eval does (fake runtime: the
     orchestration is under test; test_bench_runtime runs real llama.cpp)."""

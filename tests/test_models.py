@@ -100,6 +100,10 @@ def test_smollm2_conversion_roundtrips_and_generates(tmp_path_factory, monkeypat
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text and len(ids) < len(text) // 2  # a real BPE vocab, not bytes
     assert tok.eos_token == "<|im_end|>" and tok.pad_token is not None
+    # the converted tokenizer splits digits one by one, like SmolLM2's own (tests/test_tokenizer_fidelity.py)
+    assert path.name.endswith("-v2")  # the cache key moved when the tokenizer changed: old caches are rebuilt
+    digits = tok("x  12 345", add_special_tokens=False)["input_ids"]
+    assert [tok.decode([i]) for i in digits] == ["x", "  ", "1", "2", " ", "3", "4", "5"]
 
     model = load_model(path)
     out = generate(

@@ -252,6 +252,14 @@ def test_merge_lora_gives_same_logits_as_base_plus_adapter(tiny_model_dir, tok, 
     merged = merge_lora(r.final_dir, tmp_path / "merged")
     assert (merged / "config.json").is_file() and (merged / "tokenizer.json").is_file()
     assert not (merged / "adapter_config.json").exists()
+    # the trained and the merged directory prompt like the student, not like the base model's chat template
+    from edge_distill.models import load_tokenizer
+    from edge_distill.strategies import student_prompt
+
+    chat = [{"role": "user", "content": "What is 2 + 3?"}]
+    for d in (r.final_dir, merged):
+        rendered = load_tokenizer(d).apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        assert rendered == student_prompt("What is 2 + 3?")
     ids = torch.tensor([_examples(tok)[1].input_ids])
     with torch.no_grad():
         unmerged = load_model(tiny_model_dir, adapter_dir=r.final_dir, merge=False)

@@ -1,0 +1,127 @@
+"""The student's plain-text prompt as the chat templates runtimes and apps apply on their own.
+
+The student is trained on `strategies.student_prompt(question)` — plain text, no chat roles. Chat front ends
+(llama.cpp's chat mode and `create_chat_completion`, Ollama, LM Studio, ORT GenAI, transformers'
+`apply_chat_template`) wrap a user message in the template the package carries, so every package carries
+templates that render the question into exactly that text:
+
+- `jinja_template(template)`: GGUF `tokenizer.chat_template`, HF `tokenizer_config.json` /
+  `chat_template.jinja` (transformers, ORT GenAI, LM Studio);
+- `ollama_template(template)` inside `modelfile(...)`: Ollama's Go-template `TEMPLATE`.
+
+The question is the last user message; system messages and earlier turns are ignored (the student is a
+single-turn solver). The template's `strategy` "cot" | "l2m" | "pot" appends the forced tag, as
+`eval.strategy` does; "auto" lets the student pick. Each function reads the package's prompt template
+(`package.default_prompt_template`: `student_prompt`, `forced_strategy_suffix`, `strategy`). Torch-free.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporters.errors import ExportError
+
+STRATEGY_CHOICES = ("auto", "cot", "l2m", "pot")
+MODELFILE = "Modelfile"
+
+_NO_QUESTION = "edge-distill student: put the question in a user message"
+
+
+def forced_strategy(strategy: str | None) -> str | None:
+    """None for "auto"/None, else the strategy name; anything else is an error naming the choices."""
+    if strategy is None or strategy == "auto":
+        return None
+    if strategy not in STRATEGY_CHOICES:
+        raise ExportError(f"prompt strategy {strategy!r}: choose one of {', '.join(STRATEGY_CHOICES)}")
+    return strategy
+
+
+def render(template: dict[str, Any], question: str) -> str:
+    """What every chat template below renders for one user message: the packaged prompt, forced tag included."""
+    before, after = _parts(template, ())
+    return before + question.strip() + after
+
+
+def _parts(template: dict[str, Any], forbidden: tuple[str, ...]) -> tuple[str, str]:
+    """The literal text before and after the question (the forced tag included)."""
+    before, sep, after = str(template["student_prompt"]).partition("{question}")
+    forced = forced_strategy(template.get("strategy"))
+    if forced:
+        after += str(template.get("forced_strategy_suffix", "[{strategy}]: ")).format(strategy=forced)
+    bad = [s for s in forbidden if s in before + after]
+    if not sep or "{question}" in after or before[:1].isspace():
+        bad.append("not exactly one {question}, at a non-blank start")
+    if bad:  # the prompt text would be read as template syntax: refuse rather than render something else
+        raise ExportError(f"prompt template student_prompt cannot become a chat template: {bad}")
+    return before, after
+
+
+def student_jinja_template() -> str:
+    """The Jinja template of the plain student prompt (strategy auto), for HF model directories a run
+    writes (train/final): `apply_chat_template` on them gives the prompt the student is trained on."""
+    from edge_distill.strategies import STUDENT_PROMPT
+
+    return jinja_template({"student_prompt": STUDENT_PROMPT, "strategy": "auto"})
+
+
+def jinja_template(template: dict[str, Any]) -> str:
+    """A Jinja chat template (HF / llama.cpp / LM Studio / ORT GenAI) rendering the training prompt.
+
+    Written for the environments those runtimes use (trim_blocks + lstrip_blocks): literal text never
+    starts a line with a block tag, and no whitespace-control dash touches the prompt's own whitespace.
+    `| trim` is Python's str.strip, as in `student_prompt`.
+    """
+    before, after = _parts(template, ("{{", "{%", "{#", "}}", "%}", "#}"))
+    return (
+        "{#- edge-distill student: the last user message is the question; the prompt is the plain text the "
+        "student was trained on -#}\n"
+        "{%- set ns = namespace(question=none) -%}\n"
+        # every message's content is read (not rendered): llama.cpp then sees a template that handles system
+        # messages itself instead of merging the system prompt into the question
+        "{%- for message in messages -%}\n"
+        "{%- set content = message['content'] -%}\n"
+        "{%- if message['role'] == 'user' -%}{%- set ns.question = content -%}{%- endif -%}\n"
+        "{%- endfor -%}\n"
+        f"{{%- if ns.question is none -%}}{{{{ raise_exception('{_NO_QUESTION}') }}}}{{%- endif -%}}\n"
+        f"{before}{{{{ ns.question | trim }}}}{after}"
+    )
+
+
+def ollama_template(template: dict[str, Any]) -> str:
+    """Ollama's TEMPLATE (Go text/template): the same prompt from the last user message.
+
+    Go templates cannot strip whitespace from a value: the app should send the question stripped.
+    The trailing `{{ "" }}` keeps the prompt's final space away from any trimming of the Modelfile value.
+    """
+    before, after = _parts(template, ("{{", "}}", '"""'))
+    return (
+        '{{- $question := "" }}{{- range .Messages }}{{- if eq .Role "user" }}{{- $question = .Content }}'
+        "{{- end }}{{- end }}"
+        f'{before}{{{{ $question }}}}{after}{{{{ "" }}}}'
+    )
+
+
+def modelfile(model_file: str, template: dict[str, Any], *, stop: list[str], num_predict: int = 320,
+              num_ctx: int = 2048) -> str:  # fmt: skip
+    """An Ollama Modelfile next to the GGUF: `ollama create <name> -f Modelfile` in the package directory.
+
+    Greedy decoding as in eval and the bench: temperature 0, no repeat penalty (Ollama's default is 1.1).
+    """
+    if not model_file.endswith(".gguf") or "/" in model_file or '"' in model_file:
+        raise ExportError(f"Modelfile: {model_file!r} is not a GGUF file name in the package")
+    lines = [
+        '# Ollama: `ollama create <name> -f Modelfile` here, then `ollama run <name> "<question>"`.',
+        "# The template renders the question into the exact prompt the student was trained on.",
+        f"FROM ./{model_file}",
+        f'TEMPLATE """{ollama_template(template)}"""',
+        "PARAMETER temperature 0",
+        "PARAMETER top_k 1",
+        "PARAMETER repeat_penalty 1",
+        f"PARAMETER num_ctx {int(num_ctx)}",
+        f"PARAMETER num_predict {int(num_predict)}",
+    ]
+    for s in stop:
+        if '"' in s or "\n" in s or not s:
+            raise ExportError(f"Modelfile stop string {s!r}: must be one line without double quotes")
+        lines.append(f'PARAMETER stop "{s}"')
+    return "\n".join(lines) + "\n"
