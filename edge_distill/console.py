@@ -56,13 +56,18 @@ class _NoiseFilter(logging.Filter):
     """Drops records that match NOISY. On a library's own handler (`reroute`), re-emits the rest
     through the root handlers (tqdm-safe, our format) instead of letting that handler print."""
 
-    def __init__(self, reroute: bool) -> None:
+    def __init__(self, reroute: bool, library: str | None = None) -> None:
         super().__init__()
         self.reroute = reroute
+        self.library = library  # the library logger whose own handler this filter sits on
 
     def filter(self, record: logging.LogRecord) -> bool:
         if is_noise(record.name, record.getMessage()):
             return False
+        if self.reroute and self.library and logging.getLogger(self.library).propagate:
+            return (
+                False  # the record reaches the root handlers by propagation: re-emitting would print it twice
+            )
         if self.reroute and not getattr(record, "_rerouted", False):
             record._rerouted = True  # a root handler that is also the library's must not loop
             for handler in logging.getLogger().handlers:
@@ -82,11 +87,11 @@ def _route_library(name: str) -> None:
     add = lib.addHandler
 
     def add_handler(handler: logging.Handler) -> None:
-        handler.addFilter(_NoiseFilter(reroute=True))
+        handler.addFilter(_NoiseFilter(reroute=True, library=name))
         add(handler)
 
     for handler in lib.handlers:  # already imported
-        handler.addFilter(_NoiseFilter(reroute=True))
+        handler.addFilter(_NoiseFilter(reroute=True, library=name))
     lib.addHandler = add_handler  # type: ignore[method-assign]
     lib._edge_distill_routed = True  # type: ignore[attr-defined]
 

@@ -50,8 +50,12 @@ def test_log_lines_print_above_a_running_bar(terminal, capsys) -> None:
     assert "busy" not in line and line.endswith("INFO edge_distill.test: stage line while a bar runs")
 
 
-def test_known_noise_is_dropped_and_the_rest_shows(terminal, capsys) -> None:
+@pytest.mark.parametrize("propagate", [False, True])
+def test_known_noise_is_dropped_and_the_rest_shows(terminal, capsys, propagate) -> None:
+    """transformers' logger does not propagate unless someone (a test, an app) turned it on: once either way."""
     from transformers.utils import logging as hf_logging
+
+    logging.getLogger("transformers").propagate = propagate
 
     child = hf_logging.get_logger("transformers.utils.generic")
     child.warning("`past_key_values`/`cache_params` are deprecated. Use `cache` instead.")

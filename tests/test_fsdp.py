@@ -60,7 +60,7 @@ WORKER = textwrap.dedent(
     try:
         train(model_dir, examples, out_dir, max_steps=steps, batch_size=bs, max_grad_norm=0.0, lora={"dropout": 0.0},
               lr=0.5, group_by_length=False, warmup_steps=0, scheduler="constant", save_steps=1, logging_steps=1,
-              packing=True, training_args={"optim": "sgd", "optim_args": "momentum=0.5"}, callbacks=[Probe()])
+              packing=True, precision="fp32", training_args={"optim": "sgd", "optim_args": "momentum=0.5"}, callbacks=[Probe()])
     except KeyboardInterrupt:
         sys.exit(3)
     """
