@@ -209,7 +209,10 @@ def write_onnx_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
 
         og_tok = og.Tokenizer(rt.model)
         numbers["tokenizer_ort_genai"] = parity.check_tokenizer_parity(
-            og_tok.encode, tokenizer, name="ORT GenAI"
+            og_tok.encode,
+            tokenizer,
+            name="ORT GenAI",
+            fatal=False,  # see check_tokenizer_parity
         )
     finally:
         rt.close()

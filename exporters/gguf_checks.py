@@ -51,11 +51,21 @@ def check_transformers_gguf(path: Path, ref_text_ids: list[list[int]], ref_nll: 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from edge_distill.errors import ModelError
+    from edge_distill.models import gguf_pre_tokenizer, restore_pre_tokenizer
     from exporters.parity import _nll_from_logits
 
     kw = {"gguf_file": path.name}
     model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
+    # transformers' GGUF loader drops the pre-tokenizer the file names (SmolLM2's digit split among them), so a
+    # raw load disagrees with llama.cpp on digits: restore it the way edge-distill loads GGUFs (models.py), and
+    # record that a plain `from_pretrained(gguf_file=...)` needs this step
+    pre: str | None = gguf_pre_tokenizer(path)
     gguf_tok = AutoTokenizer.from_pretrained(path.parent, **kw)
+    try:
+        gguf_tok = restore_pre_tokenizer(gguf_tok, pre, source=path)
+    except ModelError:  # no HF equivalent known here: compare the loader's own tokenizer as it is
+        pre = None
     with torch.no_grad():
         nll = float(
             np.mean(
@@ -64,7 +74,8 @@ def check_transformers_gguf(path: Path, ref_text_ids: list[list[int]], ref_nll: 
         )
     bad = [s for s in strings if gguf_tok(s)["input_ids"] != tokenizer(s)["input_ids"]]
     numbers = {"nll_ref": ref_nll, "nll_transformers_gguf": nll, "ppl_ratio": float(np.exp(nll - ref_nll)),
-               "tokenizer_mismatches": len(bad), "first_mismatch": bad[0] if bad else None}  # fmt: skip
+               "tokenizer_mismatches": len(bad), "first_mismatch": bad[0] if bad else None,
+               "pre_tokenizer_restored": pre}  # fmt: skip
     if bad:
         raise ParityError("transformers' GGUF tokenizer disagrees with the source tokenizer", numbers)
     return numbers

@@ -325,9 +325,12 @@ def enforce(
 
 
 def check_tokenizer_parity(
-    encode: Any, tokenizer: Any, *, name: str, strings: list[str] | None = None
+    encode: Any, tokenizer: Any, *, name: str, strings: list[str] | None = None, fatal: bool = True
 ) -> dict[str, Any]:
-    """`encode(text) -> ids` of an exported runtime must equal the HF tokenizer's ids on the check strings."""
+    """`encode(text) -> ids` of an exported runtime must equal the HF tokenizer's ids on the check strings.
+
+    `fatal=False` records and warns instead of refusing (ORT GenAI: measured on SmolLM2 with its digit-split
+    pre-tokenizer restored, its tokenizer differs on digit/whitespace probes; the manifest keeps the count)."""
     strings = strings or TOKENIZER_CHECK_STRINGS
     bad = [s for s in strings if list(encode(s)) != tokenizer(s)["input_ids"]]
     numbers = {
@@ -336,6 +339,11 @@ def check_tokenizer_parity(
         "mismatches": len(bad),
         "first_mismatch": bad[0] if bad else None,
     }
-    if bad:
+    if bad and fatal:
         raise ParityError(f"{name} tokenizer disagrees with the source tokenizer", numbers)
+    if bad:
+        logger.warning(
+            "%s tokenizer differs from the source on %d of %d check strings (first: %r); recorded in the manifest",
+            name, len(bad), len(strings), bad[0][:60],
+        )  # fmt: skip
     return numbers
