@@ -192,23 +192,11 @@ def _evaluate(cand: Candidate, pset: ProblemSet, opts: dict[str, Any]) -> list[d
         threads = load_profile("host").resolved_threads()
         acc = run_accuracy(pkg, threads, pset.problems, strategy=strategy, max_new_tokens=ev.max_new_tokens)
         return acc.predictions
-    from edge_distill.eval import evaluate
-    from edge_distill.fastpath import inference_dtype
-    from edge_distill.objectives.build import generate_fn_for
+    from edge_distill.stages import decode_student
 
     # a run's models decode as its objective trained them (CasCoD: two stages); a bare model single-pass
     train = cand.run.cfg.train if cand.run is not None else TrainConfig()
-    result = evaluate(
-        cand.path,
-        pset.problems,
-        strategy=ev.strategy,
-        batch_size=ev.batch_size,
-        max_new_tokens=ev.max_new_tokens,
-        generate_fn=generate_fn_for(train),
-        dtype=inference_dtype(train.precision),
-        engine=ev.engine,
-    )
-    return result.predictions
+    return decode_student(ev, train, cand.path, pset.problems).predictions
 
 
 def compare(

@@ -89,16 +89,15 @@ def train_student(train: TrainConfig, samples: list[Sample], base_model: str | P
     return train_with_objective(train, samples, base_model, out_dir, seed=seed, pairs=pairs)
 
 
-def evaluate_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, problems: list[Problem],
-                     out_dir: Path, split: str) -> Any:  # fmt: skip
-    """Evaluate with the decoding the objective trained for (CasCoD: two stages); write `out_dir/{split}*`."""
-    from edge_distill.eval import evaluate, write_eval
+def decode_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, problems: list[Problem]) -> Any:
+    """Decode and judge `problems` with the decoding the objective trained for (CasCoD: two stages)."""
+    from edge_distill.eval import evaluate
     from edge_distill.fastpath import inference_dtype
     from edge_distill.objectives.build import generate_fn_for
 
-    result = evaluate(
+    return evaluate(
         model_dir,
-        problems[: ev.limit] if ev.limit else problems,
+        problems,
         strategy=ev.strategy,
         batch_size=ev.batch_size,
         max_new_tokens=ev.max_new_tokens,
@@ -106,6 +105,14 @@ def evaluate_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, proble
         dtype=inference_dtype(train.precision),
         engine=ev.engine,
     )
+
+
+def evaluate_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, problems: list[Problem],
+                     out_dir: Path, split: str) -> Any:  # fmt: skip
+    """`decode_student` on the first `eval.limit` problems; writes `out_dir/{split}*`."""
+    from edge_distill.eval import write_eval
+
+    result = decode_student(ev, train, model_dir, problems[: ev.limit] if ev.limit else problems)
     write_eval(result, out_dir, split)
     return result
 
