@@ -36,6 +36,16 @@ def forced_strategy(strategy: str | None) -> str | None:
     return strategy
 
 
+# Packages written before the token-exact boundary (prompt "...Solution: ", forced "...Solution: [cot]: ")
+# carry no suffix of the current form; a template without `forced_strategy_suffix` is one of those.
+LEGACY_FORCED_SUFFIX = "[{strategy}]: "
+
+
+def forced_suffix(template: dict[str, Any]) -> str:
+    """The packaged forced-tag suffix; the legacy one for packages that predate the field."""
+    return str(template.get("forced_strategy_suffix", LEGACY_FORCED_SUFFIX))
+
+
 def render(template: dict[str, Any], question: str) -> str:
     """What every chat template below renders for one user message: the packaged prompt, forced tag included."""
     before, after = _parts(template, ())
@@ -47,7 +57,7 @@ def _parts(template: dict[str, Any], forbidden: tuple[str, ...]) -> tuple[str, s
     before, sep, after = str(template["student_prompt"]).partition("{question}")
     forced = forced_strategy(template.get("strategy"))
     if forced:
-        after += str(template.get("forced_strategy_suffix", "[{strategy}]: ")).format(strategy=forced)
+        after += forced_suffix(template).format(strategy=forced)
     bad = [s for s in forbidden if s in before + after]
     if not sep or "{question}" in after or before[:1].isspace():
         bad.append("not exactly one {question}, at a non-blank start")

@@ -19,8 +19,9 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edge_distill.models import load_tokenizer
-from edge_distill.objectives.sft import encode
+from edge_distill.objectives.sft import build_sft_examples, encode
 from edge_distill.strategies import STUDENT_PROMPT, student_prompt
+from edge_distill.types import Sample, Strategy
 from exporters import ExportError, export_model
 from exporters.chat_template import jinja_template, modelfile, ollama_template, render
 from exporters.package import default_prompt_template, model_card
@@ -100,7 +101,7 @@ def test_modelfile_template_stops_and_greedy_parameters(strategy):
     assert body == ollama_template(tpl)
     # the Go template's literal text is the prompt around the question, ending with the forced tag
     before, _, after = STUDENT_PROMPT.partition("{question}")
-    assert before + "{{ $question }}" + after + ("[cot]: " if strategy == "cot" else "") + '{{ "" }}' in body
+    assert before + "{{ $question }}" + after + (" [cot]:" if strategy == "cot" else "") + '{{ "" }}' in body
     with pytest.raises(ExportError, match="not a GGUF file name"):
         modelfile("../x.gguf", tpl, stop=[])
 
@@ -111,7 +112,7 @@ def test_model_card_says_how_to_prompt_and_how_pot_runs():
     assert "## How to prompt it" in auto and render(default_prompt_template(), "<question>") in auto
     assert "eval.strategy=cot" in auto and "run_programs" in auto and "Modelfile" in auto
     cot = model_card(manifest, "model-q8_0.gguf", default_prompt_template(strategy="cot"))
-    assert "forces `[cot]`" in cot and "Solution: [cot]: " in cot
+    assert "forces `[cot]`" in cot and "Solution: [cot]:\n" in cot
 
 
 def _training_ids(tokenizer, question: str, strategy: str) -> list[int]:
@@ -153,6 +154,10 @@ def test_gguf_package_chat_completion_feeds_the_training_tokens(tiny_model_dir, 
         expected = _training_ids(source_tok, q, strategy)
         out = llm.create_chat_completion([{"role": "user", "content": q}], temperature=0, max_tokens=2)
         assert fed[-1] == expected, q
+        if strategy != "auto":  # a forced tag: the ids are where the training example's response begins
+            sample = Sample("q", q, "5", Strategy(strategy), "2 + 3 = 5.")
+            trained = build_sft_examples(source_tok, [sample], max_length=4096)[0].input_ids
+            assert trained[: len(expected)] == expected and len(trained) > len(expected) + 1, q
         assert out["usage"]["prompt_tokens"] == len(expected)
         hf = pkg_tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                          tokenize=True, return_dict=False)  # fmt: skip
