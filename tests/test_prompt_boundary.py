@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_distill.data import load_problems
 from edge_distill import decoding as dec
+from edge_distill.data import load_problems
 from edge_distill.models import load_tokenizer, resolve_model, smollm2_gguf_path
 from edge_distill.objectives.cascod import answer_prompt, cascod_text
 from edge_distill.objectives.sft import build_sft_examples, encode
@@ -68,7 +68,9 @@ def _response(s: Sample) -> str:
     return format_response(s.strategy, s.rationale, None if s.strategy is Strategy.POT else s.gold)
 
 
-def _boundary_mismatches(enc, samples, prompt_fn=student_prompt, response_fn=_response) -> dict[str, list[str]]:
+def _boundary_mismatches(
+    enc, samples, prompt_fn=student_prompt, response_fn=_response
+) -> dict[str, list[str]]:
     bad: dict[str, list[str]] = {"free": [], "forced": [], "cascod": []}
     for s in samples:
         prompt, response = prompt_fn(s.question), response_fn(s)
@@ -134,7 +136,9 @@ def test_gguf_chat_template_rendering_gives_the_training_ids(samples, llama, str
 
     llm, lenc = llama
     template = default_prompt_template(strategy=strategy)
-    formatter = Jinja2ChatFormatter(template["chat_template"], eos_token="<|im_end|>", bos_token="<|im_start|>")
+    formatter = Jinja2ChatFormatter(
+        template["chat_template"], eos_token="<|im_end|>", bos_token="<|im_start|>"
+    )
     forced = None if strategy == "auto" else Strategy(strategy)
     subset = [s for s in samples if forced in (None, s.strategy)][::40]
     assert subset
