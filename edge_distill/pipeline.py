@@ -106,7 +106,11 @@ def final_model_dir(run: RunDir) -> Path:
     for stage in ("methods", "train"):
         model = recorded.get(stage, {}).get("summary", {}).get("model")
         if model:
-            return run.resolve(model)
+            from exporters.chat_template import check_trained_prompt
+
+            path = run.resolve(model)
+            check_trained_prompt(path)  # a run trained on an older prompt format: say so, clearly
+            return path
     raise StageError(f"{run.path}: no trained model yet (run the train stage first)")
 
 

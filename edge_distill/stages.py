@@ -94,7 +94,9 @@ def decode_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, problems
     from edge_distill.eval import evaluate
     from edge_distill.fastpath import inference_dtype
     from edge_distill.objectives.build import generate_fn_for
+    from exporters.chat_template import check_trained_prompt
 
+    check_trained_prompt(model_dir)  # trained on an older prompt format: refuse, do not mis-measure
     return evaluate(
         model_dir,
         problems,

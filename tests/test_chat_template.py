@@ -315,3 +315,44 @@ def test_set_prompt_metadata_rewrites_a_gguf_from_another_writer(tiny_model_dir,
     text = llm.create_chat_completion([{"role": "user", "content": q}], max_tokens=1)
     assert text["usage"]["prompt_tokens"] == len(_training_ids(load_tokenizer(tiny_model_dir), q, "cot"))
     llm.close()
+
+
+def test_a_model_trained_on_the_old_prompt_format_is_refused_with_a_clear_message(tmp_path):
+    """Old runs' models carry the pre-token-exact template (prompt ending 'Solution: '): eval and export
+    refuse them instead of decoding a prompt they never saw; base models and today's models pass."""
+    from edge_distill.config import EvalConfig, TrainConfig
+    from edge_distill.stages import decode_student
+    from exporters.chat_template import PromptFormatError, check_trained_prompt, student_jinja_template
+
+    old_prompt = STUDENT_PROMPT + " "  # the old contract text ended with a blank
+    old = jinja_template({"student_prompt": old_prompt, "strategy": "auto"})
+    for name, template in (
+        ("old", old),
+        ("new", student_jinja_template()),
+        ("chatml", "{{ '<|im_start|>' }}"),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    check_trained_prompt(tmp_path / "new")
+    check_trained_prompt(tmp_path / "chatml")
+    check_trained_prompt(tmp_path / "missing")
+    with pytest.raises(PromptFormatError, match="older edge-distill prompt format.*Retrain it"):
+        check_trained_prompt(tmp_path / "old")
+    with pytest.raises(PromptFormatError, match="older edge-distill prompt format"):
+        decode_student(EvalConfig(), TrainConfig(), tmp_path / "old", [])
+
+
+def test_an_old_package_prompts_with_its_own_packaged_format(tmp_path):
+    """Packages keep the template they were exported with: the device bench prompts an old package (prompt
+    ending 'Solution: ', suffix '[cot]: ') with that text, and its chat template renders it too."""
+    from device_profiles.package import Package
+
+    old = {**default_prompt_template(strategy="cot"), "student_prompt": STUDENT_PROMPT + " "}
+    old["forced_strategy_suffix"] = "[{strategy}]: "
+    pkg = Package(tmp_path, {}, old, tmp_path / "model.gguf")
+    assert pkg.prompt("Q?", "cot").endswith("\nSolution: [cot]: ")
+    assert render(old, "Q?") == pkg.prompt("Q?", "cot")
+    legacy = {k: v for k, v in old.items() if k != "forced_strategy_suffix"}  # a template without the field
+    assert render(legacy, "Q?") == pkg.prompt("Q?", "cot")
+    new = Package(tmp_path, {}, default_prompt_template(strategy="cot"), tmp_path / "model.gguf")
+    assert new.prompt("Q?", "cot") == student_prompt("Q?", "cot")
