@@ -138,7 +138,7 @@ def ollama_template(template: dict[str, Any]) -> str:
     """Ollama's TEMPLATE (Go text/template): the same prompt from the last user message.
 
     Go templates cannot strip whitespace from a value: the app should send the question stripped.
-    The trailing `{{ "" }}` keeps the prompt's final space away from any trimming of the Modelfile value.
+    The trailing `{{ "" }}` keeps the prompt's end away from any trimming of the Modelfile value.
     """
     before, after = _parts(template, ("{{", "}}", '"""'))
     return (
