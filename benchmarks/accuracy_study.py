@@ -76,27 +76,29 @@ ARM_NAMES = [a.name for a in ARMS]
 # ------------------------------------------------------------------------------------------- protocols
 # Sizing (CPU, measured on this project's 2-core box, SmolLM2-135M, LoRA r16): ~75 real tokens/s of training
 # (README "Scaling up"), a GSM8K CoT example is ~215 tokens; greedy decoding of 30 problems x 192 tokens
-# takes ~43 s. 24 steps x batch 4 is ~3 min of training per arm; dev 40 + test 250 is ~7 min of decoding
-# per arm. Test is the whole shipped test sample (250): the exact McNemar test then detects a 5-point
+# takes ~43 s. 30 steps x batch 4 (120 examples, ~26 k tokens) is ~5-6 min of training per arm; dev 40 +
+# test 250 is ~7 min of decoding per arm. Test is the whole shipped test sample (250): the exact McNemar test then detects a 5-point
 # paired difference with power 0.99 / 0.65 / 0.38 when 5 % / 10 % / 20 % of problems are discordant
 # (`stats.mcnemar_power`; the study prints the power at each arm's observed discordance).
 CPU: dict[str, Any] = {
     "data": {"train": "builtin:gsm8k-sample", "test": "builtin:gsm8k-sample", "limit_train": 160, "dev_size": 40},
     "teacher": {"backend": "recorded", "model": "builtin:gsm8k"},
     "student": {"model": "builtin:smollm2-135m"},
-    "train": {"finetune": "lora", "lr": 5e-4, "epochs": 1, "max_steps": 24, "batch_size": 4, "max_length": 512,
+    "train": {"finetune": "lora", "lr": 5e-4, "epochs": 1, "max_steps": 30, "batch_size": 4, "max_length": 512,
               "warmup_steps": 2, "save_steps": 1000, "packing": True, "logging_steps": 4},
     "eval": {"split": "dev", "batch_size": 32, "max_new_tokens": 192, "baseline": False, "final_test": False},
-    "siked": {"iterations": 2, "samples_per_question": 2, "limit_questions": 80, "max_new_tokens": 192,
+    "siked": {"iterations": 2, "samples_per_question": 2, "limit_questions": 64, "max_new_tokens": 192,
               "sampler_batch_size": 32, "patience": 1},
-    "fdd": {"rounds": 1, "limit_questions": 80},
+    "fdd": {"rounds": 1, "limit_questions": 64},
 }  # fmt: skip
 
 # GPU (one H100/H200, <= 0.5B student): full GSM8K train (7,473 problems, 200 of them held out as dev) and the
 # full test (1,319). Sized by estimate, NOT yet run on a GPU: SmolLM2-135M full fine-tune in bf16 with
 # packing, 300 steps x 32 examples (~1.3 epochs of CoT, ~2 M tokens per arm); decoding 1,519 problems x 256
-# tokens per arm with continuous batching. At 1,319 test problems the exact McNemar test detects 5 points
-# with power > 0.99 at 10 % discordance.
+# tokens per arm with continuous batching; SIKeD samples 1,000 train questions x 4. Estimated budget (not
+# measured): ~15 s of training and ~30-40 s of decoding per arm, ~90 s of SIKeD sampling, ~60 s of
+# start-up, conversion and sandboxed PoT judging: ~6-7 min. At 1,319 test problems the exact McNemar test
+# detects 5 points with power > 0.99 at 10 % discordance.
 GPU: dict[str, Any] = {
     "data": {"dev_size": 200},
     "teacher": {"backend": "recorded", "model": "builtin:gsm8k"},
@@ -104,7 +106,7 @@ GPU: dict[str, Any] = {
     "train": {"finetune": "full", "lr": 5e-5, "epochs": 2, "max_steps": 300, "batch_size": 32, "max_length": 768,
               "warmup_steps": 20, "save_steps": 100000, "packing": True, "precision": "bf16", "logging_steps": 20},
     "eval": {"split": "dev", "batch_size": 256, "max_new_tokens": 256, "baseline": False, "final_test": False},
-    "siked": {"iterations": 3, "samples_per_question": 4, "limit_questions": 2000, "max_new_tokens": 256,
+    "siked": {"iterations": 2, "samples_per_question": 4, "limit_questions": 1000, "max_new_tokens": 256,
               "sampler_batch_size": 256, "patience": 1},
     "fdd": {"rounds": 1, "limit_questions": 1000},
 }  # fmt: skip
