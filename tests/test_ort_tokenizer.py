@@ -48,6 +48,7 @@ def test_rewrite_for_ort_changes_only_the_pre_tokenizer(tmp_path):
     path = tmp_path / "tokenizer.json"
     before = path.read_bytes()
     assert not rewrite_for_ort(path)  # the tiny tokenizer's lone ByteLevel: the file is left untouched
+    assert not rewrite_for_ort(tmp_path / "absent.json")
     assert path.read_bytes() == before
     data = json.loads(before)
     data["pre_tokenizer"] = {

@@ -25,7 +25,10 @@ from exporters.parity import TOKENIZER_CHECK_STRINGS
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is compiled by scripts/setup.sh")
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~65 s: two GGUF reads, a tiny ONNX build, 7,530 texts
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+]  # ~65 s: two GGUF reads, a tiny ONNX build, 7,530 texts
 
 GSM8K = Path(edge_distill.__file__).parent / "assets" / "gsm8k"
 
