@@ -30,6 +30,10 @@ def resolve(spec: str) -> Path:
     return resolve_model(spec)
 
 
+def _num(v: float | None, width: int, digits: int) -> str:
+    return f"{v:>{width}.{digits}f}" if v is not None else f"{'n/a':>{width}}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="builtin:smollm2-135m")
@@ -43,6 +47,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
     from exporters import export_model, verify
+    from exporters.api import AUTO_MAX_NLL_RATIO, AUTO_MIN_TOP1
 
     t0 = time.perf_counter()
     model_dir = resolve(args.model)
@@ -92,6 +97,16 @@ def main() -> None:
     for r in rows:
         print(f"{r['target']:<14} {r['quant']:<7} {r['model_mb']:>6} {r['bits_per_weight']:>5.2f} "
               f"{r['top1_agreement']:>6.3f} {r['nll_ratio']:>9.4f} {r['token_agreement']:>6.2f}  {r['summary']}")  # fmt: skip
+    for r in rows:
+        if r["auto_candidates"]:
+            print(
+                f"\n{r['target']} candidates (chosen: {r['quant']}; top-1 >= {AUTO_MIN_TOP1}, NLL ratio <= {AUTO_MAX_NLL_RATIO}):"
+            )
+            print(f"{'quant':<8} {'bpw':>6} {'top-1':>7} {'NLL ratio':>9}  meets")
+            for c in r["auto_candidates"]:
+                print(f"{c['quant']:<8} {_num(c['bits_per_weight'], 6, 3)} {_num(c['top1_agreement'], 7, 4)} "
+                      f"{_num(c['nll_ratio'], 9, 4)}  {'yes' if c['meets_threshold'] else 'no'}"
+                      f"{'  (' + c['error'] + ')' if c['error'] else ''}")  # fmt: skip
     result = {"model": str(args.model), "threads": args.threads, "load_avg": os.getloadavg(), "rows": rows,
               "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from edge_distill.errors import EdgeDistillError
 from edge_distill.types import Strategy
+from exporters.chat_template import forced_suffix
 from exporters.errors import ExportError
 from exporters.formats import FORMATS, MANIFEST, PROMPT_TEMPLATE, get_format
 
@@ -78,9 +79,7 @@ class Package:
         """The packaged student prompt; a forced strategy appends the packaged tag suffix."""
         text = str(self.template["student_prompt"]).format(question=question)
         if strategy is not None:
-            text += str(self.template.get("forced_strategy_suffix", "[{strategy}]: ")).format(
-                strategy=strategy
-            )
+            text += forced_suffix(self.template).format(strategy=strategy)
         return text
 
 

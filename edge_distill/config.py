@@ -191,6 +191,10 @@ class TrainConfig(Section):
     # every one installed. Each needs its package (tensorboard, wandb, mlflow, trackio, ...); TensorBoard
     # logs go to <train dir>/tensorboard. The run's own train_metrics.jsonl is written either way.
     report_to: list[str] = Field(default_factory=list)
+    # a finished run whose student is plain SFT on the same teacher samples (same data/teacher/student/train
+    # settings): EDIT uses its model as step 1 and SIKeD as iteration 0 instead of training it again
+    # (pipeline.reused_sft checks the match). Relative paths are relative to the current directory.
+    reuse_sft: str | None = None
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -381,6 +385,14 @@ class Config(Section):
             raise ValueError(f"methods: {clip(self.methods)} lists a method twice")
         if not self.teacher.strategies:
             raise ValueError("teacher.strategies: must name at least one of cot, l2m, pot")
+        edit = self.train.objective == "edit" and not self.methods
+        siked = self.methods[:1] == ["siked"] and self.train.objective == "sft"
+        if self.train.reuse_sft is not None and not (edit or siked):
+            raise ValueError(
+                "train.reuse_sft: only EDIT (train.objective=edit, no methods) and SIKeD (methods: [siked, ...] "
+                f"with objective sft) reuse an SFT run; this config has objective {self.train.objective!r}, "
+                f"methods {self.methods}. Remove the key"
+            )
         return self
 
     @property

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from edge_distill.strategies import ANSWER_MARKER, parse_response
+from edge_distill.strategies import ANSWER_MARKER, forced_tag, parse_response
 from edge_distill.types import Strategy
 
 SINGLE_PASS: dict[str, Any] = {"stages": 1}
@@ -45,7 +45,7 @@ def answer_prompt(prompt: str, rationale_text: str, decoding: Mapping[str, Any])
 def _needs_answer(prompt: str, text: str, decoding: Mapping[str, Any]) -> bool:
     skip = set(decoding.get("skip_strategies", ()))
     parsed = parse_response(text).strategy
-    forced = any(prompt.rstrip().endswith(f"[{s}]:") for s in skip)
+    forced = any(prompt.rstrip().endswith(forced_tag(s).strip()) for s in skip)
     return (
         not forced and (parsed is None or parsed.value not in skip) and decoding["answer_marker"] not in text
     )
@@ -56,7 +56,7 @@ def staged_decode(
 ) -> list[list[str]]:
     """`n` full responses per prompt, decoded as `decoding` says (None: single pass).
 
-    Two-stage responses come back whole ("[cot]: …\\nThe answer is 72."), so parsing and judging are the same
+    Two-stage responses come back whole (" [cot]: …\\nThe answer is 72."), so parsing and judging are the same
     as for single-stage students; each sampled rationale (n > 1) gets its own answer step.
     """
     stage1 = generate(prompts, n=n, **kwargs)

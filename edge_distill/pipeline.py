@@ -92,8 +92,11 @@ def stage_train(cfg: Config, run: RunDir) -> dict[str, Any]:
     pairs = None
     if objective(cfg.train.objective).uses_live_teacher:  # EDIT: AHP/CCP when the teacher can be re-prompted
         pairs = stages.live_teacher_pairs(cfg.teacher, run.path / "teach" / "samples.jsonl", out)
-    final = stages.train_student(cfg.train, samples, base, out, seed=cfg.seed, pairs=pairs)
+    step1 = stages.reused_sft(cfg.train, cfg.student.model, run)  # EDIT only (Config checks)
+    final = stages.train_student(cfg.train, samples, base, out, seed=cfg.seed, pairs=pairs, step1_model=step1)
     summary: dict[str, Any] = {"model": str(final), "samples": len(samples), "base": str(base)}
+    if step1 is not None:
+        summary["reused_sft"] = str(step1)
     # (paths inside the run are stored relative to it by run.mark_done)
     if pairs is not None:
         summary["edit_live_pairs"] = len(pairs)
@@ -106,7 +109,11 @@ def final_model_dir(run: RunDir) -> Path:
     for stage in ("methods", "train"):
         model = recorded.get(stage, {}).get("summary", {}).get("model")
         if model:
-            return run.resolve(model)
+            from exporters.chat_template import check_trained_prompt
+
+            path = run.resolve(model)
+            check_trained_prompt(path)  # a run trained on an older prompt format: say so, clearly
+            return path
     raise StageError(f"{run.path}: no trained model yet (run the train stage first)")
 
 

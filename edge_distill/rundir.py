@@ -81,11 +81,11 @@ def config_digest(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
         for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+            out += diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [prefix.rstrip(".")]
 
@@ -220,7 +220,7 @@ class RunDir:
             return
         old = _saved_config(self.path)
         new = self.cfg.model_dump(mode="json")
-        diff = _diff_keys(old, new)
+        diff = diff_keys(old, new)
         self.changed_sections = {k.split(".")[0] for k in diff if k.split(".")[0] in _RESUME_TOLERANT}
         changed = [k for k in diff if k.split(".")[0] not in _RESUME_TOLERANT]
         if changed:

@@ -77,16 +77,19 @@ def live_teacher_pairs(teacher: TeacherConfig, judged: Path, out_dir: Path) -> l
 
 # ---------------------------------------------------------------------------------------------- train / eval
 def train_student(train: TrainConfig, samples: list[Sample], base_model: str | Path, out_dir: Path, *,
-                  seed: int, pairs: list[Any] | None = None) -> Path:  # fmt: skip
+                  seed: int, pairs: list[Any] | None = None, step1_model: Path | None = None) -> Path:  # fmt: skip
     """Train on `samples` with `train.objective`; return the trained model/adapter directory.
 
     The one function the pipeline's train stage and the SIKeD/FDD loops call for each training run: the
     loops decide the data, the objective (looked up once in `objectives.build.OBJECTIVES`) the loss.
     `pairs`: live-teacher EDIT pairs (`live_teacher_pairs`); without them EDIT uses offline twins.
+    `step1_model`: EDIT's step 1, already trained (`reused_sft`).
     """
     from edge_distill.objectives.build import train_with_objective
 
-    return train_with_objective(train, samples, base_model, out_dir, seed=seed, pairs=pairs)
+    return train_with_objective(
+        train, samples, base_model, out_dir, seed=seed, pairs=pairs, step1_model=step1_model
+    )
 
 
 def decode_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, problems: list[Problem]) -> Any:
@@ -94,7 +97,9 @@ def decode_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, problems
     from edge_distill.eval import evaluate
     from edge_distill.fastpath import inference_dtype
     from edge_distill.objectives.build import generate_fn_for
+    from exporters.chat_template import check_trained_prompt
 
+    check_trained_prompt(model_dir)  # trained on an older prompt format: refuse, do not mis-measure
     return evaluate(
         model_dir,
         problems,
@@ -125,3 +130,53 @@ def paired_against(baseline_predictions: Path, predictions: Path) -> dict[str, A
     return paired_comparison(
         correct_by_id(read_jsonl(baseline_predictions)), correct_by_id(read_jsonl(predictions))
     )
+
+
+# ---------------------------------------------------------------------------------------------- reuse
+# train keys that may differ between an SFT run and a run reusing it: they do not change SFT's training
+_REUSE_FREE_TRAIN_KEYS = ("objective", "cascod", "edit", "reuse_sft", "report_to", "logging_steps")
+
+
+def reused_sft(train: TrainConfig, student_model: str, run: RunDir) -> Path | None:
+    """`train.reuse_sft`: the trained model of a finished plain-SFT run on exactly this run's teacher samples
+    (EDIT's step 1, SIKeD's iteration 0), or None when the key is unset.
+
+    The match is checked, not assumed: the other run's objective is `sft` without methods, its `student.model`
+    and train settings equal this run's (keys that do not change SFT's training aside), and its
+    `filter/train.jsonl` — the samples SFT trained on — is byte-identical to this run's."""
+    from edge_distill.errors import ConfigError
+    from edge_distill.rundir import RunDir, diff_keys
+
+    if train.reuse_sft is None:
+        return None
+    where = f"train.reuse_sft={train.reuse_sft!r}"
+    other = RunDir.open(train.reuse_sft)
+    entry = other.stages().get("train", {})
+    model = entry.get("summary", {}).get("model")
+    if not model or entry.get("stale"):
+        raise ConfigError(f"{where}: that run has no finished train stage; run it first")
+    o = other.cfg
+    if o.train.objective != "sft" or o.methods:
+        raise ConfigError(
+            f"{where}: that run is not plain SFT (objective {o.train.objective}, methods {o.methods})"
+        )
+    if o.student.model != student_model:
+        raise ConfigError(
+            f"{where}: its student.model is {o.student.model!r}, this run's is {student_model!r}"
+        )
+
+    def strip(t: TrainConfig) -> dict[str, Any]:
+        return {k: v for k, v in t.model_dump(mode="json").items() if k not in _REUSE_FREE_TRAIN_KEYS}
+
+    diff = diff_keys(strip(o.train), strip(train))
+    if diff:
+        raise ConfigError(
+            f"{where}: its train settings differ from this run's ({', '.join(diff)}); SFT would differ"
+        )
+    mine, theirs = run.path / "filter" / "train.jsonl", other.path / "filter" / "train.jsonl"
+    if not theirs.is_file() or theirs.read_bytes() != mine.read_bytes():
+        raise ConfigError(
+            f"{where}: its filter/train.jsonl differs from this run's: it was trained on other teacher samples "
+            "(data.*, teacher.* and student.keep must match)"
+        )
+    return other.resolve(model)

@@ -103,3 +103,43 @@ def paired_comparison(first: Mapping[str, bool], second: Mapping[str, bool], **k
         "mcnemar_p": mcnemar_exact(first_only, second_only),
         "delta_ci95": list(paired_bootstrap_ci(a, b, **kw)),
     }
+
+
+def mcnemar_power(n: int, discordant: float, delta: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided exact McNemar test (`mcnemar_exact`) at level `alpha` to detect a paired
+    accuracy difference `delta` on `n` problems when a fraction `discordant` of problems is solved by
+    exactly one of the two models. Exact: sums over the binomial number of discordant problems D and the
+    split b | D ~ Binomial(D, (discordant + delta) / (2 · discordant)). `discordant` < |delta| is impossible
+    (every gained problem is discordant), so it is raised to |delta|."""
+    if n < 0 or not 0 <= abs(delta) <= 1 or not 0 <= discordant <= 1:
+        raise ValueError(f"mcnemar_power: n={n}, discordant={discordant}, delta={delta}")
+    pd = max(discordant, abs(delta))
+    if n == 0 or pd == 0:
+        return 0.0
+    q = (pd + abs(delta)) / (2 * pd)  # P(a discordant problem favours the better model)
+    power = 0.0
+    for d in range(n + 1):
+        p_d = _binom_pmf(n, d, pd)
+        if p_d < 1e-15:
+            continue
+        # the exact test rejects at b <= k or b >= d - k for the largest k with p < alpha (symmetric)
+        k, tail = -1, 0.0
+        while k + 1 <= d // 2:
+            nxt = tail + _binom_pmf(d, k + 1, 0.5)
+            if min(1.0, 2 * nxt) >= alpha:
+                break
+            k, tail = k + 1, nxt
+        if k < 0:
+            continue
+        reject = sum(_binom_pmf(d, b, q) for b in range(k + 1))
+        reject += sum(_binom_pmf(d, b, q) for b in range(max(d - k, k + 1), d + 1))
+        power += p_d * reject
+    return min(1.0, power)
+
+
+def _binom_pmf(n: int, k: int, p: float) -> float:
+    """P(Binomial(n, p) = k), in log space so that n in the thousands does not overflow."""
+    if p <= 0.0 or p >= 1.0:
+        return float(k == (0 if p <= 0.0 else n))
+    log = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    return math.exp(log + k * math.log(p) + (n - k) * math.log1p(-p))

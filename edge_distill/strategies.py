@@ -1,8 +1,17 @@
 """The text formats of the three strategies, identical in training, eval, export and on device.
 
 The student sees plain text, no chat template, so torch, llama.cpp and ONNX Runtime GenAI see the same
-tokens. Its response starts with a strategy tag: `[cot]: <rationale>\\nThe answer is N.` (CoT, L2M) or
-`[pot]: <program that assigns answer>` (PoT; the sandbox computes the answer). The teacher gets
+tokens. Its response starts with a strategy tag: ` [cot]: <rationale>\\nThe answer is N.` (CoT, L2M) or
+` [pot]: <program that assigns answer>` (PoT; the sandbox computes the answer).
+
+Token-exact boundaries: training encodes the prompt and the response separately and concatenates the
+ids, while llama.cpp, Ollama and chat templates tokenize the whole rendered string. So every prompt ends
+on a pre-token boundary and every continuation starts with its own space: the prompt ends with
+`Solution:` (no trailing blank — a lone trailing space would become `Ġ` alone in training but merge into
+`Ġ[` in a whole-string tokenization), the response starts with ` [cot]:`, a forced prompt ends with
+`Solution: [cot]:` and the student continues with ` <rationale>`. Rationales are stripped, so no leading
+whitespace can merge across the boundary. `FORCED_TAG` is the one definition of the tag text; prompts,
+responses, `_TAG_RE`, the packaged prompt template and the chat templates derive from it. The teacher gets
 completion-style few-shot prompts built from 8 GSM8K train problems per strategy.
 """
 
@@ -19,7 +28,10 @@ __all__ = [
     "STUDENT_PROMPT",
     "ParsedResponse",
     "format_l2m",
+    "FORCED_TAG",
+    "forced_tag",
     "format_response",
+    "response_after_tag",
     "gsm8k_cot",
     "gsm8k_l2m",
     "has_subquestions",
@@ -37,9 +49,14 @@ __all__ = [
 
 STUDENT_PROMPT = (
     "Question: {question}\nSolve it with one strategy: [cot] step-by-step reasoning, [l2m] sub-questions and "
-    "answers, or [pot] a Python program that sets `answer`.\nSolution: "
+    "answers, or [pot] a Python program that sets `answer`.\nSolution:"
 )
-_TAG_RE = re.compile(r"^\s*\[(cot|l2m|pot)\]:[ \t]?")
+# What follows the prompt: the tag (forced in the prompt, or the start of the student's response), then
+# " " + the rationale. The leading space belongs to the tag so the prompt ends on a token boundary.
+FORCED_TAG = " [{strategy}]:"
+_TAG_RE = re.compile(
+    r"^\s*" + re.escape(FORCED_TAG.strip()).replace(re.escape("{strategy}"), "(cot|l2m|pot)") + r"[ \t]?"
+)
 # A model that misses EOS tends to start the next few-shot/prompt block; everything from there is not ours.
 _BOUNDARY_RE = re.compile(r"\n\s*Question:")
 _ANSWER_LINE_RE = re.compile(rf"^.*?{ANSWER_MARKER}.*$", re.MULTILINE | re.IGNORECASE)
@@ -52,21 +69,39 @@ _FENCE_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 
 
 def student_prompt(question: str, strategy: Strategy | None = None) -> str:
-    """The student's input; with `strategy` the tag is forced (`... Solution: [cot]: `)."""
+    """The student's input; with `strategy` the tag is forced (`... Solution: [cot]:`; the student then
+    generates ` <rationale>`, the response after its tag)."""
     prompt = STUDENT_PROMPT.format(question=question.strip())
-    return prompt if strategy is None else f"{prompt}[{Strategy(strategy).value}]: "
+    return prompt if strategy is None else prompt + forced_tag(strategy)
+
+
+def forced_tag(strategy: Strategy | str) -> str:
+    """The tag text after the prompt, leading space included (` [cot]:`)."""
+    return FORCED_TAG.format(strategy=Strategy(strategy).value)
 
 
 def format_response(strategy: Strategy, rationale: str, answer: str | None) -> str:
-    """The training target after `student_prompt(question)` (EOS is appended by the tokenizer side).
+    """The training target after `student_prompt(question)` (EOS is appended by the tokenizer side):
+    `forced_tag(strategy)` + ` ` + the stripped rationale, so `student_prompt(q) + format_response(...)`
+    tokenizes whole exactly as the two encoded apart (see the module docstring).
 
     For CoT/L2M the final line `The answer is N.` is added when `answer` is given; PoT ignores it.
     """
     strategy = Strategy(strategy)
     body = rationale.strip()
     if strategy is Strategy.POT or answer is None:
-        return f"[{strategy.value}]: {body}"
-    return f"[{strategy.value}]: {body}\n{ANSWER_MARKER} {answer}."
+        return f"{forced_tag(strategy)} {body}"
+    return f"{forced_tag(strategy)} {body}\n{ANSWER_MARKER} {answer}."
+
+
+def response_after_tag(response: str) -> str:
+    """What the student generates after a forced-tag prompt: `format_response(...)` without its tag
+    (` <rationale>…`, leading space kept)."""
+    m = _TAG_RE.match(response)
+    tag = forced_tag(m.group(1)) if m else ""
+    if not tag or not response.startswith(tag):
+        raise ValueError(f"not a response from format_response: {response[:40]!r}")
+    return response[len(tag) :]
 
 
 @dataclass(frozen=True)

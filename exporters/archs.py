@@ -35,15 +35,7 @@ ARCHS: dict[str, Arch] = {
         Arch("llama", "LlamaForCausalLM", "Llama (SmolLM2, Llama-3.2)", OWN, True),
         Arch("qwen2", "Qwen2ForCausalLM", "Qwen2 (Qwen2.5)", OWN, True),
         Arch("qwen3", "Qwen3ForCausalLM", "Qwen3", CONVERTER, True),
-        Arch(
-            "gemma3_text",
-            "Gemma3ForCausalLM",
-            "Gemma 3 text (gemma-3-270m, gemma-3-1b)",
-            CONVERTER,
-            False,
-            "onnxruntime-genai 0.18's builder fails on transformers 5's per-layer-type rope_parameters "
-            "(KeyError 'rope_type'); export Gemma 3 as GGUF",
-        ),  # fmt: skip
+        Arch("gemma3_text", "Gemma3ForCausalLM", "Gemma 3 text (gemma-3-270m, gemma-3-1b)", CONVERTER, True),
         Arch("phi3", "Phi3ForCausalLM", "Phi-3 / Phi-4-mini", CONVERTER, True),
         Arch("lfm2", "Lfm2ForCausalLM", "LFM2 / LFM2.5 (350M, 700M)", CONVERTER, True),
     )

@@ -17,8 +17,11 @@ single-turn solver). The template's `strategy` "cot" | "l2m" | "pot" appends the
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+from edge_distill.errors import EdgeDistillError
 from exporters.errors import ExportError
 
 STRATEGY_CHOICES = ("auto", "cot", "l2m", "pot")
@@ -36,6 +39,16 @@ def forced_strategy(strategy: str | None) -> str | None:
     return strategy
 
 
+# Packages written before the token-exact boundary (prompt "...Solution: ", forced "...Solution: [cot]: ")
+# carry no suffix of the current form; a template without `forced_strategy_suffix` is one of those.
+LEGACY_FORCED_SUFFIX = "[{strategy}]: "
+
+
+def forced_suffix(template: dict[str, Any]) -> str:
+    """The packaged forced-tag suffix; the legacy one for packages that predate the field."""
+    return str(template.get("forced_strategy_suffix", LEGACY_FORCED_SUFFIX))
+
+
 def render(template: dict[str, Any], question: str) -> str:
     """What every chat template below renders for one user message: the packaged prompt, forced tag included."""
     before, after = _parts(template, ())
@@ -47,7 +60,7 @@ def _parts(template: dict[str, Any], forbidden: tuple[str, ...]) -> tuple[str, s
     before, sep, after = str(template["student_prompt"]).partition("{question}")
     forced = forced_strategy(template.get("strategy"))
     if forced:
-        after += str(template.get("forced_strategy_suffix", "[{strategy}]: ")).format(strategy=forced)
+        after += forced_suffix(template).format(strategy=forced)
     bad = [s for s in forbidden if s in before + after]
     if not sep or "{question}" in after or before[:1].isspace():
         bad.append("not exactly one {question}, at a non-blank start")
@@ -62,6 +75,40 @@ def student_jinja_template() -> str:
     from edge_distill.strategies import STUDENT_PROMPT
 
     return jinja_template({"student_prompt": STUDENT_PROMPT, "strategy": "auto"})
+
+
+class PromptFormatError(EdgeDistillError):
+    """A model directory was trained on a prompt format other than the current one."""
+
+
+_TEMPLATE_MARK = "{#- edge-distill student:"
+
+
+def check_trained_prompt(model_dir: str | Path) -> None:
+    """Refuse to decode/export a run's model trained on another edge-distill prompt format.
+
+    Every model a run trains carries the student's Jinja template in its tokenizer files (training.py), so
+    the format it learned is on disk: an edge-distill template that is not today's `student_jinja_template`
+    is one from before the token-exact boundary (prompt ending `Solution: `, response `[cot]: …`).
+    Decoding it with today's prompt would measure a format it never saw. Model directories without an
+    edge-distill template (a base model, a foreign fine-tune) are not checked. Packages are unaffected:
+    they carry their own `prompt_template.json`, which the device bench uses.
+    """
+    path = Path(model_dir) / "tokenizer_config.json"
+    try:
+        template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return  # no (readable) tokenizer config here: loading the model reports that itself
+    if not isinstance(template, str) or not template.startswith(_TEMPLATE_MARK):
+        return
+    if template != student_jinja_template():
+        raise PromptFormatError(
+            f"{model_dir}: this student was trained on an older edge-distill prompt format (its "
+            f"{path.name} chat_template differs from today's student prompt: the old prompt ended with "
+            "'Solution: ' and responses began '[cot]: '). Decoding or exporting it with today's prompt would "
+            "measure a format it never saw. Retrain it (edge-distill run ... --overwrite or a new name), or "
+            "evaluate its existing packages: they keep their own prompt_template.json"
+        )
 
 
 def jinja_template(template: dict[str, Any]) -> str:
@@ -91,7 +138,7 @@ def ollama_template(template: dict[str, Any]) -> str:
     """Ollama's TEMPLATE (Go text/template): the same prompt from the last user message.
 
     Go templates cannot strip whitespace from a value: the app should send the question stripped.
-    The trailing `{{ "" }}` keeps the prompt's final space away from any trimming of the Modelfile value.
+    The trailing `{{ "" }}` keeps the prompt's end away from any trimming of the Modelfile value.
     """
     before, after = _parts(template, ("{{", "}}", '"""'))
     return (

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from exporters import archs
+from exporters import archs, onnx_builder
 from exporters.errors import ExportError
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,13 @@ def check_builder_compatible(model_dir: Path) -> None:
     if cfg.get("model_type") == "phi3" and head_dim:  # Phi-3 fuses q/k/v and gate/up into one Linear each
         widths["fused qkv_proj width"] = (heads + 2 * (cfg.get("num_key_value_heads") or heads)) * head_dim
         widths["fused gate_up_proj width"] = 2 * (cfg.get("intermediate_size") or 0)
+    scaled = onnx_builder.gemma3_scaled_rope(cfg) if cfg.get("model_type") == "gemma3_text" else {}
+    if scaled:
+        raise ExportError(
+            f"{Path(model_dir) / 'config.json'}: Gemma 3 rope {scaled} is not exported to ONNX: onnxruntime-genai "
+            "0.18's builder applies the global layers' rope scaling to the sliding layers' cache too, which would "
+            "change the model (gemma-3-270m and gemma-3-1b use plain rope and export). Export it as GGUF."
+        )
     clash = [k for k, v in widths.items() if v is not None and v == vocab]
     if clash:
         raise ExportError(
@@ -75,7 +82,7 @@ def build_onnx(
         )
     check_builder_compatible(model_dir)
     cache = Path(work_dir or out_dir.parent) / "onnx_builder_cache"
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model_dir), "-o", str(out_dir),
+    cmd = [sys.executable, "-m", "exporters.onnx_builder", "-i", str(model_dir), "-o", str(out_dir),
            "-p", quant, "-e", "cpu", "-c", str(cache)]  # fmt: skip
     if quant in ("int4", "int8"):
         cmd += ["--extra_options", f"block_size={block_size}", f"accuracy_level={accuracy_level}"]

@@ -44,7 +44,7 @@ def default_prompt_template(decoding: dict[str, Any] | None = None, strategy: st
     response["pot"] = strategies.format_response("pot", "{program}", None)
     template = {
         "student_prompt": strategies.STUDENT_PROMPT,
-        "forced_strategy_suffix": "[{strategy}]: ",
+        "forced_strategy_suffix": strategies.FORCED_TAG,
         "strategy": strategy,
         "strategies": ["cot", "l2m", "pot"],
         "response": response,
@@ -120,7 +120,7 @@ def how_to_prompt(template: dict[str, Any], model_file: str) -> str:
             "line `The answer is N.`, or `[pot]` with a Python program that sets `answer`. **A `[pot]` answer "
             "is not a number until the program runs**, so an app without a Python interpreter (a phone app, "
             "say) should use a package exported with `eval.strategy=cot` (or `edge-distill export --strategy "
-            "cot`): its template forces `[cot]: ` and every answer ends with `The answer is N.`"
+            "cot`): its template forces `[cot]:` and every answer ends with `The answer is N.`"
         )
     elif forced == "pot":
         strategy = (
@@ -168,7 +168,8 @@ The student learned one plain-text prompt, no chat roles. For the question `<que
 ```text
 {example}
 ```
-(the question stripped of surrounding blanks; the last line ends with one space). Decode greedily
+(the question stripped of surrounding blanks; the last line ends with no trailing space — the
+student's response starts with its own space, ` [cot]: …`, so the prompt must not end in one). Decode greedily
 (temperature 0, no repeat penalty) and stop at EOS; the answer is the text after the prompt.
 
 - **Completion APIs**: send that text — `student_prompt` in `prompt_template.json` with the question

@@ -81,7 +81,7 @@ def test_split_at_marker_and_templates_match_inference():
     text = cascod_text(_samples()[0])
     assert text is not None and ANSWER_MARKER not in text.rationale
     assert text.prompt == student_prompt(_samples()[0].question)
-    assert text.rationale.startswith("[cot]") and text.answer.strip().startswith("7")
+    assert text.rationale.startswith(" [cot]:") and text.answer.strip().startswith("7")
     assert (
         answer_prompt(text.prompt, text.rationale + "  \n")
         == text.prompt + text.rationale + "\n" + ANSWER_MARKER

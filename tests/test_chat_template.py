@@ -19,8 +19,9 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edge_distill.models import load_tokenizer
-from edge_distill.objectives.sft import encode
+from edge_distill.objectives.sft import build_sft_examples, encode
 from edge_distill.strategies import STUDENT_PROMPT, student_prompt
+from edge_distill.types import Sample, Strategy
 from exporters import ExportError, export_model
 from exporters.chat_template import jinja_template, modelfile, ollama_template, render
 from exporters.package import default_prompt_template, model_card
@@ -100,7 +101,7 @@ def test_modelfile_template_stops_and_greedy_parameters(strategy):
     assert body == ollama_template(tpl)
     # the Go template's literal text is the prompt around the question, ending with the forced tag
     before, _, after = STUDENT_PROMPT.partition("{question}")
-    assert before + "{{ $question }}" + after + ("[cot]: " if strategy == "cot" else "") + '{{ "" }}' in body
+    assert before + "{{ $question }}" + after + (" [cot]:" if strategy == "cot" else "") + '{{ "" }}' in body
     with pytest.raises(ExportError, match="not a GGUF file name"):
         modelfile("../x.gguf", tpl, stop=[])
 
@@ -111,7 +112,7 @@ def test_model_card_says_how_to_prompt_and_how_pot_runs():
     assert "## How to prompt it" in auto and render(default_prompt_template(), "<question>") in auto
     assert "eval.strategy=cot" in auto and "run_programs" in auto and "Modelfile" in auto
     cot = model_card(manifest, "model-q8_0.gguf", default_prompt_template(strategy="cot"))
-    assert "forces `[cot]`" in cot and "Solution: [cot]: " in cot
+    assert "forces `[cot]`" in cot and "Solution: [cot]:\n" in cot
 
 
 def _training_ids(tokenizer, question: str, strategy: str) -> list[int]:
@@ -153,6 +154,10 @@ def test_gguf_package_chat_completion_feeds_the_training_tokens(tiny_model_dir, 
         expected = _training_ids(source_tok, q, strategy)
         out = llm.create_chat_completion([{"role": "user", "content": q}], temperature=0, max_tokens=2)
         assert fed[-1] == expected, q
+        if strategy != "auto":  # a forced tag: the ids are where the training example's response begins
+            sample = Sample("q", q, "5", Strategy(strategy), "2 + 3 = 5.")
+            trained = build_sft_examples(source_tok, [sample], max_length=4096)[0].input_ids
+            assert trained[: len(expected)] == expected and len(trained) > len(expected) + 1, q
         assert out["usage"]["prompt_tokens"] == len(expected)
         hf = pkg_tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                          tokenize=True, return_dict=False)  # fmt: skip
@@ -310,3 +315,44 @@ def test_set_prompt_metadata_rewrites_a_gguf_from_another_writer(tiny_model_dir,
     text = llm.create_chat_completion([{"role": "user", "content": q}], max_tokens=1)
     assert text["usage"]["prompt_tokens"] == len(_training_ids(load_tokenizer(tiny_model_dir), q, "cot"))
     llm.close()
+
+
+def test_a_model_trained_on_the_old_prompt_format_is_refused_with_a_clear_message(tmp_path):
+    """Old runs' models carry the pre-token-exact template (prompt ending 'Solution: '): eval and export
+    refuse them instead of decoding a prompt they never saw; base models and today's models pass."""
+    from edge_distill.config import EvalConfig, TrainConfig
+    from edge_distill.stages import decode_student
+    from exporters.chat_template import PromptFormatError, check_trained_prompt, student_jinja_template
+
+    old_prompt = STUDENT_PROMPT + " "  # the old contract text ended with a blank
+    old = jinja_template({"student_prompt": old_prompt, "strategy": "auto"})
+    for name, template in (
+        ("old", old),
+        ("new", student_jinja_template()),
+        ("chatml", "{{ '<|im_start|>' }}"),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    check_trained_prompt(tmp_path / "new")
+    check_trained_prompt(tmp_path / "chatml")
+    check_trained_prompt(tmp_path / "missing")
+    with pytest.raises(PromptFormatError, match="older edge-distill prompt format.*Retrain it"):
+        check_trained_prompt(tmp_path / "old")
+    with pytest.raises(PromptFormatError, match="older edge-distill prompt format"):
+        decode_student(EvalConfig(), TrainConfig(), tmp_path / "old", [])
+
+
+def test_an_old_package_prompts_with_its_own_packaged_format(tmp_path):
+    """Packages keep the template they were exported with: the device bench prompts an old package (prompt
+    ending 'Solution: ', suffix '[cot]: ') with that text, and its chat template renders it too."""
+    from device_profiles.package import Package
+
+    old = {**default_prompt_template(strategy="cot"), "student_prompt": STUDENT_PROMPT + " "}
+    old["forced_strategy_suffix"] = "[{strategy}]: "
+    pkg = Package(tmp_path, {}, old, tmp_path / "model.gguf")
+    assert pkg.prompt("Q?", "cot").endswith("\nSolution: [cot]: ")
+    assert render(old, "Q?") == pkg.prompt("Q?", "cot")
+    legacy = {k: v for k, v in old.items() if k != "forced_strategy_suffix"}  # a template without the field
+    assert render(legacy, "Q?") == pkg.prompt("Q?", "cot")
+    new = Package(tmp_path, {}, default_prompt_template(strategy="cot"), tmp_path / "model.gguf")
+    assert new.prompt("Q?", "cot") == student_prompt("Q?", "cot")

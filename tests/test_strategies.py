@@ -22,6 +22,7 @@ from edge_distill.strategies import (
     judge_many,
     parse_response,
     parse_teacher_completion,
+    response_after_tag,
     split_final_answer,
     strip_annotations,
     student_prompt,
@@ -36,25 +37,33 @@ def test_student_prompt_is_exactly_the_contract_text() -> None:
     # This string is what exported models and devices see; changing it silently breaks every checkpoint.
     assert STUDENT_PROMPT == (
         "Question: {question}\nSolve it with one strategy: [cot] step-by-step reasoning, [l2m] sub-questions "
-        "and answers, or [pot] a Python program that sets `answer`.\nSolution: "
+        "and answers, or [pot] a Python program that sets `answer`.\nSolution:"
     )
     assert student_prompt("How many?") == STUDENT_PROMPT.format(question="How many?")
     assert student_prompt("  How many?\n") == student_prompt("How many?")
-    assert student_prompt("Q?", S.POT).endswith("Solution: [pot]: ")
-    assert student_prompt("Q?", "l2m").endswith("Solution: [l2m]: ")  # type: ignore[arg-type]
+    # no trailing blank: the continuation carries its own space (token-exact, tests/test_prompt_boundary.py)
+    assert student_prompt("Q?", S.POT).endswith("Solution: [pot]:")
+    assert student_prompt("Q?", "l2m").endswith("Solution: [l2m]:")  # type: ignore[arg-type]
     assert ANSWER_MARKER == "The answer is"
 
 
 def test_format_response_shapes() -> None:
     assert (
         format_response(S.COT, "48/2 = 24.\n48+24 = 72.", "72")
-        == "[cot]: 48/2 = 24.\n48+24 = 72.\nThe answer is 72."
+        == " [cot]: 48/2 = 24.\n48+24 = 72.\nThe answer is 72."
     )
     assert format_response(S.L2M, "Sub-question 1: a? Answer 1: 2", "2") == (
-        "[l2m]: Sub-question 1: a? Answer 1: 2\nThe answer is 2."
+        " [l2m]: Sub-question 1: a? Answer 1: 2\nThe answer is 2."
     )
-    assert format_response(S.POT, "answer = 1 + 1", "2") == "[pot]: answer = 1 + 1"  # answer is computed
-    assert format_response(S.COT, "  no answer  ", None) == "[cot]: no answer"
+    assert format_response(S.POT, "answer = 1 + 1", "2") == " [pot]: answer = 1 + 1"  # answer is computed
+    assert format_response(S.COT, "  no answer  ", None) == " [cot]: no answer"
+    # the forced prompt + what the student writes after the tag is the free prompt + the response
+    r = format_response(S.L2M, "\n x", "1")
+    assert student_prompt("Q?", S.L2M) + response_after_tag(r) == student_prompt("Q?") + r
+    assert response_after_tag(r) == " x\nThe answer is 1."
+    assert parse_response(r) == parse_response(response_after_tag(r), S.L2M)
+    with pytest.raises(ValueError, match="not a response"):
+        response_after_tag("no tag")
 
 
 @pytest.mark.parametrize("strategy", [S.COT, S.L2M])

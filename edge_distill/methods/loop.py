@@ -42,15 +42,17 @@ def run_methods(
     seed: int = 0,
     teacher: Any = None,
     eval_questions: Sequence[str] = (),
+    start_model: Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) each method under `run_dir/{iter_k,round_k}/`; return the stage summary
     (`model` = the best model of the last method, chosen on dev) and write `run_dir/methods/`
-    (summary.json, methods.md, PNG plots)."""
+    (summary.json, methods.md, PNG plots). `start_model`: a student already trained on `teacher_samples`
+    (`train.reuse_sft`), the first method's step 0 without retraining."""
     run_dir = Path(run_dir)
     if "fdd" in methods:
         require_live_teacher(teacher)  # fail before any training, not after round 0
     problems, samples = list(train_problems), list(teacher_samples)
-    start: Path | None = None
+    start: Path | None = start_model
     start_summary: dict[str, Any] | None = None
     results: dict[str, MethodResult] = {}
     for method in methods:
@@ -173,6 +175,7 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
         ),
     )
     teacher = stages.build_teacher(cfg.teacher) if "fdd" in cfg.methods else None
+    start = stages.reused_sft(cfg.train, cfg.student.model, run)  # SIKeD's iteration 0 (Config checks)
     return run_methods(
         cfg.methods,
         run_dir=run.path,
@@ -195,4 +198,5 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
         seed=cfg.seed,
         teacher=teacher,
         eval_questions=eval_question_texts(cfg) if "fdd" in cfg.methods else (),
+        start_model=start,
     )

@@ -2,8 +2,8 @@
 
 "Improve Student's Reasoning Generalizability through Cascading Decomposed CoTs Distillation"
 (Dai et al., 2024). Each CoT/L2M sample becomes two training examples:
-- rationale example: student prompt → "[cot]: <rationale>" + EOS (the answer is removed), weight (1−α);
-- answer example: student prompt + "[cot]: <rationale>" + "\\n" + marker → " <N>." + EOS, weight α.
+- rationale example: student prompt → " [cot]: <rationale>" + EOS (the answer is removed), weight (1−α);
+- answer example: student prompt + " [cot]: <rationale>" + "\\n" + marker → " <N>." + EOS, weight α.
 Loss per sample = (1−α)·mean CE(rationale tokens) + α·mean CE(answer tokens). The per-part token means live
 in the weights (contract: `Σ_t w_t·CE_t / #examples in the step`), so the loss is right whether both parts
 land in the same batch or in different micro-batches of one accumulated step. Because one sample occupies
@@ -40,13 +40,16 @@ class CascodText:
     """The three strings of one CasCoD sample: stage-1 prompt, rationale target, answer target."""
 
     prompt: str
-    rationale: str  # "[cot]: …" without the final-answer line
+    rationale: str  # " [cot]: …" without the final-answer line
     answer: str  # text after the marker, e.g. " 72."
 
 
 def answer_prompt(prompt: str, rationale_text: str, marker: str = ANSWER_MARKER) -> str:
-    """Stage-2 prompt: the stage-1 prompt, the rationale (trailing whitespace dropped) and the marker."""
-    return prompt + rationale_text.rstrip() + ANSWER_JOIN + marker
+    """Stage-2 prompt: the stage-1 prompt, the rationale (trailing whitespace dropped) and the marker —
+    the string `decoding.staged_decode` builds at inference, so one function serves both."""
+    from edge_distill import decoding
+
+    return decoding.answer_prompt(prompt, rationale_text, decoding.two_stage(marker, answer_join=ANSWER_JOIN))
 
 
 def split_response(response: str, marker: str = ANSWER_MARKER) -> tuple[str, str] | None:
