@@ -5,7 +5,9 @@
 
 Per problem six texts: question, answer, socratic answer, the student prompt, the CoT and L2M training targets.
 Two HF tokenizers: transformers' GGUF loader as is, and with the pre-tokenizer restored
-(`edge_distill.models.restore_pre_tokenizer`, what the conversion saves). Prints a table, writes
+(`edge_distill.models.restore_pre_tokenizer`, what the conversion saves). Then onnxruntime-genai's tokenizer
+reading the restored tokenizer.json as is and as the ONNX package ships it (`exporters.ort_tokenizer`), next to
+a tiny ONNX model (ORT GenAI builds a tokenizer only from a model directory). Prints a table, writes
 benchmarks/results/tokenizer_fidelity.json. tests/test_tokenizer_fidelity.py runs the shipped sample.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +37,29 @@ def texts(gsm8k: Path) -> list[str]:
                     format_response("cot", gsm8k_cot(row["answer"]), gold),
                     format_response("l2m", gsm8k_l2m(s["answer"]), gold)]  # fmt: skip
     return out
+
+
+def ort_genai_encoders(tokenizer, work: Path):
+    """(name, encode) for ORT GenAI reading `tokenizer`'s files as saved, and as the ONNX package ships them."""
+    import onnxruntime_genai as og
+
+    from exporters.onnx_export import build_onnx
+    from exporters.ort_tokenizer import rewrite_for_ort
+    from tests.tiny_models import build_tiny_llama
+
+    model = build_onnx(
+        build_tiny_llama(work / "hf", vocab_size=384), work / "onnx", "fp32", work_dir=work, threads=1
+    )
+    for name, rewrite in (("ort-as-is", False), ("ort-package", True)):
+        pkg = work / name
+        shutil.copytree(model, pkg)
+        for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            (pkg / f).unlink(missing_ok=True)
+        tokenizer.save_pretrained(pkg)
+        if rewrite:
+            rewrite_for_ort(pkg / "tokenizer.json")
+        tok = og.Tokenizer(og.Model(str(pkg)))
+        yield name, lambda corpus, tok=tok: [[int(i) for i in tok.encode(x)] for x in corpus]
 
 
 def main() -> None:
@@ -58,14 +85,20 @@ def main() -> None:
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), gguf_pre_tokenizer(gguf), source=gguf
     )
     rows = []
-    for name, tok in (("gguf-loader", loader), ("restored", restored)):
-        ids = tok(corpus, add_special_tokens=False)["input_ids"]
+
+    def row(name: str, ids: list) -> None:
         bad = [i for i, (a, b) in enumerate(zip(ids, ref, strict=True)) if list(a) != list(b)]
         rows.append({
             "tokenizer": name, "texts": len(corpus), "mismatching_texts": len(bad),
             "mismatching_questions": sum(1 for i in bad if i % 6 == 0), "questions": len(corpus) // 6,
             "first_mismatch": corpus[bad[0]][:120] if bad else None,
         })  # fmt: skip
+
+    for name, tok in (("gguf-loader", loader), ("restored", restored)):
+        row(name, tok(corpus, add_special_tokens=False)["input_ids"])
+    with tempfile.TemporaryDirectory() as work:
+        for name, encode in ort_genai_encoders(restored, Path(work)):
+            row(name, encode(corpus))
     print(f"{'tokenizer':<12} {'texts':>7} {'mismatch':>9} {'questions':>10} {'mismatch':>9}")
     for r in rows:
         print(f"{r['tokenizer']:<12} {r['texts']:>7} {r['mismatching_texts']:>9} {r['questions']:>10} "

@@ -4,6 +4,10 @@ Reference: llama.cpp tokenizing with the vocabulary of the GGUF shipped in `llm-
 pre-tokenizer, `smollm`: digits one by one). Compared on every text of the shipped GSM8K sample — as
 questions, answers and the exact training prompt/response strings — plus whitespace, digit and
 unicode probes: 0 mismatches. A control shows the comparison catches the bug it guards against.
+
+The same for the ONNX package: onnxruntime-genai's tokenizer (onnxruntime-extensions' BPE) reading the
+package's tokenizer.json, rewritten by `exporters.ort_tokenizer`, equals HF and llama.cpp on those 7,530 texts;
+the unrewritten file does not (onnxruntime-extensions ignores the `Digits` step).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from exporters.parity import TOKENIZER_CHECK_STRINGS
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is compiled by scripts/setup.sh")
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~40 s: two GGUF reads + 7,500 texts
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+]  # ~65 s: two GGUF reads, a tiny ONNX build, 7,530 texts
 
 GSM8K = Path(edge_distill.__file__).parent / "assets" / "gsm8k"
 
@@ -142,3 +149,96 @@ def test_control_transformers_gguf_loader_alone_differs(loader_dir, llama_vocab)
 
     raw = AutoTokenizer.from_pretrained(loader_dir)
     assert _mismatches(raw, llama_vocab, ["x  12", "1234567890123"]) != []
+
+
+# --- ORT GenAI: the ONNX package's tokenizer.json as onnxruntime-genai reads it ---------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """A tiny fp32 ONNX model (onnxruntime-genai needs a model to build a tokenizer); the tests put the
+    student's tokenizer files next to it, as the exporter does for the real model (~20 s)."""
+    pytest.importorskip("onnxruntime_genai")
+    from exporters.onnx_export import build_onnx
+    from tests.tiny_models import build_tiny_llama
+
+    root = tmp_path_factory.mktemp("tiny-onnx")
+    model = build_tiny_llama(root / "hf", vocab_size=384)
+    return build_onnx(model, root / "pkg", "fp32", work_dir=root / "work", threads=1)
+
+
+def _ort_package(tiny_onnx, student_tokenizer, out: Path, *, rewrite: bool) -> Path:
+    import shutil
+
+    from exporters.ort_tokenizer import rewrite_for_ort
+
+    shutil.copytree(tiny_onnx, out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (out / name).unlink(missing_ok=True)
+    student_tokenizer.save_pretrained(out)
+    if rewrite:  # what exporters.api.write_onnx_package does after the builder
+        assert rewrite_for_ort(out / "tokenizer.json")
+    return out
+
+
+def _ort_encode(pkg: Path):
+    import onnxruntime_genai as og
+
+    tok = og.Tokenizer(og.Model(str(pkg)))
+    return lambda text: [int(i) for i in tok.encode(text)]
+
+
+@pytest.fixture(scope="module")
+def ort_package(tiny_onnx, student_tokenizer, tmp_path_factory):
+    return _ort_package(tiny_onnx, student_tokenizer, tmp_path_factory.mktemp("ort") / "pkg", rewrite=True)
+
+
+def test_ort_genai_matches_hf_and_llama_cpp_on_all_shipped_gsm8k_texts_and_probes(
+    ort_package, student_tokenizer, llama_vocab
+):
+    from exporters.parity import check_tokenizer_parity
+
+    encode = _ort_encode(ort_package)
+    texts = _gsm8k_texts() + PROBES + TOKENIZER_CHECK_STRINGS
+    hf_ids = student_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    bad_hf, bad_llama = [], []
+    for text, ids in zip(texts, hf_ids, strict=True):
+        ort = encode(text)
+        if ort != list(ids):
+            bad_hf.append((text, ort, list(ids)))
+        if ort != llama_vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False):
+            bad_llama.append(text)
+    assert bad_hf == [], f"{len(bad_hf)}/{len(texts)} differ from HF; first: {bad_hf[:3]}"
+    assert bad_llama == [], f"{len(bad_llama)}/{len(texts)} differ from llama.cpp; first: {bad_llama[:3]}"
+    # the export's own (now fatal) check passes on the rewritten package
+    assert check_tokenizer_parity(encode, student_tokenizer, name="ORT GenAI")["mismatches"] == 0
+
+
+def test_hf_reads_the_rewritten_tokenizer_json_identically(ort_package, student_tokenizer):
+    """The package's tokenizer.json is also what transformers users load: the rewrite must not change it."""
+    from transformers import AutoTokenizer
+
+    rewritten = AutoTokenizer.from_pretrained(ort_package)
+    assert rewritten.backend_tokenizer.pre_tokenizer.__class__.__name__ == "Sequence"
+    pre = json.loads((ort_package / "tokenizer.json").read_text(encoding="utf-8"))["pre_tokenizer"]
+    assert [s["type"] for s in pre["pretokenizers"]] == ["Split", "Split", "ByteLevel"]
+    texts = _gsm8k_texts() + PROBES + TOKENIZER_CHECK_STRINGS
+    got = rewritten(texts, add_special_tokens=False)["input_ids"]
+    want = student_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert [t for t, a, b in zip(texts, got, want, strict=True) if a != b] == []
+
+
+def test_control_ort_genai_ignores_the_digits_step_of_the_unrewritten_tokenizer(
+    tiny_onnx, student_tokenizer, tmp_path
+):
+    """Without the rewrite ORT GenAI splits differently, and the export's check refuses it: the tests can fail."""
+    from exporters.errors import ParityError
+    from exporters.parity import check_tokenizer_parity
+
+    pkg = _ort_package(tiny_onnx, student_tokenizer, tmp_path / "pkg", rewrite=False)
+    encode = _ort_encode(pkg)
+    x12 = student_tokenizer("x  12", add_special_tokens=False)["input_ids"]
+    assert encode("x  12") != x12 and len(encode("x  12")) == len(x12) + 1  # x|Ġ|Ġ|1|2 vs x|ĠĠ|1|2
+    with pytest.raises(ParityError, match="ORT GenAI tokenizer disagrees") as err:
+        check_tokenizer_parity(encode, student_tokenizer, name="ORT GenAI")
+    assert err.value.numbers["mismatches"] >= 2
