@@ -44,6 +44,25 @@ def test_mcnemar_power_properties():
         mcnemar_power(10, 1.5, 0.05)
 
 
+def test_power_near_the_floor_is_not_the_optimistic_bound():
+    """Two weak arms can disagree on fewer problems than the 5 points sought; the study's power is then the
+    one independent arms at the reference's accuracy would have, not the near-certain one-sided bound."""
+    import accuracy_study
+
+    pd = accuracy_study.alternative_discordance(0.04, 0.028)
+    assert pd == pytest.approx(0.028 + 0.078 - 2 * 0.028 * 0.078)
+    assert accuracy_study.alternative_discordance(0.3, 0.028) == 0.3  # observed, when larger
+    assert mcnemar_power(250, 0.04, 0.05) > 0.95 > 0.7 > mcnemar_power(250, pd, 0.05) > 0.55
+    rows = [
+        {"arm": "sft-cot", "sets": {"test": {"n": 250, "accuracy": 0.028}}},
+        {"arm": "fdd", "skipped": "x"},
+    ]
+    dp = accuracy_study.design_power(rows, "test")
+    assert dp["power"] == pytest.approx(mcnemar_power(250, pd, 0.05), abs=1e-3)
+    assert 250 < dp["n_for_power_0_8"] <= 400 and mcnemar_power(dp["n_for_power_0_8"], pd, 0.05) >= 0.8
+    assert accuracy_study.design_power(rows, "ood_x") is None
+
+
 # ---------------------------------------------------------------------------------------------- reuse_sft
 def test_reuse_sft_is_refused_for_objectives_that_cannot_use_it():
     from edge_distill.config import config_from_dict
@@ -69,7 +88,7 @@ def test_study_runs_every_arm_pairs_them_and_resumes_without_redoing(tmp_path, t
     test.write_text("\n".join(rows) + "\n")
     out, js = tmp_path / "study", tmp_path / "res" / "study.json"
     argv = ["--protocol", "tiny", "--out", str(out), "--json", str(js), "--ood", str(ood),
-            "--set", f"student.model={tiny_model_dir}", "--set", f"data.test={test}"]  # fmt: skip
+            "--set", f"student.model={tiny_model_dir}", "--set", f"data.test={test}", "--test-limit", "10"]  # fmt: skip
     assert accuracy_study.main(argv) == 0
     result = json.loads(js.read_text())
     rows = {r["arm"]: r for r in result["rows"]}
@@ -78,12 +97,12 @@ def test_study_runs_every_arm_pairs_them_and_resumes_without_redoing(tmp_path, t
     for arm in ("untrained", "sft-cot", "sft-all", "cascod", "edit", "siked"):
         sets = rows[arm]["sets"]
         assert set(sets) == {"dev", "test", "ood_svamp_like"}, arm
-        assert sets["test"]["n"] == 12 and sets["dev"]["n"] == 4 and sets["ood_svamp_like"]["n"] == 2
+        assert sets["test"]["n"] == 10 and sets["dev"]["n"] == 4 and sets["ood_svamp_like"]["n"] == 2
         lo, hi = sets["test"]["ci95"]
         assert 0 <= lo <= sets["test"]["accuracy"] <= hi <= 1
         if arm != "sft-cot":  # every arm is paired against the reference on the same problems
             v = sets["test"]["vs_reference"]
-            assert v["n"] == 12 and 0 <= v["power_5pt"] <= 1 and 0 <= v["mcnemar_p"] <= 1
+            assert v["n"] == 10 and 0 <= v["power_5pt"] <= 1 and 0 <= v["mcnemar_p"] <= 1
     runs = out / "runs"
     # EDIT's step 1 and SIKeD's iteration 0 are the SFT arms' models, not retrained
     edit_train = json.loads((runs / "edit-s0" / "stages.json").read_text())["train"]["summary"]
