@@ -8,8 +8,15 @@ CONFIG ?= configs/quickstart.yaml
 setup:
 	bash scripts/setup.sh
 
+# `edge-distill run` exits 3 when a device budget line fails. The quickstart's 20-step student is not meant to
+# pass every budget (its accuracy sits below the Pi 5 profile's floor), so here that verdict is reported, not
+# turned into a make error; any other failure still is one.
 quickstart: setup
-	$(VENV)/bin/edge-distill run $(CONFIG) --resume
+	@rc=0; $(VENV)/bin/edge-distill run $(CONFIG) --resume || rc=$$?; \
+	if [ $$rc -eq 3 ]; then \
+	  echo "make quickstart: the run finished; a device budget line failed (see bench/ and report.md in the run directory). Expected for this 20-step student; 'edge-distill run' itself exits 3 on it."; \
+	  rc=0; \
+	fi; exit $$rc
 
 test: setup
 	$(PY) -m pytest -q

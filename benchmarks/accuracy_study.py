@@ -21,7 +21,7 @@ decode is written next to it, so an interrupted study resumes where it stopped (
 Output: a table (accuracy, n, Wilson 95 % CI, Δ vs sft-cot with paired bootstrap CI, exact McNemar p, the
 power of that test to detect a 5-point difference at this n, wall time) printed and written as JSON + PNG.
 
-    # CPU protocol (2 cores, ~65 min; the numbers in README.md; test = the first 500 GSM8K test problems):
+    # CPU protocol (2 cores, ~70 min measured; the numbers in README.md; test = the first 500 GSM8K test problems):
     python benchmarks/accuracy_study.py --protocol cpu --gsm8k ../shared/datasets/gsm8k
     # GPU protocol (one H100/H200, full GSM8K; see --help for --gsm8k and the device payload):
     python benchmarks/accuracy_study.py --protocol gpu --gsm8k ../shared/datasets/gsm8k
