@@ -57,6 +57,10 @@ class DataConfig(Section):
     id_field: str | None = "id"  # rows without it get "q-" + a hash of the question
     limit_train: int | None = Field(default=None, ge=1)
     dev_size: int = Field(default=100, ge=1)
+    # keep only the dev problems (of the dev_size carved) whose GSM8K gold solution has at most this many
+    # calculator steps (<<a*b=c>> annotations): a small student's learning shows first on short problems.
+    # Reported beside every dev number; train and test are not restricted
+    dev_max_calc_steps: int | None = Field(default=None, ge=0)
     skip_malformed: bool = False
     seed: int = 0
 

@@ -487,6 +487,39 @@ def load_problems(
     return problems
 
 
+_CALC_RE = re.compile(r"<<[^<>]*>>")
+DIFFICULTY_BUCKETS = ("1-2", "3-4", "5+")
+
+
+def calc_steps(problem: Problem) -> int | None:
+    """Calculator steps in the problem's GSM8K gold solution (its `<<a*b=c>>` annotations); None without one."""
+    return None if not problem.solution else len(_CALC_RE.findall(problem.solution))
+
+
+def difficulty(problem: Problem) -> str | None:
+    """GSM8K difficulty bucket by calculator steps: "1-2" (0 counts here too), "3-4" or "5+"."""
+    n = calc_steps(problem)
+    if n is None:
+        return None
+    return DIFFICULTY_BUCKETS[0] if n <= 2 else DIFFICULTY_BUCKETS[1] if n <= 4 else DIFFICULTY_BUCKETS[2]
+
+
+def restrict_dev(dev: list[Problem], max_calc_steps: int) -> list[Problem]:
+    """The dev problems with at most `max_calc_steps` calculator steps (`data.dev_max_calc_steps`)."""
+    missing = [p.id for p in dev if calc_steps(p) is None]
+    if missing:
+        raise DataError(
+            f"data.dev_max_calc_steps needs GSM8K-style gold solutions (with <<a*b=c>> calculator annotations); "
+            f"{len(missing)} dev problems have none (first: {missing[0]}); remove data.dev_max_calc_steps"
+        )
+    kept = [p for p in dev if (calc_steps(p) or 0) <= max_calc_steps]
+    if not kept:
+        raise DataError(
+            f"data.dev_max_calc_steps={max_calc_steps} leaves no dev problem of {len(dev)}; raise it or data.dev_size"
+        )
+    return kept
+
+
 def split_dev(problems: list[Problem], dev_size: int, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
     """Carve a dev set out of `problems`, deterministically and disjointly.
 

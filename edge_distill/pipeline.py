@@ -28,17 +28,21 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- data
 def stage_data(cfg: Config, run: RunDir) -> dict[str, Any]:
-    from edge_distill.data import split_dev
+    from edge_distill.data import restrict_dev, split_dev
 
     d = cfg.data
     problems = stages.load_problems(d, "train")
     train, dev = split_dev(problems, d.dev_size, d.seed)
     if d.limit_train is not None:
         train = train[: d.limit_train]
+    summary: dict[str, Any] = {"train": len(train), "dev": len(dev), "source": d.train}
+    if d.dev_max_calc_steps is not None:
+        dev = restrict_dev(dev, d.dev_max_calc_steps)
+        summary.update(dev=len(dev), dev_carved=d.dev_size, dev_max_calc_steps=d.dev_max_calc_steps)
     out = run.stage_dir("data")
     write_jsonl(out / "train.jsonl", (p.to_dict() for p in train))
     write_jsonl(out / "dev.jsonl", (p.to_dict() for p in dev))
-    return {"train": len(train), "dev": len(dev), "source": d.train}
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- teach

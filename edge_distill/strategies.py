@@ -17,6 +17,7 @@ completion-style few-shot prompts built from 8 GSM8K train problems per strategy
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ __all__ = [
     "Verdict",
     "judge_many",
     "judge_verdicts",
+    "well_formed",
     "parse_response",
     "parse_teacher_completion",
     "split_final_answer",
@@ -166,6 +168,46 @@ def parse_response(text: str, strategy: Strategy | None = None) -> ParsedRespons
 def _program(text: str) -> str:
     m = _FENCE_RE.search(text)
     return (m.group(1) if m else text).strip()
+
+
+_ANY_TAG_RE = re.compile(re.escape(FORCED_TAG.strip()).replace(re.escape("{strategy}"), "(?:cot|l2m|pot)"))
+
+
+def well_formed(text: str, strategy: Strategy | None = None) -> bool:
+    """Format adherence of a student response: exactly one strategy tag (or `strategy` forced in the prompt
+    and none generated) and a well-formed body — a CoT/L2M whose last line is its answer line
+    (`The answer is N`), a PoT that parses as Python and sets the answer at top level (`answer = ...`, or
+    a `solution()` function). Text after a `Question:` boundary is ignored, as the parser ignores it."""
+    text = _BOUNDARY_RE.split(text, maxsplit=1)[0]
+    m = _TAG_RE.match(text)
+    if m is not None:
+        strategy, text = Strategy(m.group(1)), text[m.end() :]
+    elif strategy is None:
+        return False
+    if _ANY_TAG_RE.search(text):  # a second tag: `[pot]: [cot]: ...`
+        return False
+    if Strategy(strategy) is Strategy.POT:
+        return _sets_answer(_program(text))
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return bool(lines) and _final_answer(lines[-1]) is not None
+
+
+def _sets_answer(program: str) -> bool:
+    """The program parses and, at top level, assigns one of the names the sandbox reads its answer from
+    or defines the function it calls (one rule: `sandbox_worker.ANSWER_NAMES`, `SOLUTION_FUNCTION`)."""
+    from edge_distill.sandbox_worker import ANSWER_NAMES, SOLUTION_FUNCTION
+
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == SOLUTION_FUNCTION:
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id in ANSWER_NAMES for t in targets):
+            return True
+    return False
 
 
 def has_subquestions(rationale: str) -> bool:
