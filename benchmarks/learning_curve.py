@@ -189,11 +189,20 @@ def plot(result: dict[str, Any], path: Path) -> None:
                 ]
             else:
                 ys = [base["well_formed"]] + [p["well_formed"] for p in pts]
-            ax.plot(xs, [100 * y for y in ys], marker="o", label=arm)
-    titles = (f"dev accuracy (n={base['n']})", f"dev accuracy, 1-2 steps (n={base['by_difficulty']['1-2']['n']})",
+            line = ax.plot(xs, [100 * y for y in ys], marker="o", label=arm)[0]
+            if key == "accuracy":
+                lo = [base["ci95"][0]] + [p["ci95"][0] for p in pts]
+                hi = [base["ci95"][1]] + [p["ci95"][1] for p in pts]
+                ax.fill_between(
+                    xs, [100 * v for v in lo], [100 * v for v in hi], color=line.get_color(), alpha=0.1
+                )
+    titles = (f"dev accuracy (n={base['n']}, Wilson 95 % CI)", f"dev accuracy, 1-2 steps (n={base['by_difficulty']['1-2']['n']})",
               "well-formed outputs")  # fmt: skip
+    ticks = [0, *result["budgets"]]
     for ax, title in zip(axes, titles, strict=True):
-        ax.set_xscale("symlog", linthresh=32)
+        ax.set_xscale("symlog", linthresh=min(result["budgets"]), linscale=0.5)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("training examples seen")
         ax.set_ylabel("%")
         ax.set_title(title)
