@@ -85,7 +85,7 @@ _SUFFIXES = {
     ".arrow": "arrow",
     ".xml": "xml",
 }
-_FIX = "fix it or set data.skip_malformed=true"
+_FIX = "fix it or set data.skip_malformed=true (eval: --skip-malformed)"
 _EXAMPLES = 3  # malformed rows quoted in the summary warning
 _KEEP_LINES = 20  # malformed rows kept in the stats
 _TEMPLATE_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
