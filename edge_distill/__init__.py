@@ -51,20 +51,9 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+_SDK = "BenchResult ExportedPackage RunResult bench evaluate export load_problems run"
 _LAZY = {
-    **dict.fromkeys(
-        (
-            "BenchResult",
-            "ExportedPackage",
-            "RunResult",
-            "bench",
-            "evaluate",
-            "export",
-            "load_problems",
-            "run",
-        ),
-        "edge_distill.sdk",
-    ),
+    **dict.fromkeys(_SDK.split(), "edge_distill.sdk"),
     "EvalReport": "edge_distill.compare",
     "LoadedProblems": "edge_distill.data",
     "Judging": "edge_distill.types",

@@ -38,7 +38,15 @@ def stage_data(cfg: Config, run: RunDir) -> dict[str, Any]:
     out = run.stage_dir("data")
     write_jsonl(out / "train.jsonl", (p.to_dict() for p in train))
     write_jsonl(out / "dev.jsonl", (p.to_dict() for p in dev))
-    return {"train": len(train), "dev": len(dev), "source": d.train}
+    summary: dict[str, Any] = {
+        "train": len(train),
+        "dev": len(dev),
+        "source": d.train,
+        "layout": problems.layout,
+    }
+    if problems.skipped:  # rows of the published file whose gold is not a number, ... (data.load_problems)
+        summary["skipped"] = dict(problems.skipped_reasons)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- teach
