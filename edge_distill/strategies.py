@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 from edge_distill.answers import ANSWER_MARKER, answers_match, extract_answer, normalize_number
-from edge_distill.types import Strategy
+from edge_distill.types import DEFAULT_JUDGING, Judging, Strategy
 
 __all__ = [
     "ANSWER_MARKER",
@@ -350,9 +350,12 @@ def parse_teacher_completion(strategy: Strategy, text: str) -> str:
 
 
 # --------------------------------------------------------------------------- judging
-def judge(strategy: Strategy, rationale_or_text: str, gold: str) -> tuple[str | None, bool]:
-    """(predicted answer, correct) for one rationale; PoT runs in the sandbox."""
-    return judge_many([(strategy, rationale_or_text)], [gold])[0]
+def judge(
+    strategy: Strategy, rationale_or_text: str, gold: str, *, judging: Judging = DEFAULT_JUDGING
+) -> tuple[str | None, bool]:
+    """(predicted answer, correct) for one rationale; PoT runs in the sandbox. `judging`: the run's
+    tolerance and sandbox mode (callers pass the run's; the default is the config's defaults)."""
+    return judge_many([(strategy, rationale_or_text)], [gold], judging=judging)[0]
 
 
 @dataclass(frozen=True)
@@ -365,12 +368,16 @@ class Verdict:
     reason: str | None = None
 
 
-def judge_many(items: list[tuple[Strategy | None, str]], golds: list[str]) -> list[tuple[str | None, bool]]:
+def judge_many(
+    items: list[tuple[Strategy | None, str]], golds: list[str], *, judging: Judging = DEFAULT_JUDGING
+) -> list[tuple[str | None, bool]]:
     """Batched `judge`: all PoT programs run in one sandbox batch (parallel workers)."""
-    return [(v.pred, v.correct) for v in judge_verdicts(items, golds)]
+    return [(v.pred, v.correct) for v in judge_verdicts(items, golds, judging=judging)]
 
 
-def judge_verdicts(items: list[tuple[Strategy | None, str]], golds: list[str]) -> list[Verdict]:
+def judge_verdicts(
+    items: list[tuple[Strategy | None, str]], golds: list[str], *, judging: Judging = DEFAULT_JUDGING
+) -> list[Verdict]:
     """`judge_many` with the reason of every empty prediction."""
     if len(items) != len(golds):
         raise ValueError(f"judge_many: {len(items)} items but {len(golds)} golds")
@@ -391,6 +398,7 @@ def judge_verdicts(items: list[tuple[Strategy | None, str]], golds: list[str]) -
     if programs:
         from edge_distill.sandbox import run_programs  # the pool starts only when PoT is judged
 
-        for i, res in zip(pot_idx, run_programs(programs), strict=True):
+        for i, res in zip(pot_idx, run_programs(programs, mode=judging.sandbox_mode), strict=True):
             preds[i], reasons[i] = (res.answer, None) if res.ok else (None, res.reason)
-    return [Verdict(p, answers_match(p, g), r) for p, g, r in zip(preds, golds, reasons, strict=True)]
+    tol = judging.rel_tol
+    return [Verdict(p, answers_match(p, g, tol), r) for p, g, r in zip(preds, golds, reasons, strict=True)]
