@@ -144,7 +144,9 @@ def test_skip_malformed_counts_and_logs(tmp_path: Path, caplog: pytest.LogCaptur
     with caplog.at_level(logging.WARNING):
         problems = load_problems(path, skip_malformed=True)
     assert [p.answer for p in problems] == ["1", "3"]
-    assert problems.stats()["skipped"] == 2 and problems.stats()["rows"] == 4 and problems.stats()["loaded"] == 2
+    assert (
+        problems.stats()["skipped"] == 2 and problems.stats()["rows"] == 4 and problems.stats()["loaded"] == 2
+    )
     assert problems.stats()["skipped_lines"][0].startswith(f"{path}:2:")
     assert "skipped 2 of 4 rows" in caplog.text
     assert problems.stats()["skipped_reasons"] == {"invalid JSON": 1, "missing field 'answer'": 1}

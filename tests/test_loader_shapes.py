@@ -155,7 +155,9 @@ def test_asdiv_xml_units_in_brackets_and_one_skip_summary(
     assert len([r for r in caplog.records if "skipped 1 of 3 rows" in r.getMessage()]) == 1
     assert [(p.id, p.answer) for p in problems] == [("nluds-0001", "9"), ("nluds-0002", "3.5")]
     assert problems[0].question.startswith("Seven red apples and 2 green apples")
-    assert problems.stats()["skipped"] == 1 and problems.stats()["skipped_reasons"] == {"answer is not a number": 1}
+    assert problems.stats()["skipped"] == 1 and problems.stats()["skipped_reasons"] == {
+        "answer is not a number": 1
+    }
     assert problems.stats()["format"] == "xml"
 
 
