@@ -218,6 +218,7 @@ def eval_cmd(
     "--out", type=click.Path(file_okay=False), help="Package directory (default <run>/export/<fmt>-<quant>)."
 )
 @click.option("--archive", is_flag=True, help="Also write a single .tar.gz next to the package.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing package at the output path.")
 @click.option(
     "--parity-prompts", default=3, show_default=True, help="Prompts for the greedy-token parity check."
 )
@@ -243,8 +244,11 @@ def export(
     auto_min_top1: float | None,
     auto_max_nll_ratio: float | None,
     strategy: str | None,
+    overwrite: bool,
 ) -> None:
-    """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package."""
+    """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package.
+
+    An existing output path is never replaced unless it is an edge-distill package and --overwrite is given."""
     from exporters import export_model, resolve_source, run_metadata
     from exporters.signing import load_private_key
 
@@ -279,6 +283,7 @@ def export(
         parity_prompts=parity_prompts,
         archive=archive,
         sign_key=key,
+        overwrite=overwrite,
         **{
             k: v
             for k, v in (("auto_min_top1", auto_min_top1), ("auto_max_nll_ratio", auto_max_nll_ratio))
