@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from edge_distill.errors import EdgeDistillError
+from edge_distill.errors import EdgeDistillError, printable
 
 log = logging.getLogger("edge_distill")
 
@@ -24,10 +24,15 @@ EXIT_GATE_FAILED = 3
 _MAX_MESSAGE_CHARS = 4000
 
 
+def _echo(text: str, err: bool = False) -> None:
+    """Everything the CLI prints: through `errors.printable` (messages carry server, device and model text)."""
+    click.echo(printable(text), err=err)
+
+
 def _fail(message: str) -> None:
     if len(message) > _MAX_MESSAGE_CHARS:
         message = message[:_MAX_MESSAGE_CHARS] + f"... ({len(message)} characters in all)"
-    click.echo(f"error: {message}", err=True)
+    _echo(f"error: {message}", err=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -53,7 +58,7 @@ class _Group(click.Group):
                 "~/.cache/edge-distill/teacher.sqlite) or run uncached with teacher.cache=null"
             )
         except KeyboardInterrupt:
-            click.echo("interrupted: finished stages are kept; continue with --resume", err=True)
+            _echo("interrupted: finished stages are kept; continue with --resume", err=True)
             sys.exit(130)
 
 
@@ -95,7 +100,7 @@ def init(path: str, force: bool) -> None:
     from edge_distill.starter import write_starter_config
 
     write_starter_config(Path(path), force=force)
-    click.echo(f"wrote {path}: edit it, then run `edge-distill run {path}`")
+    _echo(f"wrote {path}: edit it, then run `edge-distill run {path}`")
 
 
 def _run(config, overrides, *, resume=False, overwrite=False, until=None, redo=None):
@@ -104,7 +109,7 @@ def _run(config, overrides, *, resume=False, overwrite=False, until=None, redo=N
     cfg = _load(config, overrides)
     run = run_pipeline(cfg, resume=resume, overwrite=overwrite, until=until, redo=redo)
     report = run.path / "report.md"
-    click.echo(f"run directory: {run.path}" + (f"\nreport: {report}" if report.exists() else ""))
+    _echo(f"run directory: {run.path}" + (f"\nreport: {report}" if report.exists() else ""))
     return run
 
 
@@ -130,7 +135,7 @@ def run(config: str | None, overrides: tuple[str, ...], resume: bool, overwrite:
     from edge_distill.gates import gate_exit_code
 
     if gate_exit_code(r):
-        click.echo("a device gate failed: see bench/ in the run directory", err=True)
+        _echo("a device gate failed: see bench/ in the run directory", err=True)
         sys.exit(EXIT_GATE_FAILED)
 
 
@@ -197,10 +202,8 @@ def eval_cmd(
         fresh=fresh,
         out_dir=out,
     )
-    click.echo(render_table(rows))
-    click.echo(
-        f"written: {Path(out) / 'eval.json'}, {Path(out) / 'eval.md'} and one predictions file per row"
-    )
+    _echo(render_table(rows))
+    _echo(f"written: {Path(out) / 'eval.json'}, {Path(out) / 'eval.md'} and one predictions file per row")
 
 
 @main.command()
@@ -290,7 +293,7 @@ def export(
             if v is not None
         },  # fmt: skip
     )
-    click.echo(f"package: {pkg}" + (" (signed: manifest.sig)" if key is not None else ""))
+    _echo(f"package: {pkg}" + (" (signed: manifest.sig)" if key is not None else ""))
 
 
 @main.command()
@@ -307,10 +310,10 @@ def verify(package: str, public_key: str | None) -> None:
     result = verify_package(package, public_key=public_key)
     if not result.ok:
         for problem in result.problems:
-            click.echo(f"MISMATCH {problem}", err=True)
+            _echo(f"MISMATCH {problem}", err=True)
         sys.exit(1)
     signed = ", signature valid" if result.signed else ""
-    click.echo(f"ok: {result.checked} files match {Path(package) / 'manifest.json'}{signed}")
+    _echo(f"ok: {result.checked} files match {Path(package) / 'manifest.json'}{signed}")
 
 
 @main.command()
@@ -320,9 +323,7 @@ def keygen(key: str) -> None:
     from exporters.signing import generate_keypair
 
     priv, pub = generate_keypair(key)
-    click.echo(
-        f"private key: {priv} (keep it secret)\npublic key: {pub} (give it to whoever runs verify/bench)"
-    )
+    _echo(f"private key: {priv} (keep it secret)\npublic key: {pub} (give it to whoever runs verify/bench)")
 
 
 @main.command()
@@ -339,10 +340,10 @@ def sign(package: str, key_path: str) -> None:
     result = verify_package(package)
     if not result.ok:
         for problem in result.problems:
-            click.echo(f"MISMATCH {problem}", err=True)
-        click.echo("refusing to sign a package that does not verify", err=True)
+            _echo(f"MISMATCH {problem}", err=True)
+        _echo("refusing to sign a package that does not verify", err=True)
         sys.exit(1)
-    click.echo(f"signed: {sign_manifest(package, key)}")
+    _echo(f"signed: {sign_manifest(package, key)}")
 
 
 @main.command()
@@ -427,9 +428,9 @@ def bench(packages, profiles, problems, split, accuracy_limit, repetitions, out,
         )  # fmt: skip
     else:
         reports = bench_packages(list(packages), list(profiles), on_target=on_target, **common)
-    click.echo((Path(out) / "bench.md").read_text(encoding="utf-8"))
+    _echo((Path(out) / "bench.md").read_text(encoding="utf-8"))
     if not bench_summary(reports)["all_passed"]:
-        click.echo("a budget gate failed", err=True)
+        _echo("a budget gate failed", err=True)
         sys.exit(EXIT_GATE_FAILED)
 
 
@@ -439,7 +440,7 @@ def profiles(show: str | None) -> None:
     """List the device profiles (shipped + ~/.config/edge-distill/profiles), or show one."""
     from device_profiles import profiles_text
 
-    click.echo(profiles_text(show))
+    _echo(profiles_text(show))
 
 
 if __name__ == "__main__":
