@@ -105,160 +105,41 @@ def _deny_arg(name: str, index: int, *values: int) -> list[_Rule]:
 
 _SECCOMP_GROUPS: dict[str, list[_Rule]] = {
     "processes": [
-        *_deny(
-            "execve",
-            "execveat",
-            "fork",
-            "vfork",
-            "ptrace",
-            "process_vm_readv",
-            "process_vm_writev",
-            "process_madvise",
-            "kcmp",
-            "pidfd_getfd",
-            "unshare",
-            "setns",
-            "seccomp",
-        ),
+        *_deny(*"execve execveat fork vfork ptrace process_vm_readv process_vm_writev process_madvise kcmp "
+               "pidfd_getfd unshare setns seccomp".split()),
         ("clone", "eperm", (0, _CLONE_THREAD, 0)),  # clone without CLONE_THREAD is a new process
         ("clone3", "enosys", None),  # flags hidden in memory: refused, glibc falls back to clone
-    ],  # fmt: skip
-    "network": _deny("socket", "socketpair", "connect", "bind", "listen", "accept", "accept4"),
+    ],
+    "network": _deny(*"socket socketpair connect bind listen accept accept4".split()),
     "file writes": [
-        *_deny(
-            "creat",
-            "unlink",
-            "unlinkat",
-            "rename",
-            "renameat",
-            "renameat2",
-            "mkdir",
-            "mkdirat",
-            "rmdir",
-            "link",
-            "linkat",
-            "symlink",
-            "symlinkat",
-            "truncate",
-            "ftruncate",
-            "fallocate",
-            "chmod",
-            "fchmod",
-            "fchmodat",
-            "fchmodat2",
-            "chown",
-            "fchown",
-            "lchown",
-            "fchownat",
-            "mknod",
-            "mknodat",
-            "setxattr",
-            "lsetxattr",
-            "fsetxattr",
-            "removexattr",
-            "lremovexattr",
-            "fremovexattr",
-            "utime",
-            "utimes",
-            "utimensat",
-            "futimesat",
-            "name_to_handle_at",
-            "open_by_handle_at",
-            "io_uring_setup",
-            "io_uring_enter",
-            "io_uring_register",
-        ),
+        *_deny(*"creat unlink unlinkat rename renameat renameat2 mkdir mkdirat rmdir link linkat symlink "
+               "symlinkat truncate ftruncate fallocate chmod fchmod fchmodat fchmodat2 chown fchown lchown "
+               "fchownat mknod mknodat setxattr lsetxattr fsetxattr removexattr lremovexattr fremovexattr "
+               "utime utimes utimensat futimesat name_to_handle_at open_by_handle_at io_uring_setup "
+               "io_uring_enter io_uring_register".split()),
         ("openat2", "enosys", None),  # its flags are in memory; glibc falls back to openat
-        *[
-            (name, "eperm", (arg, bit, bit))
-            for name, arg in (("open", 1), ("openat", 2))
-            for bit in (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND, _O_TMPFILE_BIT)
-        ],
-    ],  # fmt: skip
+        *[(name, "eperm", (arg, bit, bit)) for name, arg in (("open", 1), ("openat", 2))
+          for bit in (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND, _O_TMPFILE_BIT)],
+    ],
     "signals": [
-        *_deny(
-            "kill",
-            "tkill",
-            "tgkill",
-            "rt_sigqueueinfo",
-            "rt_tgsigqueueinfo",
-            "pidfd_open",
-            "pidfd_send_signal",
-        ),
+        *_deny(*"kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_open pidfd_send_signal".split()),
         # a file's signal owner gets SIGIO (or any F_SETSIG signal) on I/O: a kill by another name
         *_deny_arg("fcntl", 1, _F_SETOWN, _F_SETSIG, _F_SETOWN_EX),
         *_deny_arg("fcntl64", 1, _F_SETOWN, _F_SETSIG, _F_SETOWN_EX),
         *_deny_arg("ioctl", 1, _FIOSETOWN, _SIOCSPGRP, _TIOCSPGRP),
-    ],  # fmt: skip
-    "ipc": _deny(
-        "shmget",
-        "shmat",
-        "shmdt",
-        "shmctl",
-        "msgget",
-        "msgsnd",
-        "msgrcv",
-        "msgctl",
-        "semget",
-        "semop",
-        "semtimedop",
-        "semctl",
-        "ipc",
-        "mq_open",
-        "mq_unlink",
-        "mq_timedsend",
-        "mq_timedreceive",
-        "mq_notify",
-        "mq_getsetattr",
-    ),  # fmt: skip
-    "scheduling": _deny(
-        "sched_setaffinity",
-        "sched_setscheduler",
-        "sched_setparam",
-        "sched_setattr",
-        "setpriority",
-        "ioprio_set",
-        "migrate_pages",
-        "move_pages",
-    ),  # fmt: skip
+    ],
+    "ipc": _deny(*"shmget shmat shmdt shmctl msgget msgsnd msgrcv msgctl semget semop semtimedop semctl ipc "
+                 "mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr".split()),
+    "scheduling": _deny(*"sched_setaffinity sched_setscheduler sched_setparam sched_setattr setpriority "
+                        "ioprio_set migrate_pages move_pages".split()),
     "terminal": _deny_arg("ioctl", 1, _TIOCSTI, _TIOCLINUX),
-    "limits": [
-        *_deny("setrlimit", "setitimer", "alarm", "timer_create", "setsid"),
-        ("prlimit64", "eperm", (2, 0, 0)),
-    ],  # setting a limit (new_limit != NULL); reading is fine
-    "kernel": _deny(
-        "mount",
-        "umount2",
-        "pivot_root",
-        "chroot",
-        "mount_setattr",
-        "move_mount",
-        "open_tree",
-        "fsopen",
-        "fsmount",
-        "fsconfig",
-        "fspick",
-        "swapon",
-        "swapoff",
-        "reboot",
-        "sethostname",
-        "setdomainname",
-        "init_module",
-        "finit_module",
-        "delete_module",
-        "kexec_load",
-        "kexec_file_load",
-        "bpf",
-        "perf_event_open",
-        "userfaultfd",
-        "keyctl",
-        "add_key",
-        "request_key",
-        "acct",
-        "quotactl",
-        "syslog",
-    ),  # fmt: skip
-}
+    "limits": [*_deny(*"setrlimit setitimer alarm timer_create setsid".split()),
+               ("prlimit64", "eperm", (2, 0, 0))],  # setting a limit (new_limit != NULL); reading is fine
+    "kernel": _deny(*"mount umount2 pivot_root chroot mount_setattr move_mount open_tree fsopen fsmount "
+                    "fsconfig fspick swapon swapoff reboot sethostname setdomainname init_module "
+                    "finit_module delete_module kexec_load kexec_file_load bpf perf_event_open userfaultfd "
+                    "keyctl add_key request_key acct quotactl syslog".split()),
+}  # fmt: skip
 
 
 @dataclass
