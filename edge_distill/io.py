@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -245,7 +246,10 @@ def atomic_path(
             raise storage_error(path, e) from e
         raise
     finally:
-        shutil.rmtree(tmp_name, dir_fd=parent, ignore_errors=True)
+        if sys.version_info >= (3, 11):  # rmtree by directory fd: 3.11+
+            shutil.rmtree(tmp_name, dir_fd=parent, ignore_errors=True)
+        else:  # our own 0700 directory: nobody else can have planted anything in it
+            shutil.rmtree(path.parent / tmp_name, ignore_errors=True)
         os.close(parent)
 
 
