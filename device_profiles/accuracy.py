@@ -97,12 +97,28 @@ def run_accuracy(
     source_correct: Mapping[str, bool] | None = None,
     judging: Judging = DEFAULT_JUDGING,
 ) -> AccuracyResult:
-    """Generate greedily with the package's runtime, prompt template and decoding (CasCoD: two stages, as
-    in eval), then `score`. `strategy` None: the one the package was exported with (its eval.strategy).
-    `source_correct` ({problem id: correct} of the unquantized model on the same problems, same decoding)
-    gives the accuracy drop; without it there is no source number. `judging`: the source run's tolerance
-    and sandbox mode, so the package is judged as its source was."""
+    """`generate_completions`, then `score`. `strategy` None: the one the package was exported with (its
+    eval.strategy). `source_correct` ({problem id: correct} of the unquantized model on the same problems,
+    same decoding) gives the accuracy drop; without it there is no source number. `judging`: the source
+    run's tolerance and sandbox mode, so the package is judged as its source was."""
     strategy = strategy or package.strategy
+    texts = generate_completions(
+        package, threads, [p.question for p in problems], strategy=strategy, max_new_tokens=max_new_tokens
+    )
+    return score(
+        texts,
+        problems,
+        strategy=strategy,
+        source_accuracy=source_on(problems, source_correct),
+        judging=judging,
+    )
+
+
+def generate_completions(
+    package: Any, threads: int, questions: list[str], *, strategy: Strategy | None, max_new_tokens: int = 320
+) -> list[str]:
+    """Greedy completions with the package's runtime, prompt template and decoding (CasCoD: two stages, as
+    in eval), one per question: all a device needs to do (`bench --remote` judges them on the host)."""
     from device_profiles.worker import generate
     from edge_distill.console import progress
     from edge_distill.decoding import staged_decode
@@ -119,15 +135,8 @@ def run_accuracy(
                 bar.update(len(chunk))
         return [[t] for t in texts]
 
-    prompts = [package.prompt(p.question, strategy.value if strategy else None) for p in problems]
+    prompts = [package.prompt(q, strategy.value if strategy else None) for q in questions]
     decoding = package.decoding
     log.info("accuracy: %d problems through %s (%d threads, %d-stage decoding)", len(prompts), package.runtime,
              threads, decoding.get("stages", 1))  # fmt: skip
-    texts = [outs[0] for outs in staged_decode(run, prompts, decoding, max_new_tokens=max_new_tokens)]
-    return score(
-        texts,
-        problems,
-        strategy=strategy,
-        source_accuracy=source_on(problems, source_correct),
-        judging=judging,
-    )
+    return [outs[0] for outs in staged_decode(run, prompts, decoding, max_new_tokens=max_new_tokens)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from edge_distill.errors import EdgeDistillError
+from edge_distill.errors import EdgeDistillError, printable
 
 log = logging.getLogger("edge_distill")
 
@@ -25,10 +25,15 @@ EXIT_GATE_FAILED = 3
 _MAX_MESSAGE_CHARS = 4000
 
 
+def _echo(text: str, err: bool = False) -> None:
+    """Everything the CLI prints: through `errors.printable` (messages carry server, device and model text)."""
+    click.echo(printable(text), err=err)
+
+
 def _fail(message: str) -> None:
     if len(message) > _MAX_MESSAGE_CHARS:
         message = message[:_MAX_MESSAGE_CHARS] + f"... ({len(message)} characters in all)"
-    click.echo(f"error: {message}", err=True)
+    _echo(f"error: {message}", err=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -54,7 +59,7 @@ class _Group(click.Group):
                 "~/.cache/edge-distill/teacher.sqlite) or run uncached with teacher.cache=null"
             )
         except KeyboardInterrupt:
-            click.echo("interrupted: finished stages are kept; continue with --resume", err=True)
+            _echo("interrupted: finished stages are kept; continue with --resume", err=True)
             sys.exit(130)
 
 
@@ -96,14 +101,14 @@ def init(path: str, force: bool) -> None:
     from edge_distill.starter import write_starter_config
 
     write_starter_config(Path(path), force=force)
-    click.echo(f"wrote {path}: edit it, then run `edge-distill run {path}`")
+    _echo(f"wrote {path}: edit it, then run `edge-distill run {path}`")
 
 
 def _run(config, overrides, *, resume=False, overwrite=False, until=None, redo=None):
     from edge_distill import sdk
 
     result = sdk.run(_load(config, overrides), resume=resume, overwrite=overwrite, until=until, redo=redo)
-    click.echo(f"run directory: {result.path}" + (f"\nreport: {result.report}" if result.report else ""))
+    _echo(f"run directory: {result.path}" + (f"\nreport: {result.report}" if result.report else ""))
     return result
 
 
@@ -127,7 +132,7 @@ def run(config: str | None, overrides: tuple[str, ...], resume: bool, overwrite:
     """
     r = _run(config, overrides, resume=resume, overwrite=overwrite)
     if r.gates_passed is False:
-        click.echo("a device gate failed: see bench/ in the run directory", err=True)
+        _echo("a device gate failed: see bench/ in the run directory", err=True)
         sys.exit(EXIT_GATE_FAILED)
 
 
@@ -218,10 +223,8 @@ def eval_cmd(
         answer_field=answer_field, id_field=id_field, skip_malformed=skip_malformed, rel_tol=rel_tol,
         sandbox_mode=sandbox_mode,
     )  # fmt: skip
-    click.echo(report.table())
-    click.echo(
-        f"written: {Path(out) / 'eval.json'}, {Path(out) / 'eval.md'} and one predictions file per row"
-    )
+    _echo(report.table())
+    _echo(f"written: {Path(out) / 'eval.json'}, {Path(out) / 'eval.md'} and one predictions file per row")
 
 
 @main.command()
@@ -239,6 +242,7 @@ def eval_cmd(
     "--out", type=click.Path(file_okay=False), help="Package directory (default <run>/export/<fmt>-<quant>)."
 )
 @click.option("--archive", is_flag=True, help="Also write a single .tar.gz next to the package.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing package at the output path.")
 @click.option(
     "--parity-prompts", default=3, show_default=True, help="Prompts for the greedy-token parity check."
 )
@@ -264,15 +268,19 @@ def export(
     auto_min_top1: float | None,
     auto_max_nll_ratio: float | None,
     strategy: str | None,
+    overwrite: bool,
 ) -> None:
-    """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package."""
+    """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package.
+
+    An existing output path is never replaced unless it is an edge-distill package and --overwrite is given."""
     from edge_distill import sdk
 
     (pkg,) = sdk.export(
         source, [(fmt, quant)], out=out, archive=archive, parity_prompts=parity_prompts, sign_key=sign_key,
         strategy=strategy, auto_min_top1=auto_min_top1, auto_max_nll_ratio=auto_max_nll_ratio,
+        overwrite=overwrite,
     )  # fmt: skip
-    click.echo(f"package: {pkg.path}" + (" (signed: manifest.sig)" if pkg.signed else ""))
+    _echo(f"package: {pkg.path}" + (" (signed: manifest.sig)" if pkg.signed else ""))
 
 
 @main.command()
@@ -289,10 +297,10 @@ def verify(package: str, public_key: str | None) -> None:
     result = verify_package(package, public_key=public_key)
     if not result.ok:
         for problem in result.problems:
-            click.echo(f"MISMATCH {problem}", err=True)
+            _echo(f"MISMATCH {problem}", err=True)
         sys.exit(1)
     signed = ", signature valid" if result.signed else ""
-    click.echo(f"ok: {result.checked} files match {Path(package) / 'manifest.json'}{signed}")
+    _echo(f"ok: {result.checked} files match {Path(package) / 'manifest.json'}{signed}")
 
 
 @main.command()
@@ -302,9 +310,7 @@ def keygen(key: str) -> None:
     from exporters.signing import generate_keypair
 
     priv, pub = generate_keypair(key)
-    click.echo(
-        f"private key: {priv} (keep it secret)\npublic key: {pub} (give it to whoever runs verify/bench)"
-    )
+    _echo(f"private key: {priv} (keep it secret)\npublic key: {pub} (give it to whoever runs verify/bench)")
 
 
 @main.command()
@@ -321,10 +327,10 @@ def sign(package: str, key_path: str) -> None:
     result = verify_package(package)
     if not result.ok:
         for problem in result.problems:
-            click.echo(f"MISMATCH {problem}", err=True)
-        click.echo("refusing to sign a package that does not verify", err=True)
+            _echo(f"MISMATCH {problem}", err=True)
+        _echo("refusing to sign a package that does not verify", err=True)
         sys.exit(1)
-    click.echo(f"signed: {sign_manifest(package, key)}")
+    _echo(f"signed: {sign_manifest(package, key)}")
 
 
 @main.command()
@@ -396,9 +402,9 @@ def bench(packages, profiles, problems, split, accuracy_limit, repetitions, out,
         known_hosts=known_hosts, remote_python=remote_python, remote_timeout=remote_timeout,
         max_new_tokens=max_new_tokens, strategy=strategy, rel_tol=rel_tol, sandbox_mode=sandbox_mode,
     )  # fmt: skip
-    click.echo(result.markdown())
+    _echo(result.markdown())
     if not result.all_passed:
-        click.echo("a budget gate failed", err=True)
+        _echo("a budget gate failed", err=True)
         sys.exit(EXIT_GATE_FAILED)
 
 
@@ -408,7 +414,7 @@ def profiles(show: str | None) -> None:
     """List the device profiles (shipped + ~/.config/edge-distill/profiles), or show one."""
     from device_profiles import profiles_text
 
-    click.echo(profiles_text(show))
+    _echo(profiles_text(show))
 
 
 if __name__ == "__main__":

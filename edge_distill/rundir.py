@@ -24,6 +24,7 @@ from edge_distill.config import MAX_CONFIG_BYTES, Config, load_yaml_text
 from edge_distill.errors import EdgeDistillError, StageError, StorageError
 from edge_distill.io import (
     append_jsonl,
+    confine,
     loads_json,
     make_dirs,
     read_utf8,
@@ -139,6 +140,7 @@ class RunDir:
         self.changed_sections: set[str] = set()
         self._stages_file = self.path / "stages.json"
         self._lock = RunLock(self.path)
+        confine(self.path)  # nothing written beneath it follows a link (edge_distill.io)
         try:
             runs_dir = make_dirs(cfg.runs_dir)
         except StorageError as e:
@@ -228,6 +230,7 @@ class RunDir:
         run.changed_sections = set()
         run._stages_file = path / "stages.json"
         run._lock = RunLock(path)
+        confine(path)
         return run
 
     def _check_same_config(self) -> None:

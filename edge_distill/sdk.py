@@ -285,6 +285,7 @@ def export(
     strategy: str | None = None,
     auto_min_top1: float | None = None,
     auto_max_nll_ratio: float | None = None,
+    overwrite: bool = False,
 ) -> list[ExportedPackage]:
     """Export a run's final student (or any HF / LoRA model directory) to verified packages, one per
     target ("gguf:q4_k_m", "onnx:int4", "gguf:auto", or (format, quant) pairs).
@@ -292,7 +293,8 @@ def export(
     A run directory: its final (or best-iteration) model, its decoding and eval.strategy, packages under
     `<run>/export/<format>-<quant>` (the run is locked meanwhile). Otherwise `<model>-<format>-<quant>` in
     the current directory; `out` places the package (one target only). `sign_key`: an ed25519 private key
-    (PEM) also writes manifest.sig. Each package appears only after every parity check passed."""
+    (PEM) also writes manifest.sig. Each package appears only after every parity check passed. An existing
+    output path is never replaced unless it is an edge-distill package and `overwrite` is True."""
     import os
 
     from exporters import export_model, resolve_source, run_metadata
@@ -330,7 +332,7 @@ def export(
                 )  # the run travels whole
             pkg = export_model(
                 model, target, fmt, quant, **target_meta, decoding=decoding, strategy=strategy or run_strategy,
-                parity_prompts=parity_prompts, archive=archive, sign_key=key, **options,
+                parity_prompts=parity_prompts, archive=archive, sign_key=key, overwrite=overwrite, **options,
             )  # fmt: skip
             done.append(ExportedPackage(Path(pkg), fmt, _written_quant(Path(pkg), quant), key is not None))
     finally:

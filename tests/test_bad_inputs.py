@@ -429,7 +429,7 @@ def test_device_profile_yaml_shares_the_config_reader(tmp_path):
 
 
 def test_an_artifact_never_replaces_the_working_or_home_directory(tmp_path, monkeypatch):
-    """atomic_path replaces an existing directory wholesale (a re-exported package): never `.` or `~`."""
+    """atomic_path never replaces `.` or `~` (nor any directory with a file: tests/test_host_files_hostile.py)."""
     from edge_distill.errors import StorageError
     from edge_distill.io import write_text
 
@@ -444,8 +444,8 @@ def test_an_artifact_never_replaces_the_working_or_home_directory(tmp_path, monk
             write_text(target, "an artifact")
     assert (project / "src" / "code.py").read_text() == "keep"
     assert_no_partial_artifact(tmp_path)
-    old = tmp_path / "old-package"  # an ordinary earlier artifact is still replaced
-    old.mkdir()
+    old = tmp_path / "old-artifact.txt"  # an earlier file artifact is still replaced
+    old.write_text("old")
     write_text(old, "new")
     assert old.read_text() == "new"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from edge_distill.config import EvalConfig, FddConfig, SikedConfig
 from edge_distill.errors import ConfigError
-from edge_distill.io import read_jsonl, write_json, write_jsonl
+from edge_distill.io import make_dirs, read_jsonl, write_json, write_jsonl
 from edge_distill.methods import (
     Stages,
     adopt_eval,
@@ -286,7 +286,7 @@ def run_fdd(
             problems = cached_problems(step / "problems.jsonl", lambda: [])
             samples = cached_samples(step / "samples.jsonl", lambda: [])
         else:
-            step.mkdir(parents=True, exist_ok=True)
+            make_dirs(step)
             t0 = time.perf_counter()
             record = {"round": k}
             if k == 0 and start_model is not None:
