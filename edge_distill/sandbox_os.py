@@ -565,14 +565,23 @@ def _probe_child(boundary: Boundary, out_fd: int) -> None:
     report: dict[str, Any]
     try:
         ctl_r, ctl_w = os.pipe()
+        ready_r, ready_w = os.pipe()
         target = os.fork()
         if target == 0:  # lives until the probe child closes ctl_w; SIGIO's default action kills it
             os.close(ctl_w)
+            os.close(ready_r)
             if os.geteuid() == 0:
                 drop_root()
+            os.write(ready_w, b"1")
             os.read(ctl_r, 1)
             os._exit(0)
         os.close(ctl_r)
+        os.close(ready_w)
+        # Checks start only once the target runs as a program child would: a target still root (not
+        # yet through drop_root) refuses a nobody caller by itself, and the probe would pass vacuously.
+        if os.read(ready_r, 1) != b"1":
+            raise RuntimeError("probe target did not start")
+        os.close(ready_r)
         checks_by_guarantee = _probe_checks(target, os.path.join(os.getcwd(), "probe-canary"))
         boundary.apply(require=True)
         failed: dict[str, list[str]] = {}
