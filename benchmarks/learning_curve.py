@@ -83,8 +83,11 @@ def teacher_samples(pool: list[Any], strategies: list[str]) -> list[Any]:
 
 
 def train_arm(model_dir: Path, samples: list[Any], finetune: str, budgets: list[int], out: Path,
-              args: argparse.Namespace) -> dict[int, tuple[Path, float]]:  # fmt: skip
-    """Train once up to max(budgets) examples; save a copy at each budget. {budget: (dir, train seconds)}."""
+              args: argparse.Namespace, horizon: int) -> dict[int, tuple[Path, float]]:  # fmt: skip
+    """Train once up to max(budgets) examples; save a copy at each budget. {budget: (dir, train seconds)}.
+
+    The data always holds `horizon` (the largest budget of the curve) examples, so the seeded shuffle is
+    the same whichever budgets are trained now: a copy at budget b is the same model in every run."""
     from transformers import TrainerCallback
 
     from edge_distill.config import TrainConfig
@@ -94,7 +97,7 @@ def train_arm(model_dir: Path, samples: list[Any], finetune: str, budgets: list[
 
     tokenizer = load_tokenizer(model_dir)
     examples = build_sft_examples(tokenizer, samples, args.max_length)
-    need = max(budgets)
+    need = max(horizon, *budgets)
     if len(examples) < need:  # more budget than data: further epochs, in the same order
         examples = [examples[i % len(examples)] for i in range(need)]
     examples = examples[:need]
@@ -284,11 +287,15 @@ def main(argv: list[str] | None = None) -> int:
         arm_dir.mkdir(parents=True, exist_ok=True)
         trained_file = arm_dir / "trained.json"
         done = json.loads(trained_file.read_text()) if trained_file.is_file() else {}
-        if any(str(b) not in done for b in budgets):
+        missing = [b for b in budgets if str(b) not in done]
+        if missing:
+            # The constant learning rate after a fixed warm-up and the seeded sample order do not depend on
+            # the largest budget, so training up to the largest *missing* one gives the same copies a full
+            # run would: a new budget costs only its own steps.
             samples = teacher_samples(pool, arm_strategies(strategies))
-            log.info("%s: %d teacher samples; training up to %d examples", arm, len(samples), max(budgets))
-            saved = train_arm(model_dir, samples, finetune, budgets, arm_dir, args)
-            done = {str(b): {"dir": d.name, "train_s": round(s, 1)} for b, (d, s) in saved.items()}
+            log.info("%s: %d teacher samples; training up to %d examples", arm, len(samples), max(missing))
+            saved = train_arm(model_dir, samples, finetune, missing, arm_dir, args, horizon=max(budgets))
+            done |= {str(b): {"dir": d.name, "train_s": round(s, 1)} for b, (d, s) in saved.items()}
             trained_file.write_text(json.dumps(done))
         pts = []
         for b in budgets:
