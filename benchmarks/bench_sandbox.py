@@ -74,6 +74,7 @@ def main() -> None:
     for workers in args.workers:
         t0 = time.perf_counter()
         with SandboxPool(workers=workers) as pool:
+            getattr(pool, "wait_ready", lambda: None)()  # every worker started (older versions: no such call)
             pool.run(["answer = 1"] * workers)  # waits until every worker has imported its modules
             startup = time.perf_counter() - t0
             layers = getattr(pool, "layers", None)  # the OS boundary in force (None: a version without one)

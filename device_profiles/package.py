@@ -9,7 +9,7 @@ from typing import Any
 
 from edge_distill.errors import EdgeDistillError
 from edge_distill.types import Strategy
-from exporters.chat_template import forced_suffix
+from exporters.chat_template import fill_template, forced_suffix
 from exporters.errors import ExportError
 from exporters.formats import FORMATS, MANIFEST, PROMPT_TEMPLATE, get_format
 
@@ -76,9 +76,12 @@ class Package:
 
     def prompt(self, question: str, strategy: str | None = None) -> str:
         """The packaged student prompt; a forced strategy appends the packaged tag suffix."""
-        text = str(self.template["student_prompt"]).format(question=question)
+        text = fill_template(
+            self.template["student_prompt"], f"{PROMPT_TEMPLATE}: student_prompt", question=question
+        )
         if strategy is not None:
-            text += forced_suffix(self.template).format(strategy=strategy)
+            where = f"{PROMPT_TEMPLATE}: forced_strategy_suffix"
+            text += fill_template(forced_suffix(self.template), where, strategy=strategy)
         return text
 
 
@@ -127,7 +130,12 @@ def read_package(
         raise PackageError(f"package {pkg}: {PROMPT_TEMPLATE} missing or invalid ({str(e)[:200]})") from None
     if not isinstance(template, dict) or "{question}" not in str(template.get("student_prompt", "")):
         raise PackageError(f"package {pkg}: {PROMPT_TEMPLATE}: student_prompt must contain {{question}}")
-    return Package(pkg, manifest, template, _model_path(pkg, manifest))
+    package = Package(pkg, manifest, template, _model_path(pkg, manifest))
+    try:  # refused now, before any runtime starts: only {question} and {strategy}, bounded
+        package.prompt("q", "cot")
+    except ExportError as e:
+        raise PackageError(f"package {pkg}: {e}") from None
+    return package
 
 
 def _model_path(pkg: Path, manifest: dict[str, Any]) -> Path:

@@ -15,9 +15,10 @@ prompt that would hang), StrictHostKeyChecking=yes (an unknown or changed host k
 learned silently; `--known-hosts FILE` names the file to check against).
 
 The device is untrusted: every remote step has a time limit and a byte limit on what it may print, the
-result is validated (pydantic: types, finite numbers, lengths, the problem ids and gold answers we sent)
-and only data is taken from it — nothing the device returns is executed or used as a path. Accuracy and
-its CI are recounted here from the device's per-problem verdicts.
+result is validated (pydantic: types, finite numbers, lengths, the problem ids we sent) and only data is
+taken from it — nothing the device returns is executed or used as a path. The device gets the questions,
+never the gold answers, and sends back each raw completion: the host judges them with its own scorer
+(`edge_distill.scoring`, PoT through the host's sandbox), so a device cannot claim a verdict.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import dataclasses
 import io
 import json
 import logging
-import os
 import re
 import shlex
 import shutil
@@ -43,15 +43,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_profiles import gate
-from device_profiles.accuracy import AccuracyResult, load_eval_problems, source_on
+from device_profiles.accuracy import AccuracyResult, load_eval_problems, score, source_on
 from device_profiles.bandwidth import HostHardware
 from device_profiles.estimate import figures_for
 from device_profiles.loader import DeviceProfile, load_profile
 from device_profiles.package import Package, read_package
+from device_profiles.remote_runner import PROTOCOL
 from device_profiles.report import BenchReport, write_outputs
 from device_profiles.worker import RuntimeMeasurement
-from edge_distill.errors import EdgeDistillError
-from edge_distill.types import Problem, Strategy
+from edge_distill.errors import EdgeDistillError, printable
+from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +239,8 @@ class _Bounded(threading.Thread):
 
 
 def _printable(text: str, limit: int = 3000) -> str:
-    """Device text shown to the user: no terminal escapes, bounded."""
-    text = re.sub(r"[^\x09\x0a\x20-\x7e\u00a0-\uffff]", "?", text.replace("\r\n", "\n")).strip()
-    return text if len(text) <= limit else "..." + text[-limit:]
+    """Device text shown to the user (errors.printable: no terminal escapes), its last `limit` chars."""
+    return printable(text.strip(), limit, keep_end=True)
 
 
 def _ssh_failure(target: SSHTarget, stderr: str, identity: Path | None) -> RemoteError:
@@ -285,15 +285,10 @@ def _remote_python_expr(path: str) -> str:
 # --------------------------------------------------------------------------- what the device sends back
 
 
-class _Prediction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Completion(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a verdict ("correct", "pred") is not the device's to give
     id: Annotated[str, Field(max_length=500)]
-    gold: Annotated[str, Field(max_length=500)]
     raw: Annotated[str, Field(max_length=20000)]
-    strategy: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,16}$")]
-    pred: Annotated[str, Field(max_length=2000)] | None
-    correct: bool
-    reason: Annotated[str, Field(max_length=200)] | None = None  # why pred is empty (scoring.score)
 
 
 class _Environment(BaseModel):
@@ -322,7 +317,7 @@ class _Result(BaseModel):
     error: _Error | None = None
     measurement: RuntimeMeasurement | None = None
     hardware: HostHardware | None = None
-    predictions: list[_Prediction] | None = Field(default=None, max_length=100_000)
+    completions: list[_Completion] | None = Field(default=None, max_length=100_000)
     environment: _Environment | None = None
 
 
@@ -341,14 +336,17 @@ def _parse_result(
     problems: list[Problem],
     python: str,
     source: tuple[float | None, int | None] = (None, None),
+    strategy: Strategy | None = None,
+    judging: Judging = DEFAULT_JUDGING,
 ) -> RemoteResult:
+    """Validate the runner's result and judge its completions here (`strategy` None: the package's)."""
     where = f"{target.label} (result of the remote runner)"
     try:
         r = _Result.model_validate_json(raw)
     except ValidationError as e:
         raise RemoteError(f"{where}: not a valid runner result ({_printable(str(e), 800)})") from None
-    if r.protocol != 1:
-        raise RemoteError(f"{where}: protocol {r.protocol}, expected 1")
+    if r.protocol != PROTOCOL:
+        raise RemoteError(f"{where}: protocol {r.protocol}, expected {PROTOCOL}")
     if r.error is not None:
         if r.error.kind == "missing":
             raise RemoteRuntimeMissing(
@@ -368,18 +366,19 @@ def _parse_result(
         )
     acc = None
     if problems:
-        preds = r.predictions or []
-        sent = [(p.id, p.answer) for p in problems]
-        if [(p.id, p.gold) for p in preds] != sent:
+        completions = r.completions or []
+        if [c.id for c in completions] != [p.id for p in problems]:
             raise RemoteError(
-                f"{where}: the verdicts are not for the {len(problems)} problems sent (ids/gold differ)"
+                f"{where}: the completions are not for the {len(problems)} problems sent (ids differ)"
             )
-        from edge_distill.scoring import summarize
-
-        questions = {p.id: p.question for p in problems}
-        records = [{**p.model_dump(), "question": questions[p.id]} for p in preds]
-        e = summarize(records)
-        acc = AccuracyResult(e.n, e.correct, e.accuracy, *e.ci95, *source, e.per_strategy, records)
+        # judged here, as the source run judged: its tolerance and sandbox mode
+        acc = score(
+            [c.raw for c in completions],
+            problems,
+            strategy=strategy or pkg.strategy,
+            source_accuracy=source,
+            judging=judging,
+        )
     # What the device measured is the package's model; its temp path there is gone after this call.
     m = dataclasses.replace(m, model_path=str(pkg.model_path))
     return RemoteResult(m, hw, acc, {**r.environment.model_dump(), "python_path": python})
@@ -413,6 +412,19 @@ def _bundle_bytes(pkg: Package) -> int:
 
 
 # --------------------------------------------------------------------------- the three steps
+def remote_job(
+    problems: list[Problem], *, threads: int | str, timing_question: str, repetitions: int, new_tokens: int,
+    strategy: Strategy | None, timeout_s: float, max_new_tokens: int,
+) -> dict[str, Any]:  # fmt: skip
+    """What the device gets (job.json): the questions and their ids only — gold answers stay here."""
+    return {
+        "protocol": PROTOCOL, "package": "pkg", "threads": threads, "timing_question": timing_question,
+        "new_tokens": new_tokens, "repetitions": repetitions, "strategy": strategy.value if strategy else None,
+        "questions": [{"id": p.id, "question": p.question} for p in problems],
+        "deadline_s": max(60.0, timeout_s - 30), "lifeline": True, "max_new_tokens": max_new_tokens,
+    }  # fmt: skip
+
+
 def run_remote(
     pkg: Package,
     threads: int | str,
@@ -428,16 +440,14 @@ def run_remote(
     timeout_s: float,
     max_new_tokens: int = 320,
     source: tuple[float | None, int | None] = (None, None),
+    judging: Judging = DEFAULT_JUDGING,
 ) -> RemoteResult:
     """Copy `pkg` + the runner to the device, measure there, read the result back, clean up."""
     py = _remote_python_expr(remote_python)
-    job = {
-        "protocol": 1, "package": "pkg", "threads": threads, "timing_question": timing_question,
-        "new_tokens": new_tokens, "repetitions": repetitions, "strategy": strategy.value if strategy else None,
-        "problems": [{"id": p.id, "question": p.question, "answer": p.answer} for p in problems],
-        "sandbox_mode": os.environ.get("EDGE_DISTILL_SANDBOX_MODE") or None,
-        "deadline_s": max(60.0, timeout_s - 30), "lifeline": True, "max_new_tokens": max_new_tokens,
-    }  # fmt: skip
+    job = remote_job(
+        problems, threads=threads, timing_question=timing_question, repetitions=repetitions,
+        new_tokens=new_tokens, strategy=strategy, timeout_s=timeout_s, max_new_tokens=max_new_tokens,
+    )  # fmt: skip
     # (1) a temp dir of our own, the bundle unpacked into it
     setup = (
         f'py={py}; if ! command -v "$py" >/dev/null 2>&1; then exit {EXIT_NO_PYTHON}; fi; '
@@ -477,7 +487,7 @@ def run_remote(
             raise RemoteError(
                 f"{target.label}: the remote runner failed (exit {rc}); its log ends:\n{_printable(err)}"
             )
-        return _parse_result(out, target, pkg, problems, remote_python, source)
+        return _parse_result(out, target, pkg, problems, remote_python, source, strategy, judging)
     finally:
         # (3) only the dir we made: its name is checked against the mktemp pattern we gave
         if created:
@@ -525,6 +535,7 @@ def bench_remote(
     extra_profile_dirs: tuple[str | Path, ...] = (),
     public_key: str | Path | None = None,
     timeout_s: float = 3600,
+    judging: Judging = DEFAULT_JUDGING,
 ) -> list[BenchReport]:
     """`bench_packages`, measured on the SSH device `remote` (ssh://user@host[:port]) for every profile.
 
@@ -562,6 +573,7 @@ def bench_remote(
                     problems=[] if str(pkg.path) in accuracy else eval_problems, timing_question=timing_question,
                     repetitions=repetitions, new_tokens=new_tokens, strategy=strategy, timeout_s=timeout_s,
                     max_new_tokens=accuracy_max_new_tokens, source=source_on(eval_problems, source_correct),
+                    judging=judging,
                 )  # fmt: skip
                 accuracy.setdefault(str(pkg.path), results[key].accuracy)
             res = results[key]

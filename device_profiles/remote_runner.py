@@ -2,6 +2,9 @@
 
     PYTHONPATH=<tmp>/code <python> <tmp>/code/device_profiles/remote_runner.py job.json result.json
 
+The device only measures and generates: it gets the questions (never the gold answers) and sends back
+each raw completion; the host judges them with its own scorer.
+
 The host copies this file with the rest of the torch-free code (edge_distill, exporters, device_profiles:
 the same code as the host's, so the device measures exactly what `edge-distill bench` measures on the
 host) and the package into a temp dir it created, then reads result.json back. The device's Python needs
@@ -25,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-PROTOCOL = 1
+PROTOCOL = 2
 # Modules the runner needs whatever the package (the device dependencies of pyproject) and per runtime.
 BASE_MODULES = ("pydantic", "yaml", "psutil", "sympy", "tqdm")
 RUNTIME_MODULES = {"llama.cpp": "llama_cpp", "onnxruntime-genai": "onnxruntime_genai"}
@@ -96,17 +99,13 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
 
     from dataclasses import asdict
 
-    from device_profiles.accuracy import run_accuracy
+    from device_profiles.accuracy import generate_completions
     from device_profiles.bandwidth import device_model, host_hardware
     from device_profiles.package import read_package
     from device_profiles.worker import measure
     from edge_distill.errors import EdgeDistillError
-    from edge_distill.types import Problem, Strategy
+    from edge_distill.types import Strategy
 
-    if job.get("sandbox_mode"):
-        from edge_distill import sandbox
-
-        sandbox.configure(job["sandbox_mode"])
     try:
         pkg = read_package(package_dir)  # re-hashed here: what the runtime loads is what the host sent
         threads = job["threads"] if isinstance(job["threads"], int) else max(1, os.cpu_count() or 1)
@@ -115,23 +114,24 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
             pkg.runtime, pkg.model_path, threads, pkg.prompt(job["timing_question"]),
             new_tokens=job["new_tokens"], repetitions=job["repetitions"],
         )  # fmt: skip
-        problems = [Problem(id=p["id"], question=p["question"], answer=p["answer"]) for p in job["problems"]]
-        strategy = Strategy(job["strategy"]) if job.get("strategy") else None
-        acc = (
-            run_accuracy(
-                pkg, threads, problems, strategy=strategy, max_new_tokens=job.get("max_new_tokens", 320)
+        questions = job["questions"]
+        strategy = Strategy(job["strategy"]) if job.get("strategy") else pkg.strategy
+        texts = (
+            generate_completions(
+                pkg,
+                threads,
+                [q["question"] for q in questions],
+                strategy=strategy,
+                max_new_tokens=job.get("max_new_tokens", 320),
             )
-            if problems
-            else None
+            if questions
+            else []
         )
     except EdgeDistillError as e:
         return {"protocol": PROTOCOL, "error": {"kind": "bench", "message": str(e)[:4000]}}
-    predictions = None
-    if acc is not None:
-        keys = ("id", "gold", "raw", "strategy", "pred", "correct", "reason")
-        predictions = [{k: p.get(k) for k in keys} for p in acc.predictions]
-        for p in predictions:
-            p["raw"] = str(p["raw"])[:MAX_RAW_CHARS]
+    completions = [
+        {"id": q["id"], "raw": str(t)[:MAX_RAW_CHARS]} for q, t in zip(questions, texts, strict=True)
+    ]
     from importlib import metadata
 
     versions = {}  # the runtimes ran in worker processes: report what is installed
@@ -144,7 +144,7 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
         "protocol": PROTOCOL,
         "measurement": asdict(m),
         "hardware": asdict(hw),
-        "predictions": predictions,
+        "completions": completions if questions else None,
         "environment": {
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -162,7 +162,7 @@ def main(argv: list[str]) -> int:
     sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]  # the script dir shadows nothing
     job_file, result_file = Path(argv[0]).resolve(), Path(argv[1]).resolve()
     job = json.loads(job_file.read_text(encoding="utf-8"))
-    if job.get("protocol") != PROTOCOL:
+    if job.get("protocol") != PROTOCOL:  # a runner of another version: the host reads this error
         _write(
             result_file,
             {"protocol": PROTOCOL, "error": {"kind": "protocol", "message": str(job.get("protocol"))}},

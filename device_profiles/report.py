@@ -18,7 +18,7 @@ from device_profiles.bandwidth import HostHardware
 from device_profiles.estimate import Figures
 from device_profiles.loader import Budget
 from device_profiles.worker import RuntimeMeasurement
-from edge_distill.io import atomic_path, write_json, write_text
+from edge_distill.io import atomic_path, make_dirs, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def table(r: BenchReport) -> str:
 
 def write_outputs(reports: list[BenchReport], out_dir: Path, stem: str = "bench") -> dict[str, Path]:
     """bench.md, bench.json (+ predictions JSONL per package) and bench.png in `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     paths = {"md": out_dir / f"{stem}.md", "json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.png"}
     md = "\n".join(table(r) for r in reports)
     write_text(paths["md"], f"# Device bench\n\n{md}")

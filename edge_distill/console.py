@@ -2,7 +2,8 @@
 loops, and third-party warnings that are noise filtered out.
 
 - Logging: the root handler writes through `tqdm.write`, so a log line appears above a running bar,
-  never inside it. Python warnings are routed into logging (`py.warnings`), and libraries that keep
+  never inside it, and through `errors.printable`, so no control character in a message (model text,
+  a server's body) reaches the terminal. Python warnings are routed into logging (`py.warnings`), and libraries that keep
   their own handler (transformers) are routed through the same root handler.
 - Noise: `NOISY` lists the third-party messages that tell a user nothing they can act on (deprecations
   inside transformers/peft/torch that our code does not trigger directly). Everything else still shows.
@@ -20,6 +21,8 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
+
+from edge_distill.errors import printable
 
 __all__ = ["NOISY", "NOISY_LOGGERS", "progress", "setup_logging"]
 
@@ -47,7 +50,7 @@ class _TqdmHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:  # sys.stderr now, not at setup: it may have been replaced since (pytest, notebooks)
-            tqdm.write(self.format(record), file=sys.stderr)
+            tqdm.write(printable(self.format(record)), file=sys.stderr)  # model/server text in messages
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
@@ -137,5 +140,12 @@ def progress(iterable: Iterable[T] | None = None, *, desc: str, unit: str = "it"
              disable: bool | None = False, leave: bool = False, **kw: Any) -> Any:  # fmt: skip
     """A tqdm bar with the project's defaults (disappears when done; the stage line stays)."""
     return tqdm(
-        iterable, desc=desc, unit=unit, total=total, disable=disable, leave=leave, dynamic_ncols=True, **kw
+        iterable,
+        desc=printable(desc, 80),
+        unit=unit,
+        total=total,
+        disable=disable,
+        leave=leave,
+        dynamic_ncols=True,
+        **kw,
     )

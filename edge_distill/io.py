@@ -3,6 +3,13 @@
 Writes: a crash or a full disk never leaves a half-written artifact; the temporary is removed and the
 error names the path. Reads of user files: bytes that are not UTF-8, JSON nested too deeply or numbers
 past Python's digit limit become one error naming the file and line, never a traceback.
+
+Links: beneath a directory registered with `confine` (a run directory), every directory on the way to a
+write is opened with O_NOFOLLOW from the root down (directory fds), so a symlink planted there (a copied
+or shared run) is refused, never followed. Everywhere, the file written is never a link's target: atomic
+writes rename over the name (a planted link is replaced, its target untouched), appends open with
+O_NOFOLLOW. An existing directory is replaced only by an artifact of the same kind (`atomic_path`'s
+`kind`), never by a file, and only with consent where the kind asks for it (packages: --overwrite).
 """
 
 from __future__ import annotations
@@ -10,10 +17,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +50,87 @@ def storage_error(path: str | os.PathLike[str], e: OSError, action: str = "write
     return StorageError(f"cannot {action} {path}: {e.strerror or e} ({hint}){tail}")
 
 
-def make_dirs(path: str | os.PathLike[str]) -> Path:
-    """`mkdir -p` whose failure is one StorageError naming the directory."""
-    path = Path(path)
+# Directories beneath which nothing is followed: both the path as given and as resolved (callers name
+# a run directory either way); the root itself may be a link the user made.
+_CONFINED: set[Path] = set()
+_CONFINED_LOCK = threading.Lock()
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def confine(root: str | os.PathLike[str]) -> None:
+    """From now on, no write of this process beneath `root` follows a symlink below it."""
+    root = Path(root)
+    with _CONFINED_LOCK:
+        _CONFINED.update({Path(os.path.abspath(root)), Path(os.path.realpath(root))})
+
+
+def _root_of(path: Path) -> Path | None:
+    with _CONFINED_LOCK:
+        roots = [r for r in _CONFINED if path == r or r in path.parents]
+    return max(roots, key=lambda r: len(r.parts)) if roots else None
+
+
+def _link_error(path: Path, root: Path, part: Path) -> StorageError:
+    return StorageError(
+        f"cannot write {path}: {part} is a symbolic link or not a directory inside {root}; edge-distill never "
+        "follows links inside a run directory (one may have been planted there). Nothing was written: "
+        "remove it, or use another directory"
+    )
+
+
+def open_dir(path: str | os.PathLike[str], *, create: bool = False) -> int:
+    """An O_DIRECTORY fd of `path` (created, parents included, when `create`). Beneath a `confine`d root
+    every component is opened with O_NOFOLLOW from the root down: a link there is a StorageError."""
+    path = Path(os.path.abspath(path))
+    root = _root_of(path)
+    if root is None:
+        if create:
+            make_dirs_plain(path)
+        return os.open(path, _DIR_FLAGS)
+    if create:
+        make_dirs_plain(root)
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for i, part in enumerate(path.relative_to(root).parts):
+            try:
+                nfd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                except FileExistsError:  # made meanwhile (or a dangling link: refused just below)
+                    pass
+                nfd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _link_error(
+                        path, root, root.joinpath(*path.relative_to(root).parts[: i + 1])
+                    ) from None
+                raise
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_dirs_plain(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError as e:  # a file (or a dangling link) where the directory should be
         raise storage_error(path, OSError(errno.ENOTDIR, "a file is in the way"), "create directory") from e
+
+
+def make_dirs(path: str | os.PathLike[str]) -> Path:
+    """`mkdir -p` (never through a link beneath a `confine`d root) whose failure is one StorageError
+    naming the directory."""
+    path = Path(path)
+    try:
+        os.close(open_dir(path, create=True))
+    except StorageError:
+        raise
     except OSError as e:
         raise storage_error(path, e, "create directory") from e
     return path
@@ -60,26 +145,100 @@ def _holds_something_precious(path: Path) -> bool:
     return where == Path(where.anchor)
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success rename it over `path` (file or directory)."""
+@dataclass(frozen=True)
+class ArtifactKind:
+    """A kind of directory artifact `atomic_path` may replace: `recognizes(path)` says whether an existing
+    directory is one; with `needs_consent`, only when the caller passes overwrite (the CLI's --overwrite)."""
+
+    name: str
+    recognizes: Callable[[Path], bool]
+    needs_consent: bool = False
+
+
+def _what_is_there(path: Path, st: os.stat_result) -> str:
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "a file" if stat.S_ISREG(st.st_mode) else "a special file"
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return "a directory that cannot be listed"
+    shown = ", ".join(names[:5]) + (f", ... ({len(names)} entries)" if len(names) > 5 else "")
+    return f"a directory holding {shown}" if names else "an empty directory"
+
+
+def check_replaceable(
+    path: str | os.PathLike[str], kind: ArtifactKind | None = None, *, overwrite: bool = False
+) -> None:
+    """Raise StorageError, naming what is at `path`, unless an artifact may be written there: nothing,
+    a file or a link (replaced, never followed) for a file artifact; for a directory artifact of `kind`,
+    nothing, a link, an empty directory or an artifact of that kind (with `overwrite` if it needs consent).
+    Touches nothing."""
     path = Path(path)
-    if path.is_dir() and _holds_something_precious(path):  # `export --out .` would delete the project
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise storage_error(path, e) from e
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if is_dir and _holds_something_precious(path):  # `export --out .` would delete the project
         raise StorageError(
             f"refusing to replace {path}: it holds the working or home directory; nothing was written "
             "or deleted, choose a new output path"
         )
-    make_dirs(path.parent)
+    here = _what_is_there(path, st)
+    if kind is None:
+        if is_dir or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            raise StorageError(f"refusing to write the file {path}: {here} is there; nothing was changed")
+        return
+    if stat.S_ISLNK(st.st_mode) or (is_dir and here == "an empty directory"):
+        return
+    if not is_dir or not kind.recognizes(path):
+        raise StorageError(
+            f"refusing to replace {path}: it is {here}, not an edge-distill {kind.name}; nothing was written "
+            "or deleted. Choose another output path"
+        )
+    if kind.needs_consent and not overwrite:
+        raise StorageError(
+            f"{path} is an existing edge-distill {kind.name}; pass --overwrite to replace it (nothing was "
+            "changed)"
+        )
+
+
+@contextmanager
+def atomic_path(
+    path: str | os.PathLike[str], *, kind: ArtifactKind | None = None, overwrite: bool = False
+) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success rename it over `path`. `kind` None: a file
+    artifact; else a directory artifact, which replaces only what `check_replaceable` allows (checked
+    before anything is created, and again before the rename). The rename and the cleanup go through
+    the parent's directory fd (`open_dir`): nothing is followed."""
+    path = Path(path)
+    check_replaceable(path, kind, overwrite=overwrite)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        parent = open_dir(path.parent, create=True)
+    except StorageError:
+        raise
     except OSError as e:
         raise storage_error(path, e) from e
-    target = tmp / path.name
+    try:
+        tmp_name = _make_temp_dir(parent, path.name)
+    except OSError as e:
+        os.close(parent)
+        raise storage_error(path, e) from e
+    target = path.parent / tmp_name / path.name
     try:
         yield target
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(target, path)
+        check_replaceable(path, kind, overwrite=overwrite)
+        try:
+            st = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):  # moved aside, removed with the temporary dir
+            os.rename(path.name, f"{tmp_name}/.replaced", src_dir_fd=parent, dst_dir_fd=parent)
+        os.rename(f"{tmp_name}/{path.name}", path.name, src_dir_fd=parent, dst_dir_fd=parent)
     except OSError as e:
         # Only errors that are about the output location are rephrased; anything else (an unreadable
         # input opened inside the block) keeps its own message.
@@ -87,7 +246,23 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise storage_error(path, e) from e
         raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if sys.version_info >= (3, 11):  # rmtree by directory fd: 3.11+
+            shutil.rmtree(tmp_name, dir_fd=parent, ignore_errors=True)
+        else:  # our own 0700 directory: nobody else can have planted anything in it
+            shutil.rmtree(path.parent / tmp_name, ignore_errors=True)
+        os.close(parent)
+
+
+def _make_temp_dir(parent: int, name: str) -> str:
+    """A new private directory `.<name>.<random>.tmp` in the directory `parent` (mkdtemp by dir fd)."""
+    for _ in range(100):
+        tmp = f".{name[:100]}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.mkdir(tmp, 0o700, dir_fd=parent)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", name)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -125,20 +300,55 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def append_jsonl(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
-    """Append one row (metrics logs) as one O_APPEND write() of the whole line, so concurrent writers
-    never interleave inside a line and a crash leaves at most one cut last line."""
-    make_dirs(Path(path).parent)
-    data = (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode()
+def open_regular(path: str | os.PathLike[str], flags: int, mode: int = 0o644) -> int:
+    """os.open of a regular file without following a link: not at the name itself (O_NOFOLLOW), nor on
+    the way beneath a `confine`d root (`open_dir`). A link, FIFO or device there is a StorageError."""
+    path = Path(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            while data:
-                data = data[os.write(fd, data) :]
-        finally:
-            os.close(fd)
+        parent = open_dir(path.parent, create=bool(flags & os.O_CREAT))
+    except StorageError:
+        raise
     except OSError as e:
         raise storage_error(path, e) from e
+    fd = -1
+    try:
+        try:  # O_NONBLOCK: a FIFO must not block the open; what the open found is checked again below
+            st = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is None or stat.S_ISREG(st.st_mode):
+            fd = os.open(path.name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=parent)
+            st = os.fstat(fd)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise storage_error(path, e) from e
+        st = os.lstat(path)
+    finally:
+        os.close(parent)
+    if not stat.S_ISREG(st.st_mode):
+        if fd >= 0:
+            os.close(fd)
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise StorageError(
+            f"cannot write {path}: it is {what}; edge-distill never writes through a link or into a special "
+            "file there (one may have been planted). Nothing was written: remove it"
+        )
+    os.set_blocking(fd, True)
+    return fd
+
+
+def append_jsonl(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
+    """Append one row (metrics logs) as one O_APPEND write() of the whole line, so concurrent writers
+    never interleave inside a line and a crash leaves at most one cut last line. Never through a link."""
+    data = (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode()
+    fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except OSError as e:
+        raise storage_error(path, e) from e
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------ hostile reads

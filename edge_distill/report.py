@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edge_distill.io import read_jsonl, write_text
+from edge_distill.io import make_dirs, read_jsonl, write_text
 from edge_distill.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def write_plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
         mix.legend(fontsize=8, ncol=len(names))
     mix.set_xticks(xs, [r["label"].replace(" (", "\n(") for r in rows], rotation=20, fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

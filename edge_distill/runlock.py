@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from edge_distill.errors import StageError, clip
-from edge_distill.io import storage_error
+from edge_distill.io import open_regular
 
 try:
     import fcntl
@@ -56,11 +56,9 @@ class RunLock:
         if fcntl is None:
             log.warning("no flock on this platform: %s is not guarded against concurrent runs", self.path)
             return
-        # O_CLOEXEC: child processes (llama.cpp server, workers) must not keep the lock alive after us.
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise storage_error(self.path, e) from e
+        # O_CLOEXEC (child processes must not keep the lock alive after us) and never through a link
+        # planted in the run directory: it would be truncated and overwritten below.
+        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -7,12 +7,14 @@ says what each mode guarantees; in short:
   interpreter, never a fork of the host, which may hold torch threads, gigabytes and API keys). A worker
   gets a scrubbed environment (`_WORKER_ENV`: no secrets, no HOME) and an empty private directory as
   its cwd, imports the allowed modules once, and forks one child per program.
-- The child is confined by the kernel (`sandbox_os`): uid nobody when the host is root, no new
-  privileges, Landlock (reads only beneath the Python installation, no writes anywhere), a seccomp
-  filter (no exec, fork, sockets, signals, ptrace or file changes), a private network namespace, and
-  rlimits (CPU, address space, file size 0, processes 0, open files, no core). A CPU-time limit of
-  `timeout_s` decides timeouts, so a label does not depend on machine load; a wall-clock limit of
-  `_WALL_FACTOR * timeout_s + 1` catches programs that sleep.
+- The child is confined by the kernel (`sandbox_os`): the worker's own network, IPC and PID namespaces,
+  uid nobody when the host is root, no new privileges, Landlock (reads only beneath the Python
+  installation, no writes anywhere), a seccomp filter (no exec, fork, sockets, signals or signal owners,
+  ptrace, file changes, IPC, scheduling of other processes), and rlimits (CPU, address space, file size
+  0, processes 0, open files, no core). A CPU-time limit of `timeout_s` decides timeouts, so a label
+  does not depend on machine load; the worker kills a program at `timeout_s` + `CPU_GRACE_S` of CPU
+  whatever signals it ignores, and at a wall-clock limit of min(2 x `timeout_s` + 1 s, `_WALL_CAP_S`)
+  (sleeping counts).
 - On top of that, a Python layer (restricted builtins, an import allow-list, an audit hook) turns the
   common attempts into readable errors. It is a tripwire, not the boundary.
 - `strict` mode (the default) refuses to run anything unless a probe at worker start shows the seccomp
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from edge_distill.errors import EdgeDistillError
+from edge_distill.sandbox_os import TEST_LANDLOCK_ABI_ENV, TEST_SECCOMP_OMIT_ENV
 from edge_distill.sandbox_protocol import (
     MAX_ERROR_CHARS,
     MAX_FRAME_BYTES,
@@ -57,7 +60,6 @@ __all__ = [
     "PotResult",
     "SandboxPool",
     "SandboxUnavailable",
-    "configure",
     "run_program",
     "run_programs",
 ]
@@ -67,8 +69,9 @@ log = logging.getLogger(__name__)
 MODES = ("strict", "weak")
 MODE_ENV = "EDGE_DISTILL_SANDBOX_MODE"
 _MAX_PROGRAM_CHARS = 100_000
-_WALL_FACTOR = 10.0  # generous: on a loaded machine the CPU limit, not the wall clock, must decide
+_WALL_CAP_S = 60.0  # wall clock = min(2 x CPU budget + 1 s, this): a sleeping program holds a worker
 _WORKER_START_S = 120.0  # importing sympy on a loaded 2-core box can take many seconds
+_MAX_START_FAILURES = 3
 _HOST_GRACE_S = 5.0  # the worker enforces the limits; the host only catches a hung worker
 # The whole environment a worker sees: nothing the host holds (API keys, tokens, HOME) gets in.
 _WORKER_ENV = {
@@ -101,34 +104,24 @@ class SandboxUnavailable(EdgeDistillError):
     """The strong isolation boundary cannot be established here and weak mode was not chosen."""
 
 
-_MODE: str | None = None
-
-
-def configure(mode: str) -> None:
-    """Set the mode of the shared pool (the pipeline passes `sandbox.mode` from the config)."""
-    global _MODE, _POOL
-    if mode not in MODES:
-        raise ValueError(f"sandbox mode must be one of {MODES}, not {mode!r}")
-    with _POOL_LOCK:
-        if _POOL is not None and _POOL.mode != mode:
-            _POOL.close()
-            _POOL = None
-        _MODE = mode
-
-
 def _default_mode() -> str:
-    mode = _MODE or os.environ.get(MODE_ENV, "strict")
+    """The mode where the caller passes none: $EDGE_DISTILL_SANDBOX_MODE, else strict. A run passes its
+    `sandbox.mode` (Judging.sandbox_mode) explicitly; there is no process-wide setting."""
+    mode = os.environ.get(MODE_ENV, "strict")
     if mode not in MODES:
         raise SandboxUnavailable(f"{MODE_ENV}={mode!r}: must be one of {', '.join(MODES)}")
     return mode
 
 
 # --------------------------------------------------------------------------- host side
+def wall_limit_s(cpu_s: float) -> float:
+    """The wall-clock limit of a program with CPU budget `cpu_s`."""
+    return min(2.0 * cpu_s + 1.0, _WALL_CAP_S)
+
+
 class _Worker:
-    def __init__(self, cwd: str, simulate_no_boundary: bool) -> None:
-        env = dict(_WORKER_ENV)
-        if simulate_no_boundary:
-            env[SIMULATE_NO_BOUNDARY_ENV] = "1"
+    def __init__(self, cwd: str, test_env: dict[str, str]) -> None:
+        env = {**_WORKER_ENV, **test_env}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _BOOTSTRAP, _worker_sys_path()],
             cwd=cwd,
@@ -145,6 +138,20 @@ class _Worker:
         self.buf = bytearray()  # bytes received that do not yet form a whole frame
         self.ready = False
         self.request_id = 0
+        self.pid = self.proc.pid  # the process running programs: the started one's child in a PID namespace
+
+    def learn_pid(self, reported: object) -> None:
+        """Take the pid the worker reported (PID 1 of its namespace, forked by the process we started)
+        only if it is our process's child: a worker's bytes are data, never a pid to signal blindly."""
+        if not isinstance(reported, int) or isinstance(reported, bool) or reported == self.proc.pid:
+            return
+        try:
+            stat = Path(f"/proc/{reported}/stat").read_text()
+            ppid = int(stat.rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            return
+        if ppid == self.proc.pid:
+            self.pid = reported
 
     def kill(self) -> None:
         try:
@@ -160,7 +167,8 @@ class SandboxPool:
     """A pool of pre-started sandbox workers. Thread-safe; one batch runs at a time.
 
     `mode`: "strict" (default: refuse to run programs unless the OS boundary is proven to work) or
-    "weak". The underscored arguments exist for tests of the layers in isolation."""
+    "weak". The underscored arguments exist for tests of the layers in isolation: no Python layer, no
+    kernel layer, a kernel with at most this Landlock ABI, a libseccomp without these rule groups."""
 
     def __init__(
         self,
@@ -169,6 +177,8 @@ class SandboxPool:
         *,
         _python_layer: bool = True,
         _simulate_no_boundary: bool = False,
+        _landlock_abi: int | None = None,
+        _seccomp_omit: tuple[str, ...] = (),
     ) -> None:
         if not hasattr(os, "fork"):
             raise SandboxUnavailable("the PoT sandbox needs os.fork (Linux or macOS)")
@@ -179,8 +189,13 @@ class SandboxPool:
         n = workers or (int(env_n) if env_n and env_n.isdigit() else min(4, os.cpu_count() or 1))
         self.pid = os.getpid()
         self.python_layer = _python_layer
-        self.layers: list[str] = []  # what the last ready worker reported (e.g. netns, landlock, seccomp)
-        self._simulate = _simulate_no_boundary
+        self.layers: list[str] = []  # what the last ready worker reported (e.g. pidns, landlock-v7, seccomp)
+        self.relies: dict[str, str] = {}  # strict mode's guarantees and the layer each relies on
+        self._test_env = {SIMULATE_NO_BOUNDARY_ENV: "1"} if _simulate_no_boundary else {}
+        if _landlock_abi is not None:
+            self._test_env[TEST_LANDLOCK_ABI_ENV] = str(_landlock_abi)
+        if _seccomp_omit:
+            self._test_env[TEST_SECCOMP_OMIT_ENV] = ",".join(_seccomp_omit)
         self._lock = threading.Lock()
         self._dir = tempfile.mkdtemp(prefix="edge-distill-sandbox-")
         self._workers = [self._new_worker() for _ in range(max(1, n))]
@@ -190,7 +205,7 @@ class SandboxPool:
         self.unavailable = ""  # why strict mode refused, once a worker's probe failed
 
     def _new_worker(self) -> _Worker:
-        return _Worker(self._dir, self._simulate)
+        return _Worker(self._dir, self._test_env)
 
     def close(self) -> None:
         with self._lock:  # a batch running in another thread finishes first (its deadlines bound it)
@@ -206,7 +221,8 @@ class SandboxPool:
         self.close()
 
     def worker_pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers]
+        """The processes that run programs (their children are the program children)."""
+        return [w.pid for w in self._workers]
 
     def _replace(self, w: _Worker) -> _Worker:
         w.kill()
@@ -217,14 +233,25 @@ class SandboxPool:
 
     def _on_ready(self, frame: dict[str, Any]) -> None:
         """A worker finished starting: enforce the mode against what its probe found."""
-        layers = frame.get("layers")
+        layers, relies = frame.get("layers"), frame.get("relies")
         self.layers = [str(x)[:40] for x in layers][:8] if isinstance(layers, list) else []
+        self.relies = (
+            {str(k)[:40]: str(v)[:40] for k, v in list(relies.items())[:16]}
+            if isinstance(relies, dict)
+            else {}
+        )
         if frame.get("strict_ok") is True:
             if not self._announced:
-                log.info("PoT sandbox: %s mode, OS boundary: %s", self.mode, ", ".join(self.layers))
+                by_layer: dict[str, list[str]] = {}
+                for guarantee, layer in self.relies.items():
+                    by_layer.setdefault(layer, []).append(guarantee)
+                log.info(
+                    "PoT sandbox: %s mode, OS boundary: %s; relies on %s", self.mode, ", ".join(self.layers),
+                    "; ".join(f"{k} for {', '.join(v)}" for k, v in by_layer.items()) or "nothing",
+                )  # fmt: skip
                 self._announced = True
             return
-        why = str(frame.get("why_not") or "unknown reason")[:MAX_ERROR_CHARS]
+        why = str(frame.get("why_not") or "unknown reason")[: 2 * MAX_ERROR_CHARS]
         if self.mode == "strict":
             self.unavailable = (
                 f"the PoT sandbox cannot establish its OS isolation boundary here ({why}); refusing to run "
@@ -239,9 +266,16 @@ class SandboxPool:
             )
             self._announced = True
 
+    def wait_ready(self) -> None:
+        """Block until every worker has started (imported its modules, probed the boundary)."""
+        with self._lock:
+            if self.unavailable:
+                raise SandboxUnavailable(self.unavailable)
+            _Batch(self, [], 1.0, 512).run(until_ready=True)
+
     def run(self, programs: list[str], timeout_s: float = 2.0, memory_mb: int = 512) -> list[PotResult]:
         """Run every program (in parallel across workers); results in input order.
-        `timeout_s` is CPU time per program; wall clock is capped at a generous multiple of it."""
+        `timeout_s` is CPU time per program; wall clock is capped at `wall_limit_s(timeout_s)`."""
         with self._lock:
             if self.unavailable:  # every later call refuses too (children would refuse anyway)
                 raise SandboxUnavailable(self.unavailable)
@@ -254,19 +288,20 @@ class _Batch:
     def __init__(self, pool: SandboxPool, programs: list[str], timeout_s: float, memory_mb: int) -> None:
         self.pool, self.programs, self.memory_mb = pool, programs, memory_mb
         self.cpu_s = float(timeout_s)
-        self.wall_s = _WALL_FACTOR * self.cpu_s + 1.0
+        self.wall_s = wall_limit_s(self.cpu_s)
         self.results: list[PotResult | None] = [None] * len(programs)
         self.pending = deque(range(len(programs)))
         self.attempts = [0] * len(programs)
         self.busy: dict[_Worker, tuple[int, float]] = {}  # worker -> (program index, host deadline)
         self.starting: dict[_Worker, float] = {}  # worker -> start deadline
         self.sel = selectors.DefaultSelector()
+        self.start_failures = 0
 
-    def run(self) -> list[PotResult]:
+    def run(self, until_ready: bool = False) -> list[PotResult]:
         try:
             for w in self.pool._workers:
                 self._watch(w)
-            while self.pending or self.busy:
+            while self.pending or self.busy or (until_ready and self.starting):
                 self._dispatch()
                 deadlines = [d for _, d in self.busy.values()] + list(self.starting.values())
                 wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
@@ -346,6 +381,7 @@ class _Batch:
                 return
             if not w.ready and isinstance(frame, dict) and frame.get("ready") is True:
                 w.ready = True
+                w.learn_pid(frame.get("pid"))
                 self.starting.pop(w, None)
                 self.pool._on_ready(frame)
             elif w in self.busy and (result := to_result(frame, w.request_id)) is not None:
@@ -356,7 +392,12 @@ class _Batch:
                 return
 
     def _died(self, w: _Worker) -> None:
-        log.warning("sandbox worker %d died (rc=%s); replacing it", w.proc.pid, w.proc.poll())
+        rc = w.proc.poll()
+        if not w.ready:  # a worker that cannot even start would be replaced forever
+            self.start_failures += 1
+            if self.start_failures > _MAX_START_FAILURES:
+                raise RuntimeError(f"sandbox workers die while starting (last exit status {rc}); see stderr")
+        log.warning("sandbox worker %d died (rc=%s); replacing it", w.pid, rc)
         if w in self.busy:
             # Programs run in the worker's children, so a dead worker was killed from outside
             # (OOM killer, a user): retry once before calling it a failure.
@@ -369,7 +410,7 @@ class _Batch:
         self._swap(w)
 
     def _misbehaved(self, w: _Worker, why: str) -> None:
-        log.warning("sandbox worker %d sent a %s; replacing it", w.proc.pid, why)
+        log.warning("sandbox worker %d sent a %s; replacing it", w.pid, why)
         if w in self.busy:
             i, _ = self.busy.pop(w)
             self.results[i] = PotResult(False, error=f"sandbox: {why}")
@@ -383,32 +424,40 @@ class _Batch:
                 self.results[i] = PotResult(
                     False, error=f"timeout: worker unresponsive after {self.wall_s:g}s"
                 )
-                log.warning("sandbox worker %d hung; replacing it", w.proc.pid)
+                log.warning("sandbox worker %d hung; replacing it", w.pid)
                 self._swap(w)
         if any(now > d for d in self.starting.values()):
             raise RuntimeError(f"sandbox worker did not start within {_WORKER_START_S}s")
 
 
-_POOL: SandboxPool | None = None
+_POOLS: dict[str, SandboxPool] = {}  # one shared pool per mode
 _POOL_LOCK = threading.Lock()
 
 
-def _default_pool() -> SandboxPool:
-    global _POOL
+def _default_pool(mode: str | None = None) -> SandboxPool:
+    mode = mode or _default_mode()
+    if mode not in MODES:
+        raise ValueError(f"sandbox mode must be one of {MODES}, not {mode!r}")
     with _POOL_LOCK:
-        if _POOL is None or _POOL.pid != os.getpid():  # a forked host must not share the parent's pipes
-            _POOL = SandboxPool()
-            atexit.register(_POOL.close)
-        return _POOL
+        pool = _POOLS.get(mode)
+        if pool is None or pool.pid != os.getpid():  # a forked host must not share the parent's pipes
+            pool = _POOLS[mode] = SandboxPool(mode=mode)
+            atexit.register(pool.close)
+        return pool
 
 
-def run_programs(programs: list[str], timeout_s: float = 2.0, memory_mb: int = 512) -> list[PotResult]:
-    """Run PoT programs in the shared sandbox pool; each must leave an answer (`answer`, `ans`, `result` or
-    `solution()`: the rule at `sandbox_worker.ANSWER_NAMES`)."""
+def run_programs(
+    programs: list[str], timeout_s: float = 2.0, memory_mb: int = 512, *, mode: str | None = None
+) -> list[PotResult]:
+    """Run PoT programs in the shared sandbox pool of `mode` (strict | weak; None: $EDGE_DISTILL_SANDBOX_MODE,
+    else strict); each must leave an answer (`answer`, `ans`, `result` or `solution()`: the rule at
+    `sandbox_worker.ANSWER_NAMES`)."""
     if not programs:
         return []
-    return _default_pool().run(list(programs), timeout_s=timeout_s, memory_mb=memory_mb)
+    return _default_pool(mode).run(list(programs), timeout_s=timeout_s, memory_mb=memory_mb)
 
 
-def run_program(program: str, timeout_s: float = 2.0, memory_mb: int = 512) -> PotResult:
-    return run_programs([program], timeout_s=timeout_s, memory_mb=memory_mb)[0]
+def run_program(
+    program: str, timeout_s: float = 2.0, memory_mb: int = 512, *, mode: str | None = None
+) -> PotResult:
+    return run_programs([program], timeout_s=timeout_s, memory_mb=memory_mb, mode=mode)[0]

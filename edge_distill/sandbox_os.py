@@ -1,31 +1,41 @@
 """The OS boundary of the PoT sandbox (Linux): what holds even when a program escapes Python.
 
-Layers, all applied to each per-program child after it is forked from a sandbox worker:
-- privileges: a root worker drops the child to uid/gid 65534 (nobody), no supplementary groups;
+Layers:
+- namespaces (per worker, before anything starts threads): a user namespace when not root, then new
+  network, IPC and PID namespaces. The worker forks once more and runs as PID 1 of its PID namespace, so
+  a program child sees no process but its worker, and every child dies with the worker; SysV IPC objects
+  of the host are invisible. Where the kernel refuses (no unprivileged user namespaces) they are missing,
+  which costs depth only: seccomp alone carries every guarantee below.
+- privileges (each child): a root worker drops the child to uid/gid 65534, no groups;
   `PR_SET_NO_NEW_PRIVS` so nothing can regain them;
-- Landlock (kernel >= 5.13): file reads only beneath the Python installation and the edge_distill
-  package, no file creation/modification/deletion anywhere, and (ABI >= 6) no signals to processes
-  outside the child;
-- seccomp (libseccomp through `pyseccomp`): exec, process creation (threads excepted), sockets,
-  signals, ptrace, every file-modifying syscall, mount/namespace/kernel-module calls and io_uring fail
-  with EPERM (a clean Python `PermissionError`, not a kill). Without Landlock, every `open` fails too,
-  so a secret file cannot be read into an answer;
-- the worker itself runs in a private network namespace (and a user namespace when not root) when
-  the kernel allows it; that is extra depth, not required: seccomp already denies sockets.
+- Landlock: file reads only beneath the Python installation and the edge_distill package, no file
+  creation/modification/deletion anywhere, and (ABI >= 6) no signals to processes outside the child;
+- seccomp (libseccomp through `pyseccomp`): EPERM for every call of the groups in `_SECCOMP_GROUPS`
+  (exec and process creation, signals and signal-owner `fcntl`/`ioctl`s, sockets, file changes, SysV/POSIX
+  IPC, scheduling and priority calls, terminal input injection, limits and timers, kernel attack surface).
+
+`GUARANTEES` is what strict mode promises. For each, `Boundary.plan` names the layer it relies on: seccomp
+when its whole rule group compiled, else Landlock at the ABI that provides it, else a namespace; strict
+mode refuses when a guarantee has none (e.g. a libseccomp that lacks the signal rules on a kernel below
+Landlock ABI 6). `probe` then forks a throwaway child that applies everything and checks each guarantee
+for real (the calls fail, a SIGIO aimed at another process is not delivered); strict mode trusts only that.
 
 The filter and the Landlock ruleset are built once per worker (`Boundary.build`) and only *applied* in
-each child, which keeps the per-program cost near a plain fork. `probe` forks a throwaway child that
-applies everything and checks that denied calls really fail; strict mode trusts only that probe.
+each child, which keeps the per-program cost near a plain fork.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import logging
 import os
+import select
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,45 +44,102 @@ log = logging.getLogger(__name__)
 
 NOBODY = 65534
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_PDEATHSIG = 1
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None  # type: ignore[assignment]
 if _LIBC is not None:
     _LIBC.syscall.restype = ctypes.c_long
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
+_CLONE_NEWIPC = 0x08000000
+_CLONE_NEWPID = 0x20000000
 _CLONE_THREAD = 0x00010000
 _O_TMPFILE_BIT = 0o20000000
-_TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
+_MASK32 = 0xFFFFFFFF  # the kernel reads int/unsigned int arguments from the low 32 bits only
+_F_SETOWN, _F_SETSIG, _F_SETOWN_EX = 8, 10, 15
+_TIOCSTI, _TIOCLINUX, _TIOCSPGRP = 0x5412, 0x541C, 0x5410
+_FIOSETOWN, _SIOCSPGRP = 0x8901, 0x8902
 # Landlock syscall numbers are the same on every architecture (added after the syscall table unification).
 _SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_SYS_PIDFD_OPEN, _SYS_PIDFD_SEND_SIGNAL = 434, 424
 
-# Denied outright (EPERM). Names unknown to the running kernel/libseccomp are skipped.
-_DENIED_SYSCALLS = (
-    # processes, signals, debugging
-    "execve", "execveat", "fork", "vfork", "kill", "tkill", "tgkill", "rt_sigqueueinfo",
-    "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal", "pidfd_getfd", "ptrace", "process_vm_readv",
-    "process_vm_writev", "process_madvise", "kcmp", "setsid", "setrlimit", "setitimer", "alarm",
-    "timer_create", "unshare", "setns", "seccomp",
-    # network
-    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
-    # file creation, modification, deletion
-    "creat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir",
-    "link", "linkat", "symlink", "symlinkat", "truncate", "ftruncate", "fallocate", "chmod", "fchmod",
-    "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "mknod", "mknodat", "setxattr",
-    "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "utime", "utimes",
-    "utimensat", "futimesat", "name_to_handle_at", "open_by_handle_at",
-    # system administration and kernel attack surface
-    "mount", "umount2", "pivot_root", "chroot", "mount_setattr", "move_mount", "open_tree", "fsopen",
-    "fsmount", "fsconfig", "fspick", "swapon", "swapoff", "reboot", "sethostname", "setdomainname",
-    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "bpf",
-    "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "acct", "quotactl", "syslog",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
-    # IPC objects outlive the process (a leak the host would pay for); scheduling of other processes
-    "shmget", "shmat", "msgget", "semget", "mq_open", "mq_unlink", "setpriority", "ioprio_set",
-    "sched_setscheduler", "sched_setparam", "sched_setattr",
-)  # fmt: skip
-# Flags that make an open() create, truncate or write: any one of them set => EPERM.
-_WRITE_OPEN_FLAGS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND, _O_TMPFILE_BIT)
+# Tests only: pretend the kernel offers at most this Landlock ABI / that libseccomp lacks these rule groups.
+TEST_LANDLOCK_ABI_ENV = "EDGE_DISTILL_SANDBOX_TEST_LANDLOCK_ABI"
+TEST_SECCOMP_OMIT_ENV = "EDGE_DISTILL_SANDBOX_TEST_SECCOMP_OMIT"
+
+
+@dataclass(frozen=True)
+class Guarantee:
+    name: str
+    what: str
+    landlock_abi: int | None  # the Landlock ABI that provides it without seccomp (None: Landlock cannot)
+    namespace: str | None = None  # a namespace that provides it without seccomp
+
+
+GUARANTEES = (
+    Guarantee("processes", "no exec, no new process, no ptrace", None),
+    Guarantee("network", "no socket", None),
+    Guarantee("file writes", "no file created, written, truncated, renamed or deleted", 3),
+    Guarantee("file reads", "reads only beneath the Python installation", 1),
+    Guarantee("signals", "no signal to another process (kill, pidfd, F_SETOWN/F_SETSIG/FIOSETOWN SIGIO)", 6),
+    Guarantee("ipc", "no SysV/POSIX IPC object of another process", None, "ipc"),
+    Guarantee("scheduling", "no CPU affinity, scheduling or priority change of another process", None),
+    Guarantee("terminal", "no input typed into a terminal (TIOCSTI)", None),
+    Guarantee("limits", "no change to its own limits or timers", None),
+)
+
+# seccomp rule groups, by guarantee: (syscall, action, condition). Action "eperm" (a clean PermissionError)
+# or "enosys" (the C library then falls back to an older call we filter); condition None (always) or
+# (argument index, mask, value): the rule applies when `arg & mask == value`, or, with mask 0, when
+# `arg != value`.
+_Rule = tuple[str, str, tuple[int, int, int] | None]
+
+
+def _deny(*names: str) -> list[_Rule]:
+    return [(n, "eperm", None) for n in names]
+
+
+def _deny_arg(name: str, index: int, *values: int) -> list[_Rule]:
+    return [(name, "eperm", (index, _MASK32, v)) for v in values]
+
+
+_SECCOMP_GROUPS: dict[str, list[_Rule]] = {
+    "processes": [
+        *_deny(*"execve execveat fork vfork ptrace process_vm_readv process_vm_writev process_madvise kcmp "
+               "pidfd_getfd unshare setns seccomp".split()),
+        ("clone", "eperm", (0, _CLONE_THREAD, 0)),  # clone without CLONE_THREAD is a new process
+        ("clone3", "enosys", None),  # flags hidden in memory: refused, glibc falls back to clone
+    ],
+    "network": _deny(*"socket socketpair connect bind listen accept accept4".split()),
+    "file writes": [
+        *_deny(*"creat unlink unlinkat rename renameat renameat2 mkdir mkdirat rmdir link linkat symlink "
+               "symlinkat truncate ftruncate fallocate chmod fchmod fchmodat fchmodat2 chown fchown lchown "
+               "fchownat mknod mknodat setxattr lsetxattr fsetxattr removexattr lremovexattr fremovexattr "
+               "utime utimes utimensat futimesat name_to_handle_at open_by_handle_at io_uring_setup "
+               "io_uring_enter io_uring_register".split()),
+        ("openat2", "enosys", None),  # its flags are in memory; glibc falls back to openat
+        *[(name, "eperm", (arg, bit, bit)) for name, arg in (("open", 1), ("openat", 2))
+          for bit in (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND, _O_TMPFILE_BIT)],
+    ],
+    "signals": [
+        *_deny(*"kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_open pidfd_send_signal".split()),
+        # a file's signal owner gets SIGIO (or any F_SETSIG signal) on I/O: a kill by another name
+        *_deny_arg("fcntl", 1, _F_SETOWN, _F_SETSIG, _F_SETOWN_EX),
+        *_deny_arg("fcntl64", 1, _F_SETOWN, _F_SETSIG, _F_SETOWN_EX),
+        *_deny_arg("ioctl", 1, _FIOSETOWN, _SIOCSPGRP, _TIOCSPGRP),
+    ],
+    "ipc": _deny(*"shmget shmat shmdt shmctl msgget msgsnd msgrcv msgctl semget semop semtimedop semctl ipc "
+                 "mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr".split()),
+    "scheduling": _deny(*"sched_setaffinity sched_setscheduler sched_setparam sched_setattr setpriority "
+                        "ioprio_set migrate_pages move_pages".split()),
+    "terminal": _deny_arg("ioctl", 1, _TIOCSTI, _TIOCLINUX),
+    "limits": [*_deny(*"setrlimit setitimer alarm timer_create setsid".split()),
+               ("prlimit64", "eperm", (2, 0, 0))],  # setting a limit (new_limit != NULL); reading is fine
+    "kernel": _deny(*"mount umount2 pivot_root chroot mount_setattr move_mount open_tree fsopen fsmount "
+                    "fsconfig fspick swapon swapoff reboot sethostname setdomainname init_module "
+                    "finit_module delete_module kexec_load kexec_file_load bpf perf_event_open userfaultfd "
+                    "keyctl add_key request_key acct quotactl syslog".split()),
+}  # fmt: skip
 
 
 @dataclass
@@ -80,9 +147,10 @@ class Boundary:
     """What this worker can enforce, built once; `apply` runs in each child."""
 
     seccomp: bytes | None = None  # the compiled BPF program (struct sock_filter[]), or None
+    seccomp_groups: list[str] = field(default_factory=list)  # the rule groups compiled completely
     landlock_fd: int = -1
     landlock_abi: int = 0
-    netns: bool = False
+    namespaces: list[str] = field(default_factory=list)  # entered by the worker: user, net, ipc, pid
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -91,14 +159,53 @@ class Boundary:
         if disabled or not sys.platform.startswith("linux"):
             b.notes.append("disabled for testing" if disabled else f"no OS boundary on {sys.platform}")
             return b
-        b.landlock_abi, b.landlock_fd = _landlock_ruleset(read_roots, b.notes)
-        b.seccomp = _seccomp_filter(deny_all_opens=b.landlock_fd < 0, notes=b.notes)
+        max_abi = os.environ.get(TEST_LANDLOCK_ABI_ENV, "")
+        b.landlock_abi, b.landlock_fd = _landlock_ruleset(
+            read_roots, b.notes, int(max_abi) if max_abi.isdigit() else None
+        )
+        omit = {g for g in os.environ.get(TEST_SECCOMP_OMIT_ENV, "").split(",") if g}
+        b.seccomp, b.seccomp_groups = _seccomp_filter(
+            deny_all_opens=b.landlock_fd < 0, notes=b.notes, omit=omit
+        )
         return b
 
     def layers(self) -> list[str]:
-        out = ["netns"] if self.netns else []
+        out = [f"{ns}ns" for ns in self.namespaces if ns != "user"]
         out += [f"landlock-v{self.landlock_abi}"] if self.landlock_fd >= 0 else []
         return out + (["seccomp"] if self.seccomp is not None else [])
+
+    def plan(self) -> tuple[dict[str, str], list[str]]:
+        """({guarantee: the layer strict mode relies on for it}, [why a guarantee has none])."""
+        relies: dict[str, str] = {}
+        missing: list[str] = []
+        for g in GUARANTEES:
+            landlock_ok = (
+                self.landlock_fd >= 0 and g.landlock_abi is not None and self.landlock_abi >= g.landlock_abi
+            )
+            if g.name == "file reads":  # path rules are Landlock's; seccomp can only refuse every open
+                provider = f"landlock-abi>={g.landlock_abi}" if landlock_ok else (
+                    "seccomp" if "file reads" in self.seccomp_groups else "")  # fmt: skip
+            elif g.name in self.seccomp_groups:
+                provider = "seccomp"
+            elif landlock_ok:
+                provider = f"landlock-abi>={g.landlock_abi}"
+            elif g.namespace and g.namespace in self.namespaces:
+                provider = f"{g.namespace}ns"
+            else:
+                provider = ""
+            if provider:
+                relies[g.name] = provider
+                continue
+            alternatives = [
+                f"seccomp rules for it (libseccomp + pyseccomp{'; ' + '; '.join(self.notes) if self.notes else ''})"
+            ]
+            if g.landlock_abi is not None:
+                have = f"ABI {self.landlock_abi}" if self.landlock_fd >= 0 else "none"
+                alternatives.append(f"Landlock ABI >= {g.landlock_abi} (this kernel: {have})")
+            if g.namespace:
+                alternatives.append(f"an {g.namespace} namespace")
+            missing.append(f"{g.name} ({g.what}) needs " + " or ".join(alternatives))
+        return relies, missing
 
     def keep_fds(self) -> set[int]:
         return {self.landlock_fd} if self.landlock_fd >= 0 else set()
@@ -107,9 +214,7 @@ class Boundary:
         """In a fresh child: drop privileges, then Landlock, then seccomp. Raises if `require` and a
         layer fails (the child then reports an error instead of running the program)."""
         if os.geteuid() == 0:  # a root child could read/kill anything the filter does not cover
-            os.setgroups([])
-            os.setgid(NOBODY)  # as root these set the real, effective and saved ids alike
-            os.setuid(NOBODY)
+            drop_root()
         if sys.platform.startswith("linux"):
             no_new_privs()
         if self.landlock_fd >= 0:
@@ -123,30 +228,91 @@ class Boundary:
             raise OSError(errno.ENOSYS, "no seccomp filter: " + "; ".join(self.notes))
 
 
+def drop_root() -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)  # as root these set the real, effective and saved ids alike
+    os.setuid(NOBODY)
+
+
 # --------------------------------------------------------------------------- namespaces
-def enter_network_namespace() -> bool:
-    """Move this (still single-threaded) worker into a new network namespace with no interfaces up,
-    through a user namespace when not root. Must run before any import that starts threads."""
+def _ns_id(kind: str) -> int:
+    try:
+        return os.stat(f"/proc/self/ns/{kind}").st_ino
+    except OSError:
+        return -1
+
+
+def enter_namespaces() -> list[str]:
+    """Move this (still single-threaded) worker into new network, IPC and PID namespaces (through a user
+    namespace when not root) and become PID 1 of the PID namespace; returns the namespaces entered, each
+    checked against /proc/self/ns. Must run before any import that starts threads.
+
+    A new PID namespace takes effect for children only, so this process forks: the child carries on as
+    the worker (PID 1 there: every program child dies with it) and this process waits for it, holding
+    nothing, and exits with its status. The child dies with this process too (PR_SET_PDEATHSIG), so the
+    host killing the pid it started kills the whole worker."""
     if not sys.platform.startswith("linux"):
-        return False
+        return []
     uid, gid = os.getuid(), os.getgid()
-    flags = _CLONE_NEWNET if uid == 0 else _CLONE_NEWUSER | _CLONE_NEWNET
-    if _LIBC.unshare(flags) != 0:
-        log.debug("unshare(netns) failed: %s", os.strerror(ctypes.get_errno()))
-        return False
+    before = {k: _ns_id(k) for k in ("net", "ipc")}
+    base = 0 if uid == 0 else _CLONE_NEWUSER
+    for flags in (
+        _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWPID,
+        _CLONE_NEWNET | _CLONE_NEWIPC,
+        _CLONE_NEWNET,
+    ):
+        if _LIBC.unshare(base | flags) == 0:
+            break
+        log.debug("unshare(%#x) failed: %s", base | flags, os.strerror(ctypes.get_errno()))
+    else:
+        return []
+    entered: list[str] = []
     if uid != 0:  # keep the same ids inside the user namespace; map nothing else
+        entered.append("user")
         try:
             Path("/proc/self/setgroups").write_text("deny")
             Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
             Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
         except OSError as e:
             log.debug("user namespace id maps failed: %s", e)
-    return True
+    entered += [k for k in ("net", "ipc") if _ns_id(k) not in (before[k], -1)]
+    if flags & _CLONE_NEWPID:  # the next fork makes the namespace's init: it must be the worker
+        _become_pid1()
+        if os.getpid() == 1:
+            entered.append("pid")
+    return entered
+
+
+def _become_pid1() -> None:
+    alive_r, alive_w = os.pipe()  # EOF on alive_r: this process is gone (its pid is not visible inside)
+    pid = os.fork()
+    if pid == 0:
+        os.close(alive_w)
+        _LIBC.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
+        if select.select([alive_r], [], [], 0)[0]:  # died before the prctl: nobody would kill us
+            os._exit(1)
+        os.close(alive_r)
+        return
+    os.close(alive_r)
+    for fd in (0, 1):  # the worker's pipes belong to the worker: the host sees EOF when it dies
+        os.close(fd)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            os._exit(1)
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
 # --------------------------------------------------------------------------- seccomp
-def _seccomp_filter(deny_all_opens: bool, notes: list[str]) -> bytes | None:
-    """The BPF program of a libseccomp filter: allow by default, EPERM for everything listed above.
+def _seccomp_filter(
+    deny_all_opens: bool, notes: list[str], omit: set[str] | None = None
+) -> tuple[bytes | None, list[str]]:
+    """The BPF program of a libseccomp filter (allow by default, the rule groups above) and the groups
+    that compiled completely.
 
     pyseccomp is a thin ctypes binding with the API of libseccomp's own Python module; libseccomp
     itself (maintained, in every distribution) compiles the BPF and handles architectures (other
@@ -156,46 +322,48 @@ def _seccomp_filter(deny_all_opens: bool, notes: list[str]) -> bytes | None:
         import pyseccomp as sc
     except Exception as e:  # noqa: BLE001 - not installed, libseccomp.so.2 missing or not found
         notes.append(f"seccomp unavailable: {type(e).__name__}: {e}")
-        return None
+        return None, []
+    groups = dict(_SECCOMP_GROUPS)
+    if deny_all_opens:  # no Landlock: no path rules, so no file may be opened at all
+        groups["file reads"] = _deny("open", "openat")
     try:
         f = sc.SyscallFilter(defaction=sc.ALLOW)
-        eperm = sc.ERRNO(errno.EPERM)
-
-        def rule(action: Any, name: str, *args: Any) -> None:
-            try:
-                f.add_rule(action, name, *args)
-            except (RuntimeError, ValueError, OSError):  # a syscall this kernel/arch does not have
-                pass
-
-        for name in _DENIED_SYSCALLS:
-            rule(eperm, name)
-        # clone without CLONE_THREAD is a new process; clone3 hides its flags in memory, so it is
-        # refused with ENOSYS, which makes the C library fall back to clone.
-        rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
-        rule(sc.ERRNO(errno.ENOSYS), "clone3")
-        rule(sc.ERRNO(errno.ENOSYS), "openat2")
-        for name, flags_arg in (("open", 1), ("openat", 2)):
-            if deny_all_opens:
-                rule(eperm, name)
-            else:
-                for bit in _WRITE_OPEN_FLAGS:
-                    rule(eperm, name, sc.Arg(flags_arg, sc.MASKED_EQ, bit, bit))
-        rule(eperm, "prlimit64", sc.Arg(2, sc.NE, 0))  # reading limits is fine, setting is not
-        for request in (_TIOCSTI, _TIOCLINUX):  # typing into a terminal
-            rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
+        try:
+            f.set_attr(sc.Attr.CTL_OPTIMIZE, 2)  # a binary tree of syscall numbers, not a linear list
+        except OSError:
+            pass
+        actions = {"eperm": sc.ERRNO(errno.EPERM), "enosys": sc.ERRNO(errno.ENOSYS)}
+        complete = []
+        for group, rules in groups.items():
+            if group in (omit or ()):
+                continue
+            ok = True
+            for name, action, arg in rules:
+                if sc.resolve_syscall(sc.Arch.NATIVE, name) < 0:  # not a syscall of this architecture
+                    continue
+                args = []
+                if arg is not None:
+                    index, mask, value = arg
+                    args = [sc.Arg(index, sc.MASKED_EQ, mask, value) if mask else sc.Arg(index, sc.NE, value)]
+                try:
+                    f.add_rule(actions[action], name, *args)
+                except (RuntimeError, ValueError, OSError) as e:
+                    notes.append(f"seccomp rule {name} failed: {e}")
+                    ok = False
+            if ok:
+                complete.append(group)
         with tempfile.TemporaryFile() as out:
             f.export_bpf(out)
             out.seek(0)
             bpf = out.read()
         if not bpf or len(bpf) % 8:
             raise ValueError(f"libseccomp exported {len(bpf)} bytes of BPF")
-        return bpf
+        return bpf, complete
     except Exception as e:  # noqa: BLE001 - any libseccomp failure means: no filter
         notes.append(f"seccomp filter could not be built: {type(e).__name__}: {e}")
-        return None
+        return None, []
 
 
-# --------------------------------------------------------------------------- landlock
 def _syscall(nr: int, *args: Any) -> int:
     return int(_LIBC.syscall(ctypes.c_long(nr), *args))
 
@@ -217,6 +385,7 @@ def no_new_privs() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 
+# --------------------------------------------------------------------------- landlock
 class _PathBeneath(ctypes.Structure):
     _pack_ = 1
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
@@ -226,13 +395,14 @@ class _RulesetAttr(ctypes.Structure):
     _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
 
 
-def _landlock_ruleset(read_roots: list[str], notes: list[str]) -> tuple[int, int]:
-    """(ABI version, ruleset fd) handling every file access the kernel knows, granting only reads
-    beneath `read_roots`; (0, -1) when Landlock is unavailable."""
+def _landlock_ruleset(read_roots: list[str], notes: list[str], max_abi: int | None = None) -> tuple[int, int]:
+    """(ABI version, ruleset fd) handling every file access the kernel knows (up to `max_abi`), granting
+    only reads beneath `read_roots`; (0, -1) when Landlock is unavailable."""
     abi = _syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     if abi < 1:
         notes.append(f"landlock unavailable ({os.strerror(ctypes.get_errno())})")
         return 0, -1
+    abi = min(abi, max_abi) if max_abi is not None else abi
     fs = (1 << 13) - 1  # ABI 1: execute .. make_sym
     fs |= (1 << 13) if abi >= 2 else 0  # refer (rename/link across directories)
     fs |= (1 << 14) if abi >= 3 else 0  # truncate
@@ -269,3 +439,204 @@ def read_roots() -> list[str]:
     roots.update(p for p in sysconfig.get_paths().values() if p)
     roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
     return sorted(r for r in roots if os.path.exists(r))
+
+
+# --------------------------------------------------------------------------- the start probe
+def _refused(call: Callable[[], Any]) -> bool:
+    """Whether `call` failed with a permission error (EPERM from seccomp, EACCES from Landlock)."""
+    try:
+        call()
+    except OSError as e:
+        return e.errno in (errno.EPERM, errno.EACCES)
+    return False
+
+
+def _libc_refused(name: str, *args: Any) -> Callable[[], bool]:
+    def call() -> bool:
+        fn = getattr(_LIBC, name)
+        return fn(*args) == -1 and ctypes.get_errno() in (errno.EPERM, errno.EACCES)
+
+    return call
+
+
+def _raw_refused(nr: int, *args: Any) -> Callable[[], bool]:
+    def call() -> bool:
+        return _syscall(nr, *args) == -1 and ctypes.get_errno() in (errno.EPERM, errno.EACCES)
+
+    return call
+
+
+def _sigio_held(target: int, how: str) -> Callable[[], bool]:
+    """Make `target` the signal owner of a pipe and trigger SIGIO (default action: terminate): held if
+    the owner cannot be set (refused; FIOSETOWN works on sockets only), or if the target is still alive
+    after the signal would have been delivered."""
+    import fcntl
+
+    def call() -> bool:
+        r, w = os.pipe()
+        try:
+            if how == "F_SETOWN_EX":
+                owner = (ctypes.c_int * 2)(1, target)  # F_OWNER_PID
+                rc = _LIBC.fcntl(r, _F_SETOWN_EX, owner)
+            elif how == "FIOSETOWN":
+                rc = _LIBC.ioctl(r, _FIOSETOWN, ctypes.byref(ctypes.c_int(target)))
+            else:
+                rc = _LIBC.fcntl(r, _F_SETOWN, target)
+            if rc == -1:
+                return True
+            fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
+            os.write(w, b"x")
+            time.sleep(0.05)
+            return os.waitpid(target, os.WNOHANG)[0] == 0
+        finally:
+            os.close(r)
+            os.close(w)
+
+    return call
+
+
+def _pidfd_held(target: int) -> bool:
+    """pidfd_open refused, or a signal through the pidfd refused (Landlock scopes the signal, not the fd)."""
+    fd = _syscall(_SYS_PIDFD_OPEN, target, 0)
+    if fd == -1:
+        return ctypes.get_errno() in (errno.EPERM, errno.EACCES)
+    try:
+        return _raw_refused(_SYS_PIDFD_SEND_SIGNAL, fd, 0, None, 0)()
+    finally:
+        os.close(fd)
+
+
+def _probe_checks(target: int, canary: str) -> dict[str, dict[str, Callable[[], bool]]]:
+    """Per guarantee, calls that must be refused in a child under the boundary (True: held). Built
+    before the boundary is applied (the imports); object ids are -1, so without a filter nothing that
+    exists is touched (the kernel answers EINVAL, which is not a refusal)."""
+    import _socket
+    import resource
+    import signal
+
+    ipc = {name: _libc_refused(name, *args) for name, args in (
+        ("msgget", (0x5EC22, 0)), ("msgrcv", (-1, None, 8, 0, 0o4000)), ("msgsnd", (-1, None, 8, 0o4000)),
+        ("msgctl", (-1, 2, None)), ("semget", (0x5EC22, 0, 0)), ("semop", (-1, None, 0)),
+        ("semctl", (-1, 0, 2)), ("shmget", (0x5EC22, 0, 0)), ("shmat", (-1, None, 0)),
+        ("shmctl", (-1, 2, None)), ("shmdt", (None,)),
+    )}  # fmt: skip
+    return {
+        "processes": {
+            "exec": lambda: _refused(lambda: os.execv("/bin/true", ["true"])),
+            "fork": lambda: _refused(lambda: os._exit(0) if os.fork() == 0 else None),
+            "ptrace": _libc_refused("ptrace", 16, target, None, None),  # PTRACE_ATTACH
+        },
+        "network": {"socket": lambda: _refused(_socket.socket)},
+        "file writes": {
+            "create": lambda: _refused(lambda: os.open(canary, os.O_WRONLY | os.O_CREAT, 0o600)),
+            "mkdir": lambda: _refused(lambda: os.mkdir(canary + ".d")),
+        },
+        "file reads": {"read /proc": lambda: _refused(lambda: os.open("/proc/self/status", os.O_RDONLY))},
+        "signals": {
+            "kill worker": lambda: _refused(lambda: os.kill(os.getppid() or 1, 0)),
+            "kill": lambda: _refused(lambda: os.kill(target, 0)),
+            "pidfd": lambda: _pidfd_held(target),
+            "F_SETOWN": _sigio_held(target, "F_SETOWN"),
+            "F_SETOWN_EX": _sigio_held(target, "F_SETOWN_EX"),
+            "FIOSETOWN": _sigio_held(target, "FIOSETOWN"),
+        },
+        "ipc": ipc,
+        "scheduling": {
+            "sched_setaffinity": lambda: _refused(lambda: os.sched_setaffinity(target, {0})),
+            "sched_setscheduler": lambda: _refused(
+                lambda: os.sched_setscheduler(target, os.SCHED_OTHER, os.sched_param(0))
+            ),
+            "sched_setparam": lambda: _refused(lambda: os.sched_setparam(target, os.sched_param(0))),
+            "setpriority": lambda: _refused(lambda: os.setpriority(os.PRIO_PROCESS, target, 19)),
+        },
+        "terminal": {"TIOCSTI": _libc_refused("ioctl", 0, _TIOCSTI, ctypes.c_char_p(b"x"))},
+        "limits": {
+            "setrlimit": _libc_refused(
+                "setrlimit", resource.RLIMIT_CORE, ctypes.byref((ctypes.c_ulong * 2)(0, 0))
+            ),
+            "setitimer": lambda: _refused(lambda: signal.setitimer(signal.ITIMER_PROF, 100.0)),
+        },
+    }
+
+
+def _probe_child(boundary: Boundary, out_fd: int) -> None:
+    """The throwaway child of `probe`: a target process first (outside the boundary, same uid as a
+    program child), then the boundary, then every check. Writes {guarantee: [failed checks]}."""
+    report: dict[str, Any]
+    try:
+        ctl_r, ctl_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        target = os.fork()
+        if target == 0:  # lives until the probe child closes ctl_w; SIGIO's default action kills it
+            os.close(ctl_w)
+            os.close(ready_r)
+            if os.geteuid() == 0:
+                drop_root()
+            os.write(ready_w, b"1")
+            os.read(ctl_r, 1)
+            os._exit(0)
+        os.close(ctl_r)
+        os.close(ready_w)
+        # Checks start only once the target runs as a program child would: a target still root (not
+        # yet through drop_root) refuses a nobody caller by itself, and the probe would pass vacuously.
+        if os.read(ready_r, 1) != b"1":
+            raise RuntimeError("probe target did not start")
+        os.close(ready_r)
+        checks_by_guarantee = _probe_checks(target, os.path.join(os.getcwd(), "probe-canary"))
+        boundary.apply(require=True)
+        failed: dict[str, list[str]] = {}
+        for guarantee, checks in checks_by_guarantee.items():
+            for name, held in checks.items():
+                try:
+                    ok = held()
+                except BaseException:  # noqa: BLE001 - a check that blew up did not show the guarantee
+                    ok = False
+                if not ok:
+                    failed.setdefault(guarantee, []).append(name)
+        os.close(ctl_w)
+        try:
+            os.waitpid(target, 0)
+        except ChildProcessError:  # a check already reaped it: SIGIO reached it
+            pass
+        report = {"failed": failed}
+    except BaseException as e:  # noqa: BLE001
+        report = {"error": f"{type(e).__name__}: {e}"[:300]}
+    os.write(out_fd, json.dumps(report).encode()[:4000])
+
+
+def probe(boundary: Boundary, required: list[str] | None = None) -> str:
+    """'' if every guarantee in `required` (default all) demonstrably holds in a child, else why not.
+    Runs once per worker start."""
+    required = [g.name for g in GUARANTEES] if required is None else required
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            _probe_child(boundary, w)
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = b""
+    if select.select([r], [], [], 30)[0]:
+        out = os.read(r, 4000)
+    os.close(r)
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+    for name in ("probe-canary", "probe-canary.d"):
+        try:  # only if the probe itself created it in our private directory
+            (os.rmdir if name.endswith(".d") else os.unlink)(name)
+            return "file creation was not refused"
+        except FileNotFoundError:
+            pass
+    try:
+        report = json.loads(out or b"{}")
+    except ValueError:
+        return "probe child sent garbage"
+    if "error" in report or "failed" not in report:
+        return str(report.get("error") or "probe child died")
+    failed = {g: calls for g, calls in report["failed"].items() if g in required}
+    return "; ".join(f"{g} not held ({', '.join(calls)} not refused)" for g, calls in failed.items())

@@ -1,10 +1,12 @@
 """The sandbox worker process and its per-program children (see `edge_distill.sandbox` for the host).
 
 Started by the host as a fresh interpreter with a scrubbed environment in an empty private directory.
-It enters a private network namespace (before anything starts threads), imports the allowed modules
-once, builds the OS boundary (`sandbox_os.Boundary`), probes it, reports `ready`, then forks one child
-per program. A child applies the rlimits and the OS boundary, then the Python layer, runs the program,
-writes one JSON result to its pipe and exits.
+It enters private network, IPC and PID namespaces (before anything starts threads; it is PID 1 of its
+PID namespace), imports the allowed modules once, builds the OS boundary (`sandbox_os.Boundary`), checks
+strict mode's plan and probes it, reports `ready`, then forks one child per program. A child applies the
+rlimits and the OS boundary, then the Python layer, runs the program, writes one JSON result to its pipe
+and exits. The worker kills it at its CPU budget plus `CPU_GRACE_S` (whatever signals it ignores) or at
+its wall-clock limit, sleeping included.
 
 The Python layer is a tripwire, not the boundary: the allowed modules themselves reach `os` and `sys`
 (`random._os`, `().__class__.__base__.__subclasses__()`), so whatever a program reaches, the kernel
@@ -25,7 +27,13 @@ import sys
 import time
 from typing import Any
 
-from edge_distill.sandbox_os import Boundary, enter_network_namespace, no_new_privs, read_roots
+from edge_distill.sandbox_os import (
+    Boundary,
+    enter_namespaces,
+    no_new_privs,
+    probe,
+    read_roots,
+)
 from edge_distill.sandbox_protocol import (
     MAX_ERROR_CHARS,
     NO_ANSWER,
@@ -49,6 +57,9 @@ _MAX_CHILD_OUTPUT = 1 << 16
 ANSWER_NAMES = ("answer", "ans", "result")
 SOLUTION_FUNCTION = "solution"
 SIMULATE_NO_BOUNDARY_ENV = "EDGE_DISTILL_SANDBOX_SIMULATE_NO_BOUNDARY"  # tests only: "kernel says no"
+# A program is killed at its CPU budget plus this, whatever signals it ignores (the CPU timer that gives
+# the clean "CPU time limit" error fires at the budget itself); RLIMIT_CPU backs the worker up.
+CPU_GRACE_S = 0.25
 
 _SAFE_BUILTINS = (
     "abs all any ascii bin bool bytes callable chr complex dict divmod enumerate filter float format frozenset "
@@ -213,10 +224,12 @@ def _child(req: dict[str, Any], boundary: Boundary, result_fd: int) -> None:
                 except OSError:
                     pass
         cpu_s = float(req["cpu_s"])
-        # The CPU timer is exact (SIGPROF kills); RLIMIT_CPU (whole seconds) backs it up if the program
-        # manages to ignore SIGPROF, with SIGKILL at the hard limit.
+        # The CPU timer is exact (SIGPROF ends the program with a clean error); a program that ignores it
+        # is killed by the worker at cpu_s + CPU_GRACE_S, and by the kernel (SIGKILL: soft = hard) at
+        # the next whole second after that, should the worker not be scheduled in time.
+        cpu_cap = math.ceil(cpu_s + CPU_GRACE_S) + 1
         limits = {
-            resource.RLIMIT_CPU: (math.ceil(cpu_s) + 1, math.ceil(cpu_s) + 2),
+            resource.RLIMIT_CPU: (cpu_cap, cpu_cap),
             resource.RLIMIT_FSIZE: (0, 0),
             resource.RLIMIT_CORE: (0, 0),
             resource.RLIMIT_NPROC: (0, 0),
@@ -269,6 +282,14 @@ def _check_child_output(raw: bytes) -> dict[str, Any] | None:
     return None if parsed is None else {"ok": parsed[0], "value" if parsed[0] else "error": parsed[1]}
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of child `pid` so far, from its CPU clock (the pid as this PID namespace sees it)."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+    except OSError:  # already reaped
+        return 0.0
+
+
 def _run_in_child(req: dict[str, Any], boundary: Boundary) -> dict[str, Any]:
     import select
     import signal
@@ -280,15 +301,24 @@ def _run_in_child(req: dict[str, Any], boundary: Boundary) -> dict[str, Any]:
         _child(req, boundary, w)
     os.close(w)
     cpu_s, wall_s = float(req["cpu_s"]), float(req["wall_s"])
+    kill_at = cpu_s + CPU_GRACE_S
     deadline = time.monotonic() + wall_s
     chunks: list[bytes] = []
-    size, timed_out = 0, False
+    size, timed_out, cpu_killed = 0, False, False
     try:
         while size <= _MAX_CHILD_OUTPUT:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
+            # A child (one thread: RLIMIT_NPROC 0) cannot burn CPU faster than the wall clock runs, so
+            # waking when it could first have reached `kill_at` is enough: no polling for quick programs.
+            cpu_left = kill_at - _cpu_seconds(pid)
+            if cpu_left <= 0:
+                cpu_killed = True
+                break
+            if left <= 0:
                 timed_out = True
                 break
+            if not select.select([r], [], [], max(0.005, min(left, cpu_left)))[0]:
+                continue
             chunk = os.read(r, 65536)
             if not chunk:
                 break
@@ -303,11 +333,12 @@ def _run_in_child(req: dict[str, Any], boundary: Boundary) -> dict[str, Any]:
         _, status, usage = os.wait4(pid, 0)
     cpu_used = usage.ru_utime + usage.ru_stime
     if (
-        os.WIFSIGNALED(status)
+        cpu_killed
+        or os.WIFSIGNALED(status)
         and os.WTERMSIG(status) in (signal.SIGPROF, signal.SIGXCPU)
         or (os.WIFSIGNALED(status) and cpu_used >= cpu_s)
     ):
-        return _error(f"timeout: CPU time limit of {cpu_s:g}s exceeded")
+        return _error(f"timeout: CPU time limit of {cpu_s:g}s exceeded (killed at {cpu_used:.2f}s of CPU)")
     if timed_out:
         return _error(f"timeout: wall-clock limit of {wall_s:g}s exceeded (CPU used {cpu_used:.2f}s)")
     if size > _MAX_CHILD_OUTPUT:
@@ -322,62 +353,24 @@ def _run_in_child(req: dict[str, Any], boundary: Boundary) -> dict[str, Any]:
     return _error("the program exited without a valid result (it may have written to the result channel)")
 
 
-def _probe(boundary: Boundary) -> str:
-    """'' if the boundary demonstrably holds in a child (exec, file creation, signals and sockets all
-    refused), else why not. Runs once per worker start."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        why = "probe child failed"
-        try:
-            os.close(r)
-            import _socket
-
-            canary = os.path.join(os.getcwd(), "probe-canary")
-            boundary.apply(require=True)
-            checks = {
-                "exec": lambda: os.execv("/bin/true", ["true"]),
-                "file creation": lambda: os.open(canary, os.O_WRONLY | os.O_CREAT, 0o600),
-                "signal to parent": lambda: os.kill(os.getppid(), 0),
-                "socket": lambda: _socket.socket(),
-                "fork": lambda: os._exit(0) if os.fork() == 0 else None,
-            }
-            failed = []
-            for name, call in checks.items():
-                try:
-                    call()
-                    failed.append(name)
-                except PermissionError:
-                    pass
-            why = "" if not failed else "not refused: " + ", ".join(failed)
-        except BaseException as e:  # noqa: BLE001
-            why = f"{type(e).__name__}: {e}"
-        os.write(w, ("ok" if not why else why).encode()[:1000])
-        os._exit(0)
-    os.close(w)
-    out = b""
-    import select
-
-    if select.select([r], [], [], 30)[0]:
-        out = os.read(r, 1000)
-    os.close(r)
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
-    os.waitpid(pid, 0)
-    try:
-        os.unlink("probe-canary")  # only if the probe itself created it in our private directory
-        return "file creation was not refused"
-    except FileNotFoundError:
-        pass
-    return "" if out == b"ok" else (out.decode(errors="replace") or "probe child died")
+def check_boundary(boundary: Boundary) -> tuple[str, dict[str, str]]:
+    """('' or why strict mode must refuse, {guarantee: the layer relied on}): the plan first (a
+    guarantee no layer here can give), then the probe of every guarantee a kernel layer gives."""
+    if boundary.seccomp is None:
+        return "; ".join(boundary.notes) or "no seccomp filter", {}
+    relies, missing = boundary.plan()
+    if missing:
+        return "; ".join(missing), relies
+    return probe(boundary, [g for g, layer in relies.items() if not layer.endswith("ns")]), relies
 
 
 def main() -> None:
     import gc
 
-    netns = enter_network_namespace()  # first: the kernel refuses unshare once threads exist
+    no_boundary = (
+        os.environ.get(SIMULATE_NO_BOUNDARY_ENV) == "1"
+    )  # no kernel layer at all, namespaces included
+    namespaces = [] if no_boundary else enter_namespaces()  # first: unshare is refused once threads exist
     if sys.platform.startswith("linux"):
         no_new_privs()  # the worker itself can never gain privileges either (e.g. a setuid binary)
     for name in sorted(ALLOWED_MODULES):  # imported once here so children never touch the file system
@@ -391,15 +384,20 @@ def main() -> None:
         x = sys.modules["sympy"].Symbol("x")
         _value_text(ns["solve_it"](sys.modules["sympy"].Eq(2 * x + 1, 7), x))
         ns["solve_it"]("3*x - 2 = 10", "x")
-    boundary = Boundary.build(read_roots(), disabled=os.environ.get(SIMULATE_NO_BOUNDARY_ENV) == "1")
-    boundary.netns = netns
-    why_not = _probe(boundary)
+    boundary = Boundary.build(read_roots(), disabled=no_boundary)
+    boundary.namespaces = namespaces
+    why_not, relies = check_boundary(boundary)
     out_fd = os.dup(1)
     os.dup2(2, 1)  # a stray print must not corrupt the framed protocol on stdout
     in_fd = sys.stdin.fileno()
     gc.freeze()  # keeps forked children from dirtying (copying) the shared module pages during GC
     layers = boundary.layers() if not why_not else []
-    write_frame(out_fd, {"ready": True, "strict_ok": not why_not, "layers": layers, "why_not": why_not[:300]})
+    ready = {"ready": True, "strict_ok": not why_not, "layers": layers, "why_not": why_not[:600]}
+    try:  # our pid as the host sees it: /proc is the host's
+        pid = int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        pid = os.getpid()
+    write_frame(out_fd, {**ready, "relies": relies if not why_not else {}, "pid": pid})
     while (raw := read_frame_bytes(in_fd)) is not None:
         req = json.loads(raw)
         write_frame(out_fd, {**_run_in_child(req, boundary), "id": req["id"]})

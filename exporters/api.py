@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_distill.io import atomic_path
+from edge_distill.io import atomic_path, check_replaceable, make_dirs
 from exporters import chat_template, gguf_checks, ort_tokenizer, package, parity
 from exporters.errors import ExportError
 from exporters.formats import PROMPT_TEMPLATE, get_format
@@ -112,7 +112,9 @@ def _stored_source(source: Path, out_dir: Path) -> str:
 def export_targets(
     source: str | Path, export_dir: str | Path, targets: list[dict[str, str]], **kwargs: Any
 ) -> list[Path]:
-    """Export every `{"format", "quant"}` target into `export_dir/<format>-<quant>/` (the run stage)."""
+    """Export every `{"format", "quant"}` target into `export_dir/<format>-<quant>/` (the run stage, which
+    replaces its own earlier packages there: `overwrite` defaults to True)."""
+    kwargs.setdefault("overwrite", True)
     for t in targets:  # refuse a bad target before spending minutes on the good ones
         check_request(Path(source), t["format"], t["quant"])
     return [
@@ -321,8 +323,12 @@ def export_model(
     sign_key: Any = None,
     auto_min_top1: float = AUTO_MIN_TOP1,
     auto_max_nll_ratio: float = AUTO_MAX_NLL_RATIO,
+    overwrite: bool = False,
 ) -> Path:
     """Export `source` (HF dir or LoRA adapter) to a verified package at `out_dir`; returns `out_dir`.
+
+    An existing `out_dir` is replaced only if it is an empty directory, a link, or an edge-distill package
+    and `overwrite` is set (StorageError naming what is there otherwise, before any work).
 
     The package appears only after every parity check passed (ParityError otherwise, with the numbers);
     any failure leaves nothing at `out_dir`. `parity_prompts` is a list of prompts or a count of built-in
@@ -335,6 +341,7 @@ def export_model(
     ratio <= `auto_max_nll_ratio`; the manifest's `quant_auto` records every candidate's numbers.
     """
     source, out_dir = Path(source), Path(out_dir)
+    check_replaceable(out_dir, package.PACKAGE_KIND, overwrite=overwrite)  # before minutes of work
     check_request(source, fmt, quant)
     f = get_format(fmt)
     template = dict(prompt_template or package.default_prompt_template(decoding, strategy))
@@ -345,10 +352,10 @@ def export_model(
         else default_parity_prompts(parity_prompts or 3, template)
     )
     t_start = time.perf_counter()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir.parent)
     with (
         tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.work.", dir=out_dir.parent) as work_s,
-        atomic_path(out_dir) as pkg,
+        atomic_path(out_dir, kind=package.PACKAGE_KIND, overwrite=overwrite) as pkg,
     ):
         work = Path(work_s)
         full = prepare_full_model(source, work)

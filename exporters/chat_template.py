@@ -18,6 +18,7 @@ single-turn solver). The template's `strategy` "cot" | "l2m" | "pot" appends the
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,37 @@ STRATEGY_CHOICES = ("auto", "cot", "l2m", "pot")
 MODELFILE = "Modelfile"
 
 _NO_QUESTION = "edge-distill student: put the question in a user message"
+
+
+# A package's prompt texts are untrusted (a verified package proves integrity, not intent): they are filled by
+# `fill_template`, never str.format, and bounded (the student's own prompt is ~200 characters).
+MAX_TEMPLATE_CHARS = 4096
+
+
+def fill_template(text: object, where: str, **values: str) -> str:
+    """`text` with each `{name}` replaced by `values[name]` and `{{`/`}}` unescaped — nothing else: a
+    format spec (`{question:>1500000000}` asked str.format for 1.5 GB), a conversion, attribute or index
+    access, another field name, or a text over MAX_TEMPLATE_CHARS is an ExportError naming `where`."""
+    if not isinstance(text, str) or len(text) > MAX_TEMPLATE_CHARS:
+        raise ExportError(f"{where}: not a text of at most {MAX_TEMPLATE_CHARS} characters")
+    out: list[str] = []
+    try:
+        for literal, name, spec, conversion in string.Formatter().parse(text):
+            out.append(literal)
+            if name is None:
+                continue
+            if name not in values or spec or conversion:
+                field = (
+                    "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+                )
+                raise ExportError(
+                    f"{where}: {field[:60]!r} is not a plain {', '.join('{' + k + '}' for k in values)} field; "
+                    "re-export the package"
+                )
+            out.append(values[name])
+    except ValueError as e:  # a lone brace
+        raise ExportError(f"{where}: {e}; re-export the package") from None
+    return "".join(out)
 
 
 def forced_strategy(strategy: str | None) -> str | None:
@@ -60,7 +92,7 @@ def _parts(template: dict[str, Any], forbidden: tuple[str, ...]) -> tuple[str, s
     before, sep, after = str(template["student_prompt"]).partition("{question}")
     forced = forced_strategy(template.get("strategy"))
     if forced:
-        after += forced_suffix(template).format(strategy=forced)
+        after += fill_template(forced_suffix(template), "forced_strategy_suffix", strategy=forced)
     bad = [s for s in forbidden if s in before + after]
     if not sep or "{question}" in after or before[:1].isspace():
         bad.append("not exactly one {question}, at a non-blank start")

@@ -73,7 +73,7 @@ def merge_lora(adapter_dir: Path, out_dir: Path, *, base: Path | None = None) ->
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edge_distill.io import atomic_path
+    from edge_distill.io import ArtifactKind, atomic_path
 
     adapter_dir = Path(adapter_dir)
     base = Path(base) if base is not None else lora_base(adapter_dir)
@@ -82,7 +82,8 @@ def merge_lora(adapter_dir: Path, out_dir: Path, *, base: Path | None = None) ->
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir if has_tokenizer else base)
-    with atomic_path(Path(out_dir)) as tmp:
+    model_kind = ArtifactKind("model directory", lambda p: (p / "config.json").is_file())
+    with atomic_path(Path(out_dir), kind=model_kind) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return Path(out_dir)

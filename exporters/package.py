@@ -12,12 +12,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge_distill.io import atomic_path
+from edge_distill.io import ArtifactKind, atomic_path
 from exporters import chat_template
 from exporters.errors import ExportError
 from exporters.formats import MANIFEST, SIGNATURE, get_format
 
 logger = logging.getLogger(__name__)
+
+
+def is_package(path: Path) -> bool:
+    """Whether `path` is an edge-distill export package: its manifest.json is a regular file (not a
+    link) holding a JSON object with the format and files an exporter writes."""
+    manifest = path / MANIFEST
+    if manifest.is_symlink() or not manifest.is_file() or manifest.stat().st_size > 2**20:
+        return False
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("files"), dict) and "format" in data
+
+
+# `export --out DIR` replaces DIR only if it is a package, and only with --overwrite (a run's export stage
+# passes overwrite=True for its own export/<format>-<quant>/).
+PACKAGE_KIND = ArtifactKind("package", is_package, needs_consent=True)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

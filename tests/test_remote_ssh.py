@@ -4,7 +4,8 @@ The fixture starts `sshd` on a free port of 127.0.0.1 with a host key made here,
 (`edge-distill-ssh`, key login only, created if missing) whose Python is the torch-free device venv that
 `scripts/check_device_install.sh --install-only` makes in its home from Debian's /usr/bin/python3 — so the
 device side runs another interpreter, as another user, with no torch, exactly as on a board. Nothing is
-mocked: the bench copies the package over ssh, measures and judges there, and reads the result back.
+mocked: the bench copies the package over ssh, measures and generates there, reads the completions back
+and judges them here.
 
 Needs root (sshd logs in another user) and `sshd` (`apt-get install openssh-server`; .ci/run installs it):
 skipped with the reason outside CI, failed when CI=true.
@@ -34,6 +35,7 @@ from device_profiles.remote import (
     SSHTarget,
     _parse_result,
     bench_remote,
+    remote_job,
 )
 from edge_distill.types import Problem
 
@@ -305,10 +307,12 @@ def test_target_urls_are_checked():
 
 
 def _result(package: Path, **edit) -> bytes:
-    """A well-formed runner result for `package`, with fields replaced."""
+    """A well-formed runner result for `package`, with fields replaced: the first problem's completion
+    states its gold answer, the second's does not."""
     spread = {"median": 10.0, "min": 9.0, "max": 11.0, "values": [9.0, 11.0]}
+    first, second = _problems(2)
     r = {
-        "protocol": 1,
+        "protocol": 2,
         "measurement": {
             "runtime": "llama.cpp", "model_path": "/tmp/x/pkg/model.gguf", "threads": 4, "load_s": 0.1,
             "warmup_s": 0.1, "prompt_tokens": 20, "new_tokens": 8, "repetitions": 2, "ttft_s": spread,
@@ -316,8 +320,8 @@ def _result(package: Path, **edit) -> bytes:
         },
         "hardware": {"cpu": "Cortex-A76", "arch": "aarch64", "cores": 4, "ram_gb": 8.0, "bandwidth_gbs": 10.0,
                      "compute_gflops": 50.0, "threads": 4, "method": "numpy"},
-        "predictions": [{"id": p.id, "gold": p.answer, "raw": "The answer is 3", "strategy": "none", "pred": "3",
-                         "correct": True} for p in _problems(2)],
+        "completions": [{"id": first.id, "raw": f"The answer is {first.answer}."},
+                        {"id": second.id, "raw": f"The answer is {int(second.answer) + 1}."}],
         "environment": {"python": "3.11.2", "platform": "Linux", "machine": "aarch64", "device_model": "Pi 5",
                         "runtime_versions": {}, "torch_imported": False},
     }  # fmt: skip
@@ -333,15 +337,17 @@ def _result(package: Path, **edit) -> bytes:
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        ({"protocol": 2}, "protocol 2"),
+        ({"protocol": 1}, "protocol 1"),
         ({"extra": 1}, "not a valid runner result"),
         ({"measurement__decode_tok_s__median": float("nan")}, "not a valid runner result"),
         ({"measurement__decode_tok_s__median": -1.0}, "implausible"),
         ({"measurement__runtime": "onnxruntime-genai"}, "implausible"),
         ({"measurement__threads": "4; rm -rf /"}, "not a valid runner result"),
-        ({"predictions__0__raw": "x" * 30000}, "not a valid runner result"),
-        ({"predictions__1__id": "not-sent"}, "not for the 2 problems sent"),
-        ({"predictions__1__gold": "12345"}, "not for the 2 problems sent"),
+        ({"completions__0__raw": "x" * 30000}, "not a valid runner result"),
+        ({"completions__1__id": "not-sent"}, "not for the 2 problems sent"),
+        # the device's own verdict (issue 22: `correct: true` with `pred: null` used to count as right)
+        ({"completions__1__correct": True}, "not a valid runner result"),
+        ({"completions__1__pred": None}, "not a valid runner result"),
         ({"environment__torch_imported": True}, "torch was imported"),
         (
             {"error": {"kind": "bench", "message": "\x1b]0;pwned\x07boom"}},
@@ -355,8 +361,51 @@ def test_hostile_results_are_refused(package, edit, match):
     with pytest.raises(RemoteError, match=match):
         _parse_result(_result(package, **edit), target, pkg, _problems(2), "python")
     ok = _parse_result(_result(package), target, pkg, _problems(2), "python")
-    # the accuracy is recounted here from the verdicts, and the path is the local package's
+    # the host judged the raw completions against its own gold answers; the path is the local package's
     assert (
-        ok.accuracy.n == 2 and ok.accuracy.correct == 2 and ok.measurement.model_path == str(pkg.model_path)
+        ok.accuracy.n == 2 and ok.accuracy.correct == 1 and ok.measurement.model_path == str(pkg.model_path)
     )
-    assert ok.accuracy.predictions[0]["question"] == _problems(2)[0].question
+    first, second = ok.accuracy.predictions
+    assert first["correct"] and first["gold"] == _problems(2)[0].answer and not second["correct"]
+    assert first["question"] == _problems(2)[0].question
+
+
+def test_gold_answers_never_leave_the_host():
+    problems = _problems(5)
+    job = remote_job(
+        problems, threads=4, timing_question="q", repetitions=1, new_tokens=4, strategy=None, timeout_s=600,
+        max_new_tokens=64,
+    )  # fmt: skip
+    assert job["questions"] == [{"id": p.id, "question": p.question} for p in problems]
+    assert "answer" not in json.dumps(job) and "gold" not in json.dumps(job)
+
+
+def test_the_runner_generates_and_the_host_judges(package, tmp_path):
+    """The device side without SSH: remote_runner.run on the job the host sends (no gold answers), its
+    result through the host's parser, which judges the raw completions itself."""
+    import shutil
+
+    from device_profiles import remote_runner
+
+    problems = _problems(3)
+    shutil.copytree(package, tmp_path / "pkg")
+    job = remote_job(
+        problems, threads=1, timing_question=problems[0].question, repetitions=1, new_tokens=4, strategy=None,
+        timeout_s=600, max_new_tokens=16,
+    )  # fmt: skip
+    result = remote_runner.run(job, tmp_path)
+    assert "error" not in result, result
+    assert [c["id"] for c in result["completions"]] == [p.id for p in problems]
+    assert set(result["completions"][0]) == {"id", "raw"}  # no verdict, no gold: the host's business
+    pkg = read_package(package)
+    result["environment"]["torch_imported"] = False  # this test process exported the package with torch
+    parsed = _parse_result(
+        json.dumps(result).encode(), SSHTarget("pi", "10.0.0.5", 22), pkg, problems, "python"
+    )
+    acc = parsed.accuracy
+    assert (
+        acc is not None
+        and acc.n == 3
+        and [p["gold"] for p in acc.predictions] == [p.answer for p in problems]
+    )
+    assert [p["raw"] for p in acc.predictions] == [c["raw"] for c in result["completions"]]

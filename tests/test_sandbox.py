@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_distill.sandbox import PotResult, SandboxPool, run_program, run_programs
+from edge_distill.sandbox import PotResult, SandboxPool, run_program, run_programs, wall_limit_s
 
 # Introspection reaches modules the program may not import; the audit hook must still stop the action.
 _SUBCLASS = "[c for c in ().__class__.__base__.__subclasses__() if c.__name__ == {name!r}][0]"
@@ -88,11 +88,14 @@ def test_sympy_prelude(pool: SandboxPool) -> None:
     ],
 )  # fmt: skip
 def test_hostile_programs_fail_cleanly(pool: SandboxPool, name: str, program: str, error: str) -> None:
+    # Programs that must reach an error of their own get CPU time to spare: on a starved machine the wall
+    # clock (2 x budget + 1 s) would end them first.
+    timeout = 4.0 if error in ("MemoryError", "RecursionError") else 1.0
     t0 = time.monotonic()
-    [res] = pool.run([program], timeout_s=1.0, memory_mb=256)
+    [res] = pool.run([program], timeout_s=timeout, memory_mb=256)
     assert not res.ok and res.answer is None, name
     assert error.lower() in (res.error or "").lower(), (name, res.error)
-    assert time.monotonic() - t0 < 10, f"{name} took too long"
+    assert time.monotonic() - t0 < wall_limit_s(timeout) + 6, f"{name} took too long"
 
 
 def test_no_file_is_written_and_host_unharmed(pool: SandboxPool, tmp_path: Path) -> None:
@@ -138,7 +141,7 @@ def test_hung_worker_is_killed_and_replaced() -> None:
         victim = p.worker_pids()[0]
         os.kill(victim, signal.SIGSTOP)
         t0 = time.monotonic()
-        [res] = p.run(["answer = 2"], timeout_s=0.2)  # host gives up after 10 x 0.2 + 1 + 5 s
+        [res] = p.run(["answer = 2"], timeout_s=0.2)  # host gives up after 2 x 0.2 + 1 + 5 s
         assert not res.ok and "unresponsive" in (res.error or "")
         assert time.monotonic() - t0 < 15
         assert p.worker_pids() != [victim] and p.restarts == 1

@@ -25,6 +25,47 @@ def test_strict_refuses_without_the_os_boundary_and_names_the_key() -> None:
     assert "disabled for testing" in msg  # says why the probe failed
 
 
+def test_strict_names_the_landlock_abi_it_needs_where_seccomp_lacks_rules() -> None:
+    """A libseccomp without the signal rules on a kernel below Landlock ABI 6 (signal scoping): nothing
+    stops F_SETOWN + SIGIO, so strict mode refuses, naming the ABI; with either one it runs."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+    with SandboxPool(workers=1, _landlock_abi=5, _seccomp_omit=("signals",)) as pool:
+        with pytest.raises(SandboxUnavailable) as err:
+            pool.run(["answer = 1"])
+    assert "signals" in str(err.value) and "Landlock ABI >= 6 (this kernel: ABI 5)" in str(err.value)
+    with SandboxPool(workers=1, _landlock_abi=5) as pool:  # seccomp covers what Landlock 5 lacks
+        assert pool.run(["answer = 1"])[0].ok
+        assert pool.relies["signals"] == "seccomp" and "landlock-v5" in pool.layers
+    with SandboxPool(workers=1, _seccomp_omit=("signals",)) as pool:  # Landlock's signal scoping does
+        assert pool.run(["answer = 1"])[0].ok
+        assert pool.relies["signals"] == "landlock-abi>=6"
+
+
+@pytest.mark.parametrize(
+    ("group", "landlock_abi"),
+    [("processes", None), ("network", None), ("signals", 5), ("ipc", None), ("scheduling", None),
+     ("terminal", None), ("limits", None)],
+)  # fmt: skip
+def test_the_probe_checks_each_guarantee_for_real(group: str, landlock_abi: int | None, monkeypatch) -> None:
+    """A filter that claims a rule group it does not have (a libseccomp that silently dropped rules):
+    the plan trusts the claim, the probe does not. Without IPC/PID namespaces (this process has none)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+    from edge_distill import sandbox_os
+
+    if landlock_abi is not None:
+        monkeypatch.setenv(sandbox_os.TEST_LANDLOCK_ABI_ENV, str(landlock_abi))
+    monkeypatch.setenv(sandbox_os.TEST_SECCOMP_OMIT_ENV, group)
+    boundary = sandbox_os.Boundary.build(sandbox_os.read_roots())
+    assert group not in boundary.seccomp_groups
+    assert sandbox_os.probe(boundary) != ""  # honest: the guarantee is missing
+    boundary.seccomp_groups.append(group)
+    assert boundary.plan()[1] == []
+    why = sandbox_os.probe(boundary, [group])
+    assert why.startswith(f"{group} not held"), why
+
+
 def test_weak_mode_runs_with_python_layer_and_rlimits_only() -> None:
     with SandboxPool(workers=1, mode="weak", _simulate_no_boundary=True) as pool:
         ok, hostile, loop = pool.run(
@@ -34,7 +75,7 @@ def test_weak_mode_runs_with_python_layer_and_rlimits_only() -> None:
         assert pool.layers == []
     assert ok == PotResult(True, answer="42")
     assert not hostile.ok and "os.system" in (hostile.error or "")
-    assert not loop.ok and "CPU time limit" in (loop.error or "")
+    assert not loop.ok and "timeout" in (loop.error or "")
 
 
 def test_strict_pool_reports_its_layers() -> None:
@@ -46,16 +87,18 @@ def test_strict_pool_reports_its_layers() -> None:
 
 
 def test_mode_selection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sandbox, "_MODE", None)
     monkeypatch.setenv(sandbox.MODE_ENV, "weak")
     assert sandbox._default_mode() == "weak"
     monkeypatch.setenv(sandbox.MODE_ENV, "off")
     with pytest.raises(SandboxUnavailable, match="EDGE_DISTILL_SANDBOX_MODE"):
         sandbox._default_mode()
-    sandbox.configure("strict")  # the config wins over the environment
-    assert sandbox._default_mode() == "strict"
+    # the caller's mode (a run's sandbox.mode, passed down) wins over the environment; no process-wide state
+    monkeypatch.setattr(sandbox, "_POOLS", {})
+    assert sandbox.run_programs(["answer = 2"], mode="strict")[0].answer == "2"
+    assert set(sandbox._POOLS) == {"strict"} and sandbox._POOLS["strict"].mode == "strict"
+    sandbox._POOLS["strict"].close()
     with pytest.raises(ValueError):
-        sandbox.configure("off")
+        sandbox.run_programs(["answer = 1"], mode="off")
 
 
 def test_config_key() -> None:
@@ -149,7 +192,7 @@ def test_host_survives_a_lying_worker(monkeypatch: pytest.MonkeyPatch) -> None:
         [after] = pool.run(["fine"])
         assert after.answer != "2" and pool.restarts == restarts + 1
         assert pool.run(["fine"]) == [PotResult(True, answer="1")]
-        [stalled] = pool.run(["stall"], timeout_s=0.1)  # host gives up after 10 x 0.1 + 1 + 5 s
+        [stalled] = pool.run(["stall"], timeout_s=0.1)  # host gives up after 2 x 0.1 + 1 + 5 s
         assert not stalled.ok and "unresponsive" in (stalled.error or "")
         assert pool.run(["fine"]) == [PotResult(True, answer="1")]
 
@@ -246,7 +289,7 @@ def test_missing_libseccomp_means_no_filter(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setitem(sys.modules, "pyseccomp", None)  # import fails as if not installed
     notes: list[str] = []
-    assert sandbox_os._seccomp_filter(deny_all_opens=False, notes=notes) is None
+    assert sandbox_os._seccomp_filter(deny_all_opens=False, notes=notes) == (None, [])
     assert "seccomp unavailable" in notes[0]
 
 
@@ -256,9 +299,10 @@ def test_without_landlock_every_open_is_refused(monkeypatch: pytest.MonkeyPatch)
         pytest.skip("Linux only")
     from edge_distill import sandbox_os
 
-    monkeypatch.setattr(sandbox_os, "_landlock_ruleset", lambda roots, notes: (0, -1))
+    monkeypatch.setattr(sandbox_os, "_landlock_ruleset", lambda roots, notes, max_abi=None: (0, -1))
     boundary = sandbox_os.Boundary.build(sandbox_os.read_roots())
     assert boundary.layers() == ["seccomp"]
+    assert boundary.plan() == ({g.name: "seccomp" for g in sandbox_os.GUARANTEES}, [])
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
@@ -273,14 +317,16 @@ def test_without_landlock_every_open_is_refused(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_os_boundary_holds_for_an_unprivileged_worker() -> None:
-    """What a non-root host's worker does (user + network namespace, no uid drop), in a forked child
-    that gives up root first; runs even where uid 65534 cannot start Python itself."""
+    """What a non-root host's worker does (user, network, IPC and PID namespaces, no uid drop), in a
+    forked child that gives up root first; runs even where uid 65534 cannot start Python itself."""
     if not sys.platform.startswith("linux") or os.geteuid() != 0:
         pytest.skip("needs Linux and root to switch to an unprivileged uid")
-    import _socket  # noqa: F401 - loaded here: the unprivileged child may not be able to read it
+    import _socket  # noqa: F401 - loaded here: the unprivileged child may not be able to read them
+    import fcntl  # noqa: F401
+    import resource  # noqa: F401
     import tempfile
 
-    from edge_distill import sandbox_os, sandbox_worker
+    from edge_distill import sandbox_os
 
     d = tempfile.mkdtemp(prefix="edge-distill-probe-", dir="/tmp")
     os.chmod(d, 0o777)  # writable by the unprivileged uid: only the boundary stops the probe's canary
@@ -294,8 +340,8 @@ def test_os_boundary_holds_for_an_unprivileged_worker() -> None:
             os.setgid(65534)
             os.setuid(65534)
             os.chdir(d)
-            netns = sandbox_os.enter_network_namespace()
-            os.write(w, f"{netns}|{sandbox_worker._probe(boundary)}".encode())
+            boundary.namespaces = sandbox_os.enter_namespaces()
+            os.write(w, f"{','.join(boundary.namespaces)}|{sandbox_os.probe(boundary)}".encode())
         finally:
             os._exit(0)
     os.close(w)
@@ -303,13 +349,20 @@ def test_os_boundary_holds_for_an_unprivileged_worker() -> None:
     os.close(r)
     os.waitpid(pid, 0)
     try:
-        assert out == "True|", out  # namespaces entered, probe found every denied call refused
+        assert out == "user,net,ipc,pid|", out  # namespaces entered, probe found every guarantee held
         assert os.listdir(d) == []
     finally:
         os.rmdir(d)
 
 
-def test_cli_refusal_is_one_message_naming_the_key(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [{"_simulate_no_boundary": True}, {"_landlock_abi": 5, "_seccomp_omit": ("signals",)}],
+    ids=["no boundary", "landlock 5 without seccomp signal rules"],
+)
+def test_cli_refusal_is_one_message_naming_the_key(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, options
+) -> None:
     """`edge-distill teach` where the boundary is unavailable: exit 2 and the key to set; weak runs."""
     import functools
 
@@ -317,9 +370,8 @@ def test_cli_refusal_is_one_message_naming_the_key(tmp_path, monkeypatch: pytest
 
     from edge_distill.cli import main
 
-    monkeypatch.setattr(sandbox, "_MODE", None)
-    monkeypatch.setattr(sandbox, "_POOL", None)
-    monkeypatch.setattr(sandbox, "SandboxPool", functools.partial(SandboxPool, _simulate_no_boundary=True))
+    monkeypatch.setattr(sandbox, "_POOLS", {})
+    monkeypatch.setattr(sandbox, "SandboxPool", functools.partial(SandboxPool, **options))
     args = [
         "teach",
         f"runs_dir={tmp_path}",
@@ -331,11 +383,14 @@ def test_cli_refusal_is_one_message_naming_the_key(tmp_path, monkeypatch: pytest
         res = CliRunner().invoke(main, [*args, "name=strict"])
         assert res.exit_code == 2, res.output
         assert "sandbox.mode: weak" in res.output and "Traceback" not in res.output
+        assert res.output.count("error:") == 1
+        if "_landlock_abi" in options:
+            assert "Landlock ABI >= 6 (this kernel: ABI 5)" in res.output
         res = CliRunner().invoke(main, [*args, "name=weak", "sandbox.mode=weak"])
         assert res.exit_code == 0, res.output
     finally:
-        if sandbox._POOL is not None:
-            sandbox._POOL.close()
+        for pool in sandbox._POOLS.values():
+            pool.close()
 
 
 def test_a_worker_that_stops_reading_does_not_block_the_host() -> None:

@@ -311,3 +311,40 @@ def test_error_texts_from_the_server_are_bounded() -> None:
         out = make(f.url).complete(["a", "b"], 1, SAMPLING)
     err = out[1][0].error
     assert err is not None and err.startswith("http_400: EEE") and len(err) <= 500
+
+
+# ---------------------------------------------------------------------------------------------- terminal
+HOSTILE_TEXT = "bad key\x1b]0;pwned\x07\x1b[2J\r\u202eevil\x9b31m"
+
+
+def test_control_characters_from_the_server_never_reach_the_terminal(tmp_path: Path) -> None:
+    """An HTTP 401 body with an OSC title sequence, a screen clear, a carriage return, a bidi override and
+    a C1 CSI: the error (and the CLI's one line, logged or printed) carries none of them."""
+    from click.testing import CliRunner
+
+    from edge_distill.cli import main
+
+    def unauthorized(h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        send(h, 401, HOSTILE_TEXT.encode())
+
+    with FakeOpenAI(schedule=[unauthorized] * 4) as f:
+        with pytest.raises(TeacherError) as e:
+            make(f.url).complete(["a"], 1, SAMPLING)
+        args = [
+            "teach", f"runs_dir={tmp_path}", "name=t", "data.limit_train=2", "teacher.backend=http",
+            f"teacher.http.base_url={f.url}", "teacher.http.api_key_env=null", "teacher.cache=null",
+            "teacher.strategies=[cot]",
+        ]  # fmt: skip
+        res = CliRunner().invoke(main, args)
+    assert "bad key?]0;pwned??[2J?" in str(e.value) and "?evil?31m" in str(e.value)
+    assert res.exit_code == 2 and "authentication failed" in res.output, res.output
+    [line] = [x for x in res.output.split("\n") if x.startswith("error:")]  # tqdm's own bar writes \r
+    assert "bad key?]0;pwned??[2J??evil?31m" in line
+    assert not [c for c in line if ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c == "\u202e"], repr(line)
+
+
+def test_printable_keeps_text_and_layout() -> None:
+    from edge_distill.errors import printable
+
+    assert printable("line 1\r\nline\t2 — ünïcode ✓") == "line 1\nline\t2 — ünïcode ✓"
+    assert printable("x" * 50, 10) == "x" * 10 + "..." and printable("ab" * 10, 4, keep_end=True) == "...abab"

@@ -198,3 +198,52 @@ def test_sizes_are_checked_before_hashing_and_bound_the_read(gguf: Path) -> None
     with open(gguf / "model-f16.gguf", "ab") as f:
         f.write(b"\0" * 10)
     assert verify(gguf).problems == ["model-f16.gguf: 4110 bytes, manifest says 4100"]
+
+
+def _set_template(pkg: Path, **fields: str) -> None:
+    """Change prompt_template.json and re-hash: a package verified by its manifest, hostile in content."""
+    tpl = json.loads((pkg / "prompt_template.json").read_text())
+    tpl.update(fields)
+    (pkg / "prompt_template.json").write_text(json.dumps(tpl))
+    m = json.loads((pkg / "manifest.json").read_text())
+    (pkg / "manifest.json").unlink()
+    write_manifest(
+        pkg, fmt=m["format"], quant=m["quant"], source_run=None, config_digest=None, source_accuracy=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("student_prompt", "Q: {question:>1500000000}"),  # str.format made a 1.5 GB string of this
+        ("student_prompt", "Q: {question.__class__.__mro__}"),
+        ("student_prompt", "Q: {question[0]}{question}"),
+        ("student_prompt", "Q: {question} {0}"),
+        ("student_prompt", "Q: {question!r}"),
+        ("student_prompt", "Q: {question} {"),
+        ("student_prompt", "Q: {question}" + "x" * 5000),
+        ("forced_strategy_suffix", " [{strategy:>999999999}]:"),
+        ("forced_strategy_suffix", " [{strategy.upper}]:"),
+        ("forced_strategy_suffix", " [{question}]:"),
+    ],
+)
+def test_package_templates_fill_only_question_and_strategy(gguf: Path, field: str, value: str) -> None:
+    import resource
+
+    from device_profiles.package import PackageError, read_package
+
+    _set_template(gguf, **{field: value})
+    assert verify(gguf).ok  # the hashes match: integrity is not intent
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(PackageError, match=field):
+        read_package(gguf)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 100_000  # KiB: nothing was expanded
+    res = CliRunner().invoke(main, ["bench", str(gguf), "--profile", "host"])
+    assert res.exit_code == 2 and field in res.output and "Traceback" not in res.output, res.output
+
+
+def test_package_templates_keep_escaped_braces(gguf: Path) -> None:
+    from device_profiles.package import read_package
+
+    _set_template(gguf, student_prompt="{{json}} Q: {question}", forced_strategy_suffix=" [{strategy}]:")
+    assert read_package(gguf).prompt("2+2?", "cot") == "{json} Q: 2+2? [cot]:"

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from edge_distill.io import make_dirs
+
 log = logging.getLogger(__name__)
 
 
@@ -20,7 +22,7 @@ def _pyplot():
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     _pyplot().close(fig)

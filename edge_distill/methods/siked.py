@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.config import SikedConfig
-from edge_distill.io import write_json
+from edge_distill.io import make_dirs, write_json
 from edge_distill.methods import (
     Stages,
     adopt_eval,
@@ -95,7 +95,7 @@ def run_siked(
             records.append(done)
             model = from_stored(done["model"], out_dir)
         else:
-            step.mkdir(parents=True, exist_ok=True)
+            make_dirs(step)
             t0 = time.perf_counter()
             if k == 0:
                 record, model = _iteration_zero(step, teacher, base_model, start_model, stages)
@@ -168,7 +168,9 @@ def _iteration(
 
     def draw() -> list[Sample]:
         sampler = sampler_factory(start)
-        samples, stats = sample_student(sampler, questions, sampling_params(params, seed + k))
+        samples, stats = sample_student(
+            sampler, questions, sampling_params(params, seed + k), judging=stages.judging
+        )
         write_json(step / "sampler.json", stats.to_dict())
         return samples
 

@@ -10,6 +10,10 @@ The exemplars below are our own (not GSM8K items). A recorded teacher cannot be 
 `perturb_gsm8k_solution` makes the wrong twin deterministically from a gold solution with calculator
 annotations: it swaps the operation of one step (a logic error — the paper finds those teach more than
 calculation errors), recomputes that step and carries the new value through every later step.
+
+Rationales are model text (hostile): every parser here runs in time linear in the text (no nested
+backtracking, no recursion: `_safe_eval` is a one-pass evaluator, not `eval`) and never raises; a step
+too long or a solution with too many steps to be a GSM8K-style one is simply not perturbed.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import warnings
 from dataclasses import dataclass
 
 from edge_distill.strategies import ANSWER_MARKER
@@ -107,9 +110,24 @@ def _last_number(text: str) -> str:
 # --------------------------------------------------------------------------- offline wrong twins
 _ANNOT = re.compile(r"<<([^<>=]+)=([^<>]+)>>(\$?-?[\d,]*\.?\d+)?")
 _NUM = re.compile(r"\d[\d,]*(?:\.\d+)?|\.\d+")
+# A visible equation at the end of a line ("$10 x 1.2 = $"). Each number and run of blanks is matched
+# atomically (a lookahead captures it, a backreference consumes it: atomic groups need Python 3.11), so
+# no digit run can be split into numbers in exponentially many ways; parentheses are elements of their
+# own. Searched only in the last _VISIBLE_WINDOW characters of the line.
+_A_NUM = r"(?=(?P<{0}>\d[\d,]*(?:\.\d+)?|\.\d+))(?P={0})"
+_A_BLANKS = r"(?=(?P<{0}>\s*))(?P={0})"
 _VISIBLE = re.compile(
-    r"((?:\$?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?|[()])(?:\s*(?:[-+*/x×÷]|[()])?\s*\$?(?:\d[\d,]*(?:\.\d+)?|\.\d+|[()])%?)*)\s*=\s*\$?$"
+    rf"((?:\$?{_A_NUM.format('a')}%?|[()])"
+    rf"(?:{_A_BLANKS.format('s')}(?:[-+*/x×÷]{_A_BLANKS.format('t')})?\$?(?:{_A_NUM.format('b')}|[()])%?)*)"
+    r"\s*=\s*\$?$"
 )
+_VISIBLE_WINDOW = 200
+_MAX_STEPS = 32  # calculator annotations: GSM8K solutions have at most ~10
+_MAX_EXPR_CHARS = 200  # of one step's expression
+_MAX_VALUE = 1e15  # below 2**53: float arithmetic on integers is exact, as Python's int arithmetic
+_ARITH = re.compile(r"[0-9.+\-*/() ]+")
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "u-": 3, "u+": 3}
 _SWAP = {"+": "-", "-": "+", "*": "/", "/": "*"}
 _VISIBLE_OP = {"+": "+", "-": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}
 
@@ -125,16 +143,84 @@ class Perturbation:
     changed_steps: int  # steps whose value changed (the perturbed one + propagated ones)
 
 
+def _apply(op: str, values: list[float]) -> bool:
+    """Apply `op` to the value stack; False for a malformed expression, a division by zero or a value
+    past _MAX_VALUE."""
+    if op in ("u-", "u+"):
+        if not values:
+            return False
+        values[-1] = -values[-1] if op == "u-" else values[-1]
+        return True
+    if len(values) < 2:
+        return False
+    b, a = values.pop(), values.pop()
+    if op in ("/", "//") and b == 0:
+        return False
+    r = a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b if op == "/" else a // b
+    if not math.isfinite(r) or abs(r) > _MAX_VALUE:
+        return False
+    values.append(r)
+    return True
+
+
 def _safe_eval(expr: str) -> float | None:
-    if not re.fullmatch(r"[\d.+\-*/() ]+", expr) or "**" in expr:
+    """The value of an arithmetic expression (digits, `+ - * / //`, unary signs, parentheses) as Python
+    computes it, or None where Python would fail (syntax, `2(3)`, leading zeros, division by zero) or a
+    value passes 1e15. One pass with explicit stacks (shunting-yard): linear, no recursion, never raises."""
+    if len(expr) > _MAX_EXPR_CHARS or "**" in expr or not _ARITH.fullmatch(expr):
         return None
-    try:
-        with warnings.catch_warnings():  # "2(3)" compiles with a SyntaxWarning, then fails with TypeError
-            warnings.simplefilter("ignore", SyntaxWarning)
-            value = eval(expr, {"__builtins__": {}}, {})  # noqa: S307 - digits/operators only (checked above)
-    except (ZeroDivisionError, SyntaxError, TypeError, ValueError, OverflowError):
+    values: list[float] = []
+    ops: list[str] = []  # "(" or an operator of _PRECEDENCE
+    operand, i = True, 0  # whether an operand (number, "(", unary sign) comes next
+    while i < len(expr):
+        c = expr[i]
+        if c == " ":
+            i += 1
+        elif c.isdigit() or c == ".":
+            m = _NUMBER.match(expr, i)
+            if not operand or m is None:
+                return None
+            tok = m.group()
+            if "." not in tok and tok[0] == "0" and tok.strip("0"):  # "05": a SyntaxError in Python
+                return None
+            if len(tok.replace(".", "").lstrip("0")) > 15:
+                return None
+            values.append(float(tok))
+            operand, i = False, m.end()
+        elif c == "(":
+            if not operand:  # "2(3)", "(2)(3)": a call in Python
+                return None
+            ops.append("(")
+            i += 1
+        elif c == ")":
+            if operand:  # "()", "(1+)"
+                return None
+            while ops and ops[-1] != "(":
+                if not _apply(ops.pop(), values):
+                    return None
+            if not ops:
+                return None
+            ops.pop()
+            i += 1
+        elif operand:  # a sign
+            if c not in "+-":
+                return None
+            ops.append("u" + c)
+            i += 1
+        else:
+            op = "//" if expr.startswith("//", i) else c
+            while ops and ops[-1] != "(" and _PRECEDENCE[ops[-1]] >= _PRECEDENCE[op]:
+                if not _apply(ops.pop(), values):
+                    return None
+            ops.append(op)
+            operand, i = True, i + len(op)
+    if operand:
         return None
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+    while ops:
+        op = ops.pop()
+        if op == "(" or not _apply(op, values):
+            return None
+    return values[0] if len(values) == 1 else None
 
 
 def _fmt(x: float) -> str | None:
@@ -173,6 +259,11 @@ def _sub_numbers(expr: str, mapping: dict[float, float]) -> str:
     return _NUM.sub(repl, expr)
 
 
+def _visible(line_before: str) -> re.Match[str] | None:
+    """The visible equation that ends `line_before` (the text of a line up to an annotation)."""
+    return _VISIBLE.search(line_before, max(0, len(line_before) - _VISIBLE_WINDOW))
+
+
 def perturb_gsm8k_solution(solution: str, seed: str = "") -> Perturbation | None:
     """Swap the operation of one calculator step of a GSM8K gold solution and carry the error through.
 
@@ -184,24 +275,27 @@ def perturb_gsm8k_solution(solution: str, seed: str = "") -> Perturbation | None
     if not sep or not _ANNOT.search(body):
         return None
     steps = list(_ANNOT.finditer(body))
-    visible = [_VISIBLE.search(body[: m.start()].split("\n")[-1]) is not None for m in steps]
+    if len(steps) > _MAX_STEPS:
+        return None
+    exprs = [m.group(1) for m in steps]
+    olds = [_safe_eval(e) for e in exprs]  # None: too long or not arithmetic, never swapped
+    visible = [_visible(body[body.rfind("\n", 0, m.start()) + 1 : m.start()]) is not None for m in steps]
     start = int(hashlib.sha256((seed or solution).encode()).hexdigest(), 16) % len(steps)
     order = sorted(range(len(steps)), key=lambda i: (not visible[i], (i - start) % len(steps)))
     for idx in order:
-        for pos, op in _ops(steps[idx].group(1)):
-            twin = _try_swap(body, final.strip(), steps, idx, pos, op)
+        if olds[idx] is None:
+            continue
+        for pos, op in _ops(exprs[idx]):
+            twin = _try_swap(body, final.strip(), steps, idx, pos, op, olds)
             if twin is not None:
                 return twin
     return None
 
 
 def _try_swap(
-    body: str, final: str, steps: list[re.Match[str]], idx: int, pos: int, op: str
+    body: str, final: str, steps: list[re.Match[str]], idx: int, pos: int, op: str, olds: list[float | None]
 ) -> Perturbation | None:
     exprs = [m.group(1) for m in steps]
-    olds = [_safe_eval(e) for e in exprs]
-    if olds[idx] is None:
-        return None
     new_exprs = list(exprs)
     new_exprs[idx] = exprs[idx][:pos] + _SWAP[op] + exprs[idx][pos + 1 :]
     mapping: dict[float, float] = {}
@@ -233,7 +327,7 @@ def _try_swap(
         annot = f"<<{new_exprs[k]}={shown}>>{tail}"
         line_start = out.rfind("\n", 0, m.start()) + 1
         before = out[line_start : m.start()]
-        vm = _VISIBLE.search(before)
+        vm = _visible(before)
         if vm is not None:
             vis = vm.group(1)
             if k == idx:
@@ -260,26 +354,60 @@ def _try_swap(
     )
 
 
-_PLAIN_EQ = re.compile(
-    r"(?P<vis>(?:\$?(?:\d[\d,]*(?:\.\d+)?|\.\d+)|\()[\d$.,()\s]*(?:[-+*/x×÷][\d$.,()\s]+)+?)"
-    r"\s*=\s*(?P<cur>\$?)(?P<res>\d[\d,]*(?:\.\d+)?)(?![\d<])"
-)
+# A visible equation "48/2 = 24" in plain text. Its expression (`vis`) is a run of number characters and
+# operators starting at a number or "(", with operators each followed by a number character and the run
+# ended by "=" and the result. `_annotate_plain` finds the same equations as the regex
+#   (?P<vis>(?:\$?(?:\d[\d,]*(?:\.\d+)?|\.\d+)|\()[\d$.,()\s]*(?:[-+*/x×÷][\d$.,()\s]+)+?)\s*=\s*<result>
+# would (tests/test_edit.py checks the two agree), in one pass instead of a forward scan from every
+# position (quadratic: 16 KB of text took 2 s).
+_EQ_RUN = re.compile(
+    r"[\d$.,()\s\-+*/x×÷]+"
+)  # characters an expression (and the blanks before "=") is made of
+_EQ_START = re.compile(r"\$?(?:\d|\.\d)|\(")
+_EQ_RESULT = re.compile(r"\s*=\s*(?P<cur>\$?)(?P<res>\d[\d,]*(?:\.\d+)?)(?![\d<])")
+_EQ_OPS = frozenset("-+*/x×÷")
 _STRIP = re.compile(r"<<[^<>]*>>")
+
+
+def _equation_start(text: str, lo: int, end: int) -> int:
+    """The first position p >= lo where text[p:end] (a run of _EQ_RUN characters) is an expression: it
+    starts at a number or "(", holds an operator, and every operator is followed by a non-operator."""
+    last_op, last_bad = -1, lo - 1
+    for i in range(lo, end):
+        if text[i] in _EQ_OPS:
+            last_op = i
+            if i + 1 == end or text[i + 1] in _EQ_OPS:
+                last_bad = i
+    for p in range(last_bad + 1, last_op):
+        if _EQ_START.match(text, p):
+            return p
+    return -1
 
 
 def _annotate_plain(text: str) -> str:
     """Give visible equations ("48/2 = 24") GSM8K calculator annotations so they can be perturbed."""
-
-    def repl(m: re.Match[str]) -> str:
-        vis = m.group("vis").rstrip()
+    out: list[str] = []
+    done = 0  # text[:done] is handled
+    for run in _EQ_RUN.finditer(text):
+        end = run.end()
+        if end >= len(text) or text[end] != "=" or end <= done:
+            continue
+        p = _equation_start(text, max(run.start(), done), end)
+        m = _EQ_RESULT.match(text, end) if p >= 0 else None
+        if m is None:
+            continue
+        vis = text[p:end].rstrip()
         expr = re.sub(r"[$,\s]", "", vis).replace("x", "*").replace("×", "*").replace("÷", "/")
         res = m.group("res").replace(",", "")
         value = _safe_eval(expr)
+        out.append(text[done:p])
         if value is None or abs(value - float(res)) > 1e-6 * max(1.0, abs(value)):
-            return m.group()  # not an arithmetic identity we can recompute
-        return f"{vis} = {m.group('cur')}<<{expr}={res}>>{res}"
-
-    return _PLAIN_EQ.sub(repl, text)
+            out.append(text[p : m.end()])  # not an arithmetic identity we can recompute
+        else:
+            out.append(f"{vis} = {m.group('cur')}<<{expr}={res}>>{res}")
+        done = m.end()
+    out.append(text[done:])
+    return "".join(out)
 
 
 def perturb_rationale(rationale: str, gold: str, seed: str = "") -> tuple[str, str, Perturbation] | None:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from edge_distill.errors import TeacherError
+from edge_distill.errors import TeacherError, printable
 from edge_distill.teachers.http_schema import BadResponse, parse_completion_body
 from edge_distill.teachers.live import Generation, LiveTeacher, Request, Sampling
 
@@ -195,14 +195,14 @@ class HttpTeacher(LiveTeacher):
             status = resp.status_code
             if 300 <= status < 400:
                 # never followed: the Authorization header must not go wherever a server points
-                target = resp.headers.get("Location", "?")[:200]
+                target = printable(resp.headers.get("Location", "?"), 200)
                 raise _Final(
                     "redirect",
                     f"HTTP {status} to {target!r} (redirects are not followed so the API key stays with "
                     "base_url; set teacher.http.base_url to the final URL if you trust it)",
                 )
             if status >= 400:
-                detail = (await _read_prefix(resp, 300)).decode("utf-8", "replace").strip()
+                detail = printable((await _read_prefix(resp, 300)).decode("utf-8", "replace").strip())
                 self._raise_for_status(status, detail, resp.headers.get("Retry-After"))
             encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
