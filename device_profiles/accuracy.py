@@ -118,20 +118,24 @@ def generate_completions(
     package: Any, threads: int, questions: list[str], *, strategy: Strategy | None, max_new_tokens: int = 320
 ) -> list[str]:
     """Greedy completions with the package's runtime, prompt template and decoding (CasCoD: two stages, as
-    in eval), one per question: all a device needs to do (`bench --remote` judges them on the host)."""
+    in eval; a complete answer ends a response, as in eval, unless the package predates that), one per
+    question: all a device needs to do (`bench --remote` judges them on the host)."""
     from device_profiles.worker import generate
     from edge_distill.console import progress
     from edge_distill.decoding import staged_decode
 
-    def run(batch: list[str], n: int = 1, max_new_tokens: int = max_new_tokens) -> list[list[str]]:
+    def run(
+        batch: list[str], n: int = 1, max_new_tokens: int = max_new_tokens, stop_at_answer: bool = False
+    ) -> list[list[str]]:
         # chunks of prompts per worker process, so the pass shows progress (a process start each)
         texts: list[str] = []
         chunks = [batch[i : i + _PROGRESS_CHUNK] for i in range(0, len(batch), _PROGRESS_CHUNK)]
         with progress(total=len(batch), desc=f"accuracy {package.runtime}", unit="problem") as bar:
             for chunk in chunks:
                 texts += generate(
-                    package.runtime, package.model_path, threads, chunk, max_new_tokens=max_new_tokens
-                )
+                    package.runtime, package.model_path, threads, chunk, max_new_tokens=max_new_tokens,
+                    stop_at_answer=stop_at_answer,
+                )  # fmt: skip
                 bar.update(len(chunk))
         return [[t] for t in texts]
 

@@ -64,10 +64,9 @@ class Package:
             return dict(self.template["decoding"])
         legacy = self.template.get("cascod")
         if isinstance(legacy, dict) and legacy.get("stages") == 2:
-            return two_stage(
-                str(legacy.get("answer_marker") or self.template.get("answer_marker") or ANSWER_MARKER)
-            )
-        return dict(SINGLE_PASS)
+            marker = str(legacy.get("answer_marker") or self.template.get("answer_marker") or ANSWER_MARKER)
+            return {**two_stage(marker), "stop_at_answer": False}  # decoded to EOS when it was exported
+        return {**SINGLE_PASS, "stop_at_answer": False}
 
     @property
     def strategy(self) -> Strategy | None:

@@ -2,7 +2,8 @@
 
 A `Session` loads the model file as exported, with the profile's thread count, and offers two things:
 `timed_generate` (greedy, one timestamp per token: TTFT, prefill and decode speed) and `generate` (greedy text
-until EOS, for the accuracy stage). Runtimes are imported inside the sessions, so a device install needs only
+until EOS, or with `stop_at_answer` until the answer is complete (`edge_distill.stopping`, the rule torch
+decodes the student with), for the accuracy stage). Runtimes are imported inside the sessions, so a device install needs only
 the one it uses. Measurements run in a child process (see `worker.py`) so peak RSS is the model's alone.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edge_distill.errors import EdgeDistillError
+from edge_distill.stopping import AnswerStop, cut_answer
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class Session(Protocol):
 
     def tokenize(self, text: str) -> list[int]: ...
     def timed_generate(self, prompt_ids: list[int], new_tokens: int) -> GenTiming: ...
-    def generate(self, prompt: str, max_new_tokens: int) -> str: ...
+    def generate(self, prompt: str, max_new_tokens: int, stop_at_answer: bool = False) -> str: ...
 
 
 class LlamaCppSession:
@@ -94,13 +96,18 @@ class LlamaCppSession:
                 break
         return GenTiming(len(prompt_ids), times, out)
 
-    def generate(self, prompt: str, max_new_tokens: int) -> str:
+    def generate(self, prompt: str, max_new_tokens: int, stop_at_answer: bool = False) -> str:
         out: list[int] = []
+        text = b""  # detokenize concatenates the tokens' pieces: grown one piece a token
+        rule = AnswerStop(prompt) if stop_at_answer else None
         for tok in self._greedy(self.tokenize(prompt)):
             if tok == self._eos or len(out) >= max_new_tokens:
                 break
             out.append(tok)
-        return self._llm.detokenize(out).decode("utf-8", errors="replace")
+            text += self._llm.detokenize([tok])
+            if rule is not None and rule(text.decode("utf-8", errors="replace")) is not None:
+                break
+        return _returned(self._llm.detokenize(out).decode("utf-8", errors="replace"), prompt, stop_at_answer)
 
 
 class OrtGenAISession:
@@ -148,17 +155,25 @@ class OrtGenAISession:
             times.append(time.perf_counter() - t0)
         return GenTiming(len(prompt_ids), times, out)
 
-    def generate(self, prompt: str, max_new_tokens: int) -> str:
+    def generate(self, prompt: str, max_new_tokens: int, stop_at_answer: bool = False) -> str:
         ids = self.tokenize(prompt)
         gen = self._generator(ids, max_new_tokens, ignore_eos=False)
         gen.append_tokens(ids)
         out: list[int] = []
+        rule = AnswerStop(prompt) if stop_at_answer else None
         while not gen.is_done() and len(out) < max_new_tokens:
             gen.generate_next_token()
             out.append(int(gen.get_next_tokens()[0]))
+            if rule is not None and out[-1] not in self._eos and rule(str(self._tok.decode(out))) is not None:
+                break
         while out and out[-1] in self._eos:  # ORT GenAI stops *at* EOS and returns it as the last token
             out.pop()
-        return str(self._tok.decode(out))
+        return _returned(str(self._tok.decode(out)), prompt, stop_at_answer)
+
+
+def _returned(text: str, prompt: str, stop_at_answer: bool) -> str:
+    """The completion as every student decoder returns it: cut where its answer is complete."""
+    return cut_answer(text, prompt) if stop_at_answer else text
 
 
 def open_session(runtime: str, model_path: Path, threads: int) -> Session:

@@ -112,7 +112,8 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
     session = open_session(args["runtime"], Path(args["model_path"]), args["threads"])
     load_s = time.perf_counter() - t0
     if args["mode"] == "generate":
-        return {"texts": [session.generate(p, args["max_new_tokens"]) for p in args["prompts"]]}
+        stop = bool(args.get("stop_at_answer", False))
+        return {"texts": [session.generate(p, args["max_new_tokens"], stop) for p in args["prompts"]]}
     result = measure_session(session, args["prompt"], args["new_tokens"], args["repetitions"], args["warmup"])
     return {
         "runtime": args["runtime"],
@@ -178,9 +179,11 @@ def generate(
     prompts: list[str],
     *,
     max_new_tokens: int,
+    stop_at_answer: bool = False,
     timeout_s: float = 7200,
 ) -> list[str]:
-    """Greedy completions (stopping at EOS) for each prompt, in a fresh process."""
+    """Greedy completions for each prompt, in a fresh process: to EOS, or with `stop_at_answer` until the
+    answer is complete (`edge_distill.stopping`)."""
     args = {
         "mode": "generate",
         "runtime": runtime,
@@ -188,6 +191,7 @@ def generate(
         "threads": threads,
         "prompts": prompts,
         "max_new_tokens": max_new_tokens,
+        "stop_at_answer": stop_at_answer,
     }
     return list(_run_child(args, timeout_s)["texts"])
 

@@ -104,11 +104,12 @@ def decode_continuous(
     eos_ids: Sequence[int],
     temperature: float,
     top_p: float,
-    stopped: Callable[[list[int]], bool] | None = None,
+    stopped: Callable[[int, int, list[int]], bool] | None = None,
     on_prompt_done: Callable[[int], None] | None = None,
 ) -> list[list[list[int]]] | None:
     """Generated ids per prompt and sample: `out[i][j]`. Prompts are admitted in `order`; each expands
-    to `n_seq` rows that share one prefill. `stopped(tokens)` ends a row early (stop strings). Returns
+    to `n_seq` rows that share one prefill. `stopped(prompt index, sample index, tokens)` ends a row early
+    (stop strings, a complete answer). Returns
     None when the model's cache cannot be spliced (the caller then uses static batches)."""
     device = next(model.parameters()).device
     eos = set(eos_ids)
@@ -165,7 +166,11 @@ def decode_continuous(
         done = set()
         for k in check:
             t = rows.tokens[k]
-            if t[-1] in eos or len(t) >= max_new_tokens or (stopped is not None and stopped(t)):
+            if (
+                t[-1] in eos
+                or len(t) >= max_new_tokens
+                or (stopped is not None and stopped(rows.prompt[k], rows.sample[k], t))
+            ):
                 done.add(k)
         if not done:
             continue

@@ -4,7 +4,9 @@ An objective describes its decoding as a plain dict (`Objective.decoding`), whic
 every package's `prompt_template.json` under "decoding":
 - `{"stages": 1}`: one generation after the student prompt (SFT, EDIT);
 - `{"stages": 2, "answer_marker", "answer_join", "stage2_max_new_tokens", "skip_strategies"}`: CasCoD —
-  rationale first, then `prompt + rationale.rstrip() + answer_join + answer_marker` and a short answer.
+  rationale first, then `prompt + rationale.rstrip() + answer_join + answer_marker` and a short answer;
+- either with `"stop_at_answer": true`: every generation also ends where its answer is complete
+  (`stopping.py`). Packages exported before that key decode to EOS, as they did.
 `staged_decode` runs that description over any `generate` callable, so eval and SIKeD sampling (torch) and
 the device bench (llama.cpp / ORT GenAI, no torch) decode a package the way its student was trained.
 """
@@ -17,7 +19,7 @@ from typing import Any
 from edge_distill.strategies import ANSWER_MARKER, forced_tag, parse_response
 from edge_distill.types import Strategy
 
-SINGLE_PASS: dict[str, Any] = {"stages": 1}
+SINGLE_PASS: dict[str, Any] = {"stages": 1, "stop_at_answer": True}
 
 # generate(prompts, n=..., **kwargs) -> n response texts per prompt (text after the prompt)
 Generate = Callable[..., list[list[str]]]
@@ -34,6 +36,7 @@ def two_stage(
         "stage2_max_new_tokens": answer_tokens,
         # a PoT program has no answer step; a rationale that already states the answer needs none
         "skip_strategies": [Strategy.POT.value],
+        "stop_at_answer": True,
     }
 
 
@@ -57,10 +60,13 @@ def staged_decode(
     """`n` full responses per prompt, decoded as `decoding` says (None: single pass).
 
     Two-stage responses come back whole (" [cot]: …\\nThe answer is 72."), so parsing and judging are the same
-    as for single-stage students; each sampled rationale (n > 1) gets its own answer step.
+    as for single-stage students; each sampled rationale (n > 1) gets its own answer step. `generate` gets
+    `stop_at_answer` as the description says (absent: False).
     """
+    decoding = decoding or SINGLE_PASS
+    kwargs["stop_at_answer"] = bool(decoding.get("stop_at_answer", False))
     stage1 = generate(prompts, n=n, **kwargs)
-    if not decoding or int(decoding.get("stages", 1)) == 1:
+    if int(decoding.get("stages", 1)) == 1:
         return stage1
     todo = [
         (i, j)

@@ -1,8 +1,9 @@
-"""Batched text generation with transformers: continuous batching (batching.py) or static length-sorted
+"""Batched student generation with transformers: continuous batching (batching.py) or static length-sorted
 batches with left padding; n samples per prompt.
 
-Generic on purpose: evaluation, SIKeD self-sampling and CasCoD's two-stage decoding (objectives/build.py)
-all call `generate`.
+Evaluation, SIKeD/FDD self-sampling and CasCoD's two-stage decoding (objectives/build.py) all call
+`generate`, so every torch decode of the student stops where its answer is complete (`stopping.py`, the
+rule llama.cpp and ONNX Runtime GenAI apply too).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+
+from edge_distill.stopping import AnswerStop, cut_answer
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ def generate(
     stop_strings: Sequence[str] | None = None,
     progress: bool = True,
     engine: str = "continuous",
+    stop_at_answer: bool = True,
 ) -> list[list[str]]:
     """Generate `n` completions per prompt; returns `out[i]` = the n completions of `prompts[i]`.
 
@@ -56,6 +60,8 @@ def generate(
     by token length so each batch pads little, and the longest batch runs first so an out-of-memory error
     shows up immediately. temperature 0 is greedy: one sequence is decoded and repeated n times.
     Completions exclude the prompt and special tokens and are cut before the first stop string.
+    `stop_at_answer` (the student's response format): a sequence also ends once its answer is complete and
+    is cut there (`stopping.AnswerStop`); False decodes to EOS or the budget.
 
     engine "continuous" (default) refills a finished sequence's slot with the next prompt at once
     (batching.py; `batch_size` x n rows decode together); "static" runs each batch until its longest
@@ -91,8 +97,8 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     if engine == "continuous":
         got = _generate_continuous(
-            model, tokenizer, prompt_ids, order, n, n_seq, eos, batch_size, max_new_tokens,
-            temperature, top_p, stop_strings, progress,
+            model, tokenizer, prompts, prompt_ids, order, n, n_seq, eos, batch_size, max_new_tokens,
+            temperature, top_p, stop_strings, stop_at_answer, progress,
         )  # fmt: skip
         if got is not None:
             return got
@@ -111,13 +117,19 @@ def generate(
                 [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
             )
             enc = {k: v.to(device) for k, v in enc.items()}
+            width = enc["input_ids"].shape[1]
+            rows = [prompts[i] for i in idx for _ in range(n_seq)]
+            criteria = _answer_criteria(tokenizer, rows, width) if stop_at_answer else None
             out = model.generate(
-                **enc, generation_config=config, tokenizer=tokenizer if stop_strings else None
-            )
-            new = out[:, enc["input_ids"].shape[1] :]
-            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+                **enc, generation_config=config, tokenizer=tokenizer if stop_strings else None,
+                stopping_criteria=criteria,
+            )  # fmt: skip
+            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
             for j, i in enumerate(idx):
-                got = [cut_at_stop(t, stop_strings) for t in texts[j * n_seq : (j + 1) * n_seq]]
+                got = [
+                    _cut(t, prompts[i], stop_strings, stop_at_answer)
+                    for t in texts[j * n_seq : (j + 1) * n_seq]
+                ]
                 results[i] = got if sample else got * n
             bar.update(len(idx))
         bar.close()
@@ -128,14 +140,52 @@ def generate(
     return results
 
 
-def _stop_checker(tokenizer: Any, stop_strings: Sequence[str]) -> Any:
-    """True once a row's newest tokens contain a stop string (checked on a tail window: a stop string
-    that appears for the first time ends in the newest token)."""
-    window = 2 * max(len(s) for s in stop_strings) + 4
+def _cut(text: str, prompt: str, stop_strings: Sequence[str] | None, stop_at_answer: bool) -> str:
+    """A completion as returned: before the first stop string, and with `stop_at_answer` up to where its
+    answer is complete (the same cut, however the decoding loop stopped)."""
+    text = cut_at_stop(text, stop_strings)
+    return cut_answer(text, prompt) if stop_at_answer else text
 
-    def stopped(tokens: list[int]) -> bool:
-        tail = tokenizer.decode(tokens[-window:], skip_special_tokens=True)
-        return any(s in tail for s in stop_strings if s)
+
+def _answer_criteria(tokenizer: Any, row_prompts: list[str], width: int) -> Any:
+    """`model.generate`'s per-row stop for static batches: `stopping.AnswerStop` on each row's text after
+    its (left-padded, `width`-wide) prompt."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    rules = [AnswerStop(p) for p in row_prompts]
+
+    class AnswerComplete(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            texts = tokenizer.batch_decode(input_ids[:, width:], skip_special_tokens=True)
+            done = [rule(t) is not None for rule, t in zip(rules, texts, strict=True)]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([AnswerComplete()])
+
+
+def _row_stop(
+    tokenizer: Any, prompts: Sequence[str], stop_strings: Sequence[str] | None, stop_at_answer: bool
+) -> Any:
+    """`stopped(prompt index, sample index, tokens)` for continuous batching, or None: a stop string in
+    the row's newest tokens (a tail window: a stop string that appears for the first time ends in the
+    newest token), or with `stop_at_answer` its answer complete (`stopping.AnswerStop`, one per row)."""
+    strings = [s for s in stop_strings or () if s]
+    if not strings and not stop_at_answer:
+        return None
+    window = 2 * max((len(s) for s in strings), default=0) + 4
+    rules: dict[tuple[int, int], AnswerStop] = {}
+
+    def stopped(i: int, j: int, tokens: list[int]) -> bool:
+        if strings:
+            tail = tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+            if any(s in tail for s in strings):
+                return True
+        if not stop_at_answer:
+            return False
+        rule = rules.get((i, j))
+        if rule is None:
+            rule = rules[(i, j)] = AnswerStop(prompts[i])
+        return rule(tokenizer.decode(tokens, skip_special_tokens=True)) is not None
 
     return stopped
 
@@ -143,6 +193,7 @@ def _stop_checker(tokenizer: Any, stop_strings: Sequence[str]) -> Any:
 def _generate_continuous(
     model: Any,
     tokenizer: Any,
+    prompts: list[str],
     prompt_ids: list[list[int]],
     order: list[int],
     n: int,
@@ -153,6 +204,7 @@ def _generate_continuous(
     temperature: float,
     top_p: float,
     stop_strings: Sequence[str] | None,
+    stop_at_answer: bool,
     progress: bool,
 ) -> list[list[str]] | None:
     from edge_distill.batching import decode_continuous
@@ -171,7 +223,7 @@ def _generate_continuous(
             eos_ids=eos,
             temperature=temperature,
             top_p=top_p,
-            stopped=_stop_checker(tokenizer, stop_strings) if stop_strings else None,
+            stopped=_row_stop(tokenizer, prompts, stop_strings, stop_at_answer),
             on_prompt_done=lambda _i: bar.update(1),
         )
     finally:
@@ -181,7 +233,10 @@ def _generate_continuous(
     if ids is None:
         return None
     results = []
-    for outs in ids:
-        texts = [cut_at_stop(t, stop_strings) for t in tokenizer.batch_decode(outs, skip_special_tokens=True)]
+    for prompt, outs in zip(prompts, ids, strict=True):
+        texts = [
+            _cut(t, prompt, stop_strings, stop_at_answer)
+            for t in tokenizer.batch_decode(outs, skip_special_tokens=True)
+        ]
         results.append(texts if n_seq > 1 else texts * n)
     return results

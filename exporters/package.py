@@ -188,7 +188,10 @@ The student learned one plain-text prompt, no chat roles. For the question `<que
 ```
 (the question stripped of surrounding blanks; the last line ends with no trailing space — the
 student's response starts with its own space, ` [cot]: …`, so the prompt must not end in one). Decode greedily
-(temperature 0, no repeat penalty) and stop at EOS; the answer is the text after the prompt.
+(temperature 0, no repeat penalty) and stop at EOS; the answer is the text after the prompt. The bench also
+stops as soon as the answer is complete (`stop_at_answer` in `decoding`; `edge_distill.stopping.AnswerStop`:
+the `The answer is N.` line has ended, or a program is followed by a line that cannot continue it); an app
+can do the same to save the tokens a student spends after its answer.
 
 - **Completion APIs**: send that text — `student_prompt` in `prompt_template.json` with the question
   (+ `forced_strategy_suffix` when `strategy` is not `auto`).

@@ -68,7 +68,7 @@ def test_forced_strategy_and_packaged_prompt(monkeypatch, tmp_path):
     pkg = Package(tmp_path, manifest, template, tmp_path / "m.gguf")
     seen: dict[str, list[str]] = {}
 
-    def fake_generate(runtime, model_path, threads, prompts, *, max_new_tokens):
+    def fake_generate(runtime, model_path, threads, prompts, *, max_new_tokens, stop_at_answer):
         seen["prompts"] = prompts
         return ["answer = 5", "answer = 2"]
 
@@ -97,7 +97,7 @@ def test_accuracy_pass_uses_the_strategy_the_package_was_exported_with(monkeypat
     pkg = Package(tmp_path, manifest, template, tmp_path / "m.gguf")
     seen: list[list[str]] = []
 
-    def fake_generate(runtime, model_path, threads, prompts, *, max_new_tokens):
+    def fake_generate(runtime, model_path, threads, prompts, *, max_new_tokens, stop_at_answer):
         seen.append(prompts)
         return ["2 + 3 = 5.\nThe answer is 5.", "answer = 2"][: len(prompts)]
 
@@ -118,23 +118,23 @@ def test_accuracy_pass_decodes_a_cascod_package_in_two_stages(monkeypatch, tmp_p
     template = {"student_prompt": "Q: {question}\nA: ", "decoding": two_stage("The answer is")}
     manifest = {"format": "gguf", "runtime": "llama.cpp", "files": {}}
     pkg = Package(tmp_path, manifest, template, tmp_path / "m.gguf")
-    calls: list[tuple[list[str], int]] = []
+    calls: list[tuple[list[str], int, bool]] = []
 
-    def fake_generate(runtime, model_path, threads, prompts, *, max_new_tokens):
-        calls.append((prompts, max_new_tokens))
+    def fake_generate(runtime, model_path, threads, prompts, *, max_new_tokens, stop_at_answer):
+        calls.append((prompts, max_new_tokens, stop_at_answer))
         return ["[cot]: 2 + 3 = 5.", "[pot]: answer = 2"] if len(calls) == 1 else [" 5."]
 
     monkeypatch.setattr("device_profiles.worker.generate", fake_generate)
     r = accuracy.run_accuracy(pkg, 2, [Problem("a", "q0?", "5"), Problem("b", "q1?", "2")])
-    assert calls[1] == (["Q: q0?\nA: [cot]: 2 + 3 = 5.\nThe answer is"], 24)  # PoT needs no answer step
+    # PoT needs no answer step; both stages stop at a complete answer, as the package's decoding says
+    assert calls[1] == (["Q: q0?\nA: [cot]: 2 + 3 = 5.\nThe answer is"], 24, True) and calls[0][2] is True
     assert r.predictions[0]["raw"] == "[cot]: 2 + 3 = 5.\nThe answer is 5." and r.correct == 2
     legacy = Package(
         tmp_path, manifest, {**template, "decoding": None, "cascod": {"stages": 2}}, pkg.model_path
     )
-    assert (
-        legacy.decoding["stages"] == 2
-        and Package(tmp_path, manifest, {}, pkg.model_path).decoding["stages"] == 1
-    )
+    old = Package(tmp_path, manifest, {}, pkg.model_path)  # exported before "decoding": to EOS, as then
+    assert (legacy.decoding["stages"], legacy.decoding["stop_at_answer"]) == (2, False)
+    assert (old.decoding["stages"], old.decoding["stop_at_answer"]) == (1, False)
 
 
 def test_eval_problems_builtin_slice():

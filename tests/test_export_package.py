@@ -80,7 +80,7 @@ def test_prompt_template_carries_strategy_formats_and_decoding():
     tpl = default_prompt_template(two_stage("The answer is"))
     assert "{question}" in tpl["student_prompt"] and tpl["strategies"] == ["cot", "l2m", "pot"]
     assert tpl["response"]["cot"].startswith(" [cot]: ") and tpl["decoding"]["stages"] == 2
-    assert default_prompt_template()["decoding"] == {"stages": 1}
+    assert default_prompt_template()["decoding"] == {"stages": 1, "stop_at_answer": True}
 
 
 def _report(quant: str, identical: int, ppl_ratio: float) -> ParityReport:

@@ -19,6 +19,8 @@ import textwrap
 import pytest
 import torch
 
+from tests.fp32_tolerance import assert_fp32_close, step_terms
+
 WORKER = textwrap.dedent(
     """
     import json, os, sys
@@ -42,8 +44,7 @@ WORKER = textwrap.dedent(
     model_dir, out_dir, bs, steps, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     tok = load_tokenizer(model_dir)
     examples = []
-    for q, a in [("What is 2+3?", " 5"), ("Tom has 12 apples and eats 4. How many are left?", " 8 apples"),
-                 ("Half of 9?", " 4.5"), ("Ten times ten?", " The answer is 100")]:
+    for q, a in PAIRS:
         p = tok(q, add_special_tokens=False)["input_ids"]
         r = tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         examples.append(Example(p + r, [0.0] * len(p) + [1.0 / len(r)] * len(r)))
@@ -65,6 +66,10 @@ WORKER = textwrap.dedent(
         sys.exit(3)
     """
 )
+
+PAIRS = [("What is 2+3?", " 5"), ("Tom has 12 apples and eats 4. How many are left?", " 8 apples"),
+         ("Half of 9?", " 4.5"), ("Ten times ten?", " The answer is 100")]  # fmt: skip
+STEPS = 2
 
 # FSDP2 (fully_shard): FSDP1 refuses a CPU compute device ("cpu vs cpu:0"); FSDP2 shards on gloo
 FSDP_ENV = {
@@ -88,7 +93,7 @@ def test_fsdp_two_ranks_match_one_process_and_resume_and_merge(tiny_model_dir, t
     import json
 
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(f"PAIRS = {PAIRS!r}\n{WORKER}")
     base_env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def run(name, fsdp, bs, stop=0, port=29561):
@@ -98,7 +103,7 @@ def test_fsdp_two_ranks_match_one_process_and_resume_and_merge(tiny_model_dir, t
         if fsdp:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), str(script)]  # fmt: skip
         env = {**base_env, **(FSDP_ENV if fsdp else {})}
-        proc = subprocess.run([*cmd, str(tiny_model_dir), str(out), str(bs), "2", str(stop)], env=env,
+        proc = subprocess.run([*cmd, str(tiny_model_dir), str(out), str(bs), str(STEPS), str(stop)], env=env,
                               capture_output=True, text=True, timeout=300)  # fmt: skip
         return proc, out
 
@@ -109,8 +114,13 @@ def test_fsdp_two_ranks_match_one_process_and_resume_and_merge(tiny_model_dir, t
     assert json.loads((fsdp / "dist.json").read_text()) == {"type": "DistributedType.FSDP", "world": 2}
     ref, got = _adapter(single), _adapter(fsdp)
     assert ref.keys() == got.keys() and any(v.abs().sum() > 0 for k, v in ref.items() if "lora_B" in k)
+    # SGD: the adapters are linear in the STEPS steps' gradients, each a float32 sum over the examples' tokens
+    from edge_distill.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    terms = STEPS * step_terms(tiny_model_dir, (len(tok(q + a)["input_ids"]) + 1 for q, a in PAIRS))
     for k in ref:
-        torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-6, msg=k)
+        assert_fp32_close(got[k], ref[k], terms, msg=k)
 
     # preempted in step 2 (after checkpoint-1 was saved), then resumed: the uninterrupted run's adapter
     proc, resumed = run("resumed", True, 2, stop=2, port=29562)
@@ -120,7 +130,7 @@ def test_fsdp_two_ranks_match_one_process_and_resume_and_merge(tiny_model_dir, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((resumed / "train_result.json").read_text())["resumed_from_step"] == 1
     for k, v in _adapter(resumed).items():
-        torch.testing.assert_close(v, ref[k], rtol=1e-4, atol=1e-6, msg=k)
+        assert_fp32_close(v, ref[k], terms, msg=k)
 
     # the FSDP-saved adapter merges into its base like any other
     from edge_distill.models import load_model

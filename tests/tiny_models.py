@@ -190,3 +190,60 @@ def build_tiny_arch(out_dir: str | Path, arch: str, *, hidden_size: int = 256, s
             json.dumps({**tok_cfg, "tokenizer_class": "GPT2Tokenizer"}, indent=2), encoding="utf-8"
         )
     return out_dir
+
+
+def build_answering_llama(
+    out_dir: str | Path,
+    pairs: list[tuple[str, str]],
+    *,
+    steps: int = 400,
+    vocab_size: int = 384,
+    seed: int = 0,
+) -> Path:
+    """A tiny Llama (as `build_tiny_llama`) trained on (prompt, continuation) pairs until greedy decoding after
+    each prompt reproduces its continuation: a model whose output is known, so a decoding loop can be checked
+    on real text (a finished answer followed by what a student writes when it misses EOS).
+
+    The loss is on the continuation tokens (+ EOS) only; training stops early once every continuation token
+    is the argmax by a margin, so f16 GGUF weights decode the same tokens. vocab 384: with 512 the ONNX
+    builder can mistake a projection for the LM head (see tests/test_bench_runtime.py)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = build_tiny_llama(out_dir, vocab_size=vocab_size, seed=seed)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    rows = []
+    for prompt, continuation in pairs:
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        c = tok(continuation, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        rows.append((p + c, len(p)))
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, n) in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+        labels[i, n : len(r)] = torch.tensor(r[n:])
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    model.train()
+    target = labels[:, 1:]
+    for _ in range(steps):
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        with torch.no_grad():  # margin of the wanted token over the best other, at every continuation step
+            logits = out.logits[:, :-1].float()
+            want = logits.gather(-1, target.clamp(min=0)[..., None])[..., 0]
+            other = logits.scatter(-1, target.clamp(min=0)[..., None], float("-inf")).max(-1).values
+            if bool(((want - other)[target >= 0] > 2.0).all()):
+                break
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    else:
+        raise RuntimeError(
+            f"build_answering_llama: not memorized in {steps} steps (loss {out.loss.item():.4f})"
+        )
+    model.eval()
+    model.save_pretrained(path, safe_serialization=True)
+    return path

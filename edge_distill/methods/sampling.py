@@ -7,7 +7,8 @@ Backends (chosen by `siked.sampler`, in one place: `make_sampler`):
   llama-cpp-python on all cores; n samples of one prompt reuse its KV prefix, so only the first pays the
   prompt; `parallel` > 1 decodes that many prompts at once (one llama.cpp context each, threads split);
 - "vllm": `vllm.LLM` on the merged checkpoint (import-guarded: vLLM is CUDA-only and not installed here).
-Every backend returns the raw response text after the prompt; `sample_student` parses and judges it.
+Every backend returns the response text after the prompt, ended where its answer is complete (the stop
+rule of `stopping.py`; vLLM decodes to EOS and is cut afterwards); `sample_student` parses and judges it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from edge_distill.errors import ConfigError
+from edge_distill.stopping import AnswerStop, cut_answer
 from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Sample, Strategy
 
 log = logging.getLogger(__name__)
@@ -180,8 +182,9 @@ class LlamaCppSampler:
                 min_p=0.0,
                 repeat_penalty=1.0,
                 seed=params.seed + i * params.n + j,
+                stopping_criteria=_answer_complete(llm, prompt),
             )
-            texts.append(r["choices"][0]["text"])
+            texts.append(cut_answer(r["choices"][0]["text"], prompt))
         return texts
 
     def sample(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
@@ -209,6 +212,31 @@ class LlamaCppSampler:
         )
 
 
+class _AnswerComplete:
+    """llama-cpp-python stopping criterion: `stopping.AnswerStop` on the text generated so far. It is called
+    with every token evaluated so far, the first time with just the prompt's; the text grows by the new
+    tokens' pieces (what `detokenize` of them all concatenates)."""
+
+    def __init__(self, llm: Any, prompt: str) -> None:
+        self.llm, self.rule = llm, AnswerStop(prompt)
+        self.start: int | None = None
+        self.text = b""
+
+    def __call__(self, input_ids: Any, _logits: Any) -> bool:
+        if self.start is None:
+            self.start = len(input_ids)
+        new = [int(t) for t in input_ids[self.start :]]
+        self.start += len(new)
+        self.text += self.llm.detokenize(new) if new else b""
+        return self.rule(self.text.decode("utf-8", errors="replace")) is not None
+
+
+def _answer_complete(llm: Any, prompt: str) -> Any:
+    from llama_cpp import StoppingCriteriaList
+
+    return StoppingCriteriaList([_AnswerComplete(llm, prompt)])
+
+
 class VllmSampler:
     """vLLM on the merged student. Not runnable here (CUDA-only, not installed): import-guarded."""
 
@@ -230,7 +258,11 @@ class VllmSampler:
         self.llm = LLM(model=str(model_dir), tensor_parallel_size=tensor_parallel_size)
 
     def sample(
-        self, prompts: list[str], params: SamplingParams, stop: list[str] | None = None
+        self,
+        prompts: list[str],
+        params: SamplingParams,
+        stop: list[str] | None = None,
+        stop_at_answer: bool = True,
     ) -> list[list[str]]:
         from vllm import SamplingParams as VSP
 
@@ -242,8 +274,12 @@ class VllmSampler:
             seed=params.seed,
             stop=stop or None,
         )
-        # vLLM schedules all prompts itself (continuous batching, paged KV)
-        return [[o.text for o in r.outputs] for r in self.llm.generate(prompts, sp, use_tqdm=False)]
+        # vLLM schedules all prompts itself (continuous batching, paged KV); it has no per-token hook for
+        # the answer rule, so its texts are cut afterwards (the same text, decoded further)
+        outs = self.llm.generate(prompts, sp, use_tqdm=False)
+        if not stop_at_answer:
+            return [[o.text for o in r.outputs] for r in outs]
+        return [[cut_answer(o.text, p) for o in r.outputs] for p, r in zip(prompts, outs, strict=True)]
 
     def generate(
         self,
@@ -256,11 +292,13 @@ class VllmSampler:
         top_p: float = 1.0,
         max_new_tokens: int = 256,
         stop_strings: list[str] | None = None,
+        stop_at_answer: bool = True,
         **_ignored: Any,
     ) -> list[list[str]]:
         """`generation.generate`'s signature on vLLM, so eval (and CasCoD's two-stage decoding) can use it."""
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-        return self.sample(list(prompts), params, stop=list(stop_strings) if stop_strings else None)
+        stop = list(stop_strings) if stop_strings else None
+        return self.sample(list(prompts), params, stop=stop, stop_at_answer=stop_at_answer)
 
     def count_tokens(self, texts: list[str]) -> int:
         tok = self.llm.get_tokenizer()
