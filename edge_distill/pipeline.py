@@ -46,6 +46,12 @@ def stage_teach(cfg: Config, run: RunDir) -> dict[str, Any]:
     from edge_distill.teach import teach
 
     problems = stages.load_split(run, "train")
+    out = run.stage_dir("teach")
+    if stages.records_topk(cfg.train.kd):  # offline KD: the teacher's top-k log-probs, beside the samples
+        samples, stats = stages.teach_with_topk(cfg.train.kd, cfg.teacher, cfg.student.model, problems, out)
+        write_jsonl(out / "samples.jsonl", (s.to_dict() for s in samples))
+        write_json(out / "stats.json", stats)
+        return stats
     teacher = stages.build_teacher(cfg.teacher)
     try:
         samples, stats = teach(teacher, problems, cfg.teacher.strategies, cfg.teacher.samples_per_strategy)
@@ -54,7 +60,6 @@ def stage_teach(cfg: Config, run: RunDir) -> dict[str, Any]:
     finally:
         if hasattr(teacher, "close"):
             teacher.close()
-    out = run.stage_dir("teach")
     write_jsonl(out / "samples.jsonl", (s.to_dict() for s in samples))
     write_json(out / "stats.json", stats)
     return stats
@@ -93,7 +98,10 @@ def stage_train(cfg: Config, run: RunDir) -> dict[str, Any]:
     if objective(cfg.train.objective).uses_live_teacher:  # EDIT: AHP/CCP when the teacher can be re-prompted
         pairs = stages.live_teacher_pairs(cfg.teacher, run.path / "teach" / "samples.jsonl", out)
     step1 = stages.reused_sft(cfg.train, cfg.student.model, run)  # EDIT only (Config checks)
-    final = stages.train_student(cfg.train, samples, base, out, seed=cfg.seed, pairs=pairs, step1_model=step1)
+    topk = run.path / stages.TOPK_STORE if stages.records_topk(cfg.train.kd) else None
+    final = stages.train_student(
+        cfg.train, samples, base, out, seed=cfg.seed, pairs=pairs, step1_model=step1, topk=topk
+    )
     summary: dict[str, Any] = {"model": str(final), "samples": len(samples), "base": str(base)}
     if step1 is not None:
         summary["reused_sft"] = str(step1)
