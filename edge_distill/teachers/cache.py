@@ -162,7 +162,7 @@ class TeacherCache:
 
         def op(db: sqlite3.Connection) -> dict[str, CachedCompletion]:
             found: dict[str, CachedCompletion] = {}
-            cols = ", t.k, t.n, t.tokens, t.ids, t.logprobs" if topk else ""
+            cols = ", t.n, t.k, t.tokens, t.ids, t.logprobs" if topk else ""
             join = " JOIN topk t ON t.key = c.key AND t.k >= ?" if topk else ""
             for start in range(0, len(keys), 500):  # stay under SQLite's variable limit
                 chunk = keys[start : start + 500]

@@ -145,6 +145,12 @@ class LlamaCppTeacher(LiveTeacher):
             starts.append(pos)
             pos = len(llm.detokenize(ids[: i + 1], prev_tokens=None).decode("utf-8", errors="ignore"))
         ids = ids[: tokens_within(len(text), starts)]
+        if len(ids) == len(starts) and pos < len(text):
+            # the last sampled token was never evaluated (max_tokens reached): its logits row exists (the
+            # previous token's), its id is the rest of the text when that is one token
+            rest = llm.tokenize(text[pos:].encode("utf-8"), add_bos=False, special=False)
+            if len(rest) == 1:
+                ids.append(int(rest[0]))
         rows = llm.scores[n_prompt - 1 : n_prompt - 1 + len(ids)]
         return from_logits_rows(ids, rows, self.logprobs)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,7 +251,7 @@ class TopKStore:
                 keys, self.offsets = z["keys"], z["offsets"]
                 self.tokens, self.ids, self.logprobs = z["tokens"], z["ids"], z["logprobs"]
                 self.info = json.loads(str(z["info"]))
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
             raise DataError(f"{self.path}: not a top-k store ({e}); redo the teach stage") from None
         n = len(keys)
         if (
