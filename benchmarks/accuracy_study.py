@@ -165,12 +165,13 @@ def arm_config(base: dict[str, Any], arm: Arm, seed: int, runs: Path, user: dict
 def decode_once(cfg: Any, model: Path, problems: list[Any], out_dir: Path, split: str) -> dict[str, Any]:
     """Decode `problems` with the arm's decoding into `out_dir/{split}*` unless that file exists already."""
     from edge_distill import stages
+    from edge_distill.types import Judging
 
     summary_file = out_dir / f"{split}.json"
     if summary_file.is_file():
         return json.loads(summary_file.read_text(encoding="utf-8"))
     t0 = time.perf_counter()
-    result = stages.evaluate_student(cfg.eval, cfg.train, model, problems, out_dir, split)
+    result = stages.evaluate_student(cfg.eval, cfg.train, model, problems, out_dir, split, Judging.of(cfg))
     summary = result.summary() | {"decode_s": round(time.perf_counter() - t0, 1)}
     from edge_distill.io import write_json
 

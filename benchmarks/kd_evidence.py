@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_distill.data import load_problems
     from edge_distill.models import load_tokenizer, resolve_model
     from edge_distill.objectives.kd_train import load_teacher, teacher_memory_bytes
+    from edge_distill.types import DEFAULT_JUDGING
 
     torch.manual_seed(0)
     work = args.work
@@ -177,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         backend="transformers", model=str(teacher_dir), strategies=["cot"], n_shots=2, batch_size=8,
         sampling={"temperature": 0.0, "max_tokens": args.max_tokens}, cache=str(work / "teacher.sqlite"),
     )  # fmt: skip
-    samples, stats = stages.teach_with_topk(kd, teacher_cfg, str(base), problems, work / "teach")
+    samples, stats = stages.teach_with_topk(
+        kd, teacher_cfg, str(base), problems, work / "teach", DEFAULT_JUDGING
+    )
     timings["teach_with_topk_s"] = time.perf_counter() - t0
     # every finished rationale is training text here (the measure is closeness to the teacher, not accuracy);
     # its own answer line, so the example is the teacher's text
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             model = out / "final"
         else:
             model = stages.train_student(
-                arms[name], kept, base, out, seed=0, topk=work / "teach" / "topk.npz"
+                arms[name], kept, base, out, seed=0, judging=DEFAULT_JUDGING, topk=work / "teach" / "topk.npz"
             )
         wall = time.perf_counter() - t0
         result = json.loads((out / "train_result.json").read_text())

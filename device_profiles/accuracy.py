@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_distill.types import Problem, Strategy
+from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Strategy
 
 _PROGRESS_CHUNK = 16  # prompts per generation process in the accuracy pass
 
@@ -53,7 +53,7 @@ def load_eval_problems(path: str | Path | None = None, limit: int | None = None)
     problems = load_problems(
         path if path is not None else "builtin:gsm8k-sample", split="test", socratic=None
     )
-    return problems[:limit] if limit is not None else problems
+    return list(problems[:limit] if limit is not None else problems)
 
 
 def score(
@@ -62,13 +62,15 @@ def score(
     *,
     strategy: Strategy | None = None,
     source_accuracy: tuple[float | None, int | None] = (None, None),
+    judging: Judging = DEFAULT_JUDGING,
 ) -> AccuracyResult:
-    """Judge completions (text after the prompt) with eval's scorer (`edge_distill.scoring.score`)."""
+    """Judge completions (text after the prompt) with eval's scorer (`edge_distill.scoring.score`) and
+    `judging` (the source run's tolerance and sandbox mode)."""
     from edge_distill.scoring import score as judge
 
     if len(completions) != len(problems):
         raise ValueError(f"{len(completions)} completions for {len(problems)} problems")
-    r = judge(problems, completions, strategy.value if strategy else "auto")
+    r = judge(problems, completions, strategy.value if strategy else "auto", judging=judging)
     return AccuracyResult(
         r.n, r.correct, r.accuracy, *r.ci95, *source_accuracy, r.per_strategy, r.predictions
     )
@@ -93,11 +95,13 @@ def run_accuracy(
     strategy: Strategy | None = None,
     max_new_tokens: int = 320,
     source_correct: Mapping[str, bool] | None = None,
+    judging: Judging = DEFAULT_JUDGING,
 ) -> AccuracyResult:
     """Generate greedily with the package's runtime, prompt template and decoding (CasCoD: two stages, as
     in eval), then `score`. `strategy` None: the one the package was exported with (its eval.strategy).
     `source_correct` ({problem id: correct} of the unquantized model on the same problems, same decoding)
-    gives the accuracy drop; without it there is no source number."""
+    gives the accuracy drop; without it there is no source number. `judging`: the source run's tolerance
+    and sandbox mode, so the package is judged as its source was."""
     strategy = strategy or package.strategy
     from device_profiles.worker import generate
     from edge_distill.console import progress
@@ -120,4 +124,10 @@ def run_accuracy(
     log.info("accuracy: %d problems through %s (%d threads, %d-stage decoding)", len(prompts), package.runtime,
              threads, decoding.get("stages", 1))  # fmt: skip
     texts = [outs[0] for outs in staged_decode(run, prompts, decoding, max_new_tokens=max_new_tokens)]
-    return score(texts, problems, strategy=strategy, source_accuracy=source_on(problems, source_correct))
+    return score(
+        texts,
+        problems,
+        strategy=strategy,
+        source_accuracy=source_on(problems, source_correct),
+        judging=judging,
+    )

@@ -20,7 +20,7 @@ from device_profiles.loader import DeviceProfile, load_profile
 from device_profiles.package import Package, read_package
 from device_profiles.report import BenchReport, write_outputs
 from device_profiles.worker import RuntimeMeasurement, measure
-from edge_distill.types import Problem, Strategy
+from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Strategy
 
 __all__ = ["BenchReport", "bench_package", "bench_packages", "bench_summary"]
 
@@ -56,6 +56,7 @@ def _bench_one(
     cache: _Cache,
     source_correct: Mapping[str, bool] | None = None,
     max_new_tokens: int = 320,
+    judging: Judging = DEFAULT_JUDGING,
 ) -> BenchReport:
     on_target = runs_on(profile) if on_target is None else on_target
     # On the device: the profile's threads. Estimating: this host as its `host` profile says, scaled by ratios.
@@ -82,6 +83,7 @@ def _bench_one(
                 strategy=strategy,
                 source_correct=source_correct,
                 max_new_tokens=max_new_tokens,
+                judging=judging,
             )  # fmt: skip
             if problems
             else None
@@ -115,6 +117,7 @@ def bench_packages(
     public_key: str | Path | None = None,
     source_correct: Mapping[str, bool] | None = None,
     accuracy_max_new_tokens: int = 320,
+    judging: Judging = DEFAULT_JUDGING,
 ) -> list[BenchReport]:
     """Bench every package on every profile; write bench.{md,json,png} into `out_dir` when given.
 
@@ -124,6 +127,7 @@ def bench_packages(
     `source_correct`: {problem id: correct} of the unquantized model on these problems with the same
     decoding (the run's eval predictions); the accuracy drop is computed only from it.
     `accuracy_max_new_tokens`: the decoding budget of the accuracy pass (the source eval's, to compare).
+    `judging`: tolerance and PoT sandbox mode of the accuracy pass (the source run's, to compare).
     Raises EdgeDistillError subclasses (unknown profile, bad profile file, broken package, runtime failure).
     """
     loaded = [p if isinstance(p, DeviceProfile) else load_profile(p, extra_profile_dirs) for p in profiles]
@@ -148,6 +152,7 @@ def bench_packages(
             cache=cache,
             source_correct=source_correct,
             max_new_tokens=accuracy_max_new_tokens,
+            judging=judging,
         )  # fmt: skip
         for pkg in pkgs
         for prof in loaded

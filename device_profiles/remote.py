@@ -51,7 +51,7 @@ from device_profiles.package import Package, read_package
 from device_profiles.report import BenchReport, write_outputs
 from device_profiles.worker import RuntimeMeasurement
 from edge_distill.errors import EdgeDistillError
-from edge_distill.types import Problem, Strategy
+from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -428,6 +428,7 @@ def run_remote(
     timeout_s: float,
     max_new_tokens: int = 320,
     source: tuple[float | None, int | None] = (None, None),
+    judging: Judging = DEFAULT_JUDGING,
 ) -> RemoteResult:
     """Copy `pkg` + the runner to the device, measure there, read the result back, clean up."""
     py = _remote_python_expr(remote_python)
@@ -435,7 +436,9 @@ def run_remote(
         "protocol": 1, "package": "pkg", "threads": threads, "timing_question": timing_question,
         "new_tokens": new_tokens, "repetitions": repetitions, "strategy": strategy.value if strategy else None,
         "problems": [{"id": p.id, "question": p.question, "answer": p.answer} for p in problems],
-        "sandbox_mode": os.environ.get("EDGE_DISTILL_SANDBOX_MODE") or None,
+        # judged on the device as on the host: the source run's tolerance and sandbox mode
+        "sandbox_mode": judging.sandbox_mode or os.environ.get("EDGE_DISTILL_SANDBOX_MODE") or None,
+        "rel_tol": judging.rel_tol,
         "deadline_s": max(60.0, timeout_s - 30), "lifeline": True, "max_new_tokens": max_new_tokens,
     }  # fmt: skip
     # (1) a temp dir of our own, the bundle unpacked into it
@@ -525,6 +528,7 @@ def bench_remote(
     extra_profile_dirs: tuple[str | Path, ...] = (),
     public_key: str | Path | None = None,
     timeout_s: float = 3600,
+    judging: Judging = DEFAULT_JUDGING,
 ) -> list[BenchReport]:
     """`bench_packages`, measured on the SSH device `remote` (ssh://user@host[:port]) for every profile.
 
@@ -562,6 +566,7 @@ def bench_remote(
                     problems=[] if str(pkg.path) in accuracy else eval_problems, timing_question=timing_question,
                     repetitions=repetitions, new_tokens=new_tokens, strategy=strategy, timeout_s=timeout_s,
                     max_new_tokens=accuracy_max_new_tokens, source=source_on(eval_problems, source_correct),
+                    judging=judging,
                 )  # fmt: skip
                 accuracy.setdefault(str(pkg.path), results[key].accuracy)
             res = results[key]

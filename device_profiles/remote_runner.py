@@ -101,13 +101,11 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
     from device_profiles.package import read_package
     from device_profiles.worker import measure
     from edge_distill.errors import EdgeDistillError
-    from edge_distill.types import Problem, Strategy
+    from edge_distill.types import DEFAULT_REL_TOL, Judging, Problem, Strategy
 
-    if job.get("sandbox_mode"):
-        from edge_distill import sandbox
-
-        sandbox.configure(job["sandbox_mode"])
     try:
+        # the host's judging (the source run's answers.rel_tol and sandbox.mode), passed down explicitly
+        judging = Judging(float(job.get("rel_tol", DEFAULT_REL_TOL)), job.get("sandbox_mode") or None)
         pkg = read_package(package_dir)  # re-hashed here: what the runtime loads is what the host sent
         threads = job["threads"] if isinstance(job["threads"], int) else max(1, os.cpu_count() or 1)
         hw = host_hardware(threads, refresh=True, cache_file=work / "cache" / "host_hw.json")
@@ -119,8 +117,13 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
         strategy = Strategy(job["strategy"]) if job.get("strategy") else None
         acc = (
             run_accuracy(
-                pkg, threads, problems, strategy=strategy, max_new_tokens=job.get("max_new_tokens", 320)
-            )
+                pkg,
+                threads,
+                problems,
+                strategy=strategy,
+                max_new_tokens=job.get("max_new_tokens", 320),
+                judging=judging,
+            )  # fmt: skip
             if problems
             else None
         )

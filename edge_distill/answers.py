@@ -3,8 +3,9 @@
 Using a single implementation everywhere matters: if filtering accepted "1,000" but eval did not, the
 student would be trained on data the metric then calls wrong. Numbers are compared exactly as
 fractions, within a relative tolerance (|a-b| <= rel_tol * max(1, |b|), rel_tol 1e-4 unless the config
-key `answers.rel_tol` says otherwise: `set_tolerance`) so that 0.3333 matches 1/3 and float noise from
-PoT programs ("0.30000000000000004") does not count as a wrong answer.
+key `answers.rel_tol` says otherwise: callers pass it, `Judging.rel_tol`; there is no process-wide value)
+so that 0.3333 matches 1/3 and float noise from PoT programs ("0.30000000000000004") does not count as a
+wrong answer.
 
 Answers come from models and user files, so nothing here raises on any input: a number with more than
 `MAX_DIGITS` digits (or an exponent beyond +-50), or an answer text longer than `MAX_ANSWER_CHARS`, is
@@ -17,22 +18,23 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from functools import lru_cache
+
+from edge_distill.types import DEFAULT_REL_TOL, MAX_REL_TOL
 
 __all__ = [
     "ANSWER_MARKER",
+    "MAX_REL_TOL",
+    "REL_TOL",
     "answers_match",
     "extract_answer",
     "gsm8k_gold",
     "normalize_number",
     "parse_number",
-    "set_tolerance",
-    "tolerance",
 ]
 
 ANSWER_MARKER = "The answer is"
-REL_TOL = Fraction(1, 10_000)  # the default of `answers.rel_tol`
-MAX_REL_TOL = 0.01  # looser than 1 % would call 99 correct for 100: not a comparison any more
-_rel_tol = REL_TOL
+REL_TOL = Fraction(1, 10_000)  # the default of `answers.rel_tol` (types.DEFAULT_REL_TOL)
 # A model that runs past its answer starts the next few-shot block; nothing from there is its answer.
 _RUN_ON_RE = re.compile(r"\n\s*Question:")
 # Non-terminating fractions (1/3) are written with this many decimals; the tolerance is far coarser.
@@ -245,26 +247,18 @@ def _text_key(s: str) -> str:
     return re.sub(r"\s+", " ", s.strip().rstrip(".").strip().casefold())
 
 
-def set_tolerance(rel_tol: float) -> None:
-    """Set the relative tolerance of `answers_match` for this process (config key `answers.rel_tol`).
-
-    One value for teacher filtering, student sampling and eval alike, so they never disagree. 0 means
-    exact; at most MAX_REL_TOL. The pipeline and the CLI call this once, before anything is judged."""
-    global _rel_tol
+@lru_cache(maxsize=64)
+def _tolerance(rel_tol: float) -> Fraction:
     if isinstance(rel_tol, bool) or not 0 <= float(rel_tol) <= MAX_REL_TOL:
         raise ValueError(f"answers.rel_tol must be between 0 and {MAX_REL_TOL}, got {rel_tol!r}")
-    _rel_tol = Fraction(str(float(rel_tol)))
+    return Fraction(str(float(rel_tol)))
 
 
-def tolerance() -> float:
-    """The relative tolerance `answers_match` uses now."""
-    return float(_rel_tol)
-
-
-def answers_match(pred: str | None, gold: str | None) -> bool:
+def answers_match(pred: str | None, gold: str | None, rel_tol: float = DEFAULT_REL_TOL) -> bool:
     """Whether a predicted answer equals the gold answer.
 
-    Numbers: |a-b| <= rel_tol * max(1, min(|a|, |b|)) (rel_tol: `set_tolerance`, default 1e-4). That is
+    Numbers: |a-b| <= rel_tol * max(1, min(|a|, |b|)) (`rel_tol`: the run's `answers.rel_tol`, at most
+    MAX_REL_TOL; 0 = exact). That is
     the contract's rel_tol*max(1,|gold|) whenever |pred| >= |gold|, and slightly stricter otherwise, which
     makes the relation symmetric (a prediction is never "correct" against a gold that would not accept
     it back). Non-numbers: case-insensitive text.
@@ -281,7 +275,7 @@ def answers_match(pred: str | None, gold: str | None) -> bool:
     a, b = parse_number(pred), parse_number(gold)
     if a is not None and b is not None:
         scale = max(Fraction(1), min(abs(a), abs(b)))
-        return abs(a - b) <= _rel_tol * scale
+        return abs(a - b) <= _tolerance(rel_tol) * scale
     if a is not None or b is not None:
         return False
     ka, kb = _text_key(pred), _text_key(gold)

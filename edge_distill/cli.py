@@ -1,12 +1,13 @@
-"""The `edge-distill` command. Thin: every command calls a library function; library errors
-(EdgeDistillError) become one clear message and exit code 2. Heavy imports happen inside commands so
-`edge-distill bench`/`profiles` work on a device install without torch.
+"""The `edge-distill` command. Thin: run/teach/train/eval/export/bench each parse their flags, call one
+function of the Python API (`edge_distill.sdk`: run, evaluate, export, bench) and print its typed result, so
+the CLI and the API cannot drift. Library errors (EdgeDistillError) become one clear message and exit code
+2. Heavy imports happen inside commands so `edge-distill bench`/`profiles` work on a device install without
+torch.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -99,13 +100,11 @@ def init(path: str, force: bool) -> None:
 
 
 def _run(config, overrides, *, resume=False, overwrite=False, until=None, redo=None):
-    from edge_distill.pipeline import run_pipeline
+    from edge_distill import sdk
 
-    cfg = _load(config, overrides)
-    run = run_pipeline(cfg, resume=resume, overwrite=overwrite, until=until, redo=redo)
-    report = run.path / "report.md"
-    click.echo(f"run directory: {run.path}" + (f"\nreport: {report}" if report.exists() else ""))
-    return run
+    result = sdk.run(_load(config, overrides), resume=resume, overwrite=overwrite, until=until, redo=redo)
+    click.echo(f"run directory: {result.path}" + (f"\nreport: {result.report}" if result.report else ""))
+    return result
 
 
 @main.command()
@@ -127,9 +126,7 @@ def run(config: str | None, overrides: tuple[str, ...], resume: bool, overwrite:
     e.g. `train.lr=1e-4 eval.limit=50`.
     """
     r = _run(config, overrides, resume=resume, overwrite=overwrite)
-    from edge_distill.gates import gate_exit_code
-
-    if gate_exit_code(r):
+    if r.gates_passed is False:
         click.echo("a device gate failed: see bench/ in the run directory", err=True)
         sys.exit(EXIT_GATE_FAILED)
 
@@ -150,6 +147,18 @@ def train(config: str | None, overrides: tuple[str, ...]) -> None:
     _run(config, overrides, until="train", redo="train")
 
 
+_rel_tol_opt = click.option(
+    "--rel-tol",
+    type=click.FloatRange(0, 0.01),
+    help="Answer tolerance (default: the run's answers.rel_tol, 1e-4).",
+)
+_sandbox_mode_opt = click.option(
+    "--sandbox-mode",
+    type=click.Choice(["strict", "weak"]),
+    help="PoT sandbox mode (default: the run's sandbox.mode, else $EDGE_DISTILL_SANDBOX_MODE or strict).",
+)
+
+
 @main.command(name="eval")
 @_config_arg
 @_overrides_arg
@@ -162,42 +171,54 @@ def train(config: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Prompts per forward pass (torch models).")
 @click.option("--limit", type=click.IntRange(min=1), help="The first N problems of every set.")
 @click.option("--fresh", is_flag=True, help="Evaluate everything again instead of reusing the run's own predictions.")  # fmt: skip
+@click.option("--question-field", metavar="FIELD|TEMPLATE", help='Question field of a file in an unrecognised layout, or a template: "{Body} {Question}".')  # fmt: skip
+@click.option(
+    "--answer-field", metavar="FIELD", help="Gold-answer field (a number, a list, '#### N', '9 (apples)')."
+)
+@click.option("--id-field", metavar="FIELD", help="Id field (default: a hash of the question).")
+@click.option("--skip-malformed", is_flag=True, help="Skip and count malformed rows instead of stopping.")
+@_rel_tol_opt
+@_sandbox_mode_opt
 @click.option("--out", type=click.Path(file_okay=False), default="eval-results", show_default=True,
               help="Where eval.json, eval.md and the predictions go (with --model).")  # fmt: skip
 def eval_cmd(
-    config, overrides, models, problem_sets, strategy, max_new_tokens, batch_size, limit, fresh, out
-):
+    config, overrides, models, problem_sets, strategy, max_new_tokens, batch_size, limit, fresh, question_field,
+    answer_field, id_field, skip_malformed, rel_tol, sandbox_mode, out,
+):  # fmt: skip
     """Evaluate models on problem sets, or (with CONFIG) re-run a run's eval stage.
 
     \b
     edge-distill eval --model runs/quickstart                 baseline, student and packages on its dev split
-    edge-distill eval --model runs/quickstart --problems svamp.json --problems test
+    edge-distill eval --model runs/quickstart --problems SVAMP.json --problems test
+    edge-distill eval --model runs/quickstart --problems asdiv:ASDiv.xml --problems hf:openai/gsm8k:main
     edge-distill eval --model my-hf-model --model export/gguf-q4_k_m --problems problems.jsonl
     edge-distill eval cfg.yaml eval.final_test=true           the run's eval stage (later stages go stale)
 
-    Every row is judged by the same scorer and paired against the reference on the same problems (a
-    run's untrained baseline, else the first model): delta, paired bootstrap 95% CI, exact McNemar p.
+    Problem files are read as published (GSM8K, SVAMP, ASDiv, MultiArith/AddSub/SingleEq, MAWPS,
+    LLM-Adapters, ToRA, GSM-Hard, MATH: recognised by their fields, or named NAME:PATH); rows whose gold is
+    not a number are skipped and counted in the table. Decoding and judging (answers.rel_tol, sandbox.mode)
+    are the run's unless flags say otherwise. Every row is judged by the same scorer and paired against the
+    reference on the same problems (a run's untrained baseline, else the first model): delta, paired
+    bootstrap 95% CI, exact McNemar p.
     """
+    options = (problem_sets, strategy, max_new_tokens, batch_size, limit, fresh, question_field, answer_field,
+               id_field, skip_malformed, rel_tol, sandbox_mode)  # fmt: skip
     if not models:
-        if problem_sets or strategy or max_new_tokens or batch_size or limit or fresh:
-            raise click.UsageError("--problems/--strategy/--limit/... go with --model")
+        if any(o not in (None, False, ()) for o in options):
+            raise click.UsageError("--problems/--strategy/--limit/--*-field/... go with --model")
         _run(config, overrides, until="eval", redo="eval")
         return
     if config is not None or overrides:
         raise click.UsageError("with --model, give no CONFIG or key=value overrides (use the options)")
-    from edge_distill.compare import compare, render_table
+    from edge_distill import sdk
 
-    rows = compare(
-        list(models),
-        list(problem_sets),
-        strategy=strategy,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        limit=limit,
-        fresh=fresh,
-        out_dir=out,
-    )
-    click.echo(render_table(rows))
+    report = sdk.evaluate(
+        list(models), list(problem_sets), strategy=strategy, max_new_tokens=max_new_tokens,
+        batch_size=batch_size, limit=limit, fresh=fresh, out=out, question_field=question_field,
+        answer_field=answer_field, id_field=id_field, skip_malformed=skip_malformed, rel_tol=rel_tol,
+        sandbox_mode=sandbox_mode,
+    )  # fmt: skip
+    click.echo(report.table())
     click.echo(
         f"written: {Path(out) / 'eval.json'}, {Path(out) / 'eval.md'} and one predictions file per row"
     )
@@ -245,47 +266,13 @@ def export(
     strategy: str | None,
 ) -> None:
     """Export a run's student (or any HF/LoRA model dir) to a verified GGUF/ONNX package."""
-    from exporters import export_model, resolve_source, run_metadata
-    from exporters.signing import load_private_key
+    from edge_distill import sdk
 
-    key = load_private_key(sign_key) if sign_key else None  # a bad key fails before minutes of export
-
-    src = Path(source)
-    decoding, run_strategy = None, "auto"
-    if (src / "stages.json").is_file():  # a run directory: its final (or best-iteration) model
-        from edge_distill.exporting import decoding_for
-        from edge_distill.pipeline import final_model_dir
-        from edge_distill.rundir import RunDir
-
-        run = RunDir.open(src).acquire()  # export writes into the run: not while a run is going on
-        click.get_current_context().call_on_close(run.release)
-        model, meta = final_model_dir(run), run_metadata(src)
-        decoding, run_strategy = decoding_for(run.cfg), run.cfg.eval.strategy
-        default_out = src / "export" / f"{fmt}-{quant}"
-    else:
-        model, meta = resolve_source(src)
-        default_out = Path(f"{src.name}-{fmt}-{quant}")
-    target = Path(out) if out else default_out
-    if meta.get("source_run") and target.resolve().is_relative_to(src.resolve()):
-        meta["source_run"] = os.path.relpath(src.resolve(), target.resolve())  # the run travels whole
-    pkg = export_model(
-        model,
-        target,
-        fmt,
-        quant,
-        **meta,
-        decoding=decoding,
-        strategy=strategy or run_strategy,
-        parity_prompts=parity_prompts,
-        archive=archive,
-        sign_key=key,
-        **{
-            k: v
-            for k, v in (("auto_min_top1", auto_min_top1), ("auto_max_nll_ratio", auto_max_nll_ratio))
-            if v is not None
-        },  # fmt: skip
-    )
-    click.echo(f"package: {pkg}" + (" (signed: manifest.sig)" if key is not None else ""))
+    (pkg,) = sdk.export(
+        source, [(fmt, quant)], out=out, archive=archive, parity_prompts=parity_prompts, sign_key=sign_key,
+        strategy=strategy, auto_min_top1=auto_min_top1, auto_max_nll_ratio=auto_max_nll_ratio,
+    )  # fmt: skip
+    click.echo(f"package: {pkg.path}" + (" (signed: manifest.sig)" if pkg.signed else ""))
 
 
 @main.command()
@@ -346,8 +333,9 @@ def sign(package: str, key_path: str) -> None:
               help="Profile name or YAML path; repeat for several.")  # fmt: skip
 @click.option(
     "--problems",
-    type=click.Path(dir_okay=False),
-    help="Problems file (no source comparison); default: the source run's --split, with its eval predictions.",
+    metavar="FILE|SPEC",
+    help="Problems file in any published layout, or NAME:PATH / hf:<id> (no source comparison); default: the "
+    "source run's --split, with its eval predictions.",
 )
 @click.option(
     "--split",
@@ -388,42 +376,28 @@ def sign(package: str, key_path: str) -> None:
 @click.option(
     "--remote-timeout", default=3600, show_default=True, help="--remote: seconds for the device run."
 )
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Accuracy decoding budget (default: the source run's eval.max_new_tokens, 320).")  # fmt: skip
+@click.option("--strategy", type=click.Choice(["auto", "cot", "l2m", "pot"]), help="Force a strategy (default: the source run's eval.strategy).")  # fmt: skip
+@_rel_tol_opt
+@_sandbox_mode_opt
 def bench(packages, profiles, problems, split, accuracy_limit, repetitions, out, on_target, public_key, remote,
-          identity, known_hosts, remote_python, remote_timeout) -> None:  # fmt: skip
+          identity, known_hosts, remote_python, remote_timeout, max_new_tokens, strategy, rel_tol,
+          sandbox_mode) -> None:  # fmt: skip
     """Measure packages through their runtime and gate them against device budgets (exit 3 on a failed gate).
 
     Quantized accuracy is compared with the source model's on the same problems with the same decoder:
-    the packages' run's dev split and its eval predictions, when that run directory is here."""
-    from device_profiles import bench_packages, bench_summary
-    from device_profiles.package import read_package
-    from edge_distill.exporting import bench_problems
-    from edge_distill.types import Strategy
+    the packages' run's dev split and its eval predictions, when that run directory is here; judged with
+    that run's answers.rel_tol and sandbox.mode (or --rel-tol / --sandbox-mode)."""
+    from edge_distill import sdk
 
-    if not remote and (identity or known_hosts or remote_python):
-        _fail("--identity/--known-hosts/--remote-python go with --remote ssh://user@host")
-    if remote and on_target is not None:
-        _fail("--remote measures on the device: drop --on-target/--on-host")
-    for d in packages:  # a broken or unsigned package is refused before anything else is read
-        read_package(d, public_key=public_key)
-    eval_problems, source, max_new_tokens, strategy = bench_problems(
-        list(packages), problems, split, accuracy_limit
-    )
-    common = dict(
-        accuracy_limit=accuracy_limit, problems=eval_problems, source_correct=source,
-        accuracy_max_new_tokens=max_new_tokens, strategy=None if strategy == "auto" else Strategy(strategy),
-        repetitions=repetitions, out_dir=out, public_key=public_key,
+    result = sdk.bench(
+        list(packages), list(profiles), remote, problems=problems, split=split, accuracy_limit=accuracy_limit,
+        repetitions=repetitions, out=out, on_target=on_target, public_key=public_key, identity=identity,
+        known_hosts=known_hosts, remote_python=remote_python, remote_timeout=remote_timeout,
+        max_new_tokens=max_new_tokens, strategy=strategy, rel_tol=rel_tol, sandbox_mode=sandbox_mode,
     )  # fmt: skip
-    if remote:
-        from device_profiles.remote import DEFAULT_REMOTE_PYTHON, bench_remote
-
-        reports = bench_remote(
-            list(packages), list(profiles), remote, identity=identity, known_hosts=known_hosts,
-            remote_python=remote_python or DEFAULT_REMOTE_PYTHON, timeout_s=remote_timeout, **common,
-        )  # fmt: skip
-    else:
-        reports = bench_packages(list(packages), list(profiles), on_target=on_target, **common)
-    click.echo((Path(out) / "bench.md").read_text(encoding="utf-8"))
-    if not bench_summary(reports)["all_passed"]:
+    click.echo(result.markdown())
+    if not result.all_passed:
         click.echo("a budget gate failed", err=True)
         sys.exit(EXIT_GATE_FAILED)
 

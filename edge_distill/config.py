@@ -50,20 +50,26 @@ class DataConfig(Section):
     format: DataFormat = "auto"
     train_format: DataFormat | None = None
     test_format: DataFormat | None = None
-    # a field name, or a template of fields: "{Body} {Question}" (SVAMP, ASDiv)
-    question_field: str = "question"
+    # null: the published layout is recognised by its fields (GSM8K, SVAMP, ASDiv, MultiArith/AddSub/SingleEq,
+    # MAWPS, LLM-Adapters, ToRA, GSM-Hard, MATH: edge_distill.data.LAYOUTS; or name it: train: svamp:SVAMP.json).
+    # A field name, or a template of fields: "{Body} {Question}", replaces the recognised one.
+    question_field: str | None = None
     # a number, a list of numbers (first one: lSolutions), "... #### N", or "9 (apples)" (see edge_distill.data)
-    answer_field: str = "answer"
-    id_field: str | None = "id"  # rows without it get "q-" + a hash of the question
+    answer_field: str | None = None
+    id_field: str | None = None  # rows without an id get "q-" + a hash of the question
     limit_train: int | None = Field(default=None, ge=1)
     dev_size: int = Field(default=100, ge=1)
+    # keep only the dev problems (of the dev_size carved) whose GSM8K gold solution has at most this many
+    # calculator steps (<<a*b=c>> annotations): a small student's learning shows first on short problems.
+    # Reported beside every dev number; train and test are not restricted
+    dev_max_calc_steps: int | None = Field(default=None, ge=0)
     skip_malformed: bool = False
     seed: int = 0
 
     @field_validator("question_field", "answer_field")
     @classmethod
-    def _non_empty(cls, v: str) -> str:
-        if not v.strip():
+    def _non_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
             raise ValueError(
                 "must name a field (or, for question_field, a template like '{Body} {Question}')"
             )

@@ -15,7 +15,7 @@ from typing import Any
 
 from edge_distill.io import write_json, write_jsonl, write_text
 from edge_distill.scoring import NO_TAG, EvalResult, score
-from edge_distill.types import Problem, Strategy
+from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Strategy
 
 __all__ = ["NO_TAG", "EvalResult", "correct_by_id", "evaluate", "render_markdown", "score", "write_eval"]
 
@@ -46,6 +46,7 @@ def evaluate(
     generate_fn: GenerateFn | None = None,
     dtype: Any = None,
     engine: str = "transformers",
+    judging: Judging = DEFAULT_JUDGING,
 ) -> EvalResult:
     """Evaluate a model directory (full or LoRA adapter) or a loaded model (then pass `tokenizer`).
 
@@ -53,7 +54,8 @@ def evaluate(
     `generate_fn(model, tokenizer, prompts, **kw) -> list[str]` replaces single-pass decoding (CasCoD's
     two-stage inference); it receives max_new_tokens, batch_size and temperature.
     `dtype` is the weights dtype (train.precision's choice); engine "vllm" decodes a model directory with
-    vLLM (CUDA; import-guarded) instead of transformers.
+    vLLM (CUDA; import-guarded) instead of transformers. `judging`: tolerance and PoT sandbox mode (a run's
+    `Judging.of(cfg)`; the CLI and the pipeline always pass it).
     """
     from edge_distill.strategies import student_prompt
 
@@ -103,7 +105,7 @@ def evaluate(
         temperature=temperature,
     )
     gen_s = time.time() - t0
-    result = score(problems, responses, strategy)
+    result = score(problems, responses, strategy, judging=judging)
     result.meta = {
         "model": source,
         "strategy": strategy,
@@ -111,6 +113,7 @@ def evaluate(
         "temperature": temperature,
         "decoding": "custom" if generate_fn else "single-pass",
         "engine": engine,
+        "rel_tol": judging.rel_tol,
         "generate_s": round(gen_s, 2),
     }
     logger.info(

@@ -6,11 +6,13 @@ training code, and this glue imports them only when the stage runs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_distill.config import Config
 from edge_distill.rundir import RunDir
+from edge_distill.types import Judging
 
 
 def decoding_for(cfg: Config) -> dict[str, Any]:
@@ -63,6 +65,7 @@ def bench_run(cfg: Config, run: RunDir) -> dict[str, Any]:
         # the same decoding as the source's eval: token budget and (forced or free) strategy
         accuracy_max_new_tokens=cfg.eval.max_new_tokens,
         strategy=None if cfg.eval.strategy == "auto" else Strategy(cfg.eval.strategy),
+        judging=Judging.of(cfg),  # and the same tolerance and sandbox mode
     )
     return bench_summary(reports)
 
@@ -89,34 +92,60 @@ def source_problems(run_path: RunDir | Path, split: str) -> tuple[list[Any], dic
     return load_test(cfg.data), source
 
 
+@dataclass(frozen=True)
+class BenchInputs:
+    """What standalone `edge-distill bench` measures accuracy on, and how: the problems, the source model's
+    {id: correct} on them (None: no source comparison), the decoding budget and strategy, and the judging."""
+
+    problems: list[Any]
+    source_correct: dict[str, bool] | None
+    max_new_tokens: int
+    strategy: str
+    judging: Judging
+
+
 def bench_problems(
-    package_dirs: list[str], problems: str | None, split: str | None, limit: int
-) -> tuple[list[Any], dict[str, bool] | None, int, str]:
+    package_dirs: list[str | Path],
+    problems: str | None,
+    split: str | None,
+    limit: int,
+    *,
+    max_new_tokens: int | None = None,
+    strategy: str | None = None,
+    judging: Judging | None = None,
+) -> BenchInputs:
     """The problems standalone `edge-distill bench` measures accuracy on, and the source model's
     {id: correct} on them when known (torch-free).
 
-    `--problems FILE`: that file, no source comparison (the source was not judged on it). Otherwise the
-    packages' source run (manifest `source_run`, relative to the package) when it is here: its `split`
-    (default dev) and its eval predictions, the same problems and decoder. `--split test` without the run:
-    the builtin GSM8K test slice. Never test unless named. Also returns the decoding budget: the source
-    run's eval.max_new_tokens when its predictions are compared, else 320, and its eval.strategy."""
+    `--problems FILE`: that file (any published layout, `data.load_problems`), no source comparison.
+    Otherwise the packages' source run (manifest `source_run`, relative to the package) when it is here: its
+    `split` (default dev) and its eval predictions, the same problems and decoder. `--split test` without the
+    run: the builtin GSM8K test slice. Never test unless named. Decoding budget, strategy and judging
+    (tolerance, sandbox mode) are the source run's when it is here, else 320 / auto / the defaults; the
+    arguments (the CLI's flags) override them, and a source comparison is then dropped when they differ
+    from the run's (the source was not decoded or judged that way)."""
     from device_profiles.accuracy import load_eval_problems
     from edge_distill.errors import ConfigError
 
-    default_tokens = 320
+    runs = {_source_run(Path(d)) for d in package_dirs}
+    run = RunDir.open(runs.pop()) if len(runs) == 1 and None not in runs else None  # type: ignore[arg-type]
+    own = (
+        (run.cfg.eval.max_new_tokens, run.cfg.eval.strategy, Judging.of(run.cfg))
+        if run is not None
+        else (320, "auto", Judging())
+    )
+    chosen = (max_new_tokens or own[0], strategy or own[1], judging or own[2])
     if limit <= 0:
-        return [], None, default_tokens, "auto"
+        return BenchInputs([], None, *chosen)
     if problems is not None:
         if split is not None:
             raise ConfigError("bench: give --problems FILE or --split, not both")
-        return load_eval_problems(problems, limit=limit), None, default_tokens, "auto"
-    runs = {_source_run(Path(d)) for d in package_dirs}
-    if len(runs) == 1 and None not in runs:
-        run = RunDir.open(runs.pop())  # type: ignore[arg-type]
+        return BenchInputs(load_eval_problems(problems, limit=limit), None, *chosen)
+    if run is not None:
         found, source = source_problems(run, split or "dev")
-        return found[:limit], source, run.cfg.eval.max_new_tokens, run.cfg.eval.strategy
+        return BenchInputs(found[:limit], source if chosen == own else None, *chosen)
     if split == "test":
-        return load_eval_problems(None, limit=limit), None, default_tokens, "auto"
+        return BenchInputs(load_eval_problems(None, limit=limit), None, *chosen)
     raise ConfigError(
         "bench: the packages' source run directory is not here (or they come from different runs), so their "
         "dev problems are unknown. Pass --problems FILE (accuracy without a source comparison), or "

@@ -16,29 +16,40 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_distill import sandbox, stages
-from edge_distill.answers import set_tolerance
+from edge_distill import stages
 from edge_distill.config import Config
 from edge_distill.errors import StageError
 from edge_distill.io import write_json, write_jsonl, write_text
 from edge_distill.rundir import STAGE_OF_SECTION, RunDir, config_digest
+from edge_distill.types import Judging
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- data
 def stage_data(cfg: Config, run: RunDir) -> dict[str, Any]:
-    from edge_distill.data import split_dev
+    from edge_distill.data import restrict_dev, split_dev
 
     d = cfg.data
     problems = stages.load_problems(d, "train")
     train, dev = split_dev(problems, d.dev_size, d.seed)
     if d.limit_train is not None:
         train = train[: d.limit_train]
+    summary: dict[str, Any] = {
+        "train": len(train),
+        "dev": len(dev),
+        "source": d.train,
+        "layout": problems.layout,
+    }
+    if problems.skipped:  # rows of the published file whose gold is not a number, ... (data.load_problems)
+        summary["skipped"] = dict(problems.skipped_reasons)
+    if d.dev_max_calc_steps is not None:
+        dev = restrict_dev(dev, d.dev_max_calc_steps)
+        summary.update(dev=len(dev), dev_carved=d.dev_size, dev_max_calc_steps=d.dev_max_calc_steps)
     out = run.stage_dir("data")
     write_jsonl(out / "train.jsonl", (p.to_dict() for p in train))
     write_jsonl(out / "dev.jsonl", (p.to_dict() for p in dev))
-    return {"train": len(train), "dev": len(dev), "source": d.train}
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- teach
@@ -48,13 +59,21 @@ def stage_teach(cfg: Config, run: RunDir) -> dict[str, Any]:
     problems = stages.load_split(run, "train")
     out = run.stage_dir("teach")
     if stages.records_topk(cfg.train.kd):  # offline KD: the teacher's top-k log-probs, beside the samples
-        samples, stats = stages.teach_with_topk(cfg.train.kd, cfg.teacher, cfg.student.model, problems, out)
+        samples, stats = stages.teach_with_topk(
+            cfg.train.kd, cfg.teacher, cfg.student.model, problems, out, Judging.of(cfg)
+        )
         write_jsonl(out / "samples.jsonl", (s.to_dict() for s in samples))
         write_json(out / "stats.json", stats)
         return stats
     teacher = stages.build_teacher(cfg.teacher)
     try:
-        samples, stats = teach(teacher, problems, cfg.teacher.strategies, cfg.teacher.samples_per_strategy)
+        samples, stats = teach(
+            teacher,
+            problems,
+            cfg.teacher.strategies,
+            cfg.teacher.samples_per_strategy,
+            judging=Judging.of(cfg),
+        )
         if hasattr(teacher, "report"):
             stats["teacher_calls"] = teacher.report()
     finally:
@@ -96,11 +115,21 @@ def stage_train(cfg: Config, run: RunDir) -> dict[str, Any]:
     out = run.stage_dir("train")
     pairs = None
     if objective(cfg.train.objective).uses_live_teacher:  # EDIT: AHP/CCP when the teacher can be re-prompted
-        pairs = stages.live_teacher_pairs(cfg.teacher, run.path / "teach" / "samples.jsonl", out)
+        pairs = stages.live_teacher_pairs(
+            cfg.teacher, run.path / "teach" / "samples.jsonl", out, Judging.of(cfg)
+        )
     step1 = stages.reused_sft(cfg.train, cfg.student.model, run)  # EDIT only (Config checks)
     topk = run.path / stages.TOPK_STORE if stages.records_topk(cfg.train.kd) else None
     final = stages.train_student(
-        cfg.train, samples, base, out, seed=cfg.seed, pairs=pairs, step1_model=step1, topk=topk
+        cfg.train,
+        samples,
+        base,
+        out,
+        seed=cfg.seed,
+        judging=Judging.of(cfg),
+        pairs=pairs,
+        step1_model=step1,
+        topk=topk,
     )
     summary: dict[str, Any] = {"model": str(final), "samples": len(samples), "base": str(base)}
     if step1 is not None:
@@ -141,6 +170,7 @@ def stage_eval(cfg: Config, run: RunDir) -> dict[str, Any]:
 
     model = final_model_dir(run)
     out = run.stage_dir("eval")
+    judging = Judging.of(cfg)
     step_eval = _best_step_eval(run)
     dev = stages.load_split(run, "dev")
     if step_eval is not None:  # the loop selected this model on that very eval: reuse, don't redo it
@@ -148,16 +178,22 @@ def stage_eval(cfg: Config, run: RunDir) -> dict[str, Any]:
             write_text(out / f.name, f.read_text(encoding="utf-8"))
         summary: dict[str, Any] = {"dev": json.loads((out / "dev.json").read_text(encoding="utf-8"))}
     else:
-        summary = {"dev": stages.evaluate_student(cfg.eval, cfg.train, model, dev, out, "dev").summary()}
+        summary = {
+            "dev": stages.evaluate_student(cfg.eval, cfg.train, model, dev, out, "dev", judging).summary()
+        }
     splits = {"dev": dev}
     if cfg.eval.final_test or cfg.eval.split == "test":
         test = stages.load_test(cfg.data)
-        summary["test"] = stages.evaluate_student(cfg.eval, cfg.train, model, test, out, "test").summary()
+        summary["test"] = stages.evaluate_student(
+            cfg.eval, cfg.train, model, test, out, "test", judging
+        ).summary()
         splits["test"] = test
     if cfg.eval.baseline:
         base = resolve_model(cfg.student.model)
         for split, problems in splits.items():
-            r = stages.evaluate_student(cfg.eval, cfg.train, base, problems, out, f"baseline_{split}")
+            r = stages.evaluate_student(
+                cfg.eval, cfg.train, base, problems, out, f"baseline_{split}", judging
+            )
             summary[f"baseline_{split}"] = r.summary()
             summary[f"vs_baseline_{split}"] = stages.paired_against(
                 out / f"baseline_{split}_predictions.jsonl", out / f"{split}_predictions.jsonl"
@@ -222,8 +258,7 @@ def run_pipeline(
     """Run every stage not yet finished; stop after `until`; re-run `redo` even if finished."""
     run = RunDir(cfg, resume=resume or until is not None or redo is not None, overwrite=overwrite)
     try:  # the run directory is locked from RunDir() until here: one writer at a time
-        sandbox.configure(cfg.sandbox.mode)
-        set_tolerance(cfg.answers.rel_tol)  # one comparison for teach, sampling and eval
+        # every stage that judges gets Judging.of(cfg) (answers.rel_tol, sandbox.mode) passed explicitly
         return _run_stages(cfg, run, until=until, redo=redo)
     finally:
         run.release()

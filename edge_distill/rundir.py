@@ -100,6 +100,21 @@ def _saved_config(path: Path) -> dict[str, Any]:
     return data
 
 
+# Defaults that changed meaning without changing a run: data.*_field used to default to the GSM8K names, now
+# null (recognise the layout), which reads the same rows from the same {question, answer} files.
+_LEGACY_DEFAULTS = {"question_field": "question", "answer_field": "answer", "id_field": "id"}
+
+
+def _legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    data = saved.get("data")
+    if isinstance(data, dict):
+        saved = {
+            **saved,
+            "data": {k: None if _LEGACY_DEFAULTS.get(k, object()) == v else v for k, v in data.items()},
+        }
+    return saved
+
+
 def is_run_dir(path: Path) -> bool:
     """Whether `path` is an edge-distill run directory: its config.yaml exists and names this directory."""
     if not (path / "config.yaml").is_file():
@@ -218,7 +233,7 @@ class RunDir:
     def _check_same_config(self) -> None:
         if not (self.path / "config.yaml").is_file():
             return
-        old = _saved_config(self.path)
+        old = _legacy_defaults(_saved_config(self.path))
         new = self.cfg.model_dump(mode="json")
         diff = diff_keys(old, new)
         self.changed_sections = {k.split(".")[0] for k in diff if k.split(".")[0] in _RESUME_TOLERANT}

@@ -57,7 +57,6 @@ __all__ = [
     "PotResult",
     "SandboxPool",
     "SandboxUnavailable",
-    "configure",
     "run_program",
     "run_programs",
 ]
@@ -101,23 +100,10 @@ class SandboxUnavailable(EdgeDistillError):
     """The strong isolation boundary cannot be established here and weak mode was not chosen."""
 
 
-_MODE: str | None = None
-
-
-def configure(mode: str) -> None:
-    """Set the mode of the shared pool (the pipeline passes `sandbox.mode` from the config)."""
-    global _MODE, _POOL
-    if mode not in MODES:
-        raise ValueError(f"sandbox mode must be one of {MODES}, not {mode!r}")
-    with _POOL_LOCK:
-        if _POOL is not None and _POOL.mode != mode:
-            _POOL.close()
-            _POOL = None
-        _MODE = mode
-
-
 def _default_mode() -> str:
-    mode = _MODE or os.environ.get(MODE_ENV, "strict")
+    """The mode where the caller passes none: $EDGE_DISTILL_SANDBOX_MODE, else strict. A run passes its
+    `sandbox.mode` (Judging.sandbox_mode) explicitly; there is no process-wide setting."""
+    mode = os.environ.get(MODE_ENV, "strict")
     if mode not in MODES:
         raise SandboxUnavailable(f"{MODE_ENV}={mode!r}: must be one of {', '.join(MODES)}")
     return mode
@@ -389,26 +375,34 @@ class _Batch:
             raise RuntimeError(f"sandbox worker did not start within {_WORKER_START_S}s")
 
 
-_POOL: SandboxPool | None = None
+_POOLS: dict[str, SandboxPool] = {}  # one shared pool per mode
 _POOL_LOCK = threading.Lock()
 
 
-def _default_pool() -> SandboxPool:
-    global _POOL
+def _default_pool(mode: str | None = None) -> SandboxPool:
+    mode = mode or _default_mode()
+    if mode not in MODES:
+        raise ValueError(f"sandbox mode must be one of {MODES}, not {mode!r}")
     with _POOL_LOCK:
-        if _POOL is None or _POOL.pid != os.getpid():  # a forked host must not share the parent's pipes
-            _POOL = SandboxPool()
-            atexit.register(_POOL.close)
-        return _POOL
+        pool = _POOLS.get(mode)
+        if pool is None or pool.pid != os.getpid():  # a forked host must not share the parent's pipes
+            pool = _POOLS[mode] = SandboxPool(mode=mode)
+            atexit.register(pool.close)
+        return pool
 
 
-def run_programs(programs: list[str], timeout_s: float = 2.0, memory_mb: int = 512) -> list[PotResult]:
-    """Run PoT programs in the shared sandbox pool; each must leave an answer (`answer`, `ans`, `result` or
-    `solution()`: the rule at `sandbox_worker.ANSWER_NAMES`)."""
+def run_programs(
+    programs: list[str], timeout_s: float = 2.0, memory_mb: int = 512, *, mode: str | None = None
+) -> list[PotResult]:
+    """Run PoT programs in the shared sandbox pool of `mode` (strict | weak; None: $EDGE_DISTILL_SANDBOX_MODE,
+    else strict); each must leave an answer (`answer`, `ans`, `result` or `solution()`: the rule at
+    `sandbox_worker.ANSWER_NAMES`)."""
     if not programs:
         return []
-    return _default_pool().run(list(programs), timeout_s=timeout_s, memory_mb=memory_mb)
+    return _default_pool(mode).run(list(programs), timeout_s=timeout_s, memory_mb=memory_mb)
 
 
-def run_program(program: str, timeout_s: float = 2.0, memory_mb: int = 512) -> PotResult:
-    return run_programs([program], timeout_s=timeout_s, memory_mb=memory_mb)[0]
+def run_program(
+    program: str, timeout_s: float = 2.0, memory_mb: int = 512, *, mode: str | None = None
+) -> PotResult:
+    return run_programs([program], timeout_s=timeout_s, memory_mb=memory_mb, mode=mode)[0]

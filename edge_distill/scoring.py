@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_distill.types import Problem, Strategy
+from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Strategy
 
 NO_TAG = "none"  # per-strategy key for "auto" outputs that start with no strategy tag
 
@@ -43,11 +43,14 @@ def score(
     problems: Sequence[Problem],
     responses: Sequence[str],
     strategy: str = "auto",
+    *,
+    judging: Judging = DEFAULT_JUDGING,
 ) -> EvalResult:
     """Judge one response per problem and aggregate. Pure apart from the PoT sandbox.
 
     `strategy` "auto": each response's own tag decides (untagged: judged as prose, counted under "none");
-    cot|l2m|pot: the tag was forced in the prompt, so the response is judged as that strategy."""
+    cot|l2m|pot: the tag was forced in the prompt, so the response is judged as that strategy.
+    `judging`: tolerance and sandbox mode (a run's: `Judging.of(cfg)`)."""
     from edge_distill.strategies import judge_verdicts, parse_response
 
     if len(problems) != len(responses):
@@ -58,7 +61,7 @@ def score(
         chosen.append(forced if forced is not None else parse_response(text).strategy)
     # An untagged "auto" output is judged as prose (its last "The answer is" line), never executed.
     items = [(s if s is not None else Strategy.COT, text) for s, text in zip(chosen, responses, strict=True)]
-    judged = judge_verdicts(items, [p.answer for p in problems])
+    judged = judge_verdicts(items, [p.answer for p in problems], judging=judging)
     predictions: list[dict[str, Any]] = []
     for p, text, s, v in zip(problems, responses, chosen, judged, strict=True):
         key = s.value if s is not None else NO_TAG

@@ -3,7 +3,8 @@
 Data flows one way: `cli -> pipeline -> methods (SIKeD/FDD loops) -> stages -> components`. The pipeline
 and `methods.loop` both call these helpers (the loops once per iteration/round); nothing here imports the
 pipeline or the loops back. Each helper takes the config *section* it needs, whole (`cfg.data`,
-`cfg.teacher`, `cfg.train`, `cfg.eval`), never the root tree.
+`cfg.teacher`, `cfg.train`, `cfg.eval`), never the root tree; whatever judges answers also takes the run's
+`Judging` (`answers.rel_tol`, `sandbox.mode`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_distill.io import read_jsonl, write_json, write_jsonl
-from edge_distill.types import Problem, Sample
+from edge_distill.types import Judging, Problem, Sample
 
 if TYPE_CHECKING:
     from edge_distill.config import DataConfig, EvalConfig, KdConfig, TeacherConfig, TrainConfig
@@ -20,14 +21,15 @@ if TYPE_CHECKING:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def load_problems(data: DataConfig, split: str) -> list[Problem]:
-    """The configured train (`split="train"`) or test problems, straight from their source."""
+def load_problems(data: DataConfig, split: str) -> Any:
+    """The configured train (`split="train"`) or test problems, straight from their source
+    (`data.LoadedProblems`: a sequence of Problem that also says what was skipped)."""
     from edge_distill.data import load_problems as load
 
     return load(data.train if split == "train" else data.test, **data.loader_kwargs(split))
 
 
-def load_test(data: DataConfig) -> list[Problem]:
+def load_test(data: DataConfig) -> Any:
     """The test split is read here only: for the final number, never for selection."""
     return load_problems(data, "test")
 
@@ -58,11 +60,11 @@ def records_topk(kd: KdConfig) -> bool:
 
 
 def teach_with_topk(kd: KdConfig, teacher: TeacherConfig, student_model: str, problems: list[Problem],
-                    out_dir: Path) -> tuple[list[Sample], dict[str, Any]]:  # fmt: skip
+                    out_dir: Path, judging: Judging) -> tuple[list[Sample], dict[str, Any]]:  # fmt: skip
     """The teach stage with offline KD: the teacher records its top-`kd.top_k` log-probs per token; the
     vocabulary contract is checked first (llamacpp: the GGUF's tokenizer, transformers: the model dir's,
     http: `kd.teacher_tokenizer` when given, and the responses' token texts always); the records go to
-    `out_dir/topk.npz`, their sizes into the stats."""
+    `out_dir/topk.npz`, their sizes into the stats. `judging`: the run's tolerance and sandbox mode."""
     from edge_distill.errors import ConfigError
     from edge_distill.models import load_tokenizer, resolve_model
     from edge_distill.teach import teach
@@ -81,7 +83,12 @@ def teach_with_topk(kd: KdConfig, teacher: TeacherConfig, student_model: str, pr
     records: dict[str, Any] = {}
     try:
         samples, stats = teach(
-            client, problems, teacher.strategies, teacher.samples_per_strategy, topk_out=records
+            client,
+            problems,
+            teacher.strategies,
+            teacher.samples_per_strategy,
+            judging=judging,
+            topk_out=records,
         )
         if hasattr(client, "report"):
             stats["teacher_calls"] = client.report()
@@ -103,7 +110,9 @@ def teach_with_topk(kd: KdConfig, teacher: TeacherConfig, student_model: str, pr
     return samples, stats
 
 
-def live_teacher_pairs(teacher: TeacherConfig, judged: Path, out_dir: Path) -> list[Any] | None:
+def live_teacher_pairs(
+    teacher: TeacherConfig, judged: Path, out_dir: Path, judging: Judging
+) -> list[Any] | None:
     """EDIT's dual-CoT pairs from re-prompting a live teacher (AHP for each wrong CoT, CCP for each right one)
     on its own judged samples (`teach/samples.jsonl`, right and wrong). None when the teacher cannot be
     re-prompted (recorded): the objective then builds offline twins. Saved to `out_dir/edit_pairs.jsonl`
@@ -119,8 +128,9 @@ def live_teacher_pairs(teacher: TeacherConfig, judged: Path, out_dir: Path) -> l
         if not callable(getattr(client, "complete", None)):
             return None
         pairs, stats = live_pairs(
-            client, load_samples(judged), sampling_from_config(teacher), k=teacher.samples_per_strategy
-        )
+            client, load_samples(judged), sampling_from_config(teacher), k=teacher.samples_per_strategy,
+            judging=judging,
+        )  # fmt: skip
     finally:
         if hasattr(client, "close"):
             client.close()
@@ -131,25 +141,36 @@ def live_teacher_pairs(teacher: TeacherConfig, judged: Path, out_dir: Path) -> l
 
 # ---------------------------------------------------------------------------------------------- train / eval
 def train_student(train: TrainConfig, samples: list[Sample], base_model: str | Path, out_dir: Path, *,
-                  seed: int, pairs: list[Any] | None = None, step1_model: Path | None = None,
-                  topk: Path | None = None) -> Path:  # fmt: skip
+                  seed: int, judging: Judging, pairs: list[Any] | None = None,
+                  step1_model: Path | None = None, topk: Path | None = None) -> Path:  # fmt: skip
     """Train on `samples` with `train.objective`; return the trained model/adapter directory.
 
     The one function the pipeline's train stage and the SIKeD/FDD loops call for each training run: the
     loops decide the data, the objective (looked up once in `objectives.build.OBJECTIVES`) the loss.
     `pairs`: live-teacher EDIT pairs (`live_teacher_pairs`); without them EDIT uses offline twins.
-    `step1_model`: EDIT's step 1, already trained (`reused_sft`). `topk`: the run's `teach/topk.npz`
-    (`train.kd` offline).
+    `step1_model`: EDIT's step 1, already trained (`reused_sft`). `judging`: EDIT judges its pairs with it.
+    `topk`: the run's `teach/topk.npz` (`train.kd` offline).
     """
     from edge_distill.objectives.build import train_with_objective
 
     return train_with_objective(
-        train, samples, base_model, out_dir, seed=seed, pairs=pairs, step1_model=step1_model, topk=topk
+        train,
+        samples,
+        base_model,
+        out_dir,
+        seed=seed,
+        pairs=pairs,
+        step1_model=step1_model,
+        judging=judging,
+        topk=topk,
     )
 
 
-def decode_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, problems: list[Problem]) -> Any:
-    """Decode and judge `problems` with the decoding the objective trained for (CasCoD: two stages)."""
+def decode_student(
+    ev: EvalConfig, train: TrainConfig, model_dir: Path, problems: list[Problem], judging: Judging
+) -> Any:
+    """Decode and judge `problems` with the decoding the objective trained for (CasCoD: two stages), judged
+    with `judging` (the run's tolerance and sandbox mode)."""
     from edge_distill.eval import evaluate
     from edge_distill.fastpath import inference_dtype
     from edge_distill.objectives.build import generate_fn_for
@@ -165,15 +186,18 @@ def decode_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, problems
         generate_fn=generate_fn_for(train),
         dtype=inference_dtype(train.precision),
         engine=ev.engine,
+        judging=judging,
     )
 
 
 def evaluate_student(ev: EvalConfig, train: TrainConfig, model_dir: Path, problems: list[Problem],
-                     out_dir: Path, split: str) -> Any:  # fmt: skip
+                     out_dir: Path, split: str, judging: Judging) -> Any:  # fmt: skip
     """`decode_student` on the first `eval.limit` problems; writes `out_dir/{split}*`."""
     from edge_distill.eval import write_eval
 
-    result = decode_student(ev, train, model_dir, problems[: ev.limit] if ev.limit else problems)
+    result = decode_student(
+        ev, train, model_dir, list(problems[: ev.limit] if ev.limit else problems), judging
+    )
     write_eval(result, out_dir, split)
     return result
 

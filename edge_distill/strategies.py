@@ -17,11 +17,12 @@ completion-style few-shot prompts built from 8 GSM8K train problems per strategy
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 
 from edge_distill.answers import ANSWER_MARKER, answers_match, extract_answer, normalize_number
-from edge_distill.types import Strategy
+from edge_distill.types import DEFAULT_JUDGING, Judging, Strategy
 
 __all__ = [
     "ANSWER_MARKER",
@@ -39,6 +40,7 @@ __all__ = [
     "Verdict",
     "judge_many",
     "judge_verdicts",
+    "well_formed",
     "parse_response",
     "parse_teacher_completion",
     "split_final_answer",
@@ -166,6 +168,46 @@ def parse_response(text: str, strategy: Strategy | None = None) -> ParsedRespons
 def _program(text: str) -> str:
     m = _FENCE_RE.search(text)
     return (m.group(1) if m else text).strip()
+
+
+_ANY_TAG_RE = re.compile(re.escape(FORCED_TAG.strip()).replace(re.escape("{strategy}"), "(?:cot|l2m|pot)"))
+
+
+def well_formed(text: str, strategy: Strategy | None = None) -> bool:
+    """Format adherence of a student response: exactly one strategy tag (or `strategy` forced in the prompt
+    and none generated) and a well-formed body — a CoT/L2M whose last line is its answer line
+    (`The answer is N`), a PoT that parses as Python and sets the answer at top level (`answer = ...`, or
+    a `solution()` function). Text after a `Question:` boundary is ignored, as the parser ignores it."""
+    text = _BOUNDARY_RE.split(text, maxsplit=1)[0]
+    m = _TAG_RE.match(text)
+    if m is not None:
+        strategy, text = Strategy(m.group(1)), text[m.end() :]
+    elif strategy is None:
+        return False
+    if _ANY_TAG_RE.search(text):  # a second tag: `[pot]: [cot]: ...`
+        return False
+    if Strategy(strategy) is Strategy.POT:
+        return _sets_answer(_program(text))
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return bool(lines) and _final_answer(lines[-1]) is not None
+
+
+def _sets_answer(program: str) -> bool:
+    """The program parses and, at top level, assigns one of the names the sandbox reads its answer from
+    or defines the function it calls (one rule: `sandbox_worker.ANSWER_NAMES`, `SOLUTION_FUNCTION`)."""
+    from edge_distill.sandbox_worker import ANSWER_NAMES, SOLUTION_FUNCTION
+
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == SOLUTION_FUNCTION:
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id in ANSWER_NAMES for t in targets):
+            return True
+    return False
 
 
 def has_subquestions(rationale: str) -> bool:
@@ -308,9 +350,12 @@ def parse_teacher_completion(strategy: Strategy, text: str) -> str:
 
 
 # --------------------------------------------------------------------------- judging
-def judge(strategy: Strategy, rationale_or_text: str, gold: str) -> tuple[str | None, bool]:
-    """(predicted answer, correct) for one rationale; PoT runs in the sandbox."""
-    return judge_many([(strategy, rationale_or_text)], [gold])[0]
+def judge(
+    strategy: Strategy, rationale_or_text: str, gold: str, *, judging: Judging = DEFAULT_JUDGING
+) -> tuple[str | None, bool]:
+    """(predicted answer, correct) for one rationale; PoT runs in the sandbox. `judging`: the run's
+    tolerance and sandbox mode (callers pass the run's; the default is the config's defaults)."""
+    return judge_many([(strategy, rationale_or_text)], [gold], judging=judging)[0]
 
 
 @dataclass(frozen=True)
@@ -323,12 +368,16 @@ class Verdict:
     reason: str | None = None
 
 
-def judge_many(items: list[tuple[Strategy | None, str]], golds: list[str]) -> list[tuple[str | None, bool]]:
+def judge_many(
+    items: list[tuple[Strategy | None, str]], golds: list[str], *, judging: Judging = DEFAULT_JUDGING
+) -> list[tuple[str | None, bool]]:
     """Batched `judge`: all PoT programs run in one sandbox batch (parallel workers)."""
-    return [(v.pred, v.correct) for v in judge_verdicts(items, golds)]
+    return [(v.pred, v.correct) for v in judge_verdicts(items, golds, judging=judging)]
 
 
-def judge_verdicts(items: list[tuple[Strategy | None, str]], golds: list[str]) -> list[Verdict]:
+def judge_verdicts(
+    items: list[tuple[Strategy | None, str]], golds: list[str], *, judging: Judging = DEFAULT_JUDGING
+) -> list[Verdict]:
     """`judge_many` with the reason of every empty prediction."""
     if len(items) != len(golds):
         raise ValueError(f"judge_many: {len(items)} items but {len(golds)} golds")
@@ -349,6 +398,7 @@ def judge_verdicts(items: list[tuple[Strategy | None, str]], golds: list[str]) -
     if programs:
         from edge_distill.sandbox import run_programs  # the pool starts only when PoT is judged
 
-        for i, res in zip(pot_idx, run_programs(programs), strict=True):
+        for i, res in zip(pot_idx, run_programs(programs, mode=judging.sandbox_mode), strict=True):
             preds[i], reasons[i] = (res.answer, None) if res.ok else (None, res.reason)
-    return [Verdict(p, answers_match(p, g), r) for p, g, r in zip(preds, golds, reasons, strict=True)]
+    tol = judging.rel_tol
+    return [Verdict(p, answers_match(p, g, tol), r) for p, g, r in zip(preds, golds, reasons, strict=True)]

@@ -27,7 +27,7 @@ from edge_distill.errors import TeacherError
 from edge_distill.sandbox import run_programs
 from edge_distill.strategies import has_subquestions, parse_teacher_completion, split_final_answer
 from edge_distill.teachers.base import Completion, Teacher
-from edge_distill.types import Problem, Sample, Strategy
+from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Sample, Strategy
 
 __all__ = ["FAILURE_REASONS", "filter_samples", "teach"]
 
@@ -74,6 +74,7 @@ def teach(
     *,
     pot_timeout_s: float = 2.0,
     progress: bool = True,
+    judging: Judging = DEFAULT_JUDGING,
     topk_out: dict[str, Any] | None = None,
 ) -> tuple[list[Sample], dict[str, Any]]:
     """Generate `k` rationales per problem and strategy, judge them, and count failures by reason.
@@ -84,6 +85,7 @@ def teach(
     Returns (samples, stats). stats: {"teacher", "problems", "k", "completions", "correct",
     "failures": {reason: n}, "by_strategy": {s: {"completions", "correct", <reasons>..., "problems_solved",
     "pot_reasons": {why: n} (PoT only)}}, "problems_solved_any", "cached", "warnings": [text]}.
+    `judging`: the run's tolerance and sandbox mode (`Judging.of(cfg)`).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -109,7 +111,7 @@ def teach(
                 for j, c in enumerate(cs):
                     if c.topk is not None:
                         topk_out[topk_key(p, strategy, j)] = c.topk
-        _judge(batch, strategy, pot_timeout_s)
+        _judge(batch, strategy, pot_timeout_s, judging)
         samples.extend(batch)
         counts = Counter(s.meta.get("failure") or "correct" for s in batch)
         solved = {s.problem_id for s in batch if s.correct}
@@ -154,13 +156,15 @@ def _nothing_correct(teacher: str, strategy: Strategy, batch: list[Sample], coun
     )
 
 
-def _judge(batch: list[Sample], strategy: Strategy, pot_timeout_s: float) -> None:
+def _judge(batch: list[Sample], strategy: Strategy, pot_timeout_s: float, judging: Judging) -> None:
     """Set pred/correct/failure in place; all PoT programs of the batch run in one sandbox batch."""
     todo = [s for s in batch if s.meta.get("failure") is None]
     if strategy is Strategy.POT:
         runnable = [s for s in todo if s.rationale.strip()]
         for s, res in zip(
-            runnable, run_programs([s.rationale for s in runnable], timeout_s=pot_timeout_s), strict=True
+            runnable,
+            run_programs([s.rationale for s in runnable], timeout_s=pot_timeout_s, mode=judging.sandbox_mode),
+            strict=True,
         ):
             s.pred = res.answer if res.ok else None
             if not res.ok:
@@ -173,7 +177,7 @@ def _judge(batch: list[Sample], strategy: Strategy, pot_timeout_s: float) -> Non
             s.meta["failure"] = "timeout" if s.meta["pot_reason"] == "timeout" else "pot_error"
         elif s.pred is None:
             s.meta["failure"] = "unparseable"
-        elif answers_match(s.pred, s.gold):
+        elif answers_match(s.pred, s.gold, judging.rel_tol):
             s.correct = True
         else:
             s.meta["failure"] = "wrong"

@@ -239,8 +239,6 @@ ROWS: list[Callable[[Path], Row]] = [
     config_not_utf8,
     data_not_utf8,
     data_deep_json,
-    gold_5000_digits,
-    bare_gold_5000_digits,
     bare_gold_5000_digit_json_number,
     recorded_teacher_not_utf8,
     recorded_teacher_deep_json,
@@ -450,3 +448,27 @@ def test_an_artifact_never_replaces_the_working_or_home_directory(tmp_path, monk
     old.mkdir()
     write_text(old, "new")
     assert old.read_text() == "new"
+
+
+@pytest.mark.parametrize("make_row", [gold_5000_digits, bare_gold_5000_digits], ids=lambda f: f.__name__)
+def test_gold_that_is_not_a_number_is_skipped_and_counted(tmp_path: Path, make_row, caplog) -> None:
+    """A gold answer that is no number (5,000 digits) is skipped and counted with one warning naming the file
+    and the row, never a stop and never a traceback (issue 23: published files hold such rows)."""
+    import logging
+
+    from edge_distill.data import load_problems
+
+    row = make_row(tmp_path)
+    data = next(a.split("=", 1)[1] for a in row.args if a.startswith("data.train="))
+    lines = Path(data).read_text().splitlines(keepends=True)
+    Path(data).write_text(
+        "".join(ln for ln in lines if '"answer": 7777' not in ln)
+    )  # JSON numbers: invalid JSON
+    with caplog.at_level(logging.WARNING, logger="edge_distill.data"):
+        loaded = load_problems(data, fmt="jsonl")
+    assert sum(loaded.skipped_reasons.values()) >= 1 and all(
+        "not a number" in r for r in loaded.skipped_reasons
+    )
+    assert all(len(p.answer) < 100 for p in loaded)
+    warnings = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(warnings) == 1 and Path(data).name in warnings[0]

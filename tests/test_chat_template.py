@@ -322,6 +322,7 @@ def test_a_model_trained_on_the_old_prompt_format_is_refused_with_a_clear_messag
     refuse them instead of decoding a prompt they never saw; base models and today's models pass."""
     from edge_distill.config import EvalConfig, TrainConfig
     from edge_distill.stages import decode_student
+    from edge_distill.types import Judging
     from exporters.chat_template import PromptFormatError, check_trained_prompt, student_jinja_template
 
     old_prompt = STUDENT_PROMPT + " "  # the old contract text ended with a blank
@@ -339,7 +340,7 @@ def test_a_model_trained_on_the_old_prompt_format_is_refused_with_a_clear_messag
     with pytest.raises(PromptFormatError, match="older edge-distill prompt format.*Retrain it"):
         check_trained_prompt(tmp_path / "old")
     with pytest.raises(PromptFormatError, match="older edge-distill prompt format"):
-        decode_student(EvalConfig(), TrainConfig(), tmp_path / "old", [])
+        decode_student(EvalConfig(), TrainConfig(), tmp_path / "old", [], Judging())
 
 
 def test_an_old_package_prompts_with_its_own_packaged_format(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_distill.data import load_problems, load_problems_with_stats, split_dev
+from edge_distill.data import load_problems, split_dev
 from edge_distill.errors import DataError
 from edge_distill.types import Problem
 
@@ -19,8 +19,8 @@ def _write_jsonl(path: Path, rows: list[object]) -> Path:
 
 
 def test_builtin_sample_train_and_test() -> None:
-    train, stats = load_problems_with_stats("builtin:gsm8k-sample")
-    assert len(train) == 1000 and stats["skipped"] == 0
+    train = load_problems("builtin:gsm8k-sample")
+    assert len(train) == 1000 and train.skipped == 0 and train.layout == "gsm8k"
     assert train[12].id == "gsm8k-train-00012"
     first = train[0]
     assert first.question.startswith("Natalia sold clips")
@@ -29,7 +29,7 @@ def test_builtin_sample_train_and_test() -> None:
     assert first.socratic is not None and first.socratic.startswith(
         "How many clips did Natalia sell in May? **"
     )
-    assert stats["socratic_attached"] == 1000
+    assert train.socratic_attached == 1000
     test = load_problems("builtin:gsm8k-sample", split="test")
     assert len(test) == 250 and test[0].id == "gsm8k-test-00000"
     assert not {p.question for p in train} & {p.question for p in test}
@@ -58,10 +58,10 @@ def test_gsm8k_file_with_socratic_sibling(tmp_path: Path) -> None:
     _write_jsonl(
         tmp_path / "mine_socratic.jsonl", [{"question": "Q two?", "answer": "How many? ** 1000\n#### 1,000"}]
     )
-    problems, stats = load_problems_with_stats(tmp_path / "mine.jsonl")
+    problems = load_problems(tmp_path / "mine.jsonl")
     assert [p.answer for p in problems] == ["2", "1000"]
     assert problems[0].socratic is None and problems[1].socratic.startswith("How many?")
-    assert stats["socratic_attached"] == 1
+    assert problems.socratic_attached == 1
     assert all(p.id.startswith("q-") for p in problems)
     # the same question gets the same id wherever it is in the file
     _write_jsonl(tmp_path / "other.jsonl", [{"question": "Q two?", "answer": "#### 1000"}])
@@ -103,8 +103,6 @@ def test_json_array_file(tmp_path: Path) -> None:
         ('{"answer": "#### 3"}', "missing field 'question'"),
         ('{"question": "Q?"}', "missing field 'answer'"),
         ('{"question": "", "answer": "#### 3"}', "non-empty string"),
-        ('{"question": "Q?", "answer": "#### lots"}', "no number after '####'"),
-        ('{"question": "Q?", "answer": "many"}', "not a number"),
         ('{"question": "Q?", "answer": null}', "must be a number"),
     ],
 )
@@ -114,6 +112,23 @@ def test_malformed_row_names_file_line_and_fix(tmp_path: Path, bad_line: str, wh
         load_problems(path)
     msg = str(err.value)
     assert f"{path}:3:" in msg and what in msg and "data.skip_malformed=true" in msg
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "what"),
+    [('{"question": "Q 2?", "answer": "#### lots"}', "no number after '####'"),
+     ('{"question": "Q 2?", "answer": "many"}', "not a number")],
+)  # fmt: skip
+def test_gold_that_is_not_a_number_is_skipped_and_counted_never_a_stop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, bad_line: str, what: str
+) -> None:
+    path = _write_jsonl(tmp_path / "d.jsonl", [{"question": "ok 1?", "answer": "#### 1"}, "", bad_line])
+    with caplog.at_level(logging.WARNING):
+        problems = load_problems(path)
+    assert [p.answer for p in problems] == ["1"]
+    assert problems.skipped_reasons == {"answer is not a number": 1}
+    assert f"{path}:3:" in problems.skipped_lines[0] and what in problems.skipped_lines[0]
+    assert len([r for r in caplog.records if "skipped 1 of 2 rows" in r.getMessage()]) == 1
 
 
 def test_skip_malformed_counts_and_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -127,12 +142,14 @@ def test_skip_malformed_counts_and_logs(tmp_path: Path, caplog: pytest.LogCaptur
         ],
     )
     with caplog.at_level(logging.WARNING):
-        problems, stats = load_problems_with_stats(path, skip_malformed=True)
+        problems = load_problems(path, skip_malformed=True)
     assert [p.answer for p in problems] == ["1", "3"]
-    assert stats["skipped"] == 2 and stats["rows"] == 4 and stats["loaded"] == 2
-    assert stats["skipped_lines"][0].startswith(f"{path}:2:")
-    assert "skipped 2 malformed rows" in caplog.text
-    assert stats["skipped_reasons"] == {"invalid JSON": 1, "missing field 'answer'": 1}
+    assert (
+        problems.stats()["skipped"] == 2 and problems.stats()["rows"] == 4 and problems.stats()["loaded"] == 2
+    )
+    assert problems.stats()["skipped_lines"][0].startswith(f"{path}:2:")
+    assert "skipped 2 of 4 rows" in caplog.text
+    assert problems.stats()["skipped_reasons"] == {"invalid JSON": 1, "missing field 'answer'": 1}
 
 
 def test_all_malformed_is_an_error(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from edge_distill.teachers.factory import make_teacher
 from edge_distill.teachers.http_schema import BadResponse, parse_completion_body
 from edge_distill.teachers.live import Sampling
 from edge_distill.teachers.topk import PieceMap, TopK, TopKStore, from_logits_rows, write_store
+from edge_distill.types import DEFAULT_JUDGING
 
 F16 = 2.0**-11  # float16's relative rounding: recorded log-probs are within |lp|·F16 of the float value
 
@@ -286,7 +287,7 @@ def test_teach_stage_records_top_k_beside_the_samples_and_train_distills_from_it
                             sampling={"max_tokens": 12, "temperature": 0.0}, cache=str(tmp_path / "c.sqlite"))  # fmt: skip
     kd = KdConfig(enabled=True, top_k=4)
     out = tmp_path / "teach"
-    samples, stats = stages.teach_with_topk(kd, teacher, str(tiny_model_dir), problems, out)
+    samples, stats = stages.teach_with_topk(kd, teacher, str(tiny_model_dir), problems, out, DEFAULT_JUDGING)
     assert (out / "topk.npz").is_file() and stats["kd_topk"]["records"] == len(samples) == 4
     assert stats["kd_topk"]["bytes_per_token"] == 4 + 6 * 4 and stats["kd_topk"]["unknown_tokens"] == 0
     assert all(s.meta["topk"] for s in samples)
@@ -297,14 +298,28 @@ def test_teach_stage_records_top_k_beside_the_samples_and_train_distills_from_it
             objective=objective, kd=kd, max_steps=1, batch_size=2, precision="fp32", save_steps=1000
         )
         final = stages.train_student(
-            cfg, samples, tiny_model_dir, tmp_path / objective, seed=0, topk=out / "topk.npz"
+            cfg,
+            samples,
+            tiny_model_dir,
+            tmp_path / objective,
+            seed=0,
+            judging=DEFAULT_JUDGING,
+            topk=out / "topk.npz",
         )
         assert final.is_dir()
         metrics = json.loads((tmp_path / objective / "objective.json").read_text())
         key = "step1_kd_coverage" if objective == "edit" else "kd_coverage"
         assert metrics[key] > 0, metrics
     with pytest.raises(ConfigError, match="no teacher top-k store"):
-        stages.train_student(cfg, samples, tiny_model_dir, tmp_path / "x", seed=0, topk=tmp_path / "none.npz")
+        stages.train_student(
+            cfg,
+            samples,
+            tiny_model_dir,
+            tmp_path / "x",
+            seed=0,
+            judging=DEFAULT_JUDGING,
+            topk=tmp_path / "none.npz",
+        )
 
 
 def test_teach_stage_refuses_a_teacher_with_another_tokenizer(tiny_model_dir, tmp_path):
@@ -315,4 +330,6 @@ def test_teach_stage_refuses_a_teacher_with_another_tokenizer(tiny_model_dir, tm
     other = build_tiny_llama(tmp_path / "other", vocab_size=400)
     teacher = TeacherConfig(backend="transformers", model=str(other), cache=None)
     with pytest.raises(ConfigError, match=r"teacher's tokenizer .*other.* is not the student's"):
-        stages.teach_with_topk(KdConfig(enabled=True), teacher, str(tiny_model_dir), [], tmp_path / "teach")
+        stages.teach_with_topk(
+            KdConfig(enabled=True), teacher, str(tiny_model_dir), [], tmp_path / "teach", DEFAULT_JUDGING
+        )

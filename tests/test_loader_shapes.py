@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge_distill.config import load_config
-from edge_distill.data import BUILTIN_SAMPLE, load_problems, load_problems_with_stats
+from edge_distill.data import BUILTIN_SAMPLE, load_problems
 from edge_distill.errors import DataError
 
 # SVAMP (JSON array): the numbers are in Body, Question alone has none
@@ -102,7 +102,7 @@ def test_svamp_body_and_question_joined_by_a_template(
 ) -> None:
     path = _json(tmp_path / "svamp.json", SVAMP)
     with caplog.at_level(logging.WARNING):
-        problems, stats = load_problems_with_stats(
+        problems = load_problems(
             path, question_field="{Body} {Question}", answer_field="Answer", id_field="ID"
         )
     assert [p.id for p in problems] == ["chal-1", "chal-2", "chal-3"]
@@ -111,7 +111,7 @@ def test_svamp_body_and_question_joined_by_a_template(
         "Each pack of pencils costs 76 dollars. There is a discount of 25 dollars on each pack "
         "How much do you have to pay to buy each pack?"
     )
-    assert stats["questions_without_digits"] == 0 and "no digits" not in caplog.text
+    assert problems.stats()["questions_without_digits"] == 0 and "no digits" not in caplog.text
 
 
 def test_svamp_question_alone_warns_that_the_numbers_are_missing(
@@ -119,8 +119,8 @@ def test_svamp_question_alone_warns_that_the_numbers_are_missing(
 ) -> None:
     path = _json(tmp_path / "svamp.json", SVAMP)
     with caplog.at_level(logging.WARNING):
-        problems, stats = load_problems_with_stats(path, question_field="Question", answer_field="Answer")
-    assert len(problems) == 3 and stats["questions_without_digits"] == 3
+        problems = load_problems(path, question_field="Question", answer_field="Answer")
+    assert len(problems) == 3 and problems.stats()["questions_without_digits"] == 3
     warning = [r for r in caplog.records if "no digits" in r.getMessage()]
     assert len(warning) == 1 and "{Body} {Question}" in warning[0].getMessage()
 
@@ -149,16 +149,16 @@ def test_asdiv_xml_units_in_brackets_and_one_skip_summary(
     path = tmp_path / "ASDiv.xml"
     path.write_text(ASDIV_XML)
     kwargs = {"question_field": "{Body} {Question}", "answer_field": "Answer", "id_field": "ID"}
-    with pytest.raises(
-        DataError, match=r"ASDiv.xml:Problem 3 \(ID=nluds-0003\): field 'Answer' is not a number"
-    ):
-        load_problems(path, **kwargs)
-    with caplog.at_level(logging.WARNING):
-        problems, stats = load_problems_with_stats(path, skip_malformed=True, **kwargs)
+    with caplog.at_level(logging.WARNING):  # a gold that is not a number is skipped, never a stop
+        problems = load_problems(path, **kwargs)
+    assert r"ASDiv.xml:Problem 3 (ID=nluds-0003): field 'Answer' is not a number" in problems.skipped_lines[0]
+    assert len([r for r in caplog.records if "skipped 1 of 3 rows" in r.getMessage()]) == 1
     assert [(p.id, p.answer) for p in problems] == [("nluds-0001", "9"), ("nluds-0002", "3.5")]
     assert problems[0].question.startswith("Seven red apples and 2 green apples")
-    assert stats["skipped"] == 1 and stats["skipped_reasons"] == {"answer is not a number": 1}
-    assert stats["format"] == "xml"
+    assert problems.stats()["skipped"] == 1 and problems.stats()["skipped_reasons"] == {
+        "answer is not a number": 1
+    }
+    assert problems.stats()["format"] == "xml"
 
 
 def test_skip_malformed_prints_one_summary_with_counts_per_reason(
@@ -173,9 +173,9 @@ def test_skip_malformed_prints_one_summary_with_counts_per_reason(
     path = tmp_path / "d.jsonl"
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     with caplog.at_level(logging.WARNING):
-        problems, stats = load_problems_with_stats(path, skip_malformed=True)
-    assert len(problems) == 5 and stats["skipped"] == 77
-    assert stats["skipped_reasons"] == {
+        problems = load_problems(path, skip_malformed=True)
+    assert len(problems) == 5 and problems.stats()["skipped"] == 77
+    assert problems.stats()["skipped_reasons"] == {
         "missing field 'answer'": 40,
         "answer is not a number": 30,
         "invalid JSON": 7,
@@ -183,9 +183,9 @@ def test_skip_malformed_prints_one_summary_with_counts_per_reason(
     skip_records = [r for r in caplog.records if "skipped" in r.getMessage()]
     assert len(skip_records) == 1
     msg = skip_records[0].getMessage()
-    assert "skipped 77 malformed rows of 82" in msg and "40 missing field 'answer'" in msg
+    assert "skipped 77 of 82 rows" in msg and "40 missing field 'answer'" in msg
     assert f"{path}:6:" in msg and "and 74 more" in msg
-    assert len(stats["skipped_lines"]) == 20
+    assert len(problems.stats()["skipped_lines"]) == 20
 
 
 def test_csv_file(tmp_path: Path) -> None:

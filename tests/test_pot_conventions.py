@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from edge_distill import answers
-from edge_distill.answers import answers_match, extract_answer, set_tolerance
+from edge_distill.answers import answers_match, extract_answer
 from edge_distill.config import load_config
 from edge_distill.sandbox import run_programs
 from edge_distill.scoring import score
@@ -156,17 +156,25 @@ def test_teach_warns_loudly_when_a_strategy_yields_nothing(caplog: pytest.LogCap
     assert [r.levelno for r in caplog.records if "0 of 4" in r.getMessage()] == [logging.WARNING]
 
 
-def test_tolerance_is_one_config_key() -> None:
-    try:
-        assert answers_match("0.3333", "1/3")  # default 1e-4
-        assert not answers_match("100.5", "100")
-        set_tolerance(load_config(None, ["answers.rel_tol=0.01"]).answers.rel_tol)
-        assert answers_match("100.5", "100") and answers.tolerance() == 0.01
-        set_tolerance(0)
-        assert not answers_match("0.3333", "1/3") and answers_match("0.5", "1/2")
-        with pytest.raises(ValueError, match="between 0 and 0.01"):
-            set_tolerance(0.5)
-    finally:
-        set_tolerance(float(answers.REL_TOL))
+def test_tolerance_is_one_config_key_passed_as_an_argument() -> None:
+    from edge_distill.scoring import score
+    from edge_distill.types import Judging, Problem
+
+    assert answers_match("0.3333", "1/3")  # default 1e-4
+    assert not answers_match("100.5", "100")
+    judging = Judging.of(load_config(None, ["answers.rel_tol=0.01"]))
+    assert judging.rel_tol == 0.01 and answers_match("100.5", "100", judging.rel_tol)
+    assert not answers_match("100.5", "100")  # no process-wide state: the default is unchanged
+    assert not answers_match("0.3333", "1/3", 0) and answers_match("0.5", "1/2", 0)
+    with pytest.raises(ValueError, match="between 0 and 0.01"):
+        answers_match("1", "1", 0.5)
+    with pytest.raises(ValueError, match="between 0 and 0.01"):
+        Judging(rel_tol=0.5)
     with pytest.raises(Exception, match="answers.rel_tol"):
         load_config(None, ["answers.rel_tol=0.5"])
+    # the scorer judges with the judging it is given, the same responses differently
+    problems = [Problem("p", "q?", "100")]
+    responses = [" [cot]: 201 / 2 = 100.5\nThe answer is 100.5."]
+    assert score(problems, responses, judging=judging).correct == 1
+    assert score(problems, responses).correct == 0
+    assert float(answers.REL_TOL) == Judging().rel_tol

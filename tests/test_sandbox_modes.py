@@ -46,16 +46,18 @@ def test_strict_pool_reports_its_layers() -> None:
 
 
 def test_mode_selection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sandbox, "_MODE", None)
     monkeypatch.setenv(sandbox.MODE_ENV, "weak")
     assert sandbox._default_mode() == "weak"
     monkeypatch.setenv(sandbox.MODE_ENV, "off")
     with pytest.raises(SandboxUnavailable, match="EDGE_DISTILL_SANDBOX_MODE"):
         sandbox._default_mode()
-    sandbox.configure("strict")  # the config wins over the environment
-    assert sandbox._default_mode() == "strict"
+    # the caller's mode (a run's sandbox.mode, passed down) wins over the environment; no process-wide state
+    monkeypatch.setattr(sandbox, "_POOLS", {})
+    assert sandbox.run_programs(["answer = 2"], mode="strict")[0].answer == "2"
+    assert set(sandbox._POOLS) == {"strict"} and sandbox._POOLS["strict"].mode == "strict"
+    sandbox._POOLS["strict"].close()
     with pytest.raises(ValueError):
-        sandbox.configure("off")
+        sandbox.run_programs(["answer = 1"], mode="off")
 
 
 def test_config_key() -> None:
@@ -317,8 +319,7 @@ def test_cli_refusal_is_one_message_naming_the_key(tmp_path, monkeypatch: pytest
 
     from edge_distill.cli import main
 
-    monkeypatch.setattr(sandbox, "_MODE", None)
-    monkeypatch.setattr(sandbox, "_POOL", None)
+    monkeypatch.setattr(sandbox, "_POOLS", {})
     monkeypatch.setattr(sandbox, "SandboxPool", functools.partial(SandboxPool, _simulate_no_boundary=True))
     args = [
         "teach",
@@ -334,8 +335,8 @@ def test_cli_refusal_is_one_message_naming_the_key(tmp_path, monkeypatch: pytest
         res = CliRunner().invoke(main, [*args, "name=weak", "sandbox.mode=weak"])
         assert res.exit_code == 0, res.output
     finally:
-        if sandbox._POOL is not None:
-            sandbox._POOL.close()
+        for pool in sandbox._POOLS.values():
+            pool.close()
 
 
 def test_a_worker_that_stops_reading_does_not_block_the_host() -> None:

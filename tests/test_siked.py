@@ -250,8 +250,9 @@ def test_end_to_end_two_iterations_select_on_dev_only(tmp_path, tiny_model_dir, 
     monkeypatch.setattr(
         stages,
         "evaluate_student",
-        lambda e, t, m, problems, o, split: (
-            evaluated.append(([p.id for p in problems], split)) or real_eval(e, t, m, problems, o, split)
+        lambda e, t, m, problems, o, split, judging: (
+            evaluated.append(([p.id for p in problems], split))
+            or real_eval(e, t, m, problems, o, split, judging)
         ),
     )
     summary = run_methods_from_config(cfg, run)

@@ -18,7 +18,7 @@ from typing import Any
 
 from edge_distill.io import read_jsonl, write_json, write_jsonl
 from edge_distill.rundir import from_stored, to_stored
-from edge_distill.types import Problem, Sample
+from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Sample
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class Stages:
     train: TrainFn
     evaluate: EvalFn
     merge: MergeFn | None = None
+    # the run's tolerance and sandbox mode, for judging the student's samples and the teacher's verifications
+    judging: Judging = DEFAULT_JUDGING
 
     def full_model(self, model_dir: Path, work_dir: Path) -> Path:
         """The merged checkpoint the next iteration starts from (SIKeD: 'merge, then a fresh LoRA')."""

@@ -41,7 +41,7 @@ from edge_distill.methods.mixing import alpha, composition, filter_correct
 from edge_distill.methods.sampling import SamplingParams, sample_student
 from edge_distill.methods.siked import MethodResult, SamplerFactory
 from edge_distill.rundir import from_stored, to_stored
-from edge_distill.types import Problem, Sample, Strategy
+from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Sample, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def generate_problems(
 
 
 def verify_problems(
-    teacher: Any, rows: list[dict[str, Any]], params: FddConfig
+    teacher: Any, rows: list[dict[str, Any]], params: FddConfig, *, judging: Judging = DEFAULT_JUDGING
 ) -> tuple[list[Problem], list[Sample]]:
     """Solve the surviving candidates independently; keep those whose solutions agree. Mutates rows' `drop`."""
     from edge_distill.strategies import judge_many, parse_teacher_completion
@@ -197,7 +197,7 @@ def verify_problems(
             [parse_teacher_completion(s, c.text) for c in cs if c.finish_reason != "error"] for cs in comps
         ]
         flat = [(s, t) for ts in texts[s] for t in ts]
-        judged = iter(judge_many(flat, [""] * len(flat)))
+        judged = iter(judge_many(flat, [""] * len(flat), judging=judging))
         preds[s] = [[next(judged)[0] for _ in ts] for ts in texts[s]]
     problems: list[Problem] = []
     samples: list[Sample] = []
@@ -209,7 +209,7 @@ def verify_problems(
             continue
         r["answer"] = answer
         problems.append(Problem(p.id, p.question, answer, source=p.source))
-        samples += _agreeing_samples(p, answer, strategies, texts, preds, i)
+        samples += _agreeing_samples(p, answer, strategies, texts, preds, i, judging.rel_tol)
     return problems, filter_correct(samples)
 
 
@@ -220,6 +220,7 @@ def _agreeing_samples(
     texts: dict[Strategy, list[list[str]]],
     preds: dict[Strategy, list[list[str | None]]],
     i: int,
+    rel_tol: float,
 ) -> list[Sample]:
     from edge_distill.answers import answers_match
     from edge_distill.strategies import split_final_answer
@@ -227,7 +228,7 @@ def _agreeing_samples(
     out = []
     for s in strategies:
         for text, pred in zip(texts[s][i], preds[s][i], strict=True):
-            if pred is not None and answers_match(pred, answer):
+            if pred is not None and answers_match(pred, answer, rel_tol):
                 rationale = text if s is Strategy.POT else split_final_answer(text)[0]
                 out.append(
                     Sample(
@@ -373,7 +374,7 @@ def _feedback_and_generate(
     questions = original[: params.limit_questions] if params.limit_questions else original
 
     def answer() -> list[Sample]:
-        return sample_student(sampler_factory(start), questions, feedback)[0]
+        return sample_student(sampler_factory(start), questions, feedback, judging=stages.judging)[0]
 
     fb = cached_samples(step / "feedback.jsonl", answer)
     split = classify(fb, questions, params.easy_threshold)
@@ -392,7 +393,7 @@ def _feedback_and_generate(
     )
     verified = step / "verified.jsonl"
     if not verified.is_file():
-        new_p, new_s = verify_problems(teacher, rows, params)
+        new_p, new_s = verify_problems(teacher, rows, params, judging=stages.judging)
         write_jsonl(step / "accounting.jsonl", rows)
         write_jsonl(step / "new_problems.jsonl", (p.to_dict() for p in new_p))
         write_jsonl(verified, (s.to_dict() for s in new_s))  # written last: marks verification done

@@ -21,7 +21,7 @@ from edge_distill.methods.fdd import feedback_sampling, require_live_teacher, ru
 from edge_distill.methods.plots import records_markdown, write_plots
 from edge_distill.methods.sampling import SamplingParams, make_sampler
 from edge_distill.methods.siked import MethodResult, SamplerFactory, run_siked
-from edge_distill.types import Problem, Sample
+from edge_distill.types import Judging, Problem, Sample
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +168,16 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
 
     run.require("filter/train.jsonl")
     # module attributes, looked up per call, so a test can wrap a stage helper
+    judging = Judging.of(cfg)  # one tolerance and sandbox mode for training data, sampling and eval
     topk = run.path / stages.TOPK_STORE if stages.records_topk(cfg.train.kd) else None
     steps = Stages(
         train=lambda samples, base, out: stages.train_student(
-            cfg.train, samples, base, out, seed=cfg.seed, topk=topk
+            cfg.train, samples, base, out, seed=cfg.seed, judging=judging, topk=topk
         ),
         evaluate=lambda model, problems, out: stages.evaluate_student(
-            cfg.eval, cfg.train, model, problems, out, "dev"
+            cfg.eval, cfg.train, model, problems, out, "dev", judging
         ),
+        judging=judging,
     )
     teacher = stages.build_teacher(cfg.teacher) if "fdd" in cfg.methods else None
     start = stages.reused_sft(cfg.train, cfg.student.model, run)  # SIKeD's iteration 0 (Config checks)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from edge_distill.errors import ConfigError
-from edge_distill.types import Problem, Sample, Strategy
+from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Sample, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,11 @@ def make_sampler(backend: SamplerBackend, model_dir: str | Path, **kwargs: Any) 
 
 
 def responses_to_samples(
-    problems: list[Problem], responses: list[list[str]], strategy: Strategy | None
+    problems: list[Problem],
+    responses: list[list[str]],
+    strategy: Strategy | None,
+    *,
+    judging: Judging = DEFAULT_JUDGING,
 ) -> list[Sample]:
     """Parse and judge student responses (one list per problem). With a forced `strategy` the tag was
     part of the prompt, so the response has none. A response without a recognizable tag keeps
@@ -299,7 +303,7 @@ def responses_to_samples(
         for text in texts:
             rows.append((p, text, parse_response(text, strategy)))
     items = [(parsed.strategy or Strategy.COT, text) for _, text, parsed in rows]
-    verdicts = judge_many(items, [p.answer for p, _, _ in rows])
+    verdicts = judge_many(items, [p.answer for p, _, _ in rows], judging=judging)
     samples = []
     for (p, text, parsed), (pred, correct) in zip(rows, verdicts, strict=True):
         chosen = parsed.strategy
@@ -326,8 +330,10 @@ def sample_student(
     params: SamplingParams,
     *,
     strategy: Strategy | None = None,
+    judging: Judging = DEFAULT_JUDGING,
 ) -> tuple[list[Sample], SamplerStats]:
-    """n samples per problem from the student, parsed and judged against each problem's gold answer."""
+    """n samples per problem from the student, parsed and judged against each problem's gold answer
+    (`judging`: the run's tolerance and sandbox mode)."""
     from edge_distill.strategies import student_prompt
 
     prompts = [student_prompt(p.question, strategy) for p in problems]
@@ -340,4 +346,4 @@ def sample_student(
     log.info(
         "sampled %d responses for %d problems with %s in %.1f s", len(flat), len(prompts), sampler.name, wall
     )
-    return responses_to_samples(problems, responses, strategy), stats
+    return responses_to_samples(problems, responses, strategy, judging=judging), stats

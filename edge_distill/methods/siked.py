@@ -168,7 +168,9 @@ def _iteration(
 
     def draw() -> list[Sample]:
         sampler = sampler_factory(start)
-        samples, stats = sample_student(sampler, questions, sampling_params(params, seed + k))
+        samples, stats = sample_student(
+            sampler, questions, sampling_params(params, seed + k), judging=stages.judging
+        )
         write_json(step / "sampler.json", stats.to_dict())
         return samples
 

@@ -29,7 +29,7 @@ from edge_distill.objectives.edit import (
 )
 from edge_distill.objectives.examples import Example
 from edge_distill.objectives.sft import build_sft_examples
-from edge_distill.types import Sample
+from edge_distill.types import DEFAULT_JUDGING, DEFAULT_REL_TOL, Judging, Sample
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Objective:
     build_examples: ExamplesFn
     decoding: Callable[[Any], dict[str, Any]]  # train_cfg -> decoding description (edge_distill.decoding)
     # train steps: None = one `training.train` run on `build_examples`; else (objective, train_cfg, samples,
-    # base, out_dir, seed=, pairs=, step1_model=, topk=) -> final model dir
+    # base, out_dir, seed=, pairs=, step1_model=, judging=, topk=) -> final model dir
     train_steps: Callable[..., Path] | None = None
     # None = the trainer's token-weighted CE over the examples' weights
     compute_loss: LossFn | None = None
@@ -97,7 +97,7 @@ def _with_kd(cfg: Any, base_model: str | Path, examples: list[Example], samples:
 
 def _train_edit(obj: Objective, cfg: Any, samples: list[Sample], base_model: str | Path, out_dir: Path, *,
                 seed: int, pairs: Sequence[DualPair] | None, step1_model: str | Path | None,
-                topk: str | Path | None = None) -> Path:  # fmt: skip
+                judging: Judging = DEFAULT_JUDGING, topk: str | Path | None = None) -> Path:  # fmt: skip
     """EDIT: step 1 (SFT on right + AHP-right samples) into `out_dir/step1`, merged, then step 2 (KRSL on
     the filtered pairs, `train.edit.step2_lr`, `step2_epochs`, `nll_cap`) into `out_dir/step2`. With
     `train.kd` both steps distill (step 2 only on the right CoT's positive-weight tokens)."""
@@ -106,7 +106,7 @@ def _train_edit(obj: Objective, cfg: Any, samples: list[Sample], base_model: str
 
     e = cfg.edit
     tokenizer = load_tokenizer(base_model)
-    kept, pair_stats = edit_pairs(samples, pairs)
+    kept, pair_stats = edit_pairs(samples, pairs, rel_tol=judging.rel_tol)
     step1 = step1_samples(samples, kept)
     kd_metrics: dict[str, Any] = {}
     if step1_model is None:
@@ -165,13 +165,14 @@ def objective(name: str) -> Objective:
 
 
 def edit_pairs(
-    samples: Sequence[Sample], pairs: Sequence[DualPair] | None = None
+    samples: Sequence[Sample], pairs: Sequence[DualPair] | None = None, *, rel_tol: float = DEFAULT_REL_TOL
 ) -> tuple[list[DualPair], dict[str, Any]]:
-    """Filtered EDIT pairs: the given (live AHP/CCP) pairs, or offline op-swap twins of the right samples."""
+    """Filtered EDIT pairs: the given (live AHP/CCP) pairs, or offline op-swap twins of the right samples;
+    judged with the run's `rel_tol`."""
     built_stats: dict[str, Any] = {}
     if pairs is None:
-        pairs, built_stats = offline_pairs(samples)
-    kept, filter_stats = filter_pairs(pairs)
+        pairs, built_stats = offline_pairs(samples, rel_tol)
+    kept, filter_stats = filter_pairs(pairs, rel_tol)
     merged = {**built_stats, **filter_stats}
     stats = {(k if k.startswith("pairs_") else f"pairs_{k}"): v for k, v in merged.items()}
     return kept, stats
@@ -186,6 +187,7 @@ def train_with_objective(
     seed: int = 0,
     pairs: Sequence[DualPair] | None = None,
     step1_model: str | Path | None = None,
+    judging: Judging = DEFAULT_JUDGING,
     topk: str | Path | None = None,
 ) -> Path:
     """Train `samples` with `train_cfg.objective`; return the final model directory.
@@ -201,16 +203,9 @@ def train_with_objective(
     out_dir = Path(out_dir)
     if obj.train_steps is not None:
         return obj.train_steps(
-            obj,
-            train_cfg,
-            samples,
-            base_model,
-            out_dir,
-            seed=seed,
-            pairs=pairs,
-            step1_model=step1_model,
-            topk=topk,
-        )
+            obj, train_cfg, samples, base_model, out_dir, seed=seed, pairs=pairs, step1_model=step1_model,
+            judging=judging, topk=topk,
+        )  # fmt: skip
     from edge_distill.models import load_tokenizer
     from edge_distill.training import train
 

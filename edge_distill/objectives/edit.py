@@ -32,7 +32,7 @@ from edge_distill.objectives.examples import Example
 from edge_distill.objectives.keysteps import KeySteps, key_step_fraction, key_steps
 from edge_distill.objectives.sft import encode
 from edge_distill.strategies import format_response, judge, student_prompt
-from edge_distill.types import Sample, Strategy
+from edge_distill.types import DEFAULT_JUDGING, DEFAULT_REL_TOL, Judging, Sample, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ class DualPair:
 
 
 # --------------------------------------------------------------------------- pair construction
-def offline_pairs(samples: Sequence[Sample]) -> tuple[list[DualPair], dict[str, int]]:
+def offline_pairs(
+    samples: Sequence[Sample], rel_tol: float = DEFAULT_REL_TOL
+) -> tuple[list[DualPair], dict[str, int]]:
     """Pairs for a teacher that cannot be re-prompted: each right CoT/L2M sample + its op-swapped twin."""
     pairs: list[DualPair] = []
     stats: Counter[str] = Counter()
@@ -73,7 +75,7 @@ def offline_pairs(samples: Sequence[Sample]) -> tuple[list[DualPair], dict[str, 
             rationale=rationale,
             raw="",
             pred=answer,
-            correct=answers_match(answer, s.gold),
+            correct=answers_match(answer, s.gold, rel_tol),
             source="synthetic",
             meta={**s.meta, "edit": "perturb", "swap": p.swap, "step": p.step},
         )
@@ -82,9 +84,9 @@ def offline_pairs(samples: Sequence[Sample]) -> tuple[list[DualPair], dict[str, 
     return pairs, dict(stats)
 
 
-def _teacher_sample(base: Sample, text: str, kind: str) -> Sample:
+def _teacher_sample(base: Sample, text: str, kind: str, judging: Judging) -> Sample:
     text = cut_completion(text)
-    pred, correct = judge(base.strategy, text, base.gold)
+    pred, correct = judge(base.strategy, text, base.gold, judging=judging)
     return replace(
         base, rationale=split_rationale(text), raw=text, pred=pred, correct=correct, meta={"edit": kind}
     )
@@ -109,6 +111,7 @@ def live_pairs(
     *,
     k: int = 1,
     ahp_temperature: float | None = 0.2,
+    judging: Judging = DEFAULT_JUDGING,
 ) -> tuple[list[DualPair], dict[str, int]]:
     """AHP for each wrong CoT, CCP for each right CoT, through `teacher.complete(prompts, k, sampling)`.
 
@@ -138,13 +141,15 @@ def live_pairs(
                 if c.finish_reason != "stop":
                     stats[f"{kind}_teacher_{c.finish_reason}"] += 1
                     continue
-                new = _teacher_sample(base, c.text, kind)
+                new = _teacher_sample(base, c.text, kind, judging)
                 pairs.append(DualPair(new, base, kind) if kind == "ahp" else DualPair(base, new, kind))
     stats["pairs_built"] = len(pairs)
     return pairs, dict(stats)
 
 
-def filter_pairs(pairs: Sequence[DualPair]) -> tuple[list[DualPair], dict[str, int]]:
+def filter_pairs(
+    pairs: Sequence[DualPair], rel_tol: float = DEFAULT_REL_TOL
+) -> tuple[list[DualPair], dict[str, int]]:
     """Keep pairs whose right side is correct and whose wrong side has a wrong (extractable) answer.
 
     Drop reasons: empty_rationale (seen with a real small teacher: AHP answering only "The answer is
@@ -156,11 +161,11 @@ def filter_pairs(pairs: Sequence[DualPair]) -> tuple[list[DualPair], dict[str, i
         gold = p.right.gold
         if not p.right.rationale.strip() or not p.wrong.rationale.strip():
             reason = "empty_rationale"  # e.g. an AHP reply that only restates the hinted answer
-        elif p.right.pred is None or not answers_match(p.right.pred, gold):
+        elif p.right.pred is None or not answers_match(p.right.pred, gold, rel_tol):
             reason = "right_not_correct"
         elif p.wrong.pred is None:
             reason = "wrong_no_answer"
-        elif answers_match(p.wrong.pred, gold):
+        elif answers_match(p.wrong.pred, gold, rel_tol):
             reason = "wrong_not_wrong"
         elif p.right.rationale.strip() == p.wrong.rationale.strip():
             reason = "identical"
