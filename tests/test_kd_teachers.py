@@ -291,6 +291,9 @@ def test_teach_stage_records_top_k_beside_the_samples_and_train_distills_from_it
     assert (out / "topk.npz").is_file() and stats["kd_topk"]["records"] == len(samples) == 4
     assert stats["kd_topk"]["bytes_per_token"] == 4 + 6 * 4 and stats["kd_topk"]["unknown_tokens"] == 0
     assert all(s.meta["topk"] for s in samples)
+    _assert_no_full_vocabulary_tensor(
+        out / "topk.npz", tmp_path / "c.sqlite", k=4, vocab=len(tok_of(tiny_model_dir))
+    )
     for s in samples:  # the tiny teacher is never right; train on its text anyway
         s.rationale, s.correct = s.raw.strip() or "1 + 1 = 2", True
     for objective in ("sft", "cascod", "edit"):
@@ -320,6 +323,30 @@ def test_teach_stage_records_top_k_beside_the_samples_and_train_distills_from_it
             judging=DEFAULT_JUDGING,
             topk=tmp_path / "none.npz",
         )
+
+
+def tok_of(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def _assert_no_full_vocabulary_tensor(npz, sqlite, *, k, vocab):
+    """Issue 24, item 5: what the teach stage stores per token is its id and k (id, log-prob) pairs, in the run
+    store and in the teacher cache: 4 + 6·k bytes, never a row of the vocabulary."""
+    import sqlite3
+
+    assert k < vocab
+    with np.load(npz, allow_pickle=False) as z:
+        assert set(z.files) == {"keys", "offsets", "tokens", "ids", "logprobs", "info"}
+        n = len(z["tokens"])
+        assert n > 0 and z["ids"].shape == z["logprobs"].shape == (n, k)
+        assert z["ids"].dtype == np.int32 and z["logprobs"].dtype == np.float16
+        assert sum(z[f].nbytes for f in ("tokens", "ids", "logprobs")) == n * (4 + 6 * k)
+    db = sqlite3.connect(sqlite)
+    rows = db.execute("SELECT n, k, length(tokens), length(ids), length(logprobs) FROM topk").fetchall()
+    db.close()
+    assert rows and all((kk, a, b, c) == (k, 4 * m, 4 * m * k, 2 * m * k) for m, kk, a, b, c in rows)
 
 
 def test_teach_stage_refuses_a_teacher_with_another_tokenizer(tiny_model_dir, tmp_path):
