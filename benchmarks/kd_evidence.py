@@ -18,7 +18,9 @@ Printed as a table and written to benchmarks/results/kd_evidence.json with the s
 (bytes per 1,000 samples at k = 20, measured mean tokens per sample) and the online teacher's memory
 (weights, and the process RSS increase measured when it was loaded), plus wall time per arm.
 
-    python benchmarks/kd_evidence.py                 # ~20 min on 2 CPU cores; README.md quotes the result
+    python benchmarks/kd_evidence.py                 # SmolLM2-135M: ~20 min on 2 idle CPU cores
+    python benchmarks/kd_evidence.py --student tiny  # a 2-layer random Llama (tests/tiny_models.py), fully
+                                                     # fine-tuned: ~15 min on 2 idle cores; README.md quotes it
     python benchmarks/kd_evidence.py --quick         # a smoke run (minutes, numbers not meaningful)
 """
 
@@ -58,7 +60,9 @@ def cpu_model() -> str:
 
 
 # ------------------------------------------------------------------------------------------ 1. the teacher
-def fine_tune_teacher(base: Path, work: Path, n_problems: int, steps: int, batch: int, lr: float) -> Path:
+def fine_tune_teacher(
+    base: Path, work: Path, n_problems: int, steps: int, batch: int, lr: float, max_length: int
+) -> Path:
     from edge_distill.config import TrainConfig
     from edge_distill.data import load_problems
     from edge_distill.models import load_tokenizer
@@ -73,7 +77,7 @@ def fine_tune_teacher(base: Path, work: Path, n_problems: int, steps: int, batch
     problems = load_problems("builtin:gsm8k-sample", split="train")[-n_problems:]  # not the KD questions
     samples, _ = teach(RecordedTeacher("builtin:gsm8k"), problems, ["cot"], 1, progress=False)
     samples = filter_samples(samples)
-    cfg = TrainConfig(finetune="full", lr=lr, max_steps=steps, batch_size=batch, max_length=384, precision="fp32",
+    cfg = TrainConfig(finetune="full", lr=lr, max_steps=steps, batch_size=batch, max_length=max_length, precision="fp32",
                       warmup_steps=2, save_steps=10_000, logging_steps=4)  # fmt: skip
     examples, _ = objective("sft").build_examples(load_tokenizer(base), samples, cfg)
     train(base, examples, work / "teacher", cfg, seed=0)
@@ -128,8 +132,10 @@ def score(model_dir: Path, teacher: Any, seqs: list[tuple[int, list[int]]]) -> d
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "kd_evidence")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "kd_evidence.json")
+    ap.add_argument("--work", type=Path, default=None, help="default runs/kd_evidence[_tiny]")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="default benchmarks/results/kd_evidence[_tiny].json"
+    )
     ap.add_argument("--teacher-problems", type=int, default=128)
     ap.add_argument("--teacher-steps", type=int, default=16)
     ap.add_argument("--teacher-lr", type=float, default=1e-4)
@@ -139,11 +145,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--max-length", type=int, default=512, help="training sequence cap (tiny: 1024)")
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--weight", type=float, default=0.5, help="λ, the divergence's share of the loss")
     ap.add_argument("--arms", default="sft,kd-offline,kd-online")
+    ap.add_argument("--student", choices=("smollm2-135m", "tiny"), default="smollm2-135m",
+                    help="tiny: a 2-layer random Llama with a 512-token BPE tokenizer (tests/tiny_models.py), fully "
+                         "fine-tuned, for a CPU that cannot give the 135M model the time; its own sizes below")  # fmt: skip
+    ap.add_argument(
+        "--finetune", choices=("lora", "full"), default=None, help="the arms' (default: lora; tiny: full)"
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     args = ap.parse_args(argv)
+    if args.student == "tiny":  # everything is cheap: more teacher training, more student steps
+        # (its 512-token BPE spends ~2x the tokens of SmolLM2's on the same text)
+        args.teacher_steps, args.teacher_lr, args.steps, args.lr, args.max_length = 40, 2e-3, 40, 1e-3, 1024
+        args.finetune = args.finetune or "full"
+    args.finetune = args.finetune or "lora"
+    suffix = "_tiny" if args.student == "tiny" else ""
+    args.work = args.work or ROOT / "runs" / f"kd_evidence{suffix}"
+    args.out = args.out or ROOT / "benchmarks" / "results" / f"kd_evidence{suffix}.json"
     if args.quick:
         args.teacher_problems, args.teacher_steps, args.problems, args.heldout = 16, 2, 6, 4
         args.max_tokens, args.steps = 48, 3
@@ -162,11 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    base = resolve_model("builtin:smollm2-135m")
+    if args.student == "tiny":
+        from tests.tiny_models import build_tiny_llama
+
+        base = work / "base"
+        if not (base / "config.json").is_file():
+            build_tiny_llama(base, hidden_size=256, num_layers=2, vocab_size=512, seed=0)
+    else:
+        base = Path(resolve_model("builtin:smollm2-135m"))
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    teacher_dir = fine_tune_teacher(base, work, args.teacher_problems, args.teacher_steps, 8, args.teacher_lr)
+    teacher_dir = fine_tune_teacher(
+        base, work, args.teacher_problems, args.teacher_steps, 8, args.teacher_lr, args.max_length
+    )
     timings["teacher_fine_tune_s"] = time.perf_counter() - t0
 
     problems = load_problems("builtin:gsm8k-sample", split="train")[: args.problems]
@@ -184,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     timings["teach_with_topk_s"] = time.perf_counter() - t0
     # every finished rationale is training text here (the measure is closeness to the teacher, not accuracy);
     # its own answer line, so the example is the teacher's text
-    kept = [s for s in samples if s.meta.get("failure") not in ("error", "truncated") and s.rationale.strip()]
+    # (a rationale cut at max_tokens too: it is still the teacher's text)
+    kept = [s for s in samples if s.meta.get("failure") != "error" and s.rationale.strip()]
     for s in kept:
         s.gold = s.pred or ""
     log.info("%d of %d teacher rationales are training examples", len(kept), len(samples))
@@ -199,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     teacher_bytes = teacher_memory_bytes(teacher)
 
     rows: list[dict[str, Any]] = [{"arm": "untrained", **score(base, teacher, seqs)}]
-    common = dict(max_steps=args.steps, batch_size=args.batch, lr=args.lr, precision="fp32", warmup_steps=2,
-                  save_steps=10_000, logging_steps=4, max_length=512)  # fmt: skip
+    common = dict(finetune=args.finetune, max_steps=args.steps, batch_size=args.batch, lr=args.lr, precision="fp32", warmup_steps=2,
+                  save_steps=10_000, logging_steps=4, max_length=args.max_length)  # fmt: skip
     arms = {
         "sft": TrainConfig(**common),
         "kd-offline": TrainConfig(**common, kd=kd),
