@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {k: (_rel(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "examples": len(kept),
         "heldout_sequences": len(seqs),
         "rows": rows,
@@ -294,6 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def _rel(path: Path) -> str:
+    """`path` relative to the repository when it is inside it (the results file travels with the repo)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def print_table(result: dict[str, Any]) -> None:
