@@ -156,6 +156,48 @@ class EditConfig(Section):
     step2_lr: float = Field(default=5e-6, gt=0)
 
 
+class KdConfig(Section):
+    """Logit-level distillation (objectives/kd.py, kd_train.py), off by default. With it on, the loss on the
+    objective's weighted response tokens is (1 − weight)·CE + weight·D(teacher ‖ student); it composes with
+    every objective (sft, cascod, edit) and with the SIKeD/FDD methods (their student samples get the online
+    teacher, or CE only when the teacher is offline)."""
+
+    enabled: bool = False
+    weight: float = Field(default=0.5, ge=0.0, le=1.0)  # λ: the divergence's share of the loss
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    beta: float = Field(default=0.5, gt=0.0, lt=1.0)  # generalized JSD's β (divergence: jsd)
+    temperature: float = Field(default=1.0, gt=0.0)
+    # offline: top-k log-probs recorded by the live teacher at `teach` time (teach/topk.npz + teacher cache);
+    # online: `teacher_model` (a local transformers dir or builtin) runs beside the student on every batch
+    source: Literal["offline", "online"] = "offline"
+    top_k: int = Field(default=20, ge=1, le=100)  # offline: log-probs recorded per generated token
+    teacher_model: str | None = (
+        None  # online / on-policy: shares the student's tokenizer (checked by content)
+    )
+    # http teacher (offline): its tokenizer as a local transformers dir or .gguf, compared with the student's;
+    # unset: the server's token texts must map onto the student's tokenizer (checked on the responses)
+    teacher_tokenizer: str | None = None
+    # GKD's λ: the probability that a micro-batch's responses are sampled by the student now and scored by
+    # the (online) teacher instead of the teacher samples
+    on_policy: float = Field(default=0.0, ge=0.0, le=1.0)
+    on_policy_temperature: float = Field(default=1.0, ge=0.0)
+    on_policy_max_new_tokens: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> KdConfig:
+        if not self.enabled:
+            return self
+        if self.source == "online" and not self.teacher_model:
+            raise ValueError(
+                "source=online needs teacher_model (a local transformers directory sharing the student's tokenizer)"
+            )
+        if self.on_policy > 0 and self.source != "online":
+            raise ValueError(
+                "on_policy > 0 needs source=online: the teacher must score what the student samples"
+            )
+        return self
+
+
 # transformers' `report_to` values (INTEGRATION_TO_CALLBACK in transformers.integrations; a test keeps
 # this list equal to it): written out so the config stays importable without transformers
 REPORT_TO = (
@@ -170,6 +212,7 @@ class TrainConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     cascod: CascodConfig = Field(default_factory=CascodConfig)
     edit: EditConfig = Field(default_factory=EditConfig)
+    kd: KdConfig = Field(default_factory=KdConfig)
     lr: float = Field(default=3e-4, gt=0)
     epochs: float = Field(default=3.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1)

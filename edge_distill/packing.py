@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from edge_distill.objectives.examples import Example, feature_rows
+from edge_distill.objectives.examples import Example, feature_rows, kd_rows, kd_tensors
 
 
 class PackedCollator:
@@ -37,11 +37,13 @@ class PackedCollator:
             pos.extend(range(len(row_ids)))
             weights.append(0.0)
             weights.extend(row_w[1:])
+        kd = kd_tensors(kd_rows(features), [len(r) for r, _ in rows], len(ids), packed=True)
         return {
             "input_ids": torch.tensor([ids], dtype=torch.long),
             "position_ids": torch.tensor([pos], dtype=torch.long),
             "weights": torch.tensor([weights], dtype=torch.float32),
             "n_examples": torch.tensor(len(rows), dtype=torch.long),
+            **kd,
         }
 
 

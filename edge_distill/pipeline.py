@@ -57,6 +57,14 @@ def stage_teach(cfg: Config, run: RunDir) -> dict[str, Any]:
     from edge_distill.teach import teach
 
     problems = stages.load_split(run, "train")
+    out = run.stage_dir("teach")
+    if stages.records_topk(cfg.train.kd):  # offline KD: the teacher's top-k log-probs, beside the samples
+        samples, stats = stages.teach_with_topk(
+            cfg.train.kd, cfg.teacher, cfg.student.model, problems, out, Judging.of(cfg)
+        )
+        write_jsonl(out / "samples.jsonl", (s.to_dict() for s in samples))
+        write_json(out / "stats.json", stats)
+        return stats
     teacher = stages.build_teacher(cfg.teacher)
     try:
         samples, stats = teach(
@@ -71,7 +79,6 @@ def stage_teach(cfg: Config, run: RunDir) -> dict[str, Any]:
     finally:
         if hasattr(teacher, "close"):
             teacher.close()
-    out = run.stage_dir("teach")
     write_jsonl(out / "samples.jsonl", (s.to_dict() for s in samples))
     write_json(out / "stats.json", stats)
     return stats
@@ -112,8 +119,17 @@ def stage_train(cfg: Config, run: RunDir) -> dict[str, Any]:
             cfg.teacher, run.path / "teach" / "samples.jsonl", out, Judging.of(cfg)
         )
     step1 = stages.reused_sft(cfg.train, cfg.student.model, run)  # EDIT only (Config checks)
+    topk = run.path / stages.TOPK_STORE if stages.records_topk(cfg.train.kd) else None
     final = stages.train_student(
-        cfg.train, samples, base, out, seed=cfg.seed, judging=Judging.of(cfg), pairs=pairs, step1_model=step1
+        cfg.train,
+        samples,
+        base,
+        out,
+        seed=cfg.seed,
+        judging=Judging.of(cfg),
+        pairs=pairs,
+        step1_model=step1,
+        topk=topk,
     )
     summary: dict[str, Any] = {"model": str(final), "samples": len(samples), "base": str(base)}
     if step1 is not None:

@@ -16,7 +16,7 @@ from edge_distill.io import read_jsonl, write_json, write_jsonl
 from edge_distill.types import Judging, Problem, Sample
 
 if TYPE_CHECKING:
-    from edge_distill.config import DataConfig, EvalConfig, TeacherConfig, TrainConfig
+    from edge_distill.config import DataConfig, EvalConfig, KdConfig, TeacherConfig, TrainConfig
     from edge_distill.rundir import RunDir
 
 
@@ -45,10 +45,69 @@ def load_samples(path: Path) -> list[Sample]:
 
 
 # ---------------------------------------------------------------------------------------------- teacher
-def build_teacher(teacher: TeacherConfig) -> Any:
+def build_teacher(teacher: TeacherConfig, *, logprobs: int = 0, pieces: Any = None) -> Any:
     from edge_distill.teachers.factory import teacher_from_config
 
-    return teacher_from_config(teacher)
+    return teacher_from_config(teacher, logprobs=logprobs, pieces=pieces)
+
+
+TOPK_STORE = "teach/topk.npz"  # the teacher's top-k log-probs, beside teach/samples.jsonl (train.kd offline)
+
+
+def records_topk(kd: KdConfig) -> bool:
+    """Whether the teach stage records the teacher's top-k log-probs (`train.kd` on, source offline)."""
+    return kd.enabled and kd.source == "offline"
+
+
+def teach_with_topk(kd: KdConfig, teacher: TeacherConfig, student_model: str, problems: list[Problem],
+                    out_dir: Path, judging: Judging) -> tuple[list[Sample], dict[str, Any]]:  # fmt: skip
+    """The teach stage with offline KD: the teacher records its top-`kd.top_k` log-probs per token; the
+    vocabulary contract is checked first (llamacpp: the GGUF's tokenizer, transformers: the model dir's,
+    http: `kd.teacher_tokenizer` when given, and the responses' token texts always); the records go to
+    `out_dir/topk.npz`, their sizes into the stats. `judging`: the run's tolerance and sandbox mode."""
+    from edge_distill.errors import ConfigError
+    from edge_distill.models import load_tokenizer, resolve_model
+    from edge_distill.teach import teach
+    from edge_distill.teachers.topk import PieceMap, storage_per_samples, write_store
+    from edge_distill.teachers.vocab import hf_content, piece_map, require_same, teacher_content
+
+    tokenizer = load_tokenizer(resolve_model(student_model))
+    student = hf_content(tokenizer, f"the student's ({student_model})")
+    spec = kd.teacher_tokenizer or (
+        teacher.model if teacher.backend in ("llamacpp", "transformers") else None
+    )
+    if spec is not None:
+        require_same(teacher_content(spec), student)
+    pieces = PieceMap(piece_map(tokenizer), len(tokenizer)) if teacher.backend == "http" else None
+    client = build_teacher(teacher, logprobs=kd.top_k, pieces=pieces)
+    records: dict[str, Any] = {}
+    try:
+        samples, stats = teach(
+            client,
+            problems,
+            teacher.strategies,
+            teacher.samples_per_strategy,
+            judging=judging,
+            topk_out=records,
+        )
+        if hasattr(client, "report"):
+            stats["teacher_calls"] = client.report()
+    finally:
+        if hasattr(client, "close"):
+            client.close()
+    tokens = sum(r.n for r in records.values())
+    unknown = sum(int((r.tokens < 0).sum()) for r in records.values())
+    if tokens and unknown > 0.05 * tokens:
+        raise ConfigError(
+            f"train.kd: {unknown} of {tokens} tokens the teacher {client.name} generated are not tokens of the "
+            f"student's tokenizer {student.describe()}: teacher and student do not share a vocabulary (or the "
+            "server renders tokens differently); set train.kd.teacher_tokenizer to check it by content"
+        )
+    store = write_store(
+        out_dir / "topk.npz", records, {"tokenizer": student.fingerprint(), "teacher": client.name}
+    )
+    stats["kd_topk"] = {**store, "unknown_tokens": unknown, **storage_per_samples(records.values(), kd.top_k)}
+    return samples, stats
 
 
 def live_teacher_pairs(
@@ -83,18 +142,27 @@ def live_teacher_pairs(
 # ---------------------------------------------------------------------------------------------- train / eval
 def train_student(train: TrainConfig, samples: list[Sample], base_model: str | Path, out_dir: Path, *,
                   seed: int, judging: Judging, pairs: list[Any] | None = None,
-                  step1_model: Path | None = None) -> Path:  # fmt: skip
+                  step1_model: Path | None = None, topk: Path | None = None) -> Path:  # fmt: skip
     """Train on `samples` with `train.objective`; return the trained model/adapter directory.
 
     The one function the pipeline's train stage and the SIKeD/FDD loops call for each training run: the
     loops decide the data, the objective (looked up once in `objectives.build.OBJECTIVES`) the loss.
     `pairs`: live-teacher EDIT pairs (`live_teacher_pairs`); without them EDIT uses offline twins.
     `step1_model`: EDIT's step 1, already trained (`reused_sft`). `judging`: EDIT judges its pairs with it.
+    `topk`: the run's `teach/topk.npz` (`train.kd` offline).
     """
     from edge_distill.objectives.build import train_with_objective
 
     return train_with_objective(
-        train, samples, base_model, out_dir, seed=seed, pairs=pairs, step1_model=step1_model, judging=judging
+        train,
+        samples,
+        base_model,
+        out_dir,
+        seed=seed,
+        pairs=pairs,
+        step1_model=step1_model,
+        judging=judging,
+        topk=topk,
     )
 
 

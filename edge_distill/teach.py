@@ -37,6 +37,11 @@ FAILURE_REASONS = ("error", "truncated", "unparseable", "pot_error", "timeout", 
 KEEP_MODES = ("one_per_strategy", "all")
 
 
+def topk_key(p: Problem, strategy: Strategy, j: int) -> str:
+    """The key of a sample's teacher top-k record in `teach/topk.npz` (`Sample.meta["topk"]`)."""
+    return f"{p.id}/{strategy.value}/{j}"
+
+
 def _sample(p: Problem, strategy: Strategy, c: Completion, j: int, teacher: str) -> Sample:
     """A sample with rationale parsed and, for CoT/L2M, pred extracted; PoT preds come from the sandbox."""
     meta: dict[str, Any] = {
@@ -45,6 +50,8 @@ def _sample(p: Problem, strategy: Strategy, c: Completion, j: int, teacher: str)
         "cached": c.cached,
         "k_index": j,
     }
+    if c.topk is not None:
+        meta["topk"] = topk_key(p, strategy, j)
     s = Sample(p.id, p.question, p.answer, strategy, rationale="", raw=c.text, source="teacher", meta=meta)
     if c.finish_reason == "error":
         meta.update(failure="error", error=c.error or "teacher returned an error")
@@ -68,8 +75,12 @@ def teach(
     pot_timeout_s: float = 2.0,
     progress: bool = True,
     judging: Judging = DEFAULT_JUDGING,
+    topk_out: dict[str, Any] | None = None,
 ) -> tuple[list[Sample], dict[str, Any]]:
     """Generate `k` rationales per problem and strategy, judge them, and count failures by reason.
+
+    `topk_out`: receives the teacher's top-k records (completions that carry one, `train.kd` offline) by
+    the key each sample holds in `meta["topk"]`.
 
     Returns (samples, stats). stats: {"teacher", "problems", "k", "completions", "correct",
     "failures": {reason: n}, "by_strategy": {s: {"completions", "correct", <reasons>..., "problems_solved",
@@ -95,6 +106,11 @@ def teach(
             for p, cs in zip(problems, completions, strict=True)
             for j, c in enumerate(cs)
         ]
+        if topk_out is not None:
+            for p, cs in zip(problems, completions, strict=True):
+                for j, c in enumerate(cs):
+                    if c.topk is not None:
+                        topk_out[topk_key(p, strategy, j)] = c.topk
         _judge(batch, strategy, pot_timeout_s, judging)
         samples.extend(batch)
         counts = Counter(s.meta.get("failure") or "correct" for s in batch)

@@ -169,9 +169,10 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
     run.require("filter/train.jsonl")
     # module attributes, looked up per call, so a test can wrap a stage helper
     judging = Judging.of(cfg)  # one tolerance and sandbox mode for training data, sampling and eval
+    topk = run.path / stages.TOPK_STORE if stages.records_topk(cfg.train.kd) else None
     steps = Stages(
         train=lambda samples, base, out: stages.train_student(
-            cfg.train, samples, base, out, seed=cfg.seed, judging=judging
+            cfg.train, samples, base, out, seed=cfg.seed, judging=judging, topk=topk
         ),
         evaluate=lambda model, problems, out: stages.evaluate_student(
             cfg.eval, cfg.train, model, problems, out, "dev", judging

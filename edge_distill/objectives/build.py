@@ -49,7 +49,7 @@ class Objective:
     build_examples: ExamplesFn
     decoding: Callable[[Any], dict[str, Any]]  # train_cfg -> decoding description (edge_distill.decoding)
     # train steps: None = one `training.train` run on `build_examples`; else (objective, train_cfg, samples,
-    # base, out_dir, seed=, pairs=, step1_model=, judging=) -> final model dir
+    # base, out_dir, seed=, pairs=, step1_model=, judging=, topk=) -> final model dir
     train_steps: Callable[..., Path] | None = None
     # None = the trainer's token-weighted CE over the examples' weights
     compute_loss: LossFn | None = None
@@ -81,11 +81,26 @@ def _single_pass(cfg: Any) -> dict[str, Any]:
     return dict(SINGLE_PASS)
 
 
+def _with_kd(cfg: Any, base_model: str | Path, examples: list[Example], samples: Sequence[Sample],
+             topk: str | Path | None, loss_fn: LossFn | None, metrics: dict[str, Any], seed: int) -> LossFn | None:  # fmt: skip
+    """`train.kd`: the distillation loss hook (and offline teacher rows attached to `examples`), else `loss_fn`."""
+    if not cfg.kd.enabled:
+        return loss_fn
+    if loss_fn is not None:
+        raise ValueError("train.kd composes with token-weighted objectives; this objective has its own loss")
+    from edge_distill.objectives.kd_train import kd_setup
+
+    hook, kd_metrics = kd_setup(cfg, base_model, examples, samples, topk, seed=seed)
+    metrics.update(kd_metrics)
+    return hook
+
+
 def _train_edit(obj: Objective, cfg: Any, samples: list[Sample], base_model: str | Path, out_dir: Path, *,
                 seed: int, pairs: Sequence[DualPair] | None, step1_model: str | Path | None,
-                judging: Judging = DEFAULT_JUDGING) -> Path:  # fmt: skip
+                judging: Judging = DEFAULT_JUDGING, topk: str | Path | None = None) -> Path:  # fmt: skip
     """EDIT: step 1 (SFT on right + AHP-right samples) into `out_dir/step1`, merged, then step 2 (KRSL on
-    the filtered pairs, `train.edit.step2_lr`, `step2_epochs`, `nll_cap`) into `out_dir/step2`."""
+    the filtered pairs, `train.edit.step2_lr`, `step2_epochs`, `nll_cap`) into `out_dir/step2`. With
+    `train.kd` both steps distill (step 2 only on the right CoT's positive-weight tokens)."""
     from edge_distill.models import load_tokenizer
     from edge_distill.training import merge_lora, train
 
@@ -93,9 +108,11 @@ def _train_edit(obj: Objective, cfg: Any, samples: list[Sample], base_model: str
     tokenizer = load_tokenizer(base_model)
     kept, pair_stats = edit_pairs(samples, pairs, rel_tol=judging.rel_tol)
     step1 = step1_samples(samples, kept)
+    kd_metrics: dict[str, Any] = {}
     if step1_model is None:
         ex1, _ = obj.build_examples(tokenizer, step1, cfg)
-        step1_model = train(base_model, ex1, out_dir / "step1", cfg, seed=seed).final_dir
+        loss1 = _with_kd(cfg, base_model, ex1, step1, topk, obj.compute_loss, kd_metrics, seed)
+        step1_model = train(base_model, ex1, out_dir / "step1", cfg, seed=seed, loss_fn=loss1).final_dir
     step1_model = Path(step1_model)
     if (step1_model / "adapter_config.json").is_file():
         step1_model = merge_lora(step1_model, out_dir / "step1" / "merged")
@@ -108,6 +125,12 @@ def _train_edit(obj: Objective, cfg: Any, samples: list[Sample], base_model: str
         max_length=cfg.max_length,
     )
     metrics.update(pair_stats, edit_step1_samples=len(step1), edit_nll_cap=e.nll_cap)
+    metrics.update({f"step1_{k}": v for k, v in kd_metrics.items()})
+    loss2 = (
+        _with_kd(cfg, base_model, ex2, [p.right for p in kept], topk, obj.compute_loss, metrics, seed)
+        if ex2
+        else None
+    )
     write_json(out_dir / "objective.json", metrics)
     if not ex2:
         log.warning("edit: no pair survived filtering; the step-1 model is the result")
@@ -118,6 +141,7 @@ def _train_edit(obj: Objective, cfg: Any, samples: list[Sample], base_model: str
         out_dir / "step2",
         cfg,
         seed=seed,
+        loss_fn=loss2,
         lr=e.step2_lr,
         epochs=e.step2_epochs,
         nll_cap=e.nll_cap,
@@ -164,13 +188,15 @@ def train_with_objective(
     pairs: Sequence[DualPair] | None = None,
     step1_model: str | Path | None = None,
     judging: Judging = DEFAULT_JUDGING,
+    topk: str | Path | None = None,
 ) -> Path:
     """Train `samples` with `train_cfg.objective`; return the final model directory.
 
     One `training.train` run into `out_dir`, unless the objective has its own steps (EDIT). `pairs` are live
     AHP/CCP pairs (`edit.live_pairs`); without them EDIT's pairs are offline twins of the right samples.
     `step1_model` (a model already trained on the step-1 data, e.g. an SFT run on the same samples) skips
-    EDIT's step 1. Objective metrics (α, key-step fraction, pairs kept/dropped by reason) are written to
+    EDIT's step 1. `topk`: the run's teacher top-k store (`teach/topk.npz`) for `train.kd` offline.
+    Objective metrics (α, key-step fraction, pairs kept/dropped by reason, KD coverage) are written to
     `out_dir/objective.json` for the report.
     """
     obj = objective(train_cfg.objective)
@@ -178,13 +204,14 @@ def train_with_objective(
     if obj.train_steps is not None:
         return obj.train_steps(
             obj, train_cfg, samples, base_model, out_dir, seed=seed, pairs=pairs, step1_model=step1_model,
-            judging=judging,
+            judging=judging, topk=topk,
         )  # fmt: skip
     from edge_distill.models import load_tokenizer
     from edge_distill.training import train
 
     examples, metrics = obj.build_examples(load_tokenizer(base_model), samples, train_cfg)
-    result = train(base_model, examples, out_dir, train_cfg, seed=seed, loss_fn=obj.compute_loss)
+    loss_fn = _with_kd(train_cfg, base_model, examples, samples, topk, obj.compute_loss, metrics, seed)
+    result = train(base_model, examples, out_dir, train_cfg, seed=seed, loss_fn=loss_fn)
     write_json(out_dir / "objective.json", metrics)
     return Path(result.final_dir)
 

@@ -100,11 +100,13 @@ def build_cascod_examples(
     eos = tokenizer.eos_token_id
     examples: list[Example] = []
     passthrough: list[Sample] = []
+    passthrough_index: list[int] = []  # position of each passed-through sample in `samples`
     n_split = n_long = 0
     for i, s in enumerate(samples):
         text = cascod_text(s, marker)
         if text is None:
             passthrough.append(s)
+            passthrough_index.append(i)
             continue
         p_ids = encode(tokenizer, text.prompt)
         r_ids = encode(tokenizer, text.rationale) + [eos]
@@ -114,10 +116,16 @@ def build_cascod_examples(
             n_long += 1
             continue
         group = f"cascod:{s.problem_id}:{i}"
-        examples.append(Example(p_ids + r_ids, cascod_weights(len(p_ids), len(r_ids), 1.0 - alpha), group))
-        examples.append(Example(q_ids + a_ids, cascod_weights(len(q_ids), len(a_ids), alpha), group))
+        examples.append(
+            Example(p_ids + r_ids, cascod_weights(len(p_ids), len(r_ids), 1.0 - alpha), group, sample=i)
+        )
+        examples.append(
+            Example(q_ids + a_ids, cascod_weights(len(q_ids), len(a_ids), alpha), group, sample=i)
+        )
         n_split += 1
-    examples.extend(build_sft_examples(tokenizer, passthrough, max_length))
+    for ex in build_sft_examples(tokenizer, passthrough, max_length):
+        ex.sample = passthrough_index[ex.sample] if ex.sample is not None else None
+        examples.append(ex)
     metrics = {
         "objective": "cascod",
         "cascod_alpha": alpha,

@@ -247,7 +247,7 @@ def build_krsl_examples(
         group = f"edit:{p.right.problem_id}:{i}"
         rw = krsl_weights(len(prompt), steps.a_diff, diff_weight=right_weight, shared_weight=shared_weight)
         ww = krsl_weights(len(prompt), steps.b_diff, diff_weight=-wrong_weight, shared_weight=0.0)
-        examples.append(Example(prompt + r_ids, rw, group))
+        examples.append(Example(prompt + r_ids, rw, group, sample=i))  # `sample`: the pair's right side
         examples.append(Example(prompt + w_ids, ww, group))
     frac = key_step_fraction(all_steps)
     metrics: dict[str, Any] = {

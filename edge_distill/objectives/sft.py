@@ -60,7 +60,12 @@ def build_sft_examples(
             continue
         w = 1.0 / len(response)
         examples.append(
-            Example(prompt + response, [0.0] * len(prompt) + [w] * len(response), f"sft:{s.problem_id}:{i}")
+            Example(
+                prompt + response,
+                [0.0] * len(prompt) + [w] * len(response),
+                f"sft:{s.problem_id}:{i}",
+                sample=i,
+            )
         )
     if dropped:
         logger.warning(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from edge_distill.types import Problem, Strategy
 
@@ -17,13 +17,16 @@ FINISH_REASONS = ("stop", "length", "error")
 class Completion:
     """One teacher output. `finish_reason` "length" means truncated; "error" means no text (see `error`).
 
-    `cached` is True when the text came from the teacher cache rather than a fresh call.
+    `cached` is True when the text came from the teacher cache rather than a fresh call. `topk` is the
+    teacher's top-k log-probs per generated token (`teachers.topk.TopK`) when they were asked for
+    (offline logit distillation, `train.kd`).
     """
 
     text: str
     finish_reason: str = "stop"  # "stop" | "length" | "error"
     error: str | None = None
     cached: bool = False
+    topk: Any = None
 
     def __post_init__(self) -> None:
         if self.finish_reason not in FINISH_REASONS:

@@ -6,7 +6,9 @@ model name is another teacher), the llama.cpp teacher's GGUF fingerprint. KEY_VE
 key's meaning changes, so entries of an older format are never served (they stay in the file, unused).
 One file can be shared by many runs and by concurrent processes (WAL journal + busy timeout). Only
 successful completions are stored (finish "stop" or "length": both were paid for); failed calls are
-recorded in `faults` for the report but never cached, so a re-run retries them.
+recorded in `faults` for the report but never cached, so a re-run retries them. A completion's teacher
+top-k log-probs (offline distillation, teachers/topk.py) sit in `topk` under the same key as blobs; a
+lookup that needs them treats a completion without them (or with fewer than k) as a miss.
 
 A cache is an optimisation: a file SQLite cannot use (garbage, truncated, unwritable, disk full) is
 reported once, naming the file and what to do, and the run goes on uncached; the file is left as it is.
@@ -43,6 +45,14 @@ CREATE TABLE IF NOT EXISTS completions (
     completion_tokens INTEGER,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS topk (
+    key TEXT PRIMARY KEY,
+    k INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    tokens BLOB NOT NULL,
+    ids BLOB NOT NULL,
+    logprobs BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS faults (
     key TEXT NOT NULL,
     backend TEXT NOT NULL,
@@ -52,6 +62,16 @@ CREATE TABLE IF NOT EXISTS faults (
     created REAL NOT NULL
 );
 """
+
+
+def _topk_from_row(blobs: list[Any], k: int) -> Any:
+    """A stored TopK cut to k, or None for a damaged row (then the completion is fetched again)."""
+    from edge_distill.teachers.topk import TopK
+
+    try:
+        return TopK.from_blobs(*blobs).head(k)
+    except (ValueError, TypeError):
+        return None
 
 
 def resolve_cache_path(spec: str | Path | None) -> Path | None:
@@ -84,6 +104,7 @@ class CachedCompletion:
     text: str
     finish_reason: str
     completion_tokens: int | None = None
+    topk: Any = None  # teachers.topk.TopK when recorded
 
 
 class TeacherCache:
@@ -135,18 +156,27 @@ class TeacherCache:
                 self._disable(e)
                 return default
 
-    def get_many(self, keys: list[str]) -> dict[str, CachedCompletion]:
+    def get_many(self, keys: list[str], topk: int = 0) -> dict[str, CachedCompletion]:
+        """The cached completions of `keys`; with `topk` > 0 only those stored with >= topk log-probs per token
+        (cut to `topk`), the others count as misses."""
+
         def op(db: sqlite3.Connection) -> dict[str, CachedCompletion]:
             found: dict[str, CachedCompletion] = {}
+            cols = ", t.n, t.k, t.tokens, t.ids, t.logprobs" if topk else ""
+            join = " JOIN topk t ON t.key = c.key AND t.k >= ?" if topk else ""
             for start in range(0, len(keys), 500):  # stay under SQLite's variable limit
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
-                    f"SELECT key, text, finish_reason, completion_tokens FROM completions WHERE key IN ({marks})",
-                    chunk,
+                    f"SELECT c.key, c.text, c.finish_reason, c.completion_tokens{cols} FROM completions c{join} "
+                    f"WHERE c.key IN ({marks})",
+                    ([topk] if topk else []) + chunk,
                 ).fetchall()
-                for key, text, finish, tokens in rows:
-                    found[key] = CachedCompletion(text, finish, tokens)
+                for key, text, finish, tokens, *blobs in rows:
+                    record = _topk_from_row(blobs, topk) if topk else None
+                    if topk and record is None:
+                        continue
+                    found[key] = CachedCompletion(text, finish, tokens, record)
             return found
 
         found = self._guard(op, {})
@@ -158,15 +188,20 @@ class TeacherCache:
     def put_many(self, backend: str, model: str, items: Iterable[tuple[str, int, CachedCompletion]]) -> None:
         """Store (key, sample_index, completion) rows and commit at once: a crash keeps what was paid."""
         now = time.time()
+        items = list(items)
         rows = [
             (key, backend, model, idx, c.text, c.finish_reason, c.completion_tokens, now)
             for key, idx, c in items
+        ]
+        topk_rows = [
+            (key, c.topk.k, c.topk.n, *c.topk.to_blobs()) for key, _, c in items if c.topk is not None
         ]
         if not rows:
             return
 
         def op(db: sqlite3.Connection) -> None:
             db.executemany("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT OR REPLACE INTO topk VALUES (?, ?, ?, ?, ?, ?)", topk_rows)
             db.commit()
 
         self._guard(op, None)

@@ -48,6 +48,10 @@ def make_teacher(
     # vllm
     tensor_parallel_size: int = 1,
     data_cfg: DataConfig | None = None,
+    # offline logit distillation: record the top-`logprobs` teacher log-probs per token; `pieces` maps a
+    # server's token texts to the shared tokenizer's ids (http only)
+    logprobs: int = 0,
+    pieces: Any = None,
 ) -> Teacher:
     """A teacher for `backend` ∈ recorded | http | llamacpp | transformers | vllm.
 
@@ -57,9 +61,17 @@ def make_teacher(
     A TeacherConfig may be passed instead of `backend` (see `teacher_from_config`).
     """
     if not isinstance(backend, str):
-        return teacher_from_config(backend, data_cfg=data_cfg, progress=progress)
+        return teacher_from_config(
+            backend, data_cfg=data_cfg, progress=progress, logprobs=logprobs, pieces=pieces
+        )
     if model is None:
         raise ConfigError("teacher.model: required (a model name, GGUF path or HF directory)")
+    if logprobs and backend in ("recorded", "vllm"):
+        raise ConfigError(
+            f"train.kd.source=offline needs the teacher's log-probs, which teacher.backend={backend} does not "
+            "record: use teacher.backend http (e.g. against `vllm serve` or llama_cpp.server), llamacpp or "
+            "transformers, or train.kd.source=online with a local train.kd.teacher_model"
+        )
     if backend == "recorded":
         from edge_distill.teachers.recorded import RecordedTeacher
 
@@ -69,6 +81,7 @@ def make_teacher(
         "n_shots": n_shots,
         "cache": cache_path,
         "progress": progress,
+        "logprobs": logprobs,
     }
     if backend == "http":
         from edge_distill.teachers.http import HttpTeacher
@@ -85,6 +98,7 @@ def make_teacher(
             supports_n=supports_n,
             max_response_bytes=max_response_bytes,
             extra_body=extra_body,
+            pieces=pieces,
             **live,
         )
     if backend == "llamacpp":
@@ -110,10 +124,16 @@ def sampling_from_config(cfg: TeacherConfig) -> Sampling:
 
 
 def teacher_from_config(
-    cfg: TeacherConfig, *, data_cfg: DataConfig | None = None, progress: bool | None = None
+    cfg: TeacherConfig,
+    *,
+    data_cfg: DataConfig | None = None,
+    progress: bool | None = None,
+    logprobs: int = 0,
+    pieces: Any = None,
 ) -> Teacher:
     """Unpack `cfg.teacher` into `make_teacher`. `data_cfg` is accepted for the pipeline's call and unused:
-    the recorded teacher reads the socratic text from the problems themselves."""
+    the recorded teacher reads the socratic text from the problems themselves. `logprobs`/`pieces`: see
+    `make_teacher` (set by the teach stage when `train.kd` distills offline)."""
     h = cfg.http
     return make_teacher(
         cfg.backend,
@@ -136,4 +156,6 @@ def teacher_from_config(
         n_threads=cfg.n_threads,
         batch_size=cfg.batch_size,
         tensor_parallel_size=cfg.tensor_parallel_size,
+        logprobs=logprobs,
+        pieces=pieces,
     )

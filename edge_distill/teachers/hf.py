@@ -20,6 +20,17 @@ from edge_distill.teachers.live import Generation, LiveTeacher, Request, Samplin
 log = logging.getLogger(__name__)
 
 
+def _topk(tok: Any, ids: list[int], logits: list[torch.Tensor], text: str, k: int) -> Any:
+    """The top-k record of one generated row: tokens that start inside the returned text, and the raw
+    logits that predicted each of them."""
+    from edge_distill.teachers.topk import from_logits_rows, tokens_within
+
+    starts = [len(tok.decode(ids[:i], skip_special_tokens=True)) for i in range(len(ids))]
+    n = tokens_within(len(text), starts)
+    rows = torch.stack(logits[:n]).float().cpu().numpy() if n else torch.zeros(0, 1).numpy()
+    return from_logits_rows(ids[:n], rows, k)
+
+
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     """Text up to the first stop string, and whether one was found."""
     cuts = [text.find(s) for s in stop if s and s in text]
@@ -65,14 +76,21 @@ class TransformersTeacher(LiveTeacher):
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
-        out = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1] :]
+        if self.logprobs:  # the raw logits of every step (before temperature/top-p) for the top-k record
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
+        result = model.generate(**enc, **kwargs)
+        sequences = result.sequences if self.logprobs else result
+        out = sequences[:, enc["input_ids"].shape[1] :]
         eos = {tok.eos_token_id, tok.pad_token_id} - {None}
         gens = []
-        for row in out.tolist():
+        for b, row in enumerate(out.tolist()):
             n = next((j for j, t in enumerate(row) if t in eos), len(row))
             text, stopped = cut_at_stop(tok.decode(row[:n], skip_special_tokens=True), sampling.stop)
             hit_limit = n == len(row) and len(row) >= sampling.max_tokens and not stopped
-            gens.append(Generation(text, "length" if hit_limit else "stop", tokens=n))
+            gen = Generation(text, "length" if hit_limit else "stop", tokens=n)
+            if self.logprobs:
+                gen.topk = _topk(tok, row[:n], [step[b] for step in result.logits[:n]], text, self.logprobs)
+            gens.append(gen)
         return gens
 
     def _run(

@@ -115,9 +115,16 @@ class HttpTeacher(LiveTeacher):
         give_up_after: int = 8,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         extra_body: dict[str, Any] | None = None,
+        pieces: Any = None,
         **kwargs: Any,
     ):
         super().__init__(model, **kwargs)
+        # token text -> shared tokenizer id (teachers.topk.PieceMap): how logprobs' token strings become ids
+        self.pieces = pieces
+        if self.logprobs and pieces is None:
+            raise TeacherError(
+                "teacher.backend=http: recording logprobs needs the student's tokenizer (pieces=)"
+            )
         if endpoint not in ("completions", "chat"):
             raise TeacherError(f"teacher.http.endpoint: {endpoint!r} is not one of completions, chat")
         try:
@@ -172,6 +179,11 @@ class HttpTeacher(LiveTeacher):
             body["stop"] = list(sampling.stop)
         if seed is not None:
             body["seed"] = seed
+        if self.logprobs:  # the teacher's top-k per generated token (offline distillation)
+            if self.endpoint == "chat":
+                body.update(logprobs=True, top_logprobs=self.logprobs)
+            else:
+                body["logprobs"] = self.logprobs
         body.update(self.extra_body)
         return body
 
@@ -241,7 +253,9 @@ class HttpTeacher(LiveTeacher):
         except httpx.HTTPError as e:  # refused, reset, DNS, TLS...
             raise _Retryable("connection", f"{type(e).__name__}: {str(e)[:200]}") from None
         try:
-            return parse_completion_body(raw, endpoint=self.endpoint, n=n)
+            return parse_completion_body(
+                raw, endpoint=self.endpoint, n=n, topk=self.logprobs, pieces=self.pieces
+            )
         except BadResponse as e:
             raise _Retryable("bad_response", str(e)) from None
 

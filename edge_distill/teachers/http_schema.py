@@ -9,11 +9,14 @@ bounded in time and memory.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from edge_distill.teachers.live import Generation
+
+if TYPE_CHECKING:
+    from edge_distill.teachers.topk import PieceMap
 
 __all__ = ["BadResponse", "parse_completion_body"]
 
@@ -39,6 +42,37 @@ class _Choice(_Strict):
     text: str | None = None
     message: _Message | None = None
     finish_reason: str | None = None
+    logprobs: Any = None  # validated below, only when asked for
+
+
+# `logprobs` of a choice (offline distillation, teachers/topk.py). Bounded: a token list longer than any
+# max_tokens, or more alternatives per token than any k, is a malformed body.
+MAX_LOGPROB_TOKENS = 1 << 16
+MAX_ALTERNATIVES = 128
+
+
+class _Alternative(_Strict):
+    token: str
+    logprob: float
+
+
+class _ChatToken(_Strict):
+    token: str
+    logprob: float
+    top_logprobs: list[_Alternative] = Field(default_factory=list, max_length=MAX_ALTERNATIVES)
+
+
+class _ChatLogprobs(_Strict):
+    content: list[_ChatToken] = Field(max_length=MAX_LOGPROB_TOKENS)
+
+
+class _CompletionLogprobs(_Strict):
+    tokens: list[str] = Field(max_length=MAX_LOGPROB_TOKENS)
+    top_logprobs: list[dict[str, float] | None] | None = Field(default=None, max_length=MAX_LOGPROB_TOKENS)
+
+    def model_post_init(self, _ctx: Any) -> None:
+        if any(top is not None and len(top) > MAX_ALTERNATIVES for top in self.top_logprobs or []):
+            raise ValueError(f"more than {MAX_ALTERNATIVES} alternatives for one token")
 
 
 class _Usage(_Strict):
@@ -64,12 +98,18 @@ def _first_error(e: ValidationError) -> str:
 
 
 def parse_completion_body(
-    raw: bytes, *, endpoint: Literal["completions", "chat"], n: int
+    raw: bytes,
+    *,
+    endpoint: Literal["completions", "chat"],
+    n: int,
+    topk: int = 0,
+    pieces: PieceMap | None = None,
 ) -> list[Generation]:
     """1..n Generations, ordered by choice index, from a raw JSON body; BadResponse for any other shape.
 
     Choices carry either all an `index` (distinct, < n) or none (then their order is used); a server that
-    returns fewer than n is fine (the caller asks for the rest), more than n is not.
+    returns fewer than n is fine (the caller asks for the rest), more than n is not. With `topk` > 0 every
+    choice must carry `logprobs` (mapped to ids by `pieces` into `Generation.topk`).
     """
     try:
         body = _Body.model_validate_json(raw)
@@ -99,5 +139,27 @@ def parse_completion_body(
         if text is None:
             field = "message.content" if endpoint == "chat" else "text"
             raise BadResponse(f"choices.{pos}: no {field} string")
-        gens.append(Generation(text, "length" if c.finish_reason == "length" else "stop", tokens=per_choice))
+        gen = Generation(text, "length" if c.finish_reason == "length" else "stop", tokens=per_choice)
+        if topk:
+            gen.topk = _topk(c.logprobs, text, endpoint, topk, pieces, pos)
+        gens.append(gen)
     return gens
+
+
+def _topk(logprobs: Any, text: str, endpoint: str, k: int, pieces: PieceMap | None, pos: int) -> Any:
+    from edge_distill.teachers.topk import from_openai
+
+    if logprobs is None:
+        raise BadResponse(
+            f"choices.{pos}: no logprobs (the server ignored logprobs; it cannot be an offline KD teacher)"
+        )
+    model = _ChatLogprobs if endpoint == "chat" else _CompletionLogprobs
+    try:
+        parsed = model.model_validate(logprobs)
+    except (ValidationError, ValueError) as e:
+        detail = _first_error(e) if isinstance(e, ValidationError) else str(e)[:200]
+        raise BadResponse(f"choices.{pos}.logprobs: unexpected shape: {detail}") from None
+    if pieces is None:
+        raise ValueError("parse_completion_body: topk needs the shared tokenizer's PieceMap")
+    record, _ = from_openai(parsed, text, pieces, k, chat=endpoint == "chat")
+    return record

@@ -77,6 +77,7 @@ class Generation:
     error: str | None = None
     reason: str | None = None  # e.g. "http_500", "timeout", "bad_response", "connection"
     tokens: int | None = None
+    topk: Any = None  # teachers.topk.TopK when the teacher records log-probs
 
     @classmethod
     def failed(cls, reason: str, error: str) -> Generation:
@@ -122,8 +123,11 @@ class LiveTeacher:
         n_shots: int = 8,
         cache: TeacherCache | str | Path | None = "auto",
         progress: bool | None = None,
+        logprobs: int = 0,
     ):
         self.model = model
+        # > 0: record the teacher's top-`logprobs` log-probs per generated token (offline distillation)
+        self.logprobs = int(logprobs)
         self.sampling = sampling or Sampling()
         self.n_shots = n_shots
         if isinstance(cache, TeacherCache) or cache is None:
@@ -159,7 +163,8 @@ class LiveTeacher:
         n_distinct = 1 if sampling.greedy else k
         variant, skey = self.cache_variant(), sampling.key()
         keys = [[cache_key(variant, self.model, p, skey, i) for i in range(n_distinct)] for p in prompts]
-        found = self.cache.get_many([key for row in keys for key in row]) if self.cache is not None else {}
+        flat = [key for row in keys for key in row]
+        found = self.cache.get_many(flat, topk=self.logprobs) if self.cache is not None else {}
         got: list[list[Generation | None]] = [[None] * n_distinct for _ in prompts]
         requests: list[Request] = []
         req_pos: list[int] = []
@@ -171,7 +176,9 @@ class LiveTeacher:
             for i, key in enumerate(row):
                 hit = found.get(key)
                 if hit is not None:
-                    got[pi][i] = Generation(hit.text, hit.finish_reason, tokens=hit.completion_tokens)
+                    got[pi][i] = Generation(
+                        hit.text, hit.finish_reason, tokens=hit.completion_tokens, topk=hit.topk
+                    )
                 else:
                     missing.append(i)
             if missing:
@@ -220,9 +227,7 @@ class LiveTeacher:
                     self.stats.faults["missing"] += 1
                 cached = keys[pi][i] in found
                 self.stats.truncated += g.finish_reason == "length"
-                comps.append(
-                    Completion(text=g.text, finish_reason=g.finish_reason, error=g.error, cached=cached)
-                )
+                comps.append(Completion(g.text, g.finish_reason, error=g.error, cached=cached, topk=g.topk))
             out.append(comps if n_distinct == k else [replace(comps[0]) for _ in range(k)])
         return out
 
@@ -236,7 +241,7 @@ class LiveTeacher:
                 continue
             self.stats.completions += 1
             self.stats.completion_tokens += g.tokens or 0
-            rows.append((keys[i], i, CachedCompletion(g.text, g.finish_reason, g.tokens)))
+            rows.append((keys[i], i, CachedCompletion(g.text, g.finish_reason, g.tokens, g.topk)))
         if self.cache is not None:
             self.cache.put_many(self.backend, self.model, rows)
 

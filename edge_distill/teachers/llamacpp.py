@@ -104,6 +104,8 @@ class LlamaCppTeacher(LiveTeacher):
                 n_batch=self.n_batch,
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads,
+                # top-k recording reads the logits of every generated token: n_ctx x vocab float32 rows
+                logits_all=self.logprobs > 0,
                 verbose=False,
             )
         return self._llm
@@ -125,7 +127,32 @@ class LlamaCppTeacher(LiveTeacher):
             return Generation.failed("context_overflow" if "context" in str(e) else "error", str(e))
         choice = out["choices"][0]
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return Generation(choice["text"], finish, tokens=out.get("usage", {}).get("completion_tokens"))
+        usage = out.get("usage", {})
+        gen = Generation(choice["text"], finish, tokens=usage.get("completion_tokens"))
+        if self.logprobs:
+            gen.topk = self._topk(llm, int(usage["prompt_tokens"]), choice["text"])
+        return gen
+
+    def _topk(self, llm: Any, n_prompt: int, text: str) -> Any:
+        """The top-k record of the completion just generated, from llama.cpp's own logits (exact ids): the
+        context holds prompt + evaluated completion tokens, `scores[i]` the logits that predicted token i+1.
+        Tokens that start past the returned text (a stop string) are dropped."""
+        from edge_distill.teachers.topk import from_logits_rows, tokens_within
+
+        ids = [int(t) for t in llm.input_ids[n_prompt : llm.n_tokens]]
+        starts, pos = [], 0
+        for i in range(len(ids)):
+            starts.append(pos)
+            pos = len(llm.detokenize(ids[: i + 1], prev_tokens=None).decode("utf-8", errors="ignore"))
+        ids = ids[: tokens_within(len(text), starts)]
+        if len(ids) == len(starts) and pos < len(text):
+            # the last sampled token was never evaluated (max_tokens reached): its logits row exists (the
+            # previous token's), its id is the rest of the text when that is one token
+            rest = llm.tokenize(text[pos:].encode("utf-8"), add_bos=False, special=False)
+            if len(rest) == 1:
+                ids.append(int(rest[0]))
+        rows = llm.scores[n_prompt - 1 : n_prompt - 1 + len(ids)]
+        return from_logits_rows(ids, rows, self.logprobs)
 
     def _run(
         self, requests: list[Request], sampling: Sampling
