@@ -10,6 +10,7 @@ would see in a static batch — greedy output is the same (tests/test_generation
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -112,6 +113,12 @@ def decode_continuous(
     (stop strings, a complete answer). Returns
     None when the model's cache cannot be spliced (the caller then uses static batches)."""
     device = next(model.parameters()).device
+    # Prefill needs the logits of each prompt's last position only: the LM head over every prompt token
+    # (a [group, width, vocab] tensor) was a quarter of the prefill's time on SmolLM2-135M (2-core EPYC,
+    # 64 GSM8K prompts: 13.5 s -> 10.5 s, same argmax). Models whose forward lacks the argument get all.
+    last_only = (
+        {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    )
     eos = set(eos_ids)
     slots = max(slots, n_seq)
     refill_at = max(n_seq, slots // 4)  # prefill in groups: one forward for several prompts
@@ -129,7 +136,7 @@ def decode_continuous(
             ids = torch.tensor([[0] * (width - len(prompt_ids[i])) + list(prompt_ids[i]) for i in group])
             new_mask = (torch.arange(width)[None, :] >= (width - torch.tensor([len(prompt_ids[i]) for i in group]))[:, None]).long()  # fmt: skip
             position = (new_mask.cumsum(-1) - 1).clamp(min=0)
-            res = model(input_ids=ids.to(device), attention_mask=new_mask.to(device), position_ids=position.to(device), use_cache=True)  # fmt: skip
+            res = model(input_ids=ids.to(device), attention_mask=new_mask.to(device), position_ids=position.to(device), use_cache=True, **last_only)  # fmt: skip
             new_cache = res.past_key_values
             if not supports_continuous(new_cache):
                 return None
