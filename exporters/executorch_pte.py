@@ -205,14 +205,12 @@ def build_pte(model_dir: Path, out_file: Path, quant: str, *, max_seq_len: int =
     if recipe is not None:
         from executorch.extension.llm.export.quantize import quantize_model_
 
-        linear, group, embedding = recipe
+        linear, group = recipe
         if linear == "int8-weight-only":
             _int8_weight_only_linears(model)
-            quantize_model_(model, qembedding_config=embedding)
         else:
-            quantize_model_(
-                model, qlinear_config=linear, qlinear_group_size=group, qembedding_config=embedding
-            )
+            quantize_model_(model, qlinear_config=linear, qlinear_group_size=group)
+        _int8_embeddings(model)
     report = _weights_report(model)
     with torch.no_grad():
         wrapped = _exportable(model, max_seq_len)
@@ -258,12 +256,11 @@ def build_pte(model_dir: Path, out_file: Path, quant: str, *, max_seq_len: int =
 
 
 def _backend_config(init_pass: Any) -> Any:
-    """As ExecuTorch's LLM export (extension/llm/export/builder.py): quant fusion turns torchao's
-    dequantize_affine + embedding into the quantized embedding kernel (no out variant exists for the former)."""
-    import executorch.kernels.quantized  # noqa: F401 - registers the quantized ops the fusion emits
+    """No constant propagation: it would fold the int8 weight-only linears' `weight.to(float)` back into fp32
+    constants (measured: the int8 file came out as large as the fp32 one)."""
     from executorch.exir import ExecutorchBackendConfig
 
-    return ExecutorchBackendConfig(passes=[init_pass], do_quant_fusion_and_const_prop=True)
+    return ExecutorchBackendConfig(passes=[init_pass], do_quant_fusion_and_const_prop=False)
 
 
 class _RunnerTokenizer:
