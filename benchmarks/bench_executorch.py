@@ -64,6 +64,7 @@ def main() -> None:
 
     from device_profiles.package import read_package
     from device_profiles.worker import measure
+    from exporters.errors import ParityError
 
     model_dir = resolve(args.model)
     rows = []
@@ -72,7 +73,15 @@ def main() -> None:
         root = args.keep or Path(tmp)
         for target in args.targets.split(","):
             fmt, quant = target.split(":")
-            pkg, exported = _package(model_dir, root, fmt, quant, args.threads)
+            try:
+                pkg, exported = _package(model_dir, root, fmt, quant, args.threads)
+            except ParityError as e:  # the export's own gate refused it: its fidelity is still a result
+                n = e.numbers
+                rows.append({"target": target, "refused": str(e).split(": {")[0], "top1_agreement": n.get("top1_agreement"),
+                             "nll_ratio": n.get("nll_ratio"), "ppl_ratio": n.get("ppl_ratio"),
+                             "fidelity_tokens": n.get("fidelity_tokens")})  # fmt: skip
+                logger.warning("%s refused: %s", target, rows[-1])
+                continue
             m = json.loads((pkg / "manifest.json").read_text())
             q, fid = m["quantization"], m["fidelity"]
             package = read_package(pkg)
@@ -106,6 +115,12 @@ def main() -> None:
         f"{'target':<18} {'MB':>6} {'bpw':>5} {'top-1':>6} {'NLL ratio':>9} {'decode tok/s':>12} {'RSS MB':>7}"
     )
     for r in rows:
+        if "refused" in r:
+            print(
+                f"{r['target']:<18} refused by the export's parity gate: top-1 {r['top1_agreement']:.3f}, "
+                f"NLL ratio {r['nll_ratio']:.4f} ({r['refused']})"
+            )
+            continue
         print(f"{r['target']:<18} {r['model_mb']:>6} {r['bits_per_weight']:>5.2f} {r['top1_agreement']:>6.3f} "
               f"{r['nll_ratio']:>9.4f} {r['decode_tok_s']:>12} {r['peak_rss_mb']:>7}")  # fmt: skip
     result = {
