@@ -85,7 +85,7 @@ class DeviceProfile(_Section):
     description: str
     threads: int | Literal["auto"] = Field(description="threads the runtime uses ('auto' = all cores)")
     runtime: str = Field(description="the format table's runtime of `format` (exporters.formats)")
-    format: str = Field(description="a row of exporters.formats.FORMATS, e.g. gguf, onnx")
+    format: str = Field(description="a row of exporters.formats.FORMATS, e.g. gguf, onnx, executorch")
     hardware: Hardware
     budget: Budget
     is_host: bool = Field(

@@ -229,12 +229,13 @@ def eval_cmd(
 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", required=True, help="A row of exporters.formats: gguf, onnx.")
+@click.option("--format", "fmt", required=True, help="A row of exporters.formats: gguf, onnx, executorch.")
 @click.option(
     "--quant",
     required=True,
-    help="gguf: f16 q8_0 q6_k q5_k_m q4_k_m q4_0 ...; onnx: int4 int8 fp32; auto: the smallest candidate "
-    "meeting --auto-min-top1 / --auto-max-nll-ratio on held-out text (gguf q4_k_m..q8_0, onnx int4/int8)",
+    help="gguf: f16 q8_0 q6_k q5_k_m q4_k_m q4_0 ...; onnx: int4 int8 fp32; executorch: fp32 int8 8da4w; auto: the "
+    "smallest candidate meeting --auto-min-top1 / --auto-max-nll-ratio on held-out text (gguf q4_k_m..q8_0, onnx "
+    "int4/int8, executorch 8da4w/int8)",
 )
 @click.option("--auto-min-top1", type=float, help="quant auto: min teacher-forced top-1 agreement (0.95).")
 @click.option("--auto-max-nll-ratio", type=float, help="quant auto: max NLL ratio, export / source (1.05).")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporters.errors import ExportError
+from exporters.executorch_pte import EXECUTORCH_QUANTS
 from exporters.onnx_export import ONNX_QUANTS
 from exporters.quantize import GGUF_FLOATS, GGUF_QUANTS
 
@@ -93,6 +94,21 @@ FORMATS: dict[str, Format] = {
             parity_runtime="exporters.parity:OrtGenaiRuntime",
             bench_session="device_profiles.runtimes:OrtGenAISession",
             auto_quants=("int4", "int8"),
+        ),
+        Format(
+            name="executorch",
+            runtime="executorch",
+            quants=EXECUTORCH_QUANTS,
+            lossless=("fp32",),
+            model_entry="model.pte",
+            model_is_dir=False,
+            weight_suffixes=(".pte",),
+            writer="exporters.api:write_pte_package",
+            needs_torch_model=False,
+            check_source="exporters.executorch_pte:check_source",
+            parity_runtime="exporters.parity:ExecuTorchRuntime",
+            bench_session="device_profiles.runtimes:ExecuTorchSession",
+            auto_quants=("8da4w", "int8"),
         ),
     )
 }

@@ -174,6 +174,12 @@ def how_to_prompt(template: dict[str, Any], model_file: str) -> str:
             'syntax, greedy parameters, stop strings), then `ollama run my-solver "<question>"`. Go templates '
             "cannot strip blanks: send the question trimmed."
         )
+    elif model_file.endswith(".pte"):
+        where = (
+            "`chat_template.jinja` and `tokenizer_config.json`, for transformers' `apply_chat_template`; "
+            "ExecuTorch's LLM runners take the prompt text itself, so send them the completion text above"
+        )
+        ollama = ""
     else:
         where = (
             "`chat_template.jinja` and `tokenizer_config.json`, read by ORT GenAI's `Tokenizer.apply_chat_template` "
@@ -217,6 +223,8 @@ def model_card(manifest: dict[str, Any], model_file: str, template: dict[str, An
                "# the GGUF's chat template renders the question into the training prompt\n"
                "out = llm.create_chat_completion([{'role': 'user', 'content': q}], temperature=0, max_tokens=320)\n"
                "print(out['choices'][0]['message']['content'])\n```")  # fmt: skip
+    elif fmt == "executorch":
+        run = executorch_howto(model_file)
     else:
         run = ("```python\nimport json\nimport onnxruntime_genai as og\nmodel = og.Model('.')\ntok = og.Tokenizer(model)\n"
                "tpl = json.load(open('prompt_template.json'))\n"
@@ -249,6 +257,50 @@ config digest: {manifest.get("config_digest") or "n/a"}. Accuracy of the source 
 |---|---|---|
 {files}
 """
+
+
+def executorch_howto(model_file: str) -> str:
+    """How to run a .pte package: ExecuTorch's Android and iOS LLM runners, and its Python runtime."""
+    return f"""`{model_file}` is an ExecuTorch program (XNNPACK delegate, CPU) with a static KV cache: method
+`forward(tokens: int64[1, T], input_pos: int64[1]) -> logits: float32[1, T, vocab]` (prefill T prompt tokens at
+position 0, then one token per step at its position) and the metadata methods ExecuTorch's LLM runners read
+(`get_max_seq_len` = the cache length, `get_vocab_size`, `use_kv_cache`, `enable_dynamic_shape`, `get_eos_ids`).
+The tokenizer is `tokenizer.json` (Hugging Face format, which the runners' `HFTokenizer` loads). Decode greedily
+(temperature 0) and add no BOS token: the student was trained without one.
+
+- **Android**: ExecuTorch's `LlmModule` (Kotlin/Java, `org.pytorch.executorch.extension.llm`, in the
+  `executorch-android` AAR): `LlmModule("{model_file}", "tokenizer.json", 0f)`, then `generate(prompt, seqLen,
+  callback)` with the prompt text above; the callback receives the text piece by piece. The ExecuTorch LlamaDemo
+  Android app loads the same two files (`adb push {model_file} tokenizer.json /data/local/tmp/llama/`).
+- **iOS**: ExecuTorch's `TextRunner` (the `ExecuTorchLLM` Swift package): `TextRunner(modelPath:tokenizerPath:)`
+  with the two files bundled, then `generate(prompt, config)` with temperature 0; the etLLM demo app loads the
+  same two files.
+- **Command line** (ExecuTorch built from source): `llama_main --model_path={model_file}
+  --tokenizer_path=tokenizer.json --temperature=0 --prompt="<the prompt above>"`.
+- **Python** (`pip install executorch`; edge-distill's bench runs it this way):
+
+```python
+import torch
+from executorch.runtime import Runtime
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file("tokenizer.json")
+program = Runtime.get().load_program("{model_file}")
+forward, eos = program.load_method("forward"), set(program.load_method("get_eos_ids").execute([]))
+ids = tok.encode(prompt).ids
+logits = forward.execute([torch.tensor([ids]), torch.tensor([0])])[0]
+out, pos = [], len(ids)
+while len(out) < 320:
+    nxt = int(logits[0, -1].argmax())
+    if nxt in eos: break
+    out.append(nxt)
+    logits = forward.execute([torch.tensor([[nxt]]), torch.tensor([pos])])[0]
+    pos += 1
+print(tok.decode(out))
+```
+
+The app instructions follow ExecuTorch 1.5's runner APIs. edge-distill checks this package in ExecuTorch's Python
+runtime (the same program, XNNPACK kernels and KV cache) and its tokenizer against the runners' C++ `HFTokenizer`;
+it has not run it on a phone."""
 
 
 def quantization_section(manifest: dict[str, Any]) -> str:

@@ -248,6 +248,34 @@ class OrtGenaiRuntime:
         del self.model
 
 
+class ExecuTorchRuntime:
+    """A `.pte` decoder (exporters/executorch_pte.py) in ExecuTorch's Python runtime, driven with token ids."""
+
+    def __init__(self, pte_path: Path, threads: int | None = None):
+        from exporters.executorch_pte import PteProgram
+
+        self.program = PteProgram(pte_path, threads or min(4, os.cpu_count() or 1))
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        return self.program.forward(ids, 0)
+
+    def nll(self, ids: list[int]) -> float:
+        return _nll_from_logits(self.logits(ids), ids)
+
+    def greedy(self, ids: list[int], n: int, eos_id: int | None) -> list[int]:
+        out: list[int] = []
+        nxt = int(self.program.forward(ids, 0)[-1].argmax())
+        for pos in range(len(ids), len(ids) + n):
+            out.append(nxt)
+            if nxt == eos_id or len(out) == n:
+                break
+            nxt = int(self.program.forward([nxt], pos)[-1].argmax())
+        return out
+
+    def close(self) -> None:
+        del self.program
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):

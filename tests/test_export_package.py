@@ -186,7 +186,7 @@ def test_unknown_format_fails_with_the_known_ones_everywhere(tiny_model_dir, tmp
     from edge_distill.errors import ConfigError
     from exporters import FORMATS, get_format
 
-    with pytest.raises(ExportError, match=r"'pte'.*\['gguf', 'onnx'\]"):
+    with pytest.raises(ExportError, match=r"'pte'.*\['gguf', 'onnx', 'executorch'\]"):
         export_model(tiny_model_dir, tmp_path / "out", "pte", "q4")
     assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match=r"export.targets.0.*'pte'.*gguf"):

@@ -53,8 +53,15 @@ def test_bad_values_are_named(tmp_path):
     with pytest.raises(ConfigError, match="runtime: onnx packages run on onnxruntime-genai, not 'llama.cpp'"):
         load_profile(path)
     path = _write(tmp_path, "b5", lambda r: r.update(format="pte"))  # formats come from exporters.formats
-    with pytest.raises(ConfigError, match=r"format: export format 'pte': choose one of \['gguf', 'onnx'\]"):
+    with pytest.raises(
+        ConfigError, match=r"format: export format 'pte': choose one of \['gguf', 'onnx', 'executorch'\]"
+    ):
         load_profile(path)
+    # a profile names the ExecuTorch format with its runtime (a phone app on ExecuTorch's XNNPACK CPU backend)
+    ok = load_profile(
+        _write(tmp_path, "phone-et", lambda r: r.update(format="executorch", runtime="executorch"))
+    )
+    assert (ok.format, ok.runtime) == ("executorch", "executorch")
     path = _write(tmp_path, "b3", lambda r: r["budget"].update(min_accuracy=1.5))
     with pytest.raises(ConfigError, match=r"budget.min_accuracy: .*\(got 1.5\)"):
         load_profile(path)

@@ -23,12 +23,15 @@ def _package(root: Path, fmt: str) -> Path:
     (pkg / "README.md").write_text("# card\n")
     if fmt == "gguf":
         (pkg / "model-f16.gguf").write_bytes(b"GGUF" + os.urandom(4096))
+    elif fmt == "executorch":
+        (pkg / "model.pte").write_bytes(os.urandom(4096))
+        (pkg / "tokenizer_config.json").write_text("{}")
     else:
         (pkg / "model.onnx").write_bytes(os.urandom(2048))
         (pkg / "model.onnx.data").write_bytes(os.urandom(4096))
         (pkg / "tokenizer_config.json").write_text("{}")
         (pkg / "genai_config.json").write_text(json.dumps({"model": {"decoder": {"filename": "model.onnx"}}}))
-    write_manifest(pkg, fmt=fmt, quant="f16" if fmt == "gguf" else "int4", source_run=None,
+    write_manifest(pkg, fmt=fmt, quant={"gguf": "f16", "executorch": "8da4w"}.get(fmt, "int4"), source_run=None,
                    config_digest=None, source_accuracy=None)  # fmt: skip
     return pkg
 
@@ -52,7 +55,7 @@ def _cli_verify(pkg: Path, *extra: str) -> tuple[int, list[str]]:
     return r.exit_code, [line for line in r.output.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("fmt", ["gguf", "onnx"])
+@pytest.mark.parametrize("fmt", ["gguf", "onnx", "executorch"])
 def test_exporter_layout_verifies(tmp_path: Path, fmt: str) -> None:
     pkg = _package(tmp_path, fmt)
     result = verify(pkg)
@@ -192,6 +195,12 @@ def test_essential_files_are_required(tmp_path: Path) -> None:
         "genai_config.json: names ../model.onnx, which is not a file of this package",
         "tokenizer_config.json: missing from the manifest (onnx essential file)",
     ]
+    e = _package(tmp_path / "c", "executorch")
+    (e / "model.pte").unlink()
+    write_manifest(
+        e, fmt="executorch", quant="8da4w", source_run=None, config_digest=None, source_accuracy=None
+    )
+    assert verify(e).problems == ["model.pte: missing from the manifest (executorch essential file)"]
 
 
 def test_sizes_are_checked_before_hashing_and_bound_the_read(gguf: Path) -> None:
