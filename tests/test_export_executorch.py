@@ -10,7 +10,8 @@ import pytest
 from exporters import ExportError, export_model, verify
 
 pytest.importorskip(
-    "executorch", reason="the `executorch` extra is not installed (opt-in: EDGE_DISTILL_EXECUTORCH=1 bash scripts/setup.sh)"
+    "executorch",
+    reason="the `executorch` extra is not installed (opt-in: EDGE_DISTILL_EXECUTORCH=1 bash scripts/setup.sh)",
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
