@@ -16,25 +16,16 @@ import argparse
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from device_profiles.bandwidth import cpu_model
 
 logger = logging.getLogger("bench_executorch")
 TARGETS = "executorch:fp32,executorch:int8,executorch:8da4w,gguf:q4_k_m,onnx:int4"
 PROMPT = ("Question: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
           "How many clips did Natalia sell altogether in April and May?\nSolution:")  # fmt: skip
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _package(model_dir: Path, root: Path, fmt: str, quant: str, threads: int) -> tuple[Path, bool]:
@@ -125,7 +116,7 @@ def main() -> None:
               f"{r['nll_ratio']:>9.4f} {r['decode_tok_s']:>12} {r['peak_rss_mb']:>7}")  # fmt: skip
     result = {
         "model": args.model,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "threads": args.threads,
         "nice": os.nice(0),
         "load_avg_at_end": os.getloadavg(),

@@ -31,11 +31,12 @@ import gc
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from device_profiles.bandwidth import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
@@ -47,16 +48,6 @@ def rss() -> int:
     import psutil
 
     return int(psutil.Process().memory_info().rss)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ------------------------------------------------------------------------------------------ 1. the teacher
