@@ -24,16 +24,12 @@ never the gold answers, and sends back each raw completion: the host judges them
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import logging
 import re
 import shlex
 import shutil
 import subprocess
-import tarfile
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +44,7 @@ from device_profiles.bandwidth import HostHardware
 from device_profiles.estimate import figures_for
 from device_profiles.loader import DeviceProfile, load_profile
 from device_profiles.package import Package, read_package
+from device_profiles.remote_bundle import _bundle_bytes, _write_bundle, remote_job
 from device_profiles.remote_runner import PROTOCOL
 from device_profiles.report import BenchReport, write_outputs
 from device_profiles.worker import RuntimeMeasurement
@@ -64,7 +61,6 @@ INSTALL_HINT = (
 )
 MAX_RESULT_BYTES = 8 * 2**20  # 50 problems x 320 tokens of completions are ~100 KB
 MAX_STDERR_BYTES = 64 * 2**10
-CODE_PACKAGES = ("edge_distill", "exporters", "device_profiles")
 TEMP_PREFIX = "edge-distill-remote-"
 _TEMP_DIR_RE = re.compile(rf"^/[A-Za-z0-9._/-]*/{TEMP_PREFIX}[A-Za-z0-9]{{8}}$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
@@ -384,47 +380,7 @@ def _parse_result(
     return RemoteResult(m, hw, acc, {**r.environment.model_dump(), "python_path": python})
 
 
-# --------------------------------------------------------------------------- the bundle sent to the device
-def _add_tree(tar: tarfile.TarFile, root: Path, arcname: str, suffixes: tuple[str, ...] | None) -> None:
-    """Regular files under `root` (no symlinks, no caches), sorted, into `arcname/`."""
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink() or not path.is_file() or "__pycache__" in path.parts:
-            continue
-        if suffixes is not None and not path.name.endswith(suffixes):
-            continue
-        tar.add(path, f"{arcname}/{path.relative_to(root).as_posix()}", recursive=False)
-
-
-def _write_bundle(stream: IO[bytes], pkg: Package, job: dict[str, Any]) -> None:
-    src = Path(__file__).resolve().parents[1]
-    with tarfile.open(fileobj=stream, mode="w|") as tar:
-        data = json.dumps(job).encode()
-        info = tarfile.TarInfo("job.json")
-        info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-        tar.addfile(info, io.BytesIO(data))
-        for name in CODE_PACKAGES:
-            _add_tree(tar, src / name, f"code/{name}", (".py", ".yaml"))
-        _add_tree(tar, pkg.path, "pkg", None)
-
-
-def _bundle_bytes(pkg: Package) -> int:
-    return sum(p.stat().st_size for p in pkg.path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
 # --------------------------------------------------------------------------- the three steps
-def remote_job(
-    problems: list[Problem], *, threads: int | str, timing_question: str, repetitions: int, new_tokens: int,
-    strategy: Strategy | None, timeout_s: float, max_new_tokens: int,
-) -> dict[str, Any]:  # fmt: skip
-    """What the device gets (job.json): the questions and their ids only — gold answers stay here."""
-    return {
-        "protocol": PROTOCOL, "package": "pkg", "threads": threads, "timing_question": timing_question,
-        "new_tokens": new_tokens, "repetitions": repetitions, "strategy": strategy.value if strategy else None,
-        "questions": [{"id": p.id, "question": p.question} for p in problems],
-        "deadline_s": max(60.0, timeout_s - 30), "lifeline": True, "max_new_tokens": max_new_tokens,
-    }  # fmt: skip
-
-
 def run_remote(
     pkg: Package,
     threads: int | str,
