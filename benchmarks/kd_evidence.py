@@ -19,8 +19,8 @@ Printed as a table and written to benchmarks/results/kd_evidence.json with the s
 (weights, and the process RSS increase measured when it was loaded), plus wall time per arm.
 
     python benchmarks/kd_evidence.py                 # SmolLM2-135M: ~20 min on 2 idle CPU cores
-    python benchmarks/kd_evidence.py --student tiny  # a 2-layer random Llama (tests/tiny_models.py), fully
-                                                     # fine-tuned: ~15 min on 2 idle cores; README.md quotes it
+    python benchmarks/kd_evidence.py --student tiny  # a 2-layer random Llama (benchmarks/_fixtures.py), fully
+                                                     # fine-tuned: ~15 min on 2 idle cores; docs/methods.md quotes it
     python benchmarks/kd_evidence.py --quick         # a smoke run (minutes, numbers not meaningful)
 """
 
