@@ -367,6 +367,41 @@ def _write_model(f: Format, quant: str, args: tuple[Any, ...], options: WriteOpt
     return quant, model_file, numbers, auto
 
 
+def _template_and_prompts(prompt_template: dict[str, Any] | None, decoding: dict[str, Any] | None, strategy: str,
+                          parity_prompts: list[str] | int | None) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """The package's prompt template (with its own chat template) and the parity prompts in its format."""
+    template = dict(prompt_template or package.default_prompt_template(decoding, strategy))
+    template["chat_template"] = chat_template.jinja_template(template)  # always the prompt's own
+    if isinstance(parity_prompts, list):
+        return template, parity_prompts
+    return template, default_parity_prompts(parity_prompts or 3, template)
+
+
+def _manifest_extra(numbers: dict[str, Any], quant: str, model_file: str, auto: dict[str, Any] | None,
+                    source_model: str, reference_s: float, t_start: float) -> dict[str, Any]:  # fmt: skip
+    """The manifest's record of the export: model file, source, quantization (read back), fidelity, parity
+    numbers, timings and the `quant: auto` candidates."""
+    quantization = {"requested": AUTO if auto else quant, **numbers.pop("quantization")}
+    quantization["summary"] = summary_line(quant, quantization)
+    timings = {
+        "export_s": numbers.pop("export_s"),
+        "export_cpu_s": numbers.pop("export_cpu_s"),
+        "torch_reference_s": reference_s,
+        "total_s": round(time.perf_counter() - t_start, 2),
+    }
+    extra = {
+        "model_file": model_file,
+        "source_model": source_model,
+        "quantization": quantization,
+        "fidelity": {k: numbers["greedy"].get(k) for k in FIDELITY_KEYS},
+        "parity": numbers,
+        "timings": timings,
+    }
+    if auto is not None:
+        extra["quant_auto"] = auto
+    return extra
+
+
 def export_model(
     source: str | Path,
     out_dir: str | Path,
@@ -412,13 +447,7 @@ def export_model(
     check_request(source, fmt, quant)
     f = get_format(fmt)
     own_options = f.writer_options(format_options)
-    template = dict(prompt_template or package.default_prompt_template(decoding, strategy))
-    template["chat_template"] = chat_template.jinja_template(template)  # always the prompt's own
-    prompts = (
-        parity_prompts
-        if isinstance(parity_prompts, list)
-        else default_parity_prompts(parity_prompts or 3, template)
-    )
+    template, prompts = _template_and_prompts(prompt_template, decoding, strategy, parity_prompts)
     t_start = time.perf_counter()
     make_dirs(out_dir.parent)
     with (
@@ -436,27 +465,12 @@ def export_model(
         quant, model_file, numbers, auto = _write_model(
             f, quant, (full, pkg, work, model, tokenizer, ref), options, auto_min_top1, auto_max_nll_ratio
         )
-        quantization = {"requested": AUTO if auto else quant, **numbers.pop("quantization")}
-        quantization["summary"] = summary_line(quant, quantization)
-        timings = {
-            "export_s": numbers.pop("export_s"),
-            "export_cpu_s": numbers.pop("export_cpu_s"),
-            "torch_reference_s": reference_s,
-            "total_s": round(time.perf_counter() - t_start, 2),
-        }
+        extra = _manifest_extra(numbers, quant, model_file, auto, _stored_source(source, out_dir),
+                                reference_s, t_start)  # fmt: skip
         meta = dict(fmt=fmt, quant=quant, source_run=source_run, config_digest=config_digest,
                     source_accuracy=source_accuracy)  # fmt: skip
-        extra = {
-            "model_file": model_file,
-            "source_model": _stored_source(source, out_dir),
-            "quantization": quantization,
-            "fidelity": {k: numbers["greedy"].get(k) for k in FIDELITY_KEYS},
-            "parity": numbers,
-            "timings": timings,
-        }
-        if auto is not None:
-            extra["quant_auto"] = auto
         _finish_package(pkg, f, template, meta, extra, sign_key, tokenizer.eos_token)
+    quantization = extra["quantization"]
     log_file = quantization.get(
         "log"
     )  # the one line that says what the quant really is, and where the log went

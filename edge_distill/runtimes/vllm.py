@@ -39,35 +39,27 @@ class VllmEngine:
         self.llm = LLM(model=str(model_dir), tensor_parallel_size=tensor_parallel_size)
 
     def generate(
-        self,
-        _model: Any,
-        _tokenizer: Any,
-        prompts: Sequence[str],
-        *,
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_new_tokens: int = 256,
-        stop_strings: Sequence[str] | None = None,
-        stop_at_answer: bool = True,
-        seed: int = 0,
-        **_ignored: Any,
+        self, _model: Any, _tokenizer: Any, prompts: Sequence[str], **options: Any
     ) -> list[list[str]]:
-        """`n` completions per prompt (`generation.generate`'s arguments; its batching options are ignored:
-        vLLM schedules every prompt itself, continuous batching over a paged KV cache)."""
+        """`n` completions per prompt, called as `generation.generate` is (model and tokenizer unused): its
+        decoding options `n`, `temperature`, `top_p`, `max_new_tokens`, `stop_strings`, `stop_at_answer`, with
+        its defaults, plus `seed`; its batching options are ignored (vLLM schedules every prompt itself,
+        continuous batching over a paged KV cache)."""
         from vllm import SamplingParams
 
+        temperature = float(options.get("temperature", 0.0))
+        stop = options.get("stop_strings")
         sp = SamplingParams(
-            n=n,
+            n=int(options.get("n", 1)),
             temperature=temperature,
-            top_p=top_p if temperature > 0 else 1.0,
-            max_tokens=max_new_tokens,
-            seed=seed,
-            stop=list(stop_strings) if stop_strings else None,
+            top_p=float(options.get("top_p", 1.0)) if temperature > 0 else 1.0,
+            max_tokens=int(options.get("max_new_tokens", 256)),
+            seed=int(options.get("seed", 0)),
+            stop=list(stop) if stop else None,
         )
         prompts = list(prompts)
         outs = self.llm.generate(prompts, sp, use_tqdm=False)
-        if not stop_at_answer:
+        if not options.get("stop_at_answer", True):
             return [[o.text for o in r.outputs] for r in outs]
         return [[cut_answer(o.text, p) for o in r.outputs] for p, r in zip(prompts, outs, strict=True)]
 
