@@ -12,15 +12,12 @@ imports this module (and gets the caller's own "install llama-cpp-python" error 
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge_distill.stopping import AnswerStop
-
-log = logging.getLogger(__name__)
 
 # Context windows, by use: prompt + completion must fit.
 N_CTX_TEACHER = 4096  # a teacher's few-shot prompt and its long rationale
