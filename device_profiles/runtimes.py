@@ -4,8 +4,10 @@ ExecuTorch's Python runtime (.pte).
 A `Session` loads the model file as exported, with the profile's thread count, and offers two things:
 `timed_generate` (greedy, one timestamp per token: TTFT, prefill and decode speed) and `generate` (greedy text
 until EOS, or with `stop_at_answer` until the answer is complete (`edge_distill.stopping`, the rule torch
-decodes the student with), for the accuracy stage). Runtimes are imported inside the sessions, so a device install needs only
-the one it uses. Measurements run in a child process (see `worker.py`) so peak RSS is the model's alone.
+decodes the student with), for the accuracy stage). llama.cpp and ORT GenAI are opened through their runtime
+modules (`edge_distill/runtimes/`), which import the runtime library only when a session opens, so a device
+install needs only the one it uses. The format table names each format's session class (`Format.bench_session`).
+Measurements run in a child process (see `worker.py`) so peak RSS is the model's alone.
 """
 
 from __future__ import annotations
