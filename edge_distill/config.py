@@ -1,7 +1,7 @@
 """One typed config tree. YAML is only its serialization; `key=value` overrides come from the CLI.
 
-Every section forbids unknown keys, so a typo is an error that names the key. Components never read
-this tree: the pipeline/CLI layer passes them plain arguments.
+Every section forbids unknown keys, so a typo is an error that names the key. Only the pipeline layer
+(`pipeline`, `methods/loop.py`, `exporting`) reads the tree; it hands each component its section, whole.
 """
 
 from __future__ import annotations
@@ -27,6 +27,27 @@ NAME_RULE = (
 )
 # Validation errors listed before "... and N more": a wrong-typed list of a million items is one problem.
 _MAX_ERROR_LINES = 20
+
+# The names of two tables, written out so that this module stays torch-free and imports neither table:
+# `objectives/build.py: OBJECTIVES` and `teachers/factory.py: BACKENDS` check at import that their rows are
+# exactly these (`check_table_names`), so a row added to a table without its name here fails at once.
+OBJECTIVE_NAMES = ("sft", "cascod", "edit")
+TEACHER_BACKENDS = ("recorded", "http", "llamacpp", "transformers", "vllm")
+
+
+def check_table_names(table: dict[str, Any], names: tuple[str, ...], table_name: str, list_name: str) -> None:
+    """Raise unless `table`'s keys are `names` (in order): the config validates against `names`."""
+    if tuple(table) != names:
+        raise RuntimeError(
+            f"{table_name} has rows {', '.join(table)} but edge_distill/config.py: {list_name} lists "
+            f"{', '.join(names)}: keep {list_name} equal to the table's names"
+        )
+
+
+def _one_of(value: str, names: tuple[str, ...]) -> str:
+    if value not in names:
+        raise ValueError(f"must be one of {', '.join(names)}")
+    return value
 
 
 class Section(BaseModel):
@@ -117,7 +138,7 @@ class HttpTeacherConfig(Section):
 
 
 class TeacherConfig(Section):
-    backend: Literal["recorded", "http", "llamacpp", "transformers", "vllm"] = "recorded"
+    backend: str = "recorded"  # a row of teachers/factory.py: BACKENDS (TEACHER_BACKENDS)
     # recorded: "builtin:gsm8k" (gold solutions) or a JSONL of {question|id, strategy, rationale}
     # http: model name sent to the server; llamacpp: GGUF path; transformers/vllm: HF dir or hub id
     model: str = "builtin:gsm8k"
@@ -132,6 +153,11 @@ class TeacherConfig(Section):
     tensor_parallel_size: int = Field(default=1, ge=1)  # vllm in-process
     # SQLite cache shared across runs; "auto" = ~/.cache/edge-distill/teacher.sqlite
     cache: str | None = "auto"
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return _one_of(v, TEACHER_BACKENDS)
 
 
 # --------------------------------------------------------------------------- student / training
@@ -208,7 +234,7 @@ REPORT_TO = (
 
 class TrainConfig(Section):
     finetune: Literal["lora", "full"] = "lora"
-    objective: Literal["sft", "cascod", "edit"] = "sft"
+    objective: str = "sft"  # a row of objectives/build.py: OBJECTIVES (OBJECTIVE_NAMES)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     cascod: CascodConfig = Field(default_factory=CascodConfig)
     edit: EditConfig = Field(default_factory=EditConfig)
@@ -244,6 +270,11 @@ class TrainConfig(Section):
     # settings): EDIT uses its model as step 1 and SIKeD as iteration 0 instead of training it again
     # (pipeline.reused_sft checks the match). Relative paths are relative to the current directory.
     reuse_sft: str | None = None
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        return _one_of(v, OBJECTIVE_NAMES)
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -471,7 +502,7 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise _AliasRefused(
                 None, None, f"YAML {what}{event.anchor} is not allowed: write the value out", event.start_mark
             )
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
 
 def load_yaml_text(text: str, origin: str, error: type[ConfigError] = ConfigError) -> Any:
