@@ -10,6 +10,7 @@ import pytest
 
 from edge_distill.config import FddConfig, SikedConfig
 from edge_distill.errors import ConfigError
+from edge_distill.methods import MethodInputs
 from edge_distill.methods.fdd import DROP_REASONS, agreed_answer, classify, parse_problem, run_fdd
 from edge_distill.methods.loop import run_methods
 from edge_distill.methods.sampling import SamplingParams
@@ -62,17 +63,23 @@ class FakeLiveTeacher:
         return out
 
 
-def _fdd(tmp_path: Path, fake: FakeStages, teacher, calls, **kw):
-    return run_fdd(
-        tmp_path,
+def _inputs(tmp_path: Path, fake: FakeStages, calls, base: Path | None = None) -> MethodInputs:
+    return MethodInputs(
         train_problems=PROBLEMS,
         dev_problems=DEV,
         teacher_samples=TEACHER,
-        base_model=tmp_path / "base",
+        base_model=tmp_path / "base" if base is None else base,
         stages=fake.stages(),
         sampler_factory=lambda m: ScriptedSampler(calls),
+    )
+
+
+def _fdd(tmp_path: Path, fake: FakeStages, teacher, calls, **kw):
+    return run_fdd(
+        tmp_path,
+        _inputs(tmp_path, fake, calls),
+        FddConfig(rounds=2, verify_k=2, **kw),
         teacher=teacher,
-        params=FddConfig(rounds=2, verify_k=2, **kw),
         feedback=SamplingParams(n=1, temperature=0.0),
         eval_questions=[EVAL_Q],
     )
@@ -136,15 +143,7 @@ def test_recorded_teacher_is_refused_before_any_training(tmp_path):
     fake = FakeStages([0.1])
     with pytest.raises(ConfigError, match="live teacher"):
         run_methods(
-            ["fdd", "siked"],
-            run_dir=tmp_path,
-            train_problems=PROBLEMS,
-            dev_problems=DEV,
-            teacher_samples=TEACHER,
-            base_model=tmp_path,
-            stages=fake.stages(),
-            sampler_factory=lambda m: None,
-            teacher=Recorded(),
+            ["fdd", "siked"], tmp_path, _inputs(tmp_path, fake, [], base=tmp_path), teacher=Recorded()
         )
     assert fake.trained == []
 
@@ -153,13 +152,8 @@ def test_fdd_then_siked_compose_in_one_run_dir(tmp_path):
     fake, calls = FakeStages([0.2, 0.4, 0.5]), []
     summary = run_methods(
         ["fdd", "siked"],
-        run_dir=tmp_path,
-        train_problems=PROBLEMS,
-        dev_problems=DEV,
-        teacher_samples=TEACHER,
-        base_model=tmp_path / "base",
-        stages=fake.stages(),
-        sampler_factory=lambda m: ScriptedSampler(calls),
+        tmp_path,
+        _inputs(tmp_path, fake, calls),
         teacher=FakeLiveTeacher(),
         fdd=FddConfig(rounds=2, verify_k=1),
         siked=SikedConfig(iterations=2),

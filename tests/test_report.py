@@ -20,11 +20,13 @@ def test_ladder_rows_pair_every_model_with_the_baseline(tmp_path):
     run = tmp_path
     _preds(run / "eval" / "baseline_dev_predictions.jsonl", [False] * 10)
     _preds(run / "iter_0" / "eval" / "dev_predictions.jsonl", [True] * 2 + [False] * 8)
-    _preds(run / "iter_1" / "eval" / "dev_predictions.jsonl", [True] * 6 + [False] * 4, "pot")
     _preds(run / "eval" / "dev_predictions.jsonl", [True] * 6 + [False] * 4, "pot")
     _preds(run / "bench" / "gguf-q4_k_m.predictions.jsonl", [True] * 5 + [False] * 3)  # first 8 only
     (run / "methods").mkdir()
-    (run / "methods" / "summary.json").write_text(json.dumps({"siked": {"best": 1, "steps": 2}}))
+    # the steps are where the method says they are (not rebuilt from its name)
+    _preds(run / "elsewhere" / "eval" / "dev_predictions.jsonl", [True] * 6 + [False] * 4, "pot")
+    steps = {"best": 1, "steps": 2, "unit": "iter", "step_dirs": ["iter_0", "elsewhere"]}
+    (run / "methods" / "summary.json").write_text(json.dumps({"siked": steps}))
 
     rows = result_rows(run)
     assert [r["label"] for r in rows] == [

@@ -25,6 +25,9 @@ from edge_distill.config import EvalConfig, FddConfig, SikedConfig
 from edge_distill.errors import ConfigError
 from edge_distill.io import make_dirs, read_jsonl, write_json, write_jsonl
 from edge_distill.methods import (
+    MethodInputs,
+    MethodResult,
+    SamplerFactory,
     Stages,
     adopt_eval,
     best_index,
@@ -39,7 +42,6 @@ from edge_distill.methods import (
 from edge_distill.methods.dedup import check_candidates, settings
 from edge_distill.methods.mixing import alpha, composition, filter_correct
 from edge_distill.methods.sampling import SamplingParams, sample_student
-from edge_distill.methods.siked import MethodResult, SamplerFactory
 from edge_distill.rundir import from_stored, to_stored
 from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Sample, Strategy
 
@@ -249,37 +251,34 @@ def _agreeing_samples(
 
 def run_fdd(
     out_dir: Path,
-    *,
-    train_problems: Sequence[Problem],
-    dev_problems: Sequence[Problem],
-    teacher_samples: Sequence[Sample],
-    base_model: Path,
-    stages: Stages,
-    sampler_factory: SamplerFactory,
-    teacher: Any,
+    inputs: MethodInputs,
     params: FddConfig,
+    *,
+    teacher: Any,
     feedback: SamplingParams | None = None,
-    seed: int = 0,
     eval_questions: Sequence[str] = (),
-    start_model: Path | None = None,
-    start_summary: dict[str, Any] | None = None,
 ) -> MethodResult:
-    """Run (or resume) FDD rounds under `out_dir/round_k/`; returns the best round on dev and the
-    cumulative problems/samples (so SIKeD can run on the enriched data next). `feedback`: the student's
-    sampling for the easy/hard split (default: `feedback_sampling` with the config's defaults)."""
+    """Run (or resume) FDD rounds under `out_dir/round_k/`, from `inputs` (its `start_model`, when given,
+    becomes round 0); returns the best round on dev and the cumulative problems/samples (so SIKeD can run
+    on the enriched data next). `feedback`: the student's sampling for the easy/hard split (default:
+    `feedback_sampling` with the config's defaults)."""
     require_live_teacher(teacher)
     if feedback is None:
-        feedback = feedback_sampling(params, SikedConfig(), EvalConfig().max_new_tokens, seed)
-    original, dev = list(train_problems), list(dev_problems)
-    problems, samples = list(original), list(teacher_samples)
+        feedback = feedback_sampling(params, SikedConfig(), EvalConfig().max_new_tokens, inputs.seed)
+    original, dev = list(inputs.train_problems), list(inputs.dev_problems)
+    problems, samples = list(original), list(inputs.teacher_samples)
     eval_questions = list(eval_questions) + [p.question for p in dev]
+    stages, start_model = inputs.stages, inputs.start_model
     ctx = _Round(
-        original, teacher, stages, sampler_factory, params, feedback, eval_questions, Path(base_model)
-    )
+        original, teacher, stages, inputs.sampler_factory, params, feedback, eval_questions,
+        Path(inputs.base_model),
+    )  # fmt: skip
     records: list[dict[str, Any]] = []
+    step_dirs: list[Path] = []
     model: Path | None = None
     for k in range(params.rounds):
         step = out_dir / f"round_{k}"
+        step_dirs.append(step)
         record = read_record(step)
         if record is not None:
             log.info("FDD round %d: finished earlier (dev %.3f), skipped", k, record["dev"]["accuracy"])
@@ -292,7 +291,7 @@ def run_fdd(
             if k == 0 and start_model is not None:
                 record["adopted"] = to_stored(start_model, out_dir)
                 model = Path(start_model)
-                adopt_eval(step, start_summary)
+                adopt_eval(step, inputs.start_summary)
             else:
                 model, problems, samples = _train_round(step, k, model, problems, samples, record, ctx)
             write_jsonl(step / "problems.jsonl", (p.to_dict() for p in problems))
@@ -314,14 +313,15 @@ def run_fdd(
         model = from_stored(record["model"], out_dir)
         records.append(record)
     best = best_index(records)
-    best_dir = out_dir / f"round_{best}"
+    best_dir = step_dirs[best]
     return MethodResult(
         from_stored(records[best]["model"], out_dir),
         best,
         records,
         cached_problems(best_dir / "problems.jsonl", lambda: problems),
         cached_samples(best_dir / "samples.jsonl", lambda: samples),
-        best_dir,
+        step_dirs,
+        "round",
     )
 
 
