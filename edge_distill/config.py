@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge_distill.data_sources import FORMATS as DATA_FORMATS
 from edge_distill.errors import CLIP_CHARS, ConfigError, clip
 from edge_distill.io import read_utf8
 from edge_distill.types import Strategy
@@ -55,7 +56,6 @@ class Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
-DataFormat = Literal["auto", "jsonl", "json", "gsm8k", "csv", "parquet", "arrow", "xml", "hf"]
 
 
 class DataConfig(Section):
@@ -68,9 +68,9 @@ class DataConfig(Section):
     # file format of both splits; train_format / test_format override it per split (null = format).
     # auto = by suffix: .jsonl/.json, .csv, .parquet, .arrow, .xml (ASDiv), a directory = `datasets` saved
     # dir; hf:<hub id> = the hub (online). gsm8k and json are the JSON reader. builtin:* ignores it.
-    format: DataFormat = "auto"
-    train_format: DataFormat | None = None
-    test_format: DataFormat | None = None
+    format: str = "auto"  # one of data_sources.FORMATS (the readers' table)
+    train_format: str | None = None
+    test_format: str | None = None
     # null: the published layout is recognised by its fields (GSM8K, SVAMP, ASDiv, MultiArith/AddSub/SingleEq,
     # MAWPS, LLM-Adapters, ToRA, GSM-Hard, MATH: edge_distill.data.LAYOUTS; or name it: train: svamp:SVAMP.json).
     # A field name, or a template of fields: "{Body} {Question}", replaces the recognised one.
@@ -86,6 +86,11 @@ class DataConfig(Section):
     dev_max_calc_steps: int | None = Field(default=None, ge=0)
     skip_malformed: bool = False
     seed: int = 0
+
+    @field_validator("format", "train_format", "test_format")
+    @classmethod
+    def _known_format(cls, v: str | None) -> str | None:
+        return v if v is None else _one_of(v, DATA_FORMATS)
 
     @field_validator("question_field", "answer_field")
     @classmethod

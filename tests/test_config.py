@@ -32,6 +32,8 @@ def test_bad_choice_lists_allowed_values():
     assert "train.objective" in msg and "sft, cascod, edit" in msg and "'dpo'" in msg
     with pytest.raises(ConfigError, match=r"teacher\.backend: .*one of recorded, http, llamacpp"):
         config_from_dict({"teacher": {"backend": "openai"}})
+    with pytest.raises(ConfigError, match=r"data\.train_format: .*one of auto, jsonl, json"):
+        config_from_dict({"data": {"train_format": "tsv"}})
 
 
 def test_bad_number_is_named():
