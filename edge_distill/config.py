@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge_distill.data_sources import FORMATS as DATA_FORMATS
 from edge_distill.errors import CLIP_CHARS, ConfigError, clip
@@ -29,11 +37,12 @@ NAME_RULE = (
 # Validation errors listed before "... and N more": a wrong-typed list of a million items is one problem.
 _MAX_ERROR_LINES = 20
 
-# The names of two tables, written out so that this module stays torch-free and imports neither table:
-# `objectives/build.py: OBJECTIVES` and `teachers/factory.py: BACKENDS` check at import that their rows are
+# The names of three tables, written out so that this module stays torch-free and imports neither table:
+# `objectives/build.py: OBJECTIVES`, `teachers/factory.py: BACKENDS` and `methods/loop.py: METHODS` check at import that their rows are
 # exactly these (`check_table_names`), so a row added to a table without its name here fails at once.
 OBJECTIVE_NAMES = ("sft", "cascod", "edit")
 TEACHER_BACKENDS = ("recorded", "http", "llamacpp", "transformers", "vllm")
+METHOD_NAMES = ("siked", "fdd")  # methods/loop.py: METHODS
 
 
 def check_table_names(table: dict[str, Any], names: tuple[str, ...], table_name: str, list_name: str) -> None:
@@ -435,7 +444,10 @@ class Config(Section):
     name: str = "quickstart"
     runs_dir: str = "runs"
     seed: int = 0
-    methods: list[Literal["siked", "fdd"]] = Field(default_factory=list)
+    # rows of methods/loop.py: METHODS, in order
+    methods: list[Annotated[str, AfterValidator(lambda m: _one_of(m, METHOD_NAMES))]] = Field(
+        default_factory=list
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)

@@ -34,6 +34,8 @@ def test_bad_choice_lists_allowed_values():
         config_from_dict({"teacher": {"backend": "openai"}})
     with pytest.raises(ConfigError, match=r"data\.train_format: .*one of auto, jsonl, json"):
         config_from_dict({"data": {"train_format": "tsv"}})
+    with pytest.raises(ConfigError, match=r"methods\.1: .*one of siked, fdd"):
+        config_from_dict({"methods": ["siked", "dpo"]})
 
 
 def test_bad_number_is_named():

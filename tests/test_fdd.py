@@ -12,7 +12,7 @@ from edge_distill.config import FddConfig, SikedConfig
 from edge_distill.errors import ConfigError
 from edge_distill.methods import MethodInputs
 from edge_distill.methods.fdd import DROP_REASONS, agreed_answer, classify, parse_problem, run_fdd
-from edge_distill.methods.loop import run_methods
+from edge_distill.methods.loop import MethodOptions, run_methods
 from edge_distill.methods.sampling import SamplingParams
 from edge_distill.teachers.base import Completion
 from edge_distill.types import Problem, Sample, Strategy
@@ -143,22 +143,23 @@ def test_recorded_teacher_is_refused_before_any_training(tmp_path):
     fake = FakeStages([0.1])
     with pytest.raises(ConfigError, match="live teacher"):
         run_methods(
-            ["fdd", "siked"], tmp_path, _inputs(tmp_path, fake, [], base=tmp_path), teacher=Recorded()
+            ["fdd", "siked"],
+            tmp_path,
+            _inputs(tmp_path, fake, [], base=tmp_path),
+            MethodOptions(teacher=Recorded()),
         )
     assert fake.trained == []
 
 
 def test_fdd_then_siked_compose_in_one_run_dir(tmp_path):
     fake, calls = FakeStages([0.2, 0.4, 0.5]), []
-    summary = run_methods(
-        ["fdd", "siked"],
-        tmp_path,
-        _inputs(tmp_path, fake, calls),
-        teacher=FakeLiveTeacher(),
-        fdd=FddConfig(rounds=2, verify_k=1),
+    options = MethodOptions(
         siked=SikedConfig(iterations=2),
+        fdd=FddConfig(rounds=2, verify_k=1),
+        teacher=FakeLiveTeacher(),
         eval_questions=[EVAL_Q],
     )
+    summary = run_methods(["fdd", "siked"], tmp_path, _inputs(tmp_path, fake, calls), options)
     siked0 = json.loads((tmp_path / "iter_0" / "record.json").read_text())
     assert siked0["adopted"].endswith("round_1/train/final")  # SIKeD's iteration 0 is FDD's best round
     assert siked0["composition"]["by_source"]["synthetic"] == 2  # and its data includes FDD's problems

@@ -13,7 +13,7 @@ import pytest
 
 from edge_distill.config import SikedConfig
 from edge_distill.methods import MethodInputs, Stages, should_stop
-from edge_distill.methods.loop import run_methods
+from edge_distill.methods.loop import MethodOptions, run_methods
 from edge_distill.methods.sampling import SamplingParams
 from edge_distill.methods.siked import run_siked
 from edge_distill.types import Problem, Sample, Strategy
@@ -181,12 +181,8 @@ def test_should_stop():
 
 def test_run_methods_writes_summary_report_and_plots(tmp_path):
     fake, calls = FakeStages([0.2, 0.5]), []
-    summary = run_methods(
-        ["siked"],
-        tmp_path,
-        _inputs(tmp_path, fake, calls),
-        siked=SikedConfig(iterations=2, samples_per_question=2),
-    )
+    options = MethodOptions(siked=SikedConfig(iterations=2, samples_per_question=2))
+    summary = run_methods(["siked"], tmp_path, _inputs(tmp_path, fake, calls), options)
     assert summary["model"].endswith("iter_1/train/final") and summary["dev_accuracy"] == 0.5
     pngs = sorted(p.name for p in (tmp_path / "methods").glob("*.png"))
     assert pngs == [

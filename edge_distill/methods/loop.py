@@ -9,13 +9,13 @@ teacher data SIKeD mixes). The loops see train and dev problems only: the test s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edge_distill import stages
-from edge_distill.config import FddConfig, SikedConfig
+from edge_distill.config import METHOD_NAMES, FddConfig, SikedConfig, check_table_names
 from edge_distill.io import write_json, write_text
 from edge_distill.methods import MethodInputs, MethodResult, SamplerFactory, Stages
 from edge_distill.methods.fdd import feedback_sampling, require_live_teacher, run_fdd
@@ -28,35 +28,53 @@ from edge_distill.types import Judging
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class MethodOptions:
+    """Each method's own settings: its config section, and FDD's teacher, feedback sampling and the eval
+    question texts of its contamination check."""
+
+    siked: SikedConfig = field(default_factory=SikedConfig)
+    fdd: FddConfig = field(default_factory=FddConfig)
+    feedback: SamplingParams | None = None
+    teacher: Any = None
+    eval_questions: Sequence[str] = ()
+
+
+def _siked(run_dir: Path, inputs: MethodInputs, o: MethodOptions) -> MethodResult:
+    return run_siked(run_dir, inputs, o.siked)
+
+
+def _fdd(run_dir: Path, inputs: MethodInputs, o: MethodOptions) -> MethodResult:
+    return run_fdd(
+        run_dir, inputs, o.fdd, teacher=o.teacher, feedback=o.feedback, eval_questions=o.eval_questions
+    )
+
+
+# the one table of `methods:` names (config.METHOD_NAMES lists them for the config's validation)
+METHODS: dict[str, Callable[[Path, MethodInputs, MethodOptions], MethodResult]] = {
+    "siked": _siked,
+    "fdd": _fdd,
+}
+check_table_names(METHODS, METHOD_NAMES, "methods/loop.py: METHODS", "METHOD_NAMES")
+
+
 def run_methods(
-    methods: Sequence[str],
-    run_dir: Path,
-    inputs: MethodInputs,
-    *,
-    siked: SikedConfig | None = None,
-    fdd: FddConfig | None = None,
-    feedback: SamplingParams | None = None,
-    teacher: Any = None,
-    eval_questions: Sequence[str] = (),
+    methods: Sequence[str], run_dir: Path, inputs: MethodInputs, options: MethodOptions | None = None
 ) -> dict[str, Any]:
     """Run (or resume) each method under `run_dir/{iter_k,round_k}/`; return the stage summary
     (`model` = the best model of the last method, chosen on dev) and write `run_dir/methods/`
     (summary.json, methods.md, PNG plots). `inputs.start_model`: a student already trained on the teacher
     samples (`train.reuse_sft`), the first method's step 0 without retraining."""
     run_dir = Path(run_dir)
+    options = options or MethodOptions()
     if "fdd" in methods:
-        require_live_teacher(teacher)  # fail before any training, not after round 0
+        require_live_teacher(options.teacher)  # fail before any training, not after round 0
     results: dict[str, MethodResult] = {}
     for method in methods:
-        if method == "siked":
-            result = run_siked(run_dir, inputs, siked or SikedConfig())
-        elif method == "fdd":
-            result = run_fdd(
-                run_dir, inputs, fdd or FddConfig(), teacher=teacher, feedback=feedback,
-                eval_questions=eval_questions,
-            )  # fmt: skip
-        else:
-            raise ValueError(f"methods: {method!r} is not a method; choose siked or fdd")
+        run = METHODS.get(method)
+        if run is None:
+            raise ValueError(f"methods: {method!r} is not a method; choose one of {', '.join(METHODS)}")
+        result = run(run_dir, inputs, options)
         results[method] = result
         # the next method starts from this one's best model and its data
         inputs = replace(
@@ -187,13 +205,11 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
         seed=cfg.seed,
         start_model=start,
     )
-    return run_methods(
-        cfg.methods,
-        run.path,
-        inputs,
+    options = MethodOptions(
         siked=cfg.siked,
         fdd=cfg.fdd,
         feedback=feedback_sampling(cfg.fdd, cfg.siked, cfg.eval.max_new_tokens, cfg.seed),
         teacher=teacher,
         eval_questions=eval_question_texts(cfg) if "fdd" in cfg.methods else (),
     )
+    return run_methods(cfg.methods, run.path, inputs, options)
