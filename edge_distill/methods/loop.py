@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill import stages
-from edge_distill.config import METHOD_NAMES, FddConfig, SikedConfig, check_table_names
+from edge_distill.config import METHOD_NAMES, Config, FddConfig, SikedConfig, check_table_names
 from edge_distill.io import write_json, write_text
 from edge_distill.methods import MethodInputs, MethodResult, SamplerFactory, Stages
 from edge_distill.methods.fdd import feedback_sampling, require_live_teacher, run_fdd
 from edge_distill.methods.plots import records_markdown, write_plots
 from edge_distill.methods.sampling import SamplingParams, make_sampler
 from edge_distill.methods.siked import run_siked
-from edge_distill.rundir import to_stored
+from edge_distill.rundir import RunDir, to_stored
 from edge_distill.types import Judging
 
 log = logging.getLogger(__name__)
@@ -150,14 +150,14 @@ def sampler_factory_for(
     return factory
 
 
-def _student_decoder(cfg: Any) -> Any:
+def _student_decoder(cfg: Config) -> Any:
     """A student samples with the same decoding it is evaluated with (CasCoD: two stages)."""
     from edge_distill.objectives.build import student_decoder
 
     return student_decoder(cfg.train)
 
 
-def eval_question_texts(cfg: Any) -> list[str]:
+def eval_question_texts(cfg: Config) -> list[str]:
     """Question texts of the test split for FDD's contamination check (answers are dropped here)."""
     from edge_distill.errors import EdgeDistillError
 
@@ -168,7 +168,7 @@ def eval_question_texts(cfg: Any) -> list[str]:
         return []
 
 
-def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
+def run_methods_from_config(cfg: Config, run: RunDir) -> dict[str, Any]:
     """`stage_methods` of the pipeline: maps the config tree to `run_methods` arguments."""
     from edge_distill.fastpath import inference_dtype
     from edge_distill.models import resolve_model

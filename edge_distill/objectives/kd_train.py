@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from edge_distill.config import TrainConfig
+from edge_distill.config import KdConfig, TrainConfig
 from edge_distill.errors import ConfigError
 from edge_distill.objectives.examples import Example
 from edge_distill.objectives.kd import full_divergence, kd_mixed_loss, topk_divergence
@@ -164,7 +164,7 @@ class KDLoss:
     """
 
     def __init__(
-        self, kd: Any, vocab_size: int, *, teacher: Any = None, tokenizer: Any = None, seed: int = 0
+        self, kd: KdConfig, vocab_size: int, *, teacher: Any = None, tokenizer: Any = None, seed: int = 0
     ):
         self.kd = kd
         self.vocab_size = vocab_size
