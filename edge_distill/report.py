@@ -84,6 +84,11 @@ def result_rows(p: Path, split: str = "dev") -> list[dict[str, Any]]:
         methods = _load(p / "methods" / "summary.json") or {}
         for method, info in methods.items():
             # the method lists its step directories (methods/summary.json); nothing here rebuilds them
+            if "step_dirs" not in info:
+                log.warning(
+                    "%s: %s lists no step_dirs (written by an older edge-distill): its steps are left out "
+                    "of the ladder", p / "methods" / "summary.json", method,
+                )  # fmt: skip
             for k, step_dir in enumerate(info.get("step_dirs", [])):
                 preds = _predictions(from_stored(step_dir, p) / "eval" / "dev_predictions.jsonl")
                 if preds is not None:

@@ -53,3 +53,14 @@ def test_no_baseline_means_no_deltas(tmp_path):
     rows = result_rows(tmp_path)
     assert len(rows) == 1 and "vs_baseline" not in rows[0]
     assert result_rows(tmp_path, "test") == []
+
+
+def test_a_summary_without_step_dirs_leaves_the_steps_out_and_says_so(tmp_path, caplog):
+    _preds(tmp_path / "iter_0" / "eval" / "dev_predictions.jsonl", [True, False])
+    _preds(tmp_path / "eval" / "dev_predictions.jsonl", [True, False])
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "summary.json").write_text(json.dumps({"siked": {"best": 0, "steps": 1}}))
+    with caplog.at_level("WARNING"):
+        rows = result_rows(tmp_path)
+    assert [r["label"] for r in rows] == ["student (final)"]  # iter_0 is not guessed from the name
+    assert "lists no step_dirs" in caplog.text
