@@ -27,8 +27,6 @@ from edge_distill.io import make_dirs, read_jsonl, write_json, write_jsonl
 from edge_distill.methods import (
     MethodInputs,
     MethodResult,
-    SamplerFactory,
-    Stages,
     adopt_eval,
     best_index,
     cached_problems,
@@ -269,10 +267,7 @@ def run_fdd(
     problems, samples = list(original), list(inputs.teacher_samples)
     eval_questions = list(eval_questions) + [p.question for p in dev]
     stages, start_model = inputs.stages, inputs.start_model
-    ctx = _Round(
-        original, teacher, stages, inputs.sampler_factory, params, feedback, eval_questions,
-        Path(inputs.base_model),
-    )  # fmt: skip
+    ctx = _Round(original, teacher, inputs, params, feedback, eval_questions)
     records: list[dict[str, Any]] = []
     step_dirs: list[Path] = []
     model: Path | None = None
@@ -331,50 +326,41 @@ class _Round:
 
     original: list[Problem]
     teacher: Any
-    stages: Stages
-    sampler_factory: SamplerFactory
+    inputs: MethodInputs
     params: FddConfig
     feedback: SamplingParams
     eval_questions: list[str]
-    base_model: Path
 
 
 def _train_round(step: Path, k: int, model: Path | None, problems: list[Problem], samples: list[Sample],
                  record: dict[str, Any], ctx: _Round) -> tuple[Path, list[Problem], list[Sample]]:  # fmt: skip
     """Round k: (k > 0) grow the data from the student's feedback, then train on all of it."""
+    stages = ctx.inputs.stages
     if k > 0:
         assert model is not None
-        new_p, new_s = _feedback_and_generate(
-            step, k, model, ctx.original, problems, ctx.teacher, ctx.stages, ctx.sampler_factory, ctx.params,
-            ctx.feedback, ctx.eval_questions, record,
-        )  # fmt: skip
+        new_p, new_s = _feedback_and_generate(step, k, model, problems, record, ctx)
         problems, samples = problems + new_p, samples + new_s
     assert model is not None or k == 0
-    base = ctx.stages.full_model(model, step) if (k > 0 and ctx.params.continue_training) else ctx.base_model
-    return trained_model(ctx.stages, samples, base, step / "train"), problems, samples
+    base = (
+        stages.full_model(model, step) if (k > 0 and ctx.params.continue_training) else ctx.inputs.base_model
+    )
+    return trained_model(stages, samples, Path(base), step / "train"), problems, samples
 
 
 def _feedback_and_generate(
-    step: Path,
-    k: int,
-    model: Path,
-    original: list[Problem],
-    problems: list[Problem],
-    teacher: Any,
-    stages: Stages,
-    sampler_factory: SamplerFactory,
-    params: FddConfig,
-    feedback: SamplingParams,
-    eval_questions: list[str],
-    record: dict[str, Any],
+    step: Path, k: int, model: Path, problems: list[Problem], record: dict[str, Any], ctx: _Round
 ) -> tuple[list[Problem], list[Sample]]:
     """Feedback → easy/hard → teacher writes candidates → dedup/contamination → verification; every
     step saved in `step/` (feedback, generated, accounting, verified) so a resume makes no teacher call."""
+    stages, params, teacher = ctx.inputs.stages, ctx.params, ctx.teacher
     start = stages.full_model(model, step)
+    original = ctx.original
     questions = original[: params.limit_questions] if params.limit_questions else original
 
     def answer() -> list[Sample]:
-        return sample_student(sampler_factory(start), questions, feedback, judging=stages.judging)[0]
+        return sample_student(
+            ctx.inputs.sampler_factory(start), questions, ctx.feedback, judging=stages.judging
+        )[0]
 
     fb = cached_samples(step / "feedback.jsonl", answer)
     split = classify(fb, questions, params.easy_threshold)
@@ -388,7 +374,7 @@ def _feedback_and_generate(
             k,
             params,
             existing=[p.question for p in problems],
-            eval_questions=eval_questions,
+            eval_questions=ctx.eval_questions,
         ),
     )
     verified = step / "verified.jsonl"
@@ -409,6 +395,6 @@ def _feedback_and_generate(
         verified=len(new_p),
         added_samples=len(new_s),
         dropped={r: dropped.get(r, 0) for r in DROP_REASONS},
-        similarity=settings(params.dedup_threshold, params.contamination_threshold, len(eval_questions)),
+        similarity=settings(params.dedup_threshold, params.contamination_threshold, len(ctx.eval_questions)),
     )
     return new_p, new_s
