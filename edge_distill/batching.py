@@ -39,6 +39,20 @@ class _Rows:
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in idx])
 
+    def admit(
+        self, group: list[int], n_seq: int, prompt_ids: Sequence[Sequence[int]], first: list[int]
+    ) -> range:
+        """Add `n_seq` rows per prompt of `group`, each with its first token; the new rows' indices."""
+        start = len(self)
+        for i in group:
+            self.prompt += [i] * n_seq
+            self.sample += list(range(n_seq))
+            self.tokens += [[] for _ in range(n_seq)]
+            self.pos += [len(prompt_ids[i])] * n_seq
+        for k, tok in enumerate(first):
+            self.tokens[start + k].append(tok)
+        return range(start, len(self))
+
 
 def supports_continuous(cache: Any) -> bool:
     """Only full-attention dynamic layers can be padded and spliced; sliding-window, static or quantized
@@ -132,35 +146,16 @@ def decode_continuous(
         free = slots - len(rows)
         if queue and (not len(rows) or free >= refill_at):
             group = [queue.popleft() for _ in range(min(len(queue), max(1, free // n_seq)))]
-            width = max(len(prompt_ids[i]) for i in group)
-            ids = torch.tensor([[0] * (width - len(prompt_ids[i])) + list(prompt_ids[i]) for i in group])
-            new_mask = (torch.arange(width)[None, :] >= (width - torch.tensor([len(prompt_ids[i]) for i in group]))[:, None]).long()  # fmt: skip
-            position = (new_mask.cumsum(-1) - 1).clamp(min=0)
-            res = model(input_ids=ids.to(device), attention_mask=new_mask.to(device), position_ids=position.to(device), use_cache=True, **last_only)  # fmt: skip
-            new_cache = res.past_key_values
-            if not supports_continuous(new_cache):
+            prefilled = _prefill(model, prompt_ids, group, n_seq, device, last_only)
+            if prefilled is None:
                 return None
-            logits = res.logits[:, -1]
-            if n_seq > 1:
-                new_cache.batch_repeat_interleave(n_seq)
-                logits = logits.repeat_interleave(n_seq, 0)
-                new_mask = new_mask.repeat_interleave(n_seq, 0)
-            new_mask = new_mask.to(device)
+            new_cache, new_mask, logits = prefilled
             if cache is None:
                 cache, mask = new_cache, new_mask
             else:
                 mask = _splice(cache, mask, new_cache, new_mask)
-            for i in group:
-                rows.prompt += [i] * n_seq
-                rows.sample += list(range(n_seq))
-                rows.tokens += [[] for _ in range(n_seq)]
-                rows.pos += [len(prompt_ids[i])] * n_seq
             # the new rows' first token; the old rows wait for the next decode step
-            first = choose_tokens(logits, temperature, top_p).tolist()
-            start = len(rows) - len(first)
-            for k, tok in enumerate(first):
-                rows.tokens[start + k].append(tok)
-            check = range(start, len(rows))
+            check = rows.admit(group, n_seq, prompt_ids, choose_tokens(logits, temperature, top_p).tolist())
         else:
             last = torch.tensor([t[-1] for t in rows.tokens], device=device)[:, None]
             mask = torch.cat([mask, mask.new_ones((len(rows), 1))], 1)
@@ -170,26 +165,16 @@ def decode_continuous(
                 rows.tokens[k].append(tok)
                 rows.pos[k] += 1
             check = range(len(rows))
-        done = set()
-        for k in check:
-            t = rows.tokens[k]
-            if (
-                t[-1] in eos
-                or len(t) >= max_new_tokens
-                or (stopped is not None and stopped(rows.prompt[k], rows.sample[k], t))
-            ):
-                done.add(k)
+        done = {
+            k
+            for k in check
+            if rows.tokens[k][-1] in eos
+            or len(rows.tokens[k]) >= max_new_tokens
+            or (stopped is not None and stopped(rows.prompt[k], rows.sample[k], rows.tokens[k]))
+        }
         if not done:
             continue
-        for k in sorted(done):
-            i = rows.prompt[k]
-            t = rows.tokens[k]
-            out[i][rows.sample[k]] = t[:-1] if t[-1] in eos else t
-            left[i] -= 1
-            if left[i] == 0 and on_prompt_done is not None:
-                on_prompt_done(i)
-        keep = [k for k in range(len(rows)) if k not in done]
-        rows.keep(keep)
+        keep = _retire(rows, done, out, left, eos, on_prompt_done)
         if keep:
             index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
@@ -197,3 +182,38 @@ def decode_continuous(
         else:
             cache, mask = None, mask[:0, :0]
     return out
+
+
+def _prefill(model: Any, prompt_ids: Sequence[Sequence[int]], group: list[int], n_seq: int, device: Any,
+             last_only: dict[str, int]) -> tuple[Any, torch.Tensor, torch.Tensor] | None:  # fmt: skip
+    """One forward over `group`'s prompts, left-padded: (cache, attention mask, last logits), each row
+    repeated `n_seq` times; None when the model's cache cannot be spliced."""
+    width = max(len(prompt_ids[i]) for i in group)
+    ids = torch.tensor([[0] * (width - len(prompt_ids[i])) + list(prompt_ids[i]) for i in group])
+    new_mask = (torch.arange(width)[None, :] >= (width - torch.tensor([len(prompt_ids[i]) for i in group]))[:, None]).long()  # fmt: skip
+    position = (new_mask.cumsum(-1) - 1).clamp(min=0)
+    res = model(input_ids=ids.to(device), attention_mask=new_mask.to(device), position_ids=position.to(device), use_cache=True, **last_only)  # fmt: skip
+    new_cache = res.past_key_values
+    if not supports_continuous(new_cache):
+        return None
+    logits = res.logits[:, -1]
+    if n_seq > 1:
+        new_cache.batch_repeat_interleave(n_seq)
+        logits = logits.repeat_interleave(n_seq, 0)
+        new_mask = new_mask.repeat_interleave(n_seq, 0)
+    return new_cache, new_mask.to(device), logits
+
+
+def _retire(rows: _Rows, done: set[int], out: list[list[list[int]]], left: dict[int, int], eos: set[int],
+            on_prompt_done: Callable[[int], None] | None) -> list[int]:  # fmt: skip
+    """Move the finished rows' tokens (without a final EOS) to `out`, drop them; the rows kept."""
+    for k in sorted(done):
+        i = rows.prompt[k]
+        t = rows.tokens[k]
+        out[i][rows.sample[k]] = t[:-1] if t[-1] in eos else t
+        left[i] -= 1
+        if left[i] == 0 and on_prompt_done is not None:
+            on_prompt_done(i)
+    keep = [k for k in range(len(rows)) if k not in done]
+    rows.keep(keep)
+    return keep

@@ -1,19 +1,34 @@
 """One typed config tree. YAML is only its serialization; `key=value` overrides come from the CLI.
 
-Every section forbids unknown keys, so a typo is an error that names the key. Components never read
-this tree: the pipeline/CLI layer passes them plain arguments.
+Every section forbids unknown keys, so a typo is an error that names the key. Only the pipeline layer
+(`pipeline`, `methods/loop.py`, `exporting`) reads the tree; it hands each component its section, whole.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from edge_distill.errors import CLIP_CHARS, ConfigError, clip
+from edge_distill.config_yaml import (
+    AliasRefused,
+    NoAliasLoader,
+    format_validation_error,
+    load_yaml_text,
+)
+from edge_distill.data_sources import FORMATS as DATA_FORMATS
+from edge_distill.errors import ConfigError, clip
 from edge_distill.io import read_utf8
 from edge_distill.types import Strategy
 
@@ -25,8 +40,28 @@ NAME_RULE = (
     "must be one directory name: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
     "(no '/', '\\', '..', spaces or a leading '-')"
 )
-# Validation errors listed before "... and N more": a wrong-typed list of a million items is one problem.
-_MAX_ERROR_LINES = 20
+
+# The names of three tables, written out so that this module stays torch-free and imports neither table:
+# `objectives/build.py: OBJECTIVES`, `teachers/factory.py: BACKENDS` and `methods/loop.py: METHODS` check at import that their rows are
+# exactly these (`check_table_names`), so a row added to a table without its name here fails at once.
+OBJECTIVE_NAMES = ("sft", "cascod", "edit")
+TEACHER_BACKENDS = ("recorded", "http", "llamacpp", "transformers", "vllm")
+METHOD_NAMES = ("siked", "fdd")  # methods/loop.py: METHODS
+
+
+def check_table_names(table: dict[str, Any], names: tuple[str, ...], table_name: str, list_name: str) -> None:
+    """Raise unless `table`'s keys are `names` (in order): the config validates against `names`."""
+    if tuple(table) != names:
+        raise RuntimeError(
+            f"{table_name} has rows {', '.join(table)} but edge_distill/config.py: {list_name} lists "
+            f"{', '.join(names)}: keep {list_name} equal to the table's names"
+        )
+
+
+def _one_of(value: str, names: tuple[str, ...]) -> str:
+    if value not in names:
+        raise ValueError(f"must be one of {', '.join(names)}")
+    return value
 
 
 class Section(BaseModel):
@@ -34,7 +69,6 @@ class Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
-DataFormat = Literal["auto", "jsonl", "json", "gsm8k", "csv", "parquet", "arrow", "xml", "hf"]
 
 
 class DataConfig(Section):
@@ -47,9 +81,9 @@ class DataConfig(Section):
     # file format of both splits; train_format / test_format override it per split (null = format).
     # auto = by suffix: .jsonl/.json, .csv, .parquet, .arrow, .xml (ASDiv), a directory = `datasets` saved
     # dir; hf:<hub id> = the hub (online). gsm8k and json are the JSON reader. builtin:* ignores it.
-    format: DataFormat = "auto"
-    train_format: DataFormat | None = None
-    test_format: DataFormat | None = None
+    format: str = "auto"  # one of data_sources.FORMATS (the readers' table)
+    train_format: str | None = None
+    test_format: str | None = None
     # null: the published layout is recognised by its fields (GSM8K, SVAMP, ASDiv, MultiArith/AddSub/SingleEq,
     # MAWPS, LLM-Adapters, ToRA, GSM-Hard, MATH: edge_distill.data.LAYOUTS; or name it: train: svamp:SVAMP.json).
     # A field name, or a template of fields: "{Body} {Question}", replaces the recognised one.
@@ -65,6 +99,11 @@ class DataConfig(Section):
     dev_max_calc_steps: int | None = Field(default=None, ge=0)
     skip_malformed: bool = False
     seed: int = 0
+
+    @field_validator("format", "train_format", "test_format")
+    @classmethod
+    def _known_format(cls, v: str | None) -> str | None:
+        return v if v is None else _one_of(v, DATA_FORMATS)
 
     @field_validator("question_field", "answer_field")
     @classmethod
@@ -117,7 +156,7 @@ class HttpTeacherConfig(Section):
 
 
 class TeacherConfig(Section):
-    backend: Literal["recorded", "http", "llamacpp", "transformers", "vllm"] = "recorded"
+    backend: str = "recorded"  # a row of teachers/factory.py: BACKENDS (TEACHER_BACKENDS)
     # recorded: "builtin:gsm8k" (gold solutions) or a JSONL of {question|id, strategy, rationale}
     # http: model name sent to the server; llamacpp: GGUF path; transformers/vllm: HF dir or hub id
     model: str = "builtin:gsm8k"
@@ -132,6 +171,11 @@ class TeacherConfig(Section):
     tensor_parallel_size: int = Field(default=1, ge=1)  # vllm in-process
     # SQLite cache shared across runs; "auto" = ~/.cache/edge-distill/teacher.sqlite
     cache: str | None = "auto"
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return _one_of(v, TEACHER_BACKENDS)
 
 
 # --------------------------------------------------------------------------- student / training
@@ -208,7 +252,7 @@ REPORT_TO = (
 
 class TrainConfig(Section):
     finetune: Literal["lora", "full"] = "lora"
-    objective: Literal["sft", "cascod", "edit"] = "sft"
+    objective: str = "sft"  # a row of objectives/build.py: OBJECTIVES (OBJECTIVE_NAMES)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     cascod: CascodConfig = Field(default_factory=CascodConfig)
     edit: EditConfig = Field(default_factory=EditConfig)
@@ -244,6 +288,11 @@ class TrainConfig(Section):
     # settings): EDIT uses its model as step 1 and SIKeD as iteration 0 instead of training it again
     # (pipeline.reused_sft checks the match). Relative paths are relative to the current directory.
     reuse_sft: str | None = None
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        return _one_of(v, OBJECTIVE_NAMES)
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -399,7 +448,10 @@ class Config(Section):
     name: str = "quickstart"
     runs_dir: str = "runs"
     seed: int = 0
-    methods: list[Literal["siked", "fdd"]] = Field(default_factory=list)
+    # rows of methods/loop.py: METHODS, in order
+    methods: list[Annotated[str, AfterValidator(lambda m: _one_of(m, METHOD_NAMES))]] = Field(
+        default_factory=list
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
@@ -453,61 +505,6 @@ class Config(Section):
 
 
 # --------------------------------------------------------------------------- loading
-class _AliasRefused(yaml.composer.ComposerError):
-    pass
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases.
-
-    `*alias` lets a 1 kB file expand to gigabytes ("billion laughs": >120 s and 3.1 GB on main), and a
-    config never needs one, so the first anchor or alias is an error with its line and column.
-    """
-
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            what = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
-            raise _AliasRefused(
-                None, None, f"YAML {what}{event.anchor} is not allowed: write the value out", event.start_mark
-            )
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
-
-
-def load_yaml_text(text: str, origin: str, error: type[ConfigError] = ConfigError) -> Any:
-    """Parse YAML without anchors/aliases; any failure is one `error` naming `origin`, line and column."""
-    try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = str(getattr(e, "problem", None) or e)[:CLIP_CHARS]
-        raise error(f"{origin}: not valid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise error(f"{origin}: not valid YAML: nested too deeply") from None
-
-
-def format_validation_error(err: ValidationError, header: str, unknown_hint: str) -> str:
-    """One line per bad key: the dotted key, what is wrong, the value given (pydantic lists allowed values).
-
-    Keys and values are echoed through `clip`, so a huge value gives a short message (52 MB on main).
-    """
-    lines = [header]
-    errors = err.errors()
-    for e in errors[:_MAX_ERROR_LINES]:
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        key = key if len(key) <= CLIP_CHARS else clip(key)
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key ({unknown_hint})")
-        else:
-            value = e.get("input")
-            shown = "" if isinstance(value, dict) else f" (got {clip(value)})"
-            lines.append(f"  {key}: {str(e['msg'])[:CLIP_CHARS]}{shown}")
-    if len(errors) > _MAX_ERROR_LINES:
-        lines.append(f"  ... and {len(errors) - _MAX_ERROR_LINES} more")
-    return "\n".join(lines)
-
-
 def _format_error(err: ValidationError, origin: str) -> str:
     return format_validation_error(
         err, f"invalid config ({origin}):", "check the spelling; `edge-distill init` shows every key"
@@ -519,8 +516,8 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {clip(item)}: expected key=value, e.g. train.lr=1e-4")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else None  # noqa: S506 - safe subclass
-    except _AliasRefused as e:
+        value = yaml.load(raw, Loader=NoAliasLoader) if raw.strip() else None  # noqa: S506 - safe subclass
+    except AliasRefused as e:
         raise ConfigError(f"override {clip(key)}: {e.problem}") from None
     except (yaml.YAMLError, RecursionError):  # not YAML: the text itself, validated like any other value
         value = raw

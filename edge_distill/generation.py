@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -68,8 +69,6 @@ def generate(
     answer. Greedy output is the same either way; models whose KV cache cannot be spliced (sliding
     windows) use static batches.
     """
-    from transformers import GenerationConfig
-
     if engine not in ("continuous", "static"):
         raise ValueError(f"generate: engine={engine!r} is not one of continuous, static")
     if n < 1 or batch_size < 1:
@@ -77,60 +76,91 @@ def generate(
     prompts = list(prompts)
     if not prompts:
         return []
-    sample = temperature > 0
-    n_seq = n if sample else 1
+    d = _Decode(
+        prompts, n, n if temperature > 0 else 1, batch_size, max_new_tokens, temperature, top_p,
+        stop_strings, stop_at_answer, progress,
+    )  # fmt: skip
     eos = eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=sample,
-        temperature=temperature if sample else None,
-        top_p=top_p if sample else None,
-        top_k=None,  # the model's default top_k (often 50) would silently change the sampling distribution
-        num_return_sequences=n_seq,
-        pad_token_id=pad_id,
-        eos_token_id=eos,
-        stop_strings=list(stop_strings) if stop_strings else None,
-    )
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     lengths = [len(ids) for ids in prompt_ids]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     if engine == "continuous":
-        got = _generate_continuous(
-            model, tokenizer, prompts, prompt_ids, order, n, n_seq, eos, batch_size, max_new_tokens,
-            temperature, top_p, stop_strings, stop_at_answer, progress,
-        )  # fmt: skip
+        got = _generate_continuous(model, tokenizer, d, prompt_ids, order, eos)
         if got is not None:
             return got
         logger.info("this model's KV cache cannot be spliced: static batches")
+    return _generate_static(model, tokenizer, d, order, eos)
+
+
+@dataclass(frozen=True)
+class _Decode:
+    """The settings of one `generate` call, shared by its continuous and static paths."""
+
+    prompts: list[str]
+    n: int
+    n_seq: int  # sequences decoded per prompt: n when sampling, 1 when greedy (repeated n times)
+    batch_size: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    stop_strings: Sequence[str] | None
+    stop_at_answer: bool
+    progress: bool
+
+    def completions(self, prompt: str, texts: list[str]) -> list[str]:
+        """A prompt's decoded texts, cut (`_cut`) and, when greedy, repeated to n."""
+        got = [_cut(t, prompt, self.stop_strings, self.stop_at_answer) for t in texts]
+        return got if self.n_seq > 1 else got * self.n
+
+    def bar(self) -> Any:
+        return tqdm(
+            total=len(self.prompts), desc="generate", unit="prompt", disable=not self.progress, leave=False
+        )
+
+
+def _generate_static(
+    model: Any, tokenizer: Any, d: _Decode, order: list[int], eos: list[int]
+) -> list[list[str]]:
+    """Length-sorted, left-padded batches, each decoded by `model.generate` until its longest answer."""
+    from transformers import GenerationConfig
+
+    sample = d.temperature > 0
+    config = GenerationConfig(
+        max_new_tokens=d.max_new_tokens,
+        do_sample=sample,
+        temperature=d.temperature if sample else None,
+        top_p=d.top_p if sample else None,
+        top_k=None,  # the model's default top_k (often 50) would silently change the sampling distribution
+        num_return_sequences=d.n_seq,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0],
+        eos_token_id=eos,
+        stop_strings=list(d.stop_strings) if d.stop_strings else None,
+    )
     device = next(model.parameters()).device
+    prompts, n_seq = d.prompts, d.n_seq
     results: list[list[str]] = [[] for _ in prompts]
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # right padding would put pad tokens between prompt and completion
     was_training = model.training
     model.eval()
     try:
-        bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, leave=False)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        bar = d.bar()
+        for start in range(0, len(order), d.batch_size):
+            idx = order[start : start + d.batch_size]
             enc = tokenizer(
                 [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
             )
             enc = {k: v.to(device) for k, v in enc.items()}
             width = enc["input_ids"].shape[1]
             rows = [prompts[i] for i in idx for _ in range(n_seq)]
-            criteria = _answer_criteria(tokenizer, rows, width) if stop_at_answer else None
+            criteria = _answer_criteria(tokenizer, rows, width) if d.stop_at_answer else None
             out = model.generate(
-                **enc, generation_config=config, tokenizer=tokenizer if stop_strings else None,
+                **enc, generation_config=config, tokenizer=tokenizer if d.stop_strings else None,
                 stopping_criteria=criteria,
             )  # fmt: skip
             texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
             for j, i in enumerate(idx):
-                got = [
-                    _cut(t, prompts[i], stop_strings, stop_at_answer)
-                    for t in texts[j * n_seq : (j + 1) * n_seq]
-                ]
-                results[i] = got if sample else got * n
+                results[i] = d.completions(prompts[i], texts[j * n_seq : (j + 1) * n_seq])
             bar.update(len(idx))
         bar.close()
     finally:
@@ -191,39 +221,25 @@ def _row_stop(
 
 
 def _generate_continuous(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[str],
-    prompt_ids: list[list[int]],
-    order: list[int],
-    n: int,
-    n_seq: int,
-    eos: list[int],
-    batch_size: int,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    stop_strings: Sequence[str] | None,
-    stop_at_answer: bool,
-    progress: bool,
+    model: Any, tokenizer: Any, d: _Decode, prompt_ids: list[list[int]], order: list[int], eos: list[int]
 ) -> list[list[str]] | None:
     from edge_distill.batching import decode_continuous
 
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(prompt_ids), desc="generate", unit="prompt", disable=not progress, leave=False)
+    bar = d.bar()
     try:
         ids = decode_continuous(
             model,
             prompt_ids,
             order,
-            n_seq=n_seq,
-            slots=batch_size * n_seq,
-            max_new_tokens=max_new_tokens,
+            n_seq=d.n_seq,
+            slots=d.batch_size * d.n_seq,
+            max_new_tokens=d.max_new_tokens,
             eos_ids=eos,
-            temperature=temperature,
-            top_p=top_p,
-            stopped=_row_stop(tokenizer, prompts, stop_strings, stop_at_answer),
+            temperature=d.temperature,
+            top_p=d.top_p,
+            stopped=_row_stop(tokenizer, d.prompts, d.stop_strings, d.stop_at_answer),
             on_prompt_done=lambda _i: bar.update(1),
         )
     finally:
@@ -232,11 +248,7 @@ def _generate_continuous(
             model.train()
     if ids is None:
         return None
-    results = []
-    for prompt, outs in zip(prompts, ids, strict=True):
-        texts = [
-            _cut(t, prompt, stop_strings, stop_at_answer)
-            for t in tokenizer.batch_decode(outs, skip_special_tokens=True)
-        ]
-        results.append(texts if n_seq > 1 else texts * n)
-    return results
+    return [
+        d.completions(prompt, tokenizer.batch_decode(outs, skip_special_tokens=True))
+        for prompt, outs in zip(d.prompts, ids, strict=True)
+    ]

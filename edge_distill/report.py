@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.io import make_dirs, read_jsonl, write_text
-from edge_distill.rundir import RunDir
+from edge_distill.rundir import RunDir, from_stored
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,17 @@ def result_rows(p: Path, split: str = "dev") -> list[dict[str, Any]]:
     if split == "dev":
         methods = _load(p / "methods" / "summary.json") or {}
         for method, info in methods.items():
-            unit = "iter" if method == "siked" else "round"
-            for k in range(int(info.get("steps", 0))):
-                preds = _predictions(p / f"{unit}_{k}" / "eval" / "dev_predictions.jsonl")
+            # the method lists its step directories (methods/summary.json); nothing here rebuilds them
+            if "step_dirs" not in info:
+                log.warning(
+                    "%s: %s lists no step_dirs (written by an older edge-distill): its steps are left out "
+                    "of the ladder", p / "methods" / "summary.json", method,
+                )  # fmt: skip
+            for k, step_dir in enumerate(info.get("step_dirs", [])):
+                preds = _predictions(from_stored(step_dir, p) / "eval" / "dev_predictions.jsonl")
                 if preds is not None:
                     best = " (best)" if k == info.get("best") else ""
-                    found.append((f"{method} {unit} {k}{best}", "step", preds))
+                    found.append((f"{method} {info.get('unit', 'step')} {k}{best}", "step", preds))
     student = _predictions(p / "eval" / f"{split}_predictions.jsonl")
     if student is not None:
         found.append(("student (final)", "student", student))
@@ -211,17 +216,9 @@ def _package_sections(p: Path) -> list[str]:
     return out
 
 
-def build_report(run: RunDir) -> str:
-    p = run.path
-    stages = run.stages()
-    cfg = run.cfg
-    out = [
-        f"# edge-distill run `{cfg.name}`",
-        "",
-        f"student `{cfg.student.model}` ({cfg.train.finetune}, objective `{cfg.train.objective}`), "
-        f"teacher `{cfg.teacher.backend}:{cfg.teacher.model}`, methods {cfg.methods or ['sft']}.",
-        "",
-    ]
+def _results_sections(p: Path) -> list[str]:
+    """The accuracy ladder on dev (with its plot) and on test."""
+    out: list[str] = []
     for split in ("dev", "test"):
         rows = result_rows(p, split)
         if not rows:
@@ -236,14 +233,16 @@ def build_report(run: RunDir) -> str:
             if plot is not None:
                 body += ["", f"![dev accuracy]({PLOT})"]
         out += _section(f"Results on {split}", body)
+    return out
 
-    out += _package_sections(p)
 
+def _stage_sections(p: Path, stages: dict[str, Any]) -> list[str]:
+    """Stage wall times, and what the data, teach and filter stages counted."""
     marks = {
         name: " (stale: " + info["stale"] + ")" if info.get("stale") else "" for name, info in stages.items()
     }
     rows = [f"| {name}{marks[name]} | {info.get('wall_s', 0):.1f} |" for name, info in stages.items()]
-    out += _section("Stages", ["| stage | wall s |", "|---|---|", *rows])
+    out = _section("Stages", ["| stage | wall s |", "|---|---|", *rows])
 
     data = stages.get("data", {}).get("summary", {})
     if data:
@@ -262,6 +261,12 @@ def build_report(run: RunDir) -> str:
                 f"{filt['kept']} of {filt['teacher_samples']} teacher samples kept: {filt.get('kept_by_strategy')}"
             ],
         )
+    return out
+
+
+def _training_sections(p: Path, objective_name: str, stages: dict[str, Any]) -> list[str]:
+    """The training run, the objective's metrics and the methods' iterations / rounds."""
+    out: list[str] = []
     result = _load(p / "train" / "train_result.json")
     if result:
         loss = (
@@ -284,7 +289,7 @@ def build_report(run: RunDir) -> str:
         )
     objective = _load(p / "train" / "objective.json")
     if objective:
-        out += _section(f"Objective `{cfg.train.objective}`", [f"`{k}`: {v}" for k, v in objective.items()])
+        out += _section(f"Objective `{objective_name}`", [f"`{k}`: {v}" for k, v in objective.items()])
 
     methods = stages.get("methods", {}).get("summary", {})
     if methods:
@@ -292,7 +297,24 @@ def build_report(run: RunDir) -> str:
         for png in sorted(p.glob("methods/*.png")):
             body.append(f"![{png.stem}]({png.relative_to(p)})")
         out += _section("Iterations / rounds", body)
+    return out
 
+
+def build_report(run: RunDir) -> str:
+    p = run.path
+    stages = run.stages()
+    cfg = run.cfg
+    out = [
+        f"# edge-distill run `{cfg.name}`",
+        "",
+        f"student `{cfg.student.model}` ({cfg.train.finetune}, objective `{cfg.train.objective}`), "
+        f"teacher `{cfg.teacher.backend}:{cfg.teacher.model}`, methods {cfg.methods or ['sft']}.",
+        "",
+    ]
+    out += _results_sections(p)
+    out += _package_sections(p)
+    out += _stage_sections(p, stages)
+    out += _training_sections(p, cfg.train.objective, stages)
     for split in ("dev", "test"):
         ev = _load(p / "eval" / f"{split}.json")
         if ev:

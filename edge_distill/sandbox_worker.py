@@ -31,9 +31,9 @@ from edge_distill.sandbox_os import (
     Boundary,
     enter_namespaces,
     no_new_privs,
-    probe,
     read_roots,
 )
+from edge_distill.sandbox_probe import probe
 from edge_distill.sandbox_protocol import (
     MAX_ERROR_CHARS,
     NO_ANSWER,

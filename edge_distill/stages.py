@@ -46,9 +46,9 @@ def load_samples(path: Path) -> list[Sample]:
 
 # ---------------------------------------------------------------------------------------------- teacher
 def build_teacher(teacher: TeacherConfig, *, logprobs: int = 0, pieces: Any = None) -> Any:
-    from edge_distill.teachers.factory import teacher_from_config
+    from edge_distill.teachers.factory import make_teacher
 
-    return teacher_from_config(teacher, logprobs=logprobs, pieces=pieces)
+    return make_teacher(teacher, logprobs=logprobs, pieces=pieces)
 
 
 TOPK_STORE = "teach/topk.npz"  # the teacher's top-k log-probs, beside teach/samples.jsonl (train.kd offline)

@@ -347,12 +347,7 @@ def train(
         loss_fn=loss_fn,
         loss_chunk_size=c.loss_chunk_size,
     )
-    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
-    resumed_from = int(Path(last).name.split("-")[-1]) if last else 0
-    if last:
-        logger.info("resuming training from %s (step %d)", last, resumed_from)
-    elif ckpt_dir.is_dir() and not resume:
-        shutil.rmtree(ckpt_dir)  # a fresh run must not mix with an old run's checkpoints
+    last, resumed_from = _resume_point(ckpt_dir, resume)
     if trainer.is_world_process_zero():
         metrics_cb.start(resumed_from)  # nor its metrics rows (a resume drops the steps it re-runs)
     logger.info(
@@ -363,20 +358,25 @@ def train(
     out = trainer.train(resume_from_checkpoint=last)
     final = _save_final(trainer, tokenizer, out_dir)
     result = TrainResult(
-        final_dir=final,
-        steps=out.global_step,
-        losses=metrics_cb.losses,
-        resumed_from_step=resumed_from,
-        examples=len(examples),
-        finetune=finetune,
-        trainable_params=trainable,
-        runtime_s=time.time() - t0,
-    )
+        final_dir=final, steps=out.global_step, losses=metrics_cb.losses, resumed_from_step=resumed_from,
+        examples=len(examples), finetune=finetune, trainable_params=trainable, runtime_s=time.time() - t0,
+    )  # fmt: skip
     if trainer.is_world_process_zero():
         write_json(out_dir / "train_result.json", result.summary())
     if result.last_loss is not None and not math.isfinite(result.last_loss):
         logger.warning("training loss is %s at the end: check lr/precision", result.last_loss)
     return result
+
+
+def _resume_point(ckpt_dir: Path, resume: bool) -> tuple[str | None, int]:
+    """(the newest checkpoint to resume from or None, its step). Without `resume` old checkpoints go."""
+    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    resumed_from = int(Path(last).name.split("-")[-1]) if last else 0
+    if last:
+        logger.info("resuming training from %s (step %d)", last, resumed_from)
+    elif ckpt_dir.is_dir() and not resume:
+        shutil.rmtree(ckpt_dir)  # a fresh run must not mix with an old run's checkpoints
+    return last, resumed_from
 
 
 def _save_final(trainer: Trainer, tokenizer: Any, out_dir: Path) -> Path:

@@ -247,6 +247,17 @@ def test_two_stage_generate_uses_training_templates():
     assert objective("sft").decoding(TrainConfig())["stages"] == 1
 
 
+def test_the_config_validates_objective_names_against_the_table():
+    from edge_distill.config import OBJECTIVE_NAMES, check_table_names
+    from edge_distill.objectives.build import OBJECTIVES
+
+    assert tuple(OBJECTIVES) == OBJECTIVE_NAMES
+    with pytest.raises(RuntimeError, match="OBJECTIVE_NAMES lists sft, cascod, edit"):
+        check_table_names(
+            {**OBJECTIVES, "dpo": OBJECTIVES["sft"]}, OBJECTIVE_NAMES, "OBJECTIVES", "OBJECTIVE_NAMES"
+        )
+
+
 def test_end_to_end_cascod_trains_and_eval_decodes_in_two_stages(tiny_model_dir, tmp_path):
     """objective=cascod through the real trainer, then eval with the pipeline's decoding hook."""
     import json

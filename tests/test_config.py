@@ -29,7 +29,13 @@ def test_bad_choice_lists_allowed_values():
     with pytest.raises(ConfigError) as e:
         config_from_dict({"train": {"objective": "dpo"}})
     msg = str(e.value)
-    assert "train.objective" in msg and "'sft'" in msg and "'cascod'" in msg and "'dpo'" in msg
+    assert "train.objective" in msg and "sft, cascod, edit" in msg and "'dpo'" in msg
+    with pytest.raises(ConfigError, match=r"teacher\.backend: .*one of recorded, http, llamacpp"):
+        config_from_dict({"teacher": {"backend": "openai"}})
+    with pytest.raises(ConfigError, match=r"data\.train_format: .*one of auto, jsonl, json"):
+        config_from_dict({"data": {"train_format": "tsv"}})
+    with pytest.raises(ConfigError, match=r"methods\.1: .*one of siked, fdd"):
+        config_from_dict({"methods": ["siked", "dpo"]})
 
 
 def test_bad_number_is_named():

@@ -10,8 +10,9 @@ import pytest
 
 from edge_distill.config import FddConfig, SikedConfig
 from edge_distill.errors import ConfigError
+from edge_distill.methods import MethodInputs
 from edge_distill.methods.fdd import DROP_REASONS, agreed_answer, classify, parse_problem, run_fdd
-from edge_distill.methods.loop import run_methods
+from edge_distill.methods.loop import MethodOptions, run_methods
 from edge_distill.methods.sampling import SamplingParams
 from edge_distill.teachers.base import Completion
 from edge_distill.types import Problem, Sample, Strategy
@@ -62,17 +63,23 @@ class FakeLiveTeacher:
         return out
 
 
-def _fdd(tmp_path: Path, fake: FakeStages, teacher, calls, **kw):
-    return run_fdd(
-        tmp_path,
+def _inputs(tmp_path: Path, fake: FakeStages, calls, base: Path | None = None) -> MethodInputs:
+    return MethodInputs(
         train_problems=PROBLEMS,
         dev_problems=DEV,
         teacher_samples=TEACHER,
-        base_model=tmp_path / "base",
+        base_model=tmp_path / "base" if base is None else base,
         stages=fake.stages(),
         sampler_factory=lambda m: ScriptedSampler(calls),
+    )
+
+
+def _fdd(tmp_path: Path, fake: FakeStages, teacher, calls, **kw):
+    return run_fdd(
+        tmp_path,
+        _inputs(tmp_path, fake, calls),
+        FddConfig(rounds=2, verify_k=2, **kw),
         teacher=teacher,
-        params=FddConfig(rounds=2, verify_k=2, **kw),
         feedback=SamplingParams(n=1, temperature=0.0),
         eval_questions=[EVAL_Q],
     )
@@ -137,34 +144,22 @@ def test_recorded_teacher_is_refused_before_any_training(tmp_path):
     with pytest.raises(ConfigError, match="live teacher"):
         run_methods(
             ["fdd", "siked"],
-            run_dir=tmp_path,
-            train_problems=PROBLEMS,
-            dev_problems=DEV,
-            teacher_samples=TEACHER,
-            base_model=tmp_path,
-            stages=fake.stages(),
-            sampler_factory=lambda m: None,
-            teacher=Recorded(),
+            tmp_path,
+            _inputs(tmp_path, fake, [], base=tmp_path),
+            MethodOptions(teacher=Recorded()),
         )
     assert fake.trained == []
 
 
 def test_fdd_then_siked_compose_in_one_run_dir(tmp_path):
     fake, calls = FakeStages([0.2, 0.4, 0.5]), []
-    summary = run_methods(
-        ["fdd", "siked"],
-        run_dir=tmp_path,
-        train_problems=PROBLEMS,
-        dev_problems=DEV,
-        teacher_samples=TEACHER,
-        base_model=tmp_path / "base",
-        stages=fake.stages(),
-        sampler_factory=lambda m: ScriptedSampler(calls),
-        teacher=FakeLiveTeacher(),
-        fdd=FddConfig(rounds=2, verify_k=1),
+    options = MethodOptions(
         siked=SikedConfig(iterations=2),
+        fdd=FddConfig(rounds=2, verify_k=1),
+        teacher=FakeLiveTeacher(),
         eval_questions=[EVAL_Q],
     )
+    summary = run_methods(["fdd", "siked"], tmp_path, _inputs(tmp_path, fake, calls), options)
     siked0 = json.loads((tmp_path / "iter_0" / "record.json").read_text())
     assert siked0["adopted"].endswith("round_1/train/final")  # SIKeD's iteration 0 is FDD's best round
     assert siked0["composition"]["by_source"]["synthetic"] == 2  # and its data includes FDD's problems

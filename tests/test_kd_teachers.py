@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from edge_distill.config import TeacherConfig
 from edge_distill.errors import ConfigError, DataError
 from edge_distill.teachers.cache import CachedCompletion, TeacherCache
 from edge_distill.teachers.factory import make_teacher
@@ -142,9 +143,9 @@ def test_malformed_logprobs_are_a_bad_response(logprobs, why):
 
 def test_teachers_that_cannot_record_log_probs_say_so(tmp_path):
     with pytest.raises(ConfigError, match="recorded does not record"):
-        make_teacher("recorded", "builtin:gsm8k", logprobs=5)
+        make_teacher(TeacherConfig(backend="recorded", model="builtin:gsm8k"), logprobs=5)
     with pytest.raises(Exception, match="pieces"):
-        make_teacher("http", "m", cache_path=None, logprobs=5)
+        make_teacher(TeacherConfig(backend="http", model="m", cache=None), logprobs=5)
 
 
 # ------------------------------------------------------------------------------------------ transformers teacher
@@ -156,9 +157,8 @@ def test_transformers_teacher_records_the_models_own_distribution(tiny_model_dir
     tok = load_tokenizer(tiny_model_dir)
     prompts = ["Question: What is 2+3?\nSolution:\n", "Question: Tom has 3 apples.\nSolution:\n"]
     greedy = Sampling(temperature=0.0, max_tokens=8)
-    t = make_teacher(
-        "transformers", str(tiny_model_dir), cache_path=tmp_path / "c.sqlite", logprobs=4, batch_size=2
-    )
+    cfg = TeacherConfig(backend="transformers", model=str(tiny_model_dir), cache=str(tmp_path / "c.sqlite"))
+    t = make_teacher(cfg.model_copy(update={"batch_size": 2}), logprobs=4)
     first = [row[0] for row in t.complete(prompts, 1, greedy)]
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     for prompt, c in zip(prompts, first, strict=True):
@@ -177,7 +177,7 @@ def test_transformers_teacher_records_the_models_own_distribution(tiny_model_dir
         tol = F16 * ref.abs() + 16 * 2.0**-23 * 256 * 2 * float(logits.abs().max())
         assert ((got - ref).abs() <= tol).all()
     t.close()
-    again = make_teacher("transformers", str(tiny_model_dir), cache_path=tmp_path / "c.sqlite", logprobs=4)
+    again = make_teacher(cfg, logprobs=4)
     second = [row[0] for row in again.complete(prompts, 1, greedy)]
     assert again.stats.requests == 0 and all(c.cached for c in second)
     assert all(np.array_equal(a.topk.ids, b.topk.ids) for a, b in zip(first, second, strict=True))
@@ -243,16 +243,20 @@ def test_llama_cpp_server_on_loopback_records_top_k_logprobs(tmp_path):
     greedy = Sampling(temperature=0.0, max_tokens=24, stop=("\nQuestion:",))
     cache = tmp_path / "c.sqlite"
     with serve(gguf, n_ctx=1024, n_threads=1) as url:
-        kw = dict(base_url=url, cache_path=cache, api_key_env=None, timeout_s=600, logprobs=5, pieces=pieces,
-                  extra_body=dict(NEUTRAL_SAMPLING))  # fmt: skip
-        http = make_teacher("http", "smollm2", **kw)
+        cfg = TeacherConfig(
+            backend="http", model="smollm2", cache=str(cache),
+            http={"base_url": url, "api_key_env": None, "timeout_s": 600, "extra_body": dict(NEUTRAL_SAMPLING)},
+        )  # fmt: skip
+        http = make_teacher(cfg, logprobs=5, pieces=pieces)
         over_http = [row[0] for row in http.complete(prompts, 1, greedy)]
         http.close()
-        again = make_teacher("http", "smollm2", **kw)
+        again = make_teacher(cfg, logprobs=5, pieces=pieces)
         cached = [row[0] for row in again.complete(prompts, 1, greedy)]
         assert again.stats.requests == 0 and all(c.cached and c.topk is not None for c in cached)
         again.close()
-    local = make_teacher("llamacpp", str(gguf), cache_path=None, n_ctx=1024, n_threads=1, logprobs=5)
+    local = make_teacher(
+        TeacherConfig(backend="llamacpp", model=str(gguf), cache=None, n_ctx=1024, n_threads=1), logprobs=5
+    )
     in_process = [row[0] for row in local.complete(prompts, 1, greedy)]
     local.close()
     agree = total = 0

@@ -20,11 +20,13 @@ def test_ladder_rows_pair_every_model_with_the_baseline(tmp_path):
     run = tmp_path
     _preds(run / "eval" / "baseline_dev_predictions.jsonl", [False] * 10)
     _preds(run / "iter_0" / "eval" / "dev_predictions.jsonl", [True] * 2 + [False] * 8)
-    _preds(run / "iter_1" / "eval" / "dev_predictions.jsonl", [True] * 6 + [False] * 4, "pot")
     _preds(run / "eval" / "dev_predictions.jsonl", [True] * 6 + [False] * 4, "pot")
     _preds(run / "bench" / "gguf-q4_k_m.predictions.jsonl", [True] * 5 + [False] * 3)  # first 8 only
     (run / "methods").mkdir()
-    (run / "methods" / "summary.json").write_text(json.dumps({"siked": {"best": 1, "steps": 2}}))
+    # the steps are where the method says they are (not rebuilt from its name)
+    _preds(run / "elsewhere" / "eval" / "dev_predictions.jsonl", [True] * 6 + [False] * 4, "pot")
+    steps = {"best": 1, "steps": 2, "unit": "iter", "step_dirs": ["iter_0", "elsewhere"]}
+    (run / "methods" / "summary.json").write_text(json.dumps({"siked": steps}))
 
     rows = result_rows(run)
     assert [r["label"] for r in rows] == [
@@ -51,3 +53,14 @@ def test_no_baseline_means_no_deltas(tmp_path):
     rows = result_rows(tmp_path)
     assert len(rows) == 1 and "vs_baseline" not in rows[0]
     assert result_rows(tmp_path, "test") == []
+
+
+def test_a_summary_without_step_dirs_leaves_the_steps_out_and_says_so(tmp_path, caplog):
+    _preds(tmp_path / "iter_0" / "eval" / "dev_predictions.jsonl", [True, False])
+    _preds(tmp_path / "eval" / "dev_predictions.jsonl", [True, False])
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "summary.json").write_text(json.dumps({"siked": {"best": 0, "steps": 1}}))
+    with caplog.at_level("WARNING"):
+        rows = result_rows(tmp_path)
+    assert [r["label"] for r in rows] == ["student (final)"]  # iter_0 is not guessed from the name
+    assert "lists no step_dirs" in caplog.text

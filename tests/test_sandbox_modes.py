@@ -52,17 +52,17 @@ def test_the_probe_checks_each_guarantee_for_real(group: str, landlock_abi: int 
     the plan trusts the claim, the probe does not. Without IPC/PID namespaces (this process has none)."""
     if not sys.platform.startswith("linux"):
         pytest.skip("Linux only")
-    from edge_distill import sandbox_os
+    from edge_distill import sandbox_os, sandbox_probe
 
     if landlock_abi is not None:
         monkeypatch.setenv(sandbox_os.TEST_LANDLOCK_ABI_ENV, str(landlock_abi))
     monkeypatch.setenv(sandbox_os.TEST_SECCOMP_OMIT_ENV, group)
     boundary = sandbox_os.Boundary.build(sandbox_os.read_roots())
     assert group not in boundary.seccomp_groups
-    assert sandbox_os.probe(boundary) != ""  # honest: the guarantee is missing
+    assert sandbox_probe.probe(boundary) != ""  # honest: the guarantee is missing
     boundary.seccomp_groups.append(group)
     assert boundary.plan()[1] == []
-    why = sandbox_os.probe(boundary, [group])
+    why = sandbox_probe.probe(boundary, [group])
     assert why.startswith(f"{group} not held"), why
 
 
@@ -326,7 +326,7 @@ def test_os_boundary_holds_for_an_unprivileged_worker() -> None:
     import resource  # noqa: F401
     import tempfile
 
-    from edge_distill import sandbox_os
+    from edge_distill import sandbox_os, sandbox_probe
 
     d = tempfile.mkdtemp(prefix="edge-distill-probe-", dir="/tmp")
     os.chmod(d, 0o777)  # writable by the unprivileged uid: only the boundary stops the probe's canary
@@ -341,7 +341,7 @@ def test_os_boundary_holds_for_an_unprivileged_worker() -> None:
             os.setuid(65534)
             os.chdir(d)
             boundary.namespaces = sandbox_os.enter_namespaces()
-            os.write(w, f"{','.join(boundary.namespaces)}|{sandbox_os.probe(boundary)}".encode())
+            os.write(w, f"{','.join(boundary.namespaces)}|{sandbox_probe.probe(boundary)}".encode())
         finally:
             os._exit(0)
     os.close(w)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from edge_distill.config import SikedConfig
-from edge_distill.methods import Stages, should_stop
-from edge_distill.methods.loop import run_methods
+from edge_distill.methods import MethodInputs, Stages, should_stop
+from edge_distill.methods.loop import MethodOptions, run_methods
 from edge_distill.methods.sampling import SamplingParams
 from edge_distill.methods.siked import run_siked
 from edge_distill.types import Problem, Sample, Strategy
@@ -92,21 +92,21 @@ class FakeStages:
 
 
 def _run(
-    tmp_path: Path, fake: FakeStages, calls: list[str], rule: str = "adaptive", iterations: int = 2, **kw
-):
-    params = SikedConfig(
-        iterations=iterations, mixing=rule, samples_per_question=4, patience=kw.pop("patience", 0)
-    )
-    return run_siked(
-        tmp_path,
+    tmp_path: Path, fake: FakeStages, calls: list[str], rule: str = "adaptive", iterations: int = 2,
+    patience: int = 0,
+):  # fmt: skip
+    params = SikedConfig(iterations=iterations, mixing=rule, samples_per_question=4, patience=patience)
+    return run_siked(tmp_path, _inputs(tmp_path, fake, calls), params)
+
+
+def _inputs(tmp_path: Path, fake: FakeStages, calls: list[str]) -> MethodInputs:
+    return MethodInputs(
         train_problems=PROBLEMS,
         dev_problems=DEV,
         teacher_samples=TEACHER,
         base_model=tmp_path / "base",
         stages=fake.stages(),
         sampler_factory=lambda model: ScriptedSampler(calls),
-        params=params,
-        **kw,
     )
 
 
@@ -181,17 +181,8 @@ def test_should_stop():
 
 def test_run_methods_writes_summary_report_and_plots(tmp_path):
     fake, calls = FakeStages([0.2, 0.5]), []
-    summary = run_methods(
-        ["siked"],
-        run_dir=tmp_path,
-        train_problems=PROBLEMS,
-        dev_problems=DEV,
-        teacher_samples=TEACHER,
-        base_model=tmp_path / "base",
-        stages=fake.stages(),
-        sampler_factory=lambda m: ScriptedSampler(calls),
-        siked=SikedConfig(iterations=2, samples_per_question=2),
-    )
+    options = MethodOptions(siked=SikedConfig(iterations=2, samples_per_question=2))
+    summary = run_methods(["siked"], tmp_path, _inputs(tmp_path, fake, calls), options)
     assert summary["model"].endswith("iter_1/train/final") and summary["dev_accuracy"] == 0.5
     pngs = sorted(p.name for p in (tmp_path / "methods").glob("*.png"))
     assert pngs == [
@@ -203,7 +194,11 @@ def test_run_methods_writes_summary_report_and_plots(tmp_path):
     assert all((tmp_path / "methods" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     md = (tmp_path / "methods" / "methods.md").read_text()
     assert "| 1 **best** | 0.500 |" in md and "siked_alpha.png" in md
-    assert json.loads((tmp_path / "methods" / "summary.json").read_text())["siked"]["best"] == 1
+    written = json.loads((tmp_path / "methods" / "summary.json").read_text())["siked"]
+    assert written["best"] == 1 and written["step_dirs"] == [
+        "iter_0",
+        "iter_1",
+    ]  # relative: what the report reads
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edge_distill.config import TeacherConfig
 from edge_distill.teachers.factory import make_teacher
 from edge_distill.teachers.live import Sampling
 from edge_distill.types import Problem, Strategy
@@ -86,11 +87,15 @@ def proxy(server_url: str) -> Iterator[CountingProxy]:
 
 
 def http_teacher(url: str, cache: Path, **kw: Any) -> Any:
-    args: dict[str, Any] = dict(
-        base_url=url, cache_path=cache, n_shots=1, concurrency=2, api_key_env=None, timeout_s=600,
-        extra_body=dict(NEUTRAL_SAMPLING), sampling=Sampling(temperature=0.8, max_tokens=40, seed=7),
+    http: dict[str, Any] = dict(
+        base_url=url, concurrency=2, api_key_env=None, timeout_s=600, extra_body=dict(NEUTRAL_SAMPLING)
+    )
+    return make_teacher(
+        TeacherConfig(
+            backend="http", model="smollm2", cache=str(cache), n_shots=1, http={**http, **kw},
+            sampling={"temperature": 0.8, "max_tokens": 40, "seed": 7},
+        )
     )  # fmt: skip
-    return make_teacher("http", "smollm2", **{**args, **kw})
 
 
 def test_teach_over_http_then_a_rerun_makes_zero_requests(proxy: CountingProxy, tmp_path: Path) -> None:
@@ -131,8 +136,11 @@ def test_in_process_and_server_agree_at_temperature_0(server_url: str, tmp_path:
     greedy = Sampling(temperature=0.0, max_tokens=32, stop=("\nQuestion:",))
     over_http = http_teacher(server_url, tmp_path / "a.sqlite").complete(prompts, 1, greedy)
     local = make_teacher(
-        "llamacpp", str(smollm2_gguf()), cache_path=tmp_path / "b.sqlite", n_ctx=N_CTX, n_threads=1
-    )
+        TeacherConfig(
+            backend="llamacpp", model=str(smollm2_gguf()), cache=str(tmp_path / "b.sqlite"), n_ctx=N_CTX,
+            n_threads=1,
+        )
+    )  # fmt: skip
     in_process = local.complete(prompts, 1, greedy)
     assert [r[0].text for r in in_process] == [r[0].text for r in over_http]
     assert all(r[0].text.strip() for r in in_process)

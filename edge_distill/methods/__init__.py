@@ -1,8 +1,10 @@
 """SIKeD iterations and FDD rounds: which data each iteration/round trains on (docs/methods.md).
 
-The loops get everything as plain arguments plus stage callables (`Stages`), so the pipeline decides
-the objective (sft/cascod/edit) and the eval, and the loops decide the data. Only `loop.run_methods_from_config`
-reads the config tree. Each iteration/round lives in its own `iter_k/` or `round_k/` directory; a
+The loops get what they start from as one record (`MethodInputs`: the data, the student, the stage
+callables `Stages`) plus their own config section, so the pipeline decides the objective
+(sft/cascod/edit) and the eval, and the loops decide the data. Only `loop.run_methods_from_config` reads
+the config tree. Each iteration/round lives in its own directory (`iter_k/`, `round_k/`), which the method
+lists in its `MethodResult.step_dirs` (and `loop` in `methods/summary.json`, which the report reads); a
 `record.json` there marks it finished, and every costly step inside (student samples, teacher calls,
 training, dev eval) is saved atomically, so a resume redoes nothing finished.
 """
@@ -14,11 +16,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_distill.io import read_jsonl, write_json, write_jsonl
 from edge_distill.rundir import from_stored, to_stored
 from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Sample
+
+if TYPE_CHECKING:
+    from edge_distill.methods.sampling import StudentSampler
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,49 @@ class Stages:
             return merged
         merge = self.merge or default_merge
         return merge(Path(model_dir), merged)
+
+
+SamplerFactory = Callable[[Path], "StudentSampler"]
+"""sampler_factory(model_dir) -> a student sampler on that model (methods.sampling.make_sampler)."""
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a method starts from, shared by SIKeD, FDD and their composition (`loop.run_methods`).
+
+    `teacher_samples` are the correctness-filtered teacher (and, after FDD, synthetic) samples;
+    `start_model`, when given, is a student already trained on them: the method's step 0 without
+    retraining (nor re-evaluation when its dev `start_summary` is given). The test split is never here.
+    """
+
+    train_problems: list[Problem]
+    dev_problems: list[Problem]
+    teacher_samples: list[Sample]
+    base_model: Path
+    stages: Stages
+    sampler_factory: SamplerFactory
+    seed: int = 0
+    start_model: Path | None = None
+    start_summary: dict[str, Any] | None = None
+
+
+@dataclass
+class MethodResult:
+    """What a method hands to the next one (or to the pipeline)."""
+
+    model: Path
+    best: int
+    records: list[dict[str, Any]]
+    problems: list[Problem]
+    teacher_samples: list[Sample]
+    # every step's directory, in order (`iter_k/`, `round_k/`); record k and step_dirs[k] belong together
+    step_dirs: list[Path]
+    unit: str  # what a step is called in the report ("iter", "round")
+
+    @property
+    def best_dir(self) -> Path:
+        """The best step's directory; its dev eval is in `best_dir/eval`."""
+        return self.step_dirs[self.best]
 
 
 def default_merge(adapter_dir: Path, out_dir: Path) -> Path:

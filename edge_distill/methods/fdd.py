@@ -25,7 +25,8 @@ from edge_distill.config import EvalConfig, FddConfig, SikedConfig
 from edge_distill.errors import ConfigError
 from edge_distill.io import make_dirs, read_jsonl, write_json, write_jsonl
 from edge_distill.methods import (
-    Stages,
+    MethodInputs,
+    MethodResult,
     adopt_eval,
     best_index,
     cached_problems,
@@ -39,7 +40,6 @@ from edge_distill.methods import (
 from edge_distill.methods.dedup import check_candidates, settings
 from edge_distill.methods.mixing import alpha, composition, filter_correct
 from edge_distill.methods.sampling import SamplingParams, sample_student
-from edge_distill.methods.siked import MethodResult, SamplerFactory
 from edge_distill.rundir import from_stored, to_stored
 from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Sample, Strategy
 
@@ -249,37 +249,31 @@ def _agreeing_samples(
 
 def run_fdd(
     out_dir: Path,
-    *,
-    train_problems: Sequence[Problem],
-    dev_problems: Sequence[Problem],
-    teacher_samples: Sequence[Sample],
-    base_model: Path,
-    stages: Stages,
-    sampler_factory: SamplerFactory,
-    teacher: Any,
+    inputs: MethodInputs,
     params: FddConfig,
+    *,
+    teacher: Any,
     feedback: SamplingParams | None = None,
-    seed: int = 0,
     eval_questions: Sequence[str] = (),
-    start_model: Path | None = None,
-    start_summary: dict[str, Any] | None = None,
 ) -> MethodResult:
-    """Run (or resume) FDD rounds under `out_dir/round_k/`; returns the best round on dev and the
-    cumulative problems/samples (so SIKeD can run on the enriched data next). `feedback`: the student's
-    sampling for the easy/hard split (default: `feedback_sampling` with the config's defaults)."""
+    """Run (or resume) FDD rounds under `out_dir/round_k/`, from `inputs` (its `start_model`, when given,
+    becomes round 0); returns the best round on dev and the cumulative problems/samples (so SIKeD can run
+    on the enriched data next). `feedback`: the student's sampling for the easy/hard split (default:
+    `feedback_sampling` with the config's defaults)."""
     require_live_teacher(teacher)
     if feedback is None:
-        feedback = feedback_sampling(params, SikedConfig(), EvalConfig().max_new_tokens, seed)
-    original, dev = list(train_problems), list(dev_problems)
-    problems, samples = list(original), list(teacher_samples)
+        feedback = feedback_sampling(params, SikedConfig(), EvalConfig().max_new_tokens, inputs.seed)
+    original, dev = list(inputs.train_problems), list(inputs.dev_problems)
+    problems, samples = list(original), list(inputs.teacher_samples)
     eval_questions = list(eval_questions) + [p.question for p in dev]
-    ctx = _Round(
-        original, teacher, stages, sampler_factory, params, feedback, eval_questions, Path(base_model)
-    )
+    stages, start_model = inputs.stages, inputs.start_model
+    ctx = _Round(original, teacher, inputs, params, feedback, eval_questions)
     records: list[dict[str, Any]] = []
+    step_dirs: list[Path] = []
     model: Path | None = None
     for k in range(params.rounds):
         step = out_dir / f"round_{k}"
+        step_dirs.append(step)
         record = read_record(step)
         if record is not None:
             log.info("FDD round %d: finished earlier (dev %.3f), skipped", k, record["dev"]["accuracy"])
@@ -292,7 +286,7 @@ def run_fdd(
             if k == 0 and start_model is not None:
                 record["adopted"] = to_stored(start_model, out_dir)
                 model = Path(start_model)
-                adopt_eval(step, start_summary)
+                adopt_eval(step, inputs.start_summary)
             else:
                 model, problems, samples = _train_round(step, k, model, problems, samples, record, ctx)
             write_jsonl(step / "problems.jsonl", (p.to_dict() for p in problems))
@@ -314,14 +308,15 @@ def run_fdd(
         model = from_stored(record["model"], out_dir)
         records.append(record)
     best = best_index(records)
-    best_dir = out_dir / f"round_{best}"
+    best_dir = step_dirs[best]
     return MethodResult(
         from_stored(records[best]["model"], out_dir),
         best,
         records,
         cached_problems(best_dir / "problems.jsonl", lambda: problems),
         cached_samples(best_dir / "samples.jsonl", lambda: samples),
-        best_dir,
+        step_dirs,
+        "round",
     )
 
 
@@ -331,50 +326,41 @@ class _Round:
 
     original: list[Problem]
     teacher: Any
-    stages: Stages
-    sampler_factory: SamplerFactory
+    inputs: MethodInputs
     params: FddConfig
     feedback: SamplingParams
     eval_questions: list[str]
-    base_model: Path
 
 
 def _train_round(step: Path, k: int, model: Path | None, problems: list[Problem], samples: list[Sample],
                  record: dict[str, Any], ctx: _Round) -> tuple[Path, list[Problem], list[Sample]]:  # fmt: skip
     """Round k: (k > 0) grow the data from the student's feedback, then train on all of it."""
+    stages = ctx.inputs.stages
     if k > 0:
         assert model is not None
-        new_p, new_s = _feedback_and_generate(
-            step, k, model, ctx.original, problems, ctx.teacher, ctx.stages, ctx.sampler_factory, ctx.params,
-            ctx.feedback, ctx.eval_questions, record,
-        )  # fmt: skip
+        new_p, new_s = _feedback_and_generate(step, k, model, problems, record, ctx)
         problems, samples = problems + new_p, samples + new_s
     assert model is not None or k == 0
-    base = ctx.stages.full_model(model, step) if (k > 0 and ctx.params.continue_training) else ctx.base_model
-    return trained_model(ctx.stages, samples, base, step / "train"), problems, samples
+    base = (
+        stages.full_model(model, step) if (k > 0 and ctx.params.continue_training) else ctx.inputs.base_model
+    )
+    return trained_model(stages, samples, Path(base), step / "train"), problems, samples
 
 
 def _feedback_and_generate(
-    step: Path,
-    k: int,
-    model: Path,
-    original: list[Problem],
-    problems: list[Problem],
-    teacher: Any,
-    stages: Stages,
-    sampler_factory: SamplerFactory,
-    params: FddConfig,
-    feedback: SamplingParams,
-    eval_questions: list[str],
-    record: dict[str, Any],
+    step: Path, k: int, model: Path, problems: list[Problem], record: dict[str, Any], ctx: _Round
 ) -> tuple[list[Problem], list[Sample]]:
     """Feedback → easy/hard → teacher writes candidates → dedup/contamination → verification; every
     step saved in `step/` (feedback, generated, accounting, verified) so a resume makes no teacher call."""
+    stages, params, teacher = ctx.inputs.stages, ctx.params, ctx.teacher
     start = stages.full_model(model, step)
+    original = ctx.original
     questions = original[: params.limit_questions] if params.limit_questions else original
 
     def answer() -> list[Sample]:
-        return sample_student(sampler_factory(start), questions, feedback, judging=stages.judging)[0]
+        return sample_student(
+            ctx.inputs.sampler_factory(start), questions, ctx.feedback, judging=stages.judging
+        )[0]
 
     fb = cached_samples(step / "feedback.jsonl", answer)
     split = classify(fb, questions, params.easy_threshold)
@@ -388,7 +374,7 @@ def _feedback_and_generate(
             k,
             params,
             existing=[p.question for p in problems],
-            eval_questions=eval_questions,
+            eval_questions=ctx.eval_questions,
         ),
     )
     verified = step / "verified.jsonl"
@@ -409,6 +395,6 @@ def _feedback_and_generate(
         verified=len(new_p),
         added_samples=len(new_s),
         dropped={r: dropped.get(r, 0) for r in DROP_REASONS},
-        similarity=settings(params.dedup_threshold, params.contamination_threshold, len(eval_questions)),
+        similarity=settings(params.dedup_threshold, params.contamination_threshold, len(ctx.eval_questions)),
     )
     return new_p, new_s

@@ -9,80 +9,81 @@ teacher data SIKeD mixes). The loops see train and dev problems only: the test s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edge_distill import stages
-from edge_distill.config import FddConfig, SikedConfig
+from edge_distill.config import METHOD_NAMES, Config, FddConfig, SikedConfig, check_table_names
 from edge_distill.io import write_json, write_text
-from edge_distill.methods import Stages
+from edge_distill.methods import MethodInputs, MethodResult, SamplerFactory, Stages
 from edge_distill.methods.fdd import feedback_sampling, require_live_teacher, run_fdd
 from edge_distill.methods.plots import records_markdown, write_plots
 from edge_distill.methods.sampling import SamplingParams, make_sampler
-from edge_distill.methods.siked import MethodResult, SamplerFactory, run_siked
-from edge_distill.types import Judging, Problem, Sample
+from edge_distill.methods.siked import run_siked
+from edge_distill.rundir import RunDir, to_stored
+from edge_distill.types import Judging
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class MethodOptions:
+    """Each method's own settings: its config section, and FDD's teacher, feedback sampling and the eval
+    question texts of its contamination check."""
+
+    siked: SikedConfig = field(default_factory=SikedConfig)
+    fdd: FddConfig = field(default_factory=FddConfig)
+    feedback: SamplingParams | None = None
+    teacher: Any = None
+    eval_questions: Sequence[str] = ()
+
+
+def _siked(run_dir: Path, inputs: MethodInputs, o: MethodOptions) -> MethodResult:
+    return run_siked(run_dir, inputs, o.siked)
+
+
+def _fdd(run_dir: Path, inputs: MethodInputs, o: MethodOptions) -> MethodResult:
+    return run_fdd(
+        run_dir, inputs, o.fdd, teacher=o.teacher, feedback=o.feedback, eval_questions=o.eval_questions
+    )
+
+
+# the one table of `methods:` names (config.METHOD_NAMES lists them for the config's validation)
+METHODS: dict[str, Callable[[Path, MethodInputs, MethodOptions], MethodResult]] = {
+    "siked": _siked,
+    "fdd": _fdd,
+}
+check_table_names(METHODS, METHOD_NAMES, "methods/loop.py: METHODS", "METHOD_NAMES")
+
+
 def run_methods(
-    methods: Sequence[str],
-    *,
-    run_dir: Path,
-    train_problems: Sequence[Problem],
-    dev_problems: Sequence[Problem],
-    teacher_samples: Sequence[Sample],
-    base_model: Path,
-    stages: Stages,
-    sampler_factory: SamplerFactory,
-    siked: SikedConfig | None = None,
-    fdd: FddConfig | None = None,
-    feedback: SamplingParams | None = None,
-    seed: int = 0,
-    teacher: Any = None,
-    eval_questions: Sequence[str] = (),
-    start_model: Path | None = None,
+    methods: Sequence[str], run_dir: Path, inputs: MethodInputs, options: MethodOptions | None = None
 ) -> dict[str, Any]:
     """Run (or resume) each method under `run_dir/{iter_k,round_k}/`; return the stage summary
     (`model` = the best model of the last method, chosen on dev) and write `run_dir/methods/`
-    (summary.json, methods.md, PNG plots). `start_model`: a student already trained on `teacher_samples`
-    (`train.reuse_sft`), the first method's step 0 without retraining."""
+    (summary.json, methods.md, PNG plots). `inputs.start_model`: a student already trained on the teacher
+    samples (`train.reuse_sft`), the first method's step 0 without retraining."""
     run_dir = Path(run_dir)
+    options = options or MethodOptions()
     if "fdd" in methods:
-        require_live_teacher(teacher)  # fail before any training, not after round 0
-    problems, samples = list(train_problems), list(teacher_samples)
-    start: Path | None = start_model
-    start_summary: dict[str, Any] | None = None
+        require_live_teacher(options.teacher)  # fail before any training, not after round 0
     results: dict[str, MethodResult] = {}
     for method in methods:
-        common = dict(
-            train_problems=problems,
-            dev_problems=dev_problems,
-            teacher_samples=samples,
-            base_model=Path(base_model),
-            stages=stages,
-            sampler_factory=sampler_factory,
-            start_model=start,
-            start_summary=start_summary,
-            seed=seed,
-        )
-        if method == "siked":
-            result = run_siked(run_dir, params=siked or SikedConfig(), **common)
-        elif method == "fdd":
-            result = run_fdd(
-                run_dir,
-                teacher=teacher,
-                params=fdd or FddConfig(),
-                feedback=feedback,
-                eval_questions=eval_questions,
-                **common,
-            )
-        else:
-            raise ValueError(f"methods: {method!r} is not a method; choose siked or fdd")
+        run = METHODS.get(method)
+        if run is None:
+            raise ValueError(f"methods: {method!r} is not a method; choose one of {', '.join(METHODS)}")
+        result = run(run_dir, inputs, options)
         results[method] = result
-        problems, samples, start = result.problems, result.teacher_samples, result.model
-        start_summary = result.records[result.best]["dev"]["summary"]
+        # the next method starts from this one's best model and its data
+        inputs = replace(
+            inputs,
+            train_problems=result.problems,
+            teacher_samples=result.teacher_samples,
+            start_model=result.model,
+            start_summary=result.records[result.best]["dev"]["summary"],
+        )
     return _write_summary(run_dir, methods, results)
 
 
@@ -93,7 +94,13 @@ def _write_summary(run_dir: Path, methods: Sequence[str], results: dict[str, Met
         r = results[method]
         plots = write_plots(method, r.records, out)
         sections.append(records_markdown(method, r.records, r.best, plots, run_dir))
-        summary[method] = {"best": r.best, "steps": len(r.records), "records": r.records}
+        summary[method] = {
+            "best": r.best,
+            "steps": len(r.records),
+            "unit": r.unit,
+            "step_dirs": [to_stored(d, run_dir) for d in r.step_dirs],  # what the report reads
+            "records": r.records,
+        }
     last = results[methods[-1]]
     write_json(out / "summary.json", summary)
     write_text(out / "methods.md", "\n".join(sections))
@@ -143,14 +150,14 @@ def sampler_factory_for(
     return factory
 
 
-def _student_decoder(cfg: Any) -> Any:
+def _student_decoder(cfg: Config) -> Any:
     """A student samples with the same decoding it is evaluated with (CasCoD: two stages)."""
     from edge_distill.objectives.build import student_decoder
 
     return student_decoder(cfg.train)
 
 
-def eval_question_texts(cfg: Any) -> list[str]:
+def eval_question_texts(cfg: Config) -> list[str]:
     """Question texts of the test split for FDD's contamination check (answers are dropped here)."""
     from edge_distill.errors import EdgeDistillError
 
@@ -161,7 +168,7 @@ def eval_question_texts(cfg: Any) -> list[str]:
         return []
 
 
-def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
+def run_methods_from_config(cfg: Config, run: RunDir) -> dict[str, Any]:
     """`stage_methods` of the pipeline: maps the config tree to `run_methods` arguments."""
     from edge_distill.fastpath import inference_dtype
     from edge_distill.models import resolve_model
@@ -181,9 +188,7 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
     )
     teacher = stages.build_teacher(cfg.teacher) if "fdd" in cfg.methods else None
     start = stages.reused_sft(cfg.train, cfg.student.model, run)  # SIKeD's iteration 0 (Config checks)
-    return run_methods(
-        cfg.methods,
-        run_dir=run.path,
+    inputs = MethodInputs(
         train_problems=stages.load_split(run, "train"),
         dev_problems=stages.load_split(run, "dev"),
         teacher_samples=stages.load_samples(run.path / "filter" / "train.jsonl"),
@@ -197,11 +202,14 @@ def run_methods_from_config(cfg: Any, run: Any) -> dict[str, Any]:
             n_threads=cfg.siked.sampler_threads,
             parallel=cfg.siked.sampler_parallel,
         ),
+        seed=cfg.seed,
+        start_model=start,
+    )
+    options = MethodOptions(
         siked=cfg.siked,
         fdd=cfg.fdd,
         feedback=feedback_sampling(cfg.fdd, cfg.siked, cfg.eval.max_new_tokens, cfg.seed),
-        seed=cfg.seed,
         teacher=teacher,
         eval_questions=eval_question_texts(cfg) if "fdd" in cfg.methods else (),
-        start_model=start,
     )
+    return run_methods(cfg.methods, run.path, inputs, options)

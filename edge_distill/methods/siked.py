@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_distill.config import SikedConfig
 from edge_distill.io import make_dirs, write_json
 from edge_distill.methods import (
+    MethodInputs,
+    MethodResult,
+    SamplerFactory,
     Stages,
     adopt_eval,
     best_index,
@@ -31,13 +32,11 @@ from edge_distill.methods import (
     trained_model,
 )
 from edge_distill.methods.mixing import alpha, build_iteration_data, composition
-from edge_distill.methods.sampling import SamplingParams, StudentSampler, sample_student
+from edge_distill.methods.sampling import SamplingParams, sample_student
 from edge_distill.rundir import from_stored, to_stored
 from edge_distill.types import Problem, Sample
 
 log = logging.getLogger(__name__)
-
-SamplerFactory = Callable[[Path], StudentSampler]
 
 
 def sampling_params(params: SikedConfig, seed: int) -> SamplingParams:
@@ -51,44 +50,18 @@ def sampling_params(params: SikedConfig, seed: int) -> SamplingParams:
     )
 
 
-@dataclass
-class MethodResult:
-    """What a method hands to the next one (or to the pipeline)."""
-
-    model: Path
-    best: int
-    records: list[dict[str, Any]]
-    problems: list[Problem]
-    teacher_samples: list[Sample]
-    best_dir: Path  # the best step's directory (`iter_k/`, `round_k/`); its dev eval is in `best_dir/eval`
-
-
-def run_siked(
-    out_dir: Path,
-    *,
-    train_problems: Sequence[Problem],
-    dev_problems: Sequence[Problem],
-    teacher_samples: Sequence[Sample],
-    base_model: Path,
-    stages: Stages,
-    sampler_factory: SamplerFactory,
-    params: SikedConfig,
-    seed: int = 0,
-    start_model: Path | None = None,
-    start_summary: dict[str, Any] | None = None,
-) -> MethodResult:
-    """Run (or resume) SIKeD iterations under `out_dir/iter_k/`.
-
-    `teacher_samples` are the correctness-filtered teacher (and FDD synthetic) samples; `start_model`,
-    when given, is a student already trained on them and becomes iteration 0 without retraining (nor
-    re-evaluation when its dev `start_summary` is given).
-    """
-    train_problems, dev = list(train_problems), list(dev_problems)
-    teacher = list(teacher_samples)
+def run_siked(out_dir: Path, inputs: MethodInputs, params: SikedConfig) -> MethodResult:
+    """Run (or resume) SIKeD iterations under `out_dir/iter_k/`, from `inputs` (its `start_model`, when
+    given, becomes iteration 0)."""
+    train_problems, dev = list(inputs.train_problems), list(inputs.dev_problems)
+    teacher = list(inputs.teacher_samples)
+    stages, start_model = inputs.stages, inputs.start_model
     records: list[dict[str, Any]] = []
+    step_dirs: list[Path] = []
     model: Path | None = None
     for k in range(params.iterations):
         step = out_dir / f"iter_{k}"
+        step_dirs.append(step)
         done = read_record(step)
         if done is not None:
             log.info("SIKeD iteration %d: finished earlier (dev %.3f), skipped", k, done["dev"]["accuracy"])
@@ -98,13 +71,21 @@ def run_siked(
             make_dirs(step)
             t0 = time.perf_counter()
             if k == 0:
-                record, model = _iteration_zero(step, teacher, base_model, start_model, stages)
+                record, model = _iteration_zero(step, teacher, inputs.base_model, start_model, stages)
                 if start_model is not None:
-                    adopt_eval(step, start_summary)
+                    adopt_eval(step, inputs.start_summary)
             else:
                 assert model is not None
                 record, model = _iteration(
-                    step, k, model, train_problems, teacher, stages, sampler_factory, params, seed
+                    step,
+                    k,
+                    model,
+                    train_problems,
+                    teacher,
+                    stages,
+                    inputs.sampler_factory,
+                    params,
+                    inputs.seed,
                 )
             record["dev"] = dev_record(evaluated(stages, model, dev, step / "eval"))
             record.update(
@@ -132,7 +113,8 @@ def run_siked(
         records,
         train_problems,
         teacher,
-        out_dir / f"iter_{best}",
+        step_dirs,
+        "iter",
     )
 
 

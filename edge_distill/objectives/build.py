@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_distill.config import OBJECTIVE_NAMES, TrainConfig, check_table_names
 from edge_distill.decoding import SINGLE_PASS, staged_decode, two_stage
 from edge_distill.io import write_json
 from edge_distill.objectives.cascod import ANSWER_JOIN, build_cascod_examples
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 CASCOD_ANSWER_TOKENS = 24  # the answer stage only writes " <number>." + EOS
 
-ExamplesFn = Callable[[Any, Sequence[Sample], Any], tuple[list[Example], dict[str, Any]]]
+ExamplesFn = Callable[[Any, Sequence[Sample], TrainConfig], tuple[list[Example], dict[str, Any]]]
 """build_examples(tokenizer, samples, train_cfg) -> (examples, metrics for objective.json)."""
 LossFn = Callable[[Any, dict[str, Any], "float | None"], tuple[Any, Any]]
 """compute_loss(model, batch, nll_cap) -> (summed loss over the micro-batch, model outputs)."""
@@ -47,7 +48,9 @@ class Objective:
 
     name: str
     build_examples: ExamplesFn
-    decoding: Callable[[Any], dict[str, Any]]  # train_cfg -> decoding description (edge_distill.decoding)
+    decoding: Callable[
+        [TrainConfig], dict[str, Any]
+    ]  # train_cfg -> decoding description (edge_distill.decoding)
     # train steps: None = one `training.train` run on `build_examples`; else (objective, train_cfg, samples,
     # base, out_dir, seed=, pairs=, step1_model=, judging=, topk=) -> final model dir
     train_steps: Callable[..., Path] | None = None
@@ -58,14 +61,14 @@ class Objective:
 
 
 def _sft_examples(
-    tokenizer: Any, samples: Sequence[Sample], cfg: Any
+    tokenizer: Any, samples: Sequence[Sample], cfg: TrainConfig
 ) -> tuple[list[Example], dict[str, Any]]:
     examples = build_sft_examples(tokenizer, list(samples), cfg.max_length)
     return examples, {"objective": cfg.objective, "examples": len(examples)}
 
 
 def _cascod_examples(
-    tokenizer: Any, samples: Sequence[Sample], cfg: Any
+    tokenizer: Any, samples: Sequence[Sample], cfg: TrainConfig
 ) -> tuple[list[Example], dict[str, Any]]:
     c = cfg.cascod
     return build_cascod_examples(
@@ -73,15 +76,15 @@ def _cascod_examples(
     )
 
 
-def _cascod_decoding(cfg: Any) -> dict[str, Any]:
+def _cascod_decoding(cfg: TrainConfig) -> dict[str, Any]:
     return two_stage(cfg.cascod.marker, answer_join=ANSWER_JOIN, answer_tokens=CASCOD_ANSWER_TOKENS)
 
 
-def _single_pass(cfg: Any) -> dict[str, Any]:
+def _single_pass(cfg: TrainConfig) -> dict[str, Any]:
     return dict(SINGLE_PASS)
 
 
-def _with_kd(cfg: Any, base_model: str | Path, examples: list[Example], samples: Sequence[Sample],
+def _with_kd(cfg: TrainConfig, base_model: str | Path, examples: list[Example], samples: Sequence[Sample],
              topk: str | Path | None, loss_fn: LossFn | None, metrics: dict[str, Any], seed: int) -> LossFn | None:  # fmt: skip
     """`train.kd`: the distillation loss hook (and offline teacher rows attached to `examples`), else `loss_fn`."""
     if not cfg.kd.enabled:
@@ -95,7 +98,7 @@ def _with_kd(cfg: Any, base_model: str | Path, examples: list[Example], samples:
     return hook
 
 
-def _train_edit(obj: Objective, cfg: Any, samples: list[Sample], base_model: str | Path, out_dir: Path, *,
+def _train_edit(obj: Objective, cfg: TrainConfig, samples: list[Sample], base_model: str | Path, out_dir: Path, *,
                 seed: int, pairs: Sequence[DualPair] | None, step1_model: str | Path | None,
                 judging: Judging = DEFAULT_JUDGING, topk: str | Path | None = None) -> Path:  # fmt: skip
     """EDIT: step 1 (SFT on right + AHP-right samples) into `out_dir/step1`, merged, then step 2 (KRSL on
@@ -154,6 +157,7 @@ OBJECTIVES: dict[str, Objective] = {
     "cascod": Objective("cascod", _cascod_examples, _cascod_decoding),
     "edit": Objective("edit", _sft_examples, _single_pass, train_steps=_train_edit, uses_live_teacher=True),
 }
+check_table_names(OBJECTIVES, OBJECTIVE_NAMES, "objectives/build.py: OBJECTIVES", "OBJECTIVE_NAMES")
 
 
 def objective(name: str) -> Objective:
@@ -179,7 +183,7 @@ def edit_pairs(
 
 
 def train_with_objective(
-    train_cfg: Any,
+    train_cfg: TrainConfig,
     samples: list[Sample],
     base_model: str | Path,
     out_dir: Path,
@@ -217,7 +221,7 @@ def train_with_objective(
 
 
 # --------------------------------------------------------------------------- decoding
-def student_decoder(train_cfg: Any) -> Callable[..., list[list[str]]] | None:
+def student_decoder(train_cfg: TrainConfig) -> Callable[..., list[list[str]]] | None:
     """`generation.generate` wrapped by the objective's decoding (n responses per prompt), or None when the
     objective decodes in a single pass (callers then use plain `generation.generate`)."""
     decoding = objective(train_cfg.objective).decoding(train_cfg)
@@ -242,7 +246,7 @@ def student_decoder(train_cfg: Any) -> Callable[..., list[list[str]]] | None:
     return decode
 
 
-def generate_fn_for(train_cfg: Any) -> Callable[..., list[str]] | None:
+def generate_fn_for(train_cfg: TrainConfig) -> Callable[..., list[str]] | None:
     """The decoding hook `eval.evaluate(generate_fn=...)` needs: the objective's decoding, one response per
     prompt; None (single-pass default) for single-stage objectives."""
     decode = student_decoder(train_cfg)

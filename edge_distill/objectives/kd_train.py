@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from edge_distill.config import KdConfig, TrainConfig
 from edge_distill.errors import ConfigError
 from edge_distill.objectives.examples import Example
 from edge_distill.objectives.kd import full_divergence, kd_mixed_loss, topk_divergence
@@ -163,7 +164,7 @@ class KDLoss:
     """
 
     def __init__(
-        self, kd: Any, vocab_size: int, *, teacher: Any = None, tokenizer: Any = None, seed: int = 0
+        self, kd: KdConfig, vocab_size: int, *, teacher: Any = None, tokenizer: Any = None, seed: int = 0
     ):
         self.kd = kd
         self.vocab_size = vocab_size
@@ -309,7 +310,7 @@ def teacher_memory_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
-def kd_setup(train_cfg: Any, base_model: str | Path, examples: list[Example], samples: Sequence[Sample],
+def kd_setup(train_cfg: TrainConfig, base_model: str | Path, examples: list[Example], samples: Sequence[Sample],
              topk_store: str | Path | None, *, seed: int = 0) -> tuple[KDLoss, dict[str, Any]]:  # fmt: skip
     """The loss hook for `train_cfg.kd` (enabled) and its metrics; attaches offline teacher rows to `examples`."""
     from edge_distill.models import load_tokenizer
