@@ -171,10 +171,23 @@ def write_eval(result: EvalResult, out_dir: str | os.PathLike[str], split: str =
         "predictions": out / f"{split}_predictions.jsonl",
         "markdown": out / f"{split}.md",
     }
-    write_json(paths["summary"], {"split": split, **result.summary()})
+    summary = result.summary()
+    model = summary.get("model")
+    if isinstance(model, str) and _inside(model, out.parent):
+        # stored relative to this file's directory (a run's `train/final` -> "../train/final"), so a moved
+        # or copied run still names its own model; a hub id or a model outside the run stays as given
+        summary["model"] = os.path.relpath(Path(model).resolve(), out.resolve()).replace(os.sep, "/")
+    write_json(paths["summary"], {"split": split, **summary})
     write_jsonl(paths["predictions"], result.predictions)
     write_text(paths["markdown"], render_markdown(result, split))
     return paths
+
+
+def _inside(path: str, root: Path) -> bool:
+    try:
+        return Path(path).exists() and Path(path).resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
 
 
 def correct_by_id(predictions: Sequence[dict[str, Any]]) -> dict[str, bool]:

@@ -297,4 +297,8 @@ class RunDir:
                 )
 
     def metric(self, stage: str, **values: Any) -> None:
-        append_jsonl(self.path / "metrics.jsonl", {"time": time.time(), "stage": stage, **values})
+        # paths relative to the run, as in stages.json
+        append_jsonl(
+            self.path / "metrics.jsonl",
+            {"time": time.time(), "stage": stage, **_relativize(values, self.path)},
+        )

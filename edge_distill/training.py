@@ -33,6 +33,7 @@ from edge_distill.models import load_tokenizer
 from edge_distill.objectives.examples import Example, ExampleCollator, ExampleDataset
 from edge_distill.objectives.losses import DEFAULT_CHUNK, weighted_ce
 from edge_distill.packing import PackedCollator, count_examples
+from edge_distill.rundir import to_stored
 
 __all__ = ["Example", "TrainResult", "WeightedLossTrainer", "merge_lora", "train"]
 
@@ -362,7 +363,8 @@ def train(
         examples=len(examples), finetune=finetune, trainable_params=trainable, runtime_s=time.time() - t0,
     )  # fmt: skip
     if trainer.is_world_process_zero():
-        write_json(out_dir / "train_result.json", result.summary())
+        # final_dir stored relative to train_result.json's directory ("final"), so a moved run stays whole
+        write_json(out_dir / "train_result.json", {**result.summary(), "final_dir": to_stored(final, out_dir)})
     if result.last_loss is not None and not math.isfinite(result.last_loss):
         logger.warning("training loss is %s at the end: check lr/precision", result.last_loss)
     return result

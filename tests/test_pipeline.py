@@ -66,6 +66,11 @@ def test_run_end_to_end_writes_every_artifact_and_changes_the_student(tmp_path, 
     dev = json.loads((run / "eval" / "dev.json").read_text())
     assert dev["n"] == 4
     assert not (run / "data" / "test.jsonl").exists()  # test is never materialized for selection
+    # paths the run records into itself are relative to it (a moved or copied run stays whole)
+    assert dev["model"] == "../train/final"
+    assert json.loads((run / "train" / "train_result.json").read_text())["final_dir"] == "final"
+    for f in [*run.glob("*.json"), *run.glob("*/*.json"), *run.glob("*.jsonl")]:
+        assert str(run) not in f.read_text() and "runs/tiny" not in f.read_text(), f
 
     # the trained adapter really moved the weights: LoRA B matrices start at zero
     from safetensors.torch import load_file
