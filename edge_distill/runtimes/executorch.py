@@ -46,7 +46,7 @@ SETUP_HINT = (
     "ExecuTorch is installed by `bash scripts/setup.sh` (into .venv/executorch-packages; "
     "EDGE_DISTILL_EXECUTORCH=0 skips it), or directly with pip install 'edge-distill[executorch]'"
 )
-MAX_HEADER_BYTES = 64 << 20  # one JSON answer line (an export report, token lists)
+MAX_HEADER_BYTES = 16 << 20  # one JSON answer line (an export report, token lists, a generated text)
 MAX_BLOB_BYTES = 4 << 30  # logits: max_seq_len x vocab x 4 bytes (1,024 x 151,936 x 4 = 0.6 GiB for Qwen)
 START_TIMEOUT_S = 300.0  # interpreter + executorch import on a loaded 2-core machine
 CALL_TIMEOUT_S = 3600.0  # one forward / greedy run / generate
@@ -108,18 +108,20 @@ def _worker_env(env: Environment) -> dict[str, str]:
 class Worker:
     """One ExecuTorch worker process and its request/answer protocol."""
 
+    module = "edge_distill.runtimes.executorch_worker"  # what the worker process runs (`python -m`)
+
     def __init__(self, *, start_timeout_s: float = START_TIMEOUT_S):
         self.env = environment()
         self._stderr = tempfile.TemporaryFile(prefix="edge-distill-executorch-")  # noqa: SIM115 - closed in close()
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [self.env.python, "-m", "edge_distill.runtimes.executorch_worker"],
+            [self.env.python, "-m", self.module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             env=_worker_env(self.env),
             bufsize=0,
         )
-        self._buf = b""
+        self._buf = bytearray()
         self.hello = self.call("hello", timeout_s=start_timeout_s)
         log.debug("ExecuTorch worker pid %s from %s", self.hello.get("pid"), self.env.where)
 
@@ -165,17 +167,21 @@ class Worker:
         self._buf += chunk
 
     def _read_line(self, op: str, deadline: float) -> bytes:
-        while b"\n" not in self._buf:
+        start = 0
+        while (end := self._buf.find(b"\n", start)) < 0:
             if len(self._buf) > MAX_HEADER_BYTES:
                 raise self._fail(op, f"an answer line over {MAX_HEADER_BYTES} bytes")
+            start = len(self._buf)
             self._fill(op, deadline)
-        line, _, self._buf = self._buf.partition(b"\n")
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 1]
         return line
 
     def _read_exact(self, op: str, n: int, deadline: float) -> bytes:
         while len(self._buf) < n:
             self._fill(op, deadline)
-        out, self._buf = self._buf[:n], self._buf[n:]
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
         return out
 
     def stderr_tail(self, n: int = 3000) -> str:
