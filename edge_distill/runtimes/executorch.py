@@ -307,10 +307,11 @@ class ExecuTorchProgram:
 
 
 def check() -> dict[str, Any]:
-    """Start a worker once and return its hello (setup.sh runs this after installing)."""
+    """Start a worker and have it import everything export and runtime need (setup.sh runs this after
+    installing); returns the versions it found."""
     worker = Worker()
     try:
-        return {**worker.hello, "packages": worker.env.pythonpath}
+        return {**worker.call("check"), "python": worker.env.python, "packages": worker.env.pythonpath}
     finally:
         worker.close()
 

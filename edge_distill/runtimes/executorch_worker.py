@@ -6,7 +6,7 @@ one JSON line `{"ok": true, "result": ..., "nbytes": N}` (or `{"ok": false, "err
 bytes (the float32 logits of `logits`, row-major, shape in `result`). The protocol uses the process's original
 stdout; fd 1 is pointed at stderr first, so whatever a library prints can never corrupt it.
 
-Ops: `hello` (versions), `export` (exporters.executorch_pte.build_pte), `open` (a package's model.pte + its
+Ops: `hello` (pid, version), `check` (imports what export and runtime need, and reports their versions), `export` (exporters.executorch_pte.build_pte), `open` (a package's model.pte + its
 tokenizer.json), `logits`, `nll`, `greedy` (timed, one timestamp per token), `encode`/`decode` (the runners' C++
 HFTokenizer; decoding with Hugging Face `tokenizers`), `generate` (text, optionally cut where the answer is complete,
 `edge_distill.stopping`), `rss` (this process's baseline and peak RSS, for the bench).
@@ -124,11 +124,22 @@ class Worker:
         return self.tokenizer
 
     def handle(self, req: dict[str, Any]) -> tuple[Any, bytes]:
+        from importlib.metadata import version
+
         op = req.get("op")
         if op == "hello":
-            from importlib.metadata import version
-
             return {"python": sys.executable, "executorch": version("executorch"), "pid": os.getpid()}, b""
+        if op == "check":  # everything the export and the runtime import, imported now
+            import executorch.kernels.quantized  # noqa: F401
+            import pytorch_tokenizers.pytorch_tokenizers_cpp  # noqa: F401
+            import torchao  # noqa: F401
+            from executorch.runtime import Runtime
+
+            from exporters.executorch_pte import RECIPES
+
+            Runtime.get()
+            dists = ("executorch", "torchao", "pytorch-tokenizers", "torch")
+            return {"versions": {d: version(d) for d in dists}, "quants": list(RECIPES)}, b""
         if op == "export":
             from exporters.executorch_pte import build_pte
 
