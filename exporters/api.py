@@ -230,14 +230,19 @@ def write_pte_package(full: Path, pkg: Path, work: Path, quant: str, model: Any,
     runners' C++ tokenizer (pytorch-tokenizers' HFTokenizer) on the package's tokenizer.json, rewritten first where
     that tokenizer mis-implements a step (`executorch_pte.runner_tokenizer_json`).
     `model` is None: the writer quantizes its own copy, so `quant: auto` candidates never share weights."""
-    from edge_distill.runtimes.executorch import export_pte
+    from edge_distill.runtimes.executorch import ExecuTorchError, export_pte
     from exporters import executorch_pte as et
 
     del model, work
     t0, c0 = time.perf_counter(), _cpu_s()
-    report = export_pte(
-        full, pkg / et.MODEL_FILE, quant, max_seq_len=et.DEFAULT_MAX_SEQ_LEN, threads=options.threads
-    )
+    try:
+        report = export_pte(
+            full, pkg / et.MODEL_FILE, quant, max_seq_len=et.DEFAULT_MAX_SEQ_LEN, threads=options.threads
+        )
+    except (
+        ExecuTorchError
+    ) as e:  # torch.export / lowering failed in the worker: an export error like any other
+        raise ExportError(str(e)) from None
     tokenizer.save_pretrained(pkg)  # tokenizer.json: what the Android/iOS runners load
     dropped = et.runner_tokenizer_json(pkg / "tokenizer.json")
     numbers: dict[str, Any] = {
