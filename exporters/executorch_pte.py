@@ -25,6 +25,13 @@ the identity, and the export's tokenizer check then finds the runners' ids equal
 string; text in a decomposed form is tokenized as it comes (a valid encoding of the same bytes) instead of losing its
 accents.
 
+Speed (measured on SmolLM2-135M, 2026-12, benchmarks/results/executorch.json): decode is far below llama.cpp's and
+ORT GenAI's (fp32 8.9, int8 3.2 tok/s vs 177 / 307 on the same shared host). The lowered `forward` is fragmented:
+fp32 runs 333 XNNPACK delegate calls and 1,462 portable-kernel ops per call (the transformers attention over the
+static cache: expand_copy, where, index_put, ...); int8 adds 242 `_to_dim_order_copy` (each int8 weight cast to fp32
+every step) and 211 portable `aten::mm`, which XNNPACK does not take, so int8 is slower than fp32. ExecuTorch's own
+custom SDPA / KV-cache ops and an XNNPACK-delegated int8 linear are the known ways out (not done).
+
 torch, transformers, torchao and executorch are imported inside functions: this module is imported on devices.
 """
 
