@@ -21,7 +21,7 @@ decode is written next to it, so an interrupted study resumes where it stopped (
 Output: a table (accuracy, n, Wilson 95 % CI, Δ vs sft-cot with paired bootstrap CI, exact McNemar p, the
 power of that test to detect a 5-point difference at this n, wall time) printed and written as JSON + PNG.
 
-    # CPU protocol (2 cores, ~70 min measured; the numbers in README.md; test = the first 500 GSM8K test problems):
+    # CPU protocol (2 cores, ~70 min measured; the numbers in docs/study.md; test = the first 500 GSM8K test problems):
     python benchmarks/accuracy_study.py --protocol cpu --gsm8k ../shared/datasets/gsm8k
     # GPU protocol (one H100/H200, full GSM8K; see --help for --gsm8k and the device payload):
     python benchmarks/accuracy_study.py --protocol gpu --gsm8k ../shared/datasets/gsm8k
@@ -75,7 +75,7 @@ ARM_NAMES = [a.name for a in ARMS]
 
 # ------------------------------------------------------------------------------------------- protocols
 # Sizing (CPU, measured on this project's 2-core box, SmolLM2-135M, LoRA r16): ~75 real tokens/s of training
-# (README "Scaling up"), a GSM8K CoT example is ~215 tokens; greedy decoding of 30 problems x 192 tokens
+# (docs/scaling.md), a GSM8K CoT example is ~215 tokens; greedy decoding of 30 problems x 192 tokens
 # takes ~43 s. 30 steps x batch 4 (120 examples, ~26 k tokens) is ~5-6 min of training per arm; dev 40 +
 # test 250 is ~7 min of decoding per arm. Test: the first 500 GSM8K test problems (`--gsm8k DIR`; the shipped
 # sample is the first 250 of them). Power of the exact McNemar test (`stats.mcnemar_power`) to detect a 5-point

@@ -13,14 +13,13 @@ import argparse
 import json
 import logging
 import re
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.tiny_models: run from anywhere
+from _fixtures import build_tiny_tokenizer  # benchmarks/_fixtures.py: this script's directory is on sys.path
+
 from edge_distill.objectives.dual_cot import perturb_rationale
 from edge_distill.objectives.keysteps import key_step_fraction, key_steps, levenshtein_reference
-from tests.tiny_models import build_tiny_tokenizer
 
 log = logging.getLogger("bench_keysteps")
 GSM8K = Path(__file__).resolve().parents[1] / "edge_distill" / "assets" / "gsm8k" / "train.jsonl"

@@ -77,10 +77,8 @@ def make_model_dir(name: str, root: Path) -> Path:
     """A random-initialised model with `name`'s shape plus the tiny local tokenizer (ids < 512 only
     matter for pad/EOS; training data is token ids)."""
     import torch
+    from _fixtures import build_tiny_tokenizer  # benchmarks/_fixtures.py, beside this script
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.tiny_models: run from anywhere
-    from tests.tiny_models import build_tiny_tokenizer
 
     out = root / name
     if (out / "config.json").is_file():
@@ -105,8 +103,7 @@ def make_examples(args: argparse.Namespace, model_dir: Path) -> list[Any]:
 
     n = args.train or args.batch * args.steps
     if args.student:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from compare_objectives import teacher_samples
+        from compare_objectives import teacher_samples  # benchmarks/compare_objectives.py, beside this script
 
         from edge_distill.data import load_problems
         from edge_distill.models import load_tokenizer

@@ -19,8 +19,8 @@ Printed as a table and written to benchmarks/results/kd_evidence.json with the s
 (weights, and the process RSS increase measured when it was loaded), plus wall time per arm.
 
     python benchmarks/kd_evidence.py                 # SmolLM2-135M: ~20 min on 2 idle CPU cores
-    python benchmarks/kd_evidence.py --student tiny  # a 2-layer random Llama (tests/tiny_models.py), fully
-                                                     # fine-tuned: ~15 min on 2 idle cores; README.md quotes it
+    python benchmarks/kd_evidence.py --student tiny  # a 2-layer random Llama (benchmarks/_fixtures.py), fully
+                                                     # fine-tuned: ~15 min on 2 idle cores; docs/methods.md quotes it
     python benchmarks/kd_evidence.py --quick         # a smoke run (minutes, numbers not meaningful)
 """
 
@@ -31,7 +31,6 @@ import gc
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ from typing import Any
 from device_profiles.bandwidth import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
 
 log = logging.getLogger("kd_evidence")
 
@@ -175,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     if args.student == "tiny":
-        from tests.tiny_models import build_tiny_llama
+        from _fixtures import build_tiny_llama  # benchmarks/_fixtures.py, beside this script
 
         base = work / "base"
         if not (base / "config.json").is_file():

@@ -28,7 +28,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
-# packages edge_distill's training path imports that the GPU image (KINDS.md package list) does not hold
+# packages edge_distill's training path imports that the GPU image's preinstalled packages do not include
 DEVICE_WHEELS = ["pydantic", "pydantic-core", "annotated-types", "typing-inspection", "tenacity", "rapidfuzz",
                  "pyseccomp", "gguf"]  # fmt: skip
 GSM8K_FILES = ["train.jsonl", "test.jsonl", "train_socratic.jsonl", "test_socratic.jsonl", "LICENSE"]
@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "check":
             print(json.dumps({k: str(v) for k, v in assemble(args.payload).items()}))
             return 0
-        sys.path.insert(0, str(ROOT))
-        from edge_distill.models import smollm2_gguf_path
+        from edge_distill.models import smollm2_gguf_path  # `make` runs here, in the project's .venv
 
         m = make(args.out, gguf=args.gguf or smollm2_gguf_path(), gsm8k=args.gsm8k, wheels=not args.no_wheels,
                  call_mib=args.call_mib, part_mib=args.part_mib)  # fmt: skip

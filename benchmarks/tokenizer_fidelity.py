@@ -42,10 +42,10 @@ def texts(gsm8k: Path) -> list[str]:
 def ort_genai_encoders(tokenizer, work: Path):
     """(name, encode) for ORT GenAI reading `tokenizer`'s files as saved, and as the ONNX package ships them."""
     import onnxruntime_genai as og
+    from _fixtures import build_tiny_llama  # benchmarks/_fixtures.py, beside this script
 
     from exporters.onnx_export import build_onnx
     from exporters.ort_tokenizer import rewrite_for_ort
-    from tests.tiny_models import build_tiny_llama
 
     model = build_onnx(
         build_tiny_llama(work / "hf", vocab_size=384), work / "onnx", "fp32", work_dir=work, threads=1

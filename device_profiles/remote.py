@@ -401,7 +401,7 @@ def run_remote(
     """Copy `pkg` + the runner to the device, measure there, read the result back, clean up."""
     py = _remote_python_expr(remote_python)
     job = remote_job(
-        problems, threads=threads, timing_question=timing_question, repetitions=repetitions,
+        pkg, problems, threads=threads, timing_question=timing_question, repetitions=repetitions,
         new_tokens=new_tokens, strategy=strategy, timeout_s=timeout_s, max_new_tokens=max_new_tokens,
     )  # fmt: skip
     # (1) a temp dir of our own, the bundle unpacked into it
@@ -472,6 +472,60 @@ def _not_this_device(profile: DeviceProfile, env: dict[str, Any]) -> str:
     return ", ".join(why)
 
 
+def _report(pkg: Package, profile: DeviceProfile, res: RemoteResult, acc: AccuracyResult | None,
+            target: SSHTarget) -> BenchReport:  # fmt: skip
+    """One bench row from a remote measurement, gated against the profile's budget; its note says where and
+    whether the device is the profile's by its detect rule."""
+    fig = figures_for(
+        profile, res.measurement, res.hardware, package_bytes=pkg.size_bytes,
+        weight_bytes=pkg.weights_bytes, on_target=True,
+    )  # fmt: skip
+    note = (
+        f"measured on {target.label} ({res.hardware.cpu}, {res.environment['machine']}, "
+        f"{res.measurement.threads} threads, median of {res.measurement.repetitions})"
+    )
+    mismatch = _not_this_device(profile, res.environment)
+    if mismatch:
+        log.warning("%s is not a %s: %s", target.label, profile.name, mismatch)
+        note += f"; the device is NOT a {profile.name} by the profile's detect rule ({mismatch})"
+    fig = dataclasses.replace(fig, note=note)
+    report = BenchReport(
+        str(pkg.path), pkg.name, pkg.format, str(pkg.manifest.get("quant", "")), profile.name,
+        profile.source_file, profile.format, profile.budget, pkg.weights_bytes, res.measurement,
+        res.hardware, fig, acc, gate.evaluate(profile.budget, fig, acc),
+    )  # fmt: skip
+    log.info("%s on %s via %s: %s", pkg.name, profile.name, target.label, "pass" if report.passed else "FAIL")
+    return report
+
+
+def _write_remote(out: Path, reports: list[BenchReport], accuracy: dict[str, AccuracyResult | None],
+                  results: dict[tuple[str, str], RemoteResult], target: SSHTarget) -> None:  # fmt: skip
+    """bench.{md,json,png}, each package's predictions and remote.json (the device's environment per run)."""
+    from edge_distill.io import write_json, write_jsonl
+
+    write_outputs(reports, out)
+    for pkg_path, acc in accuracy.items():
+        if acc is not None:
+            write_jsonl(out / f"{Path(pkg_path).name}.predictions.jsonl", acc.predictions)
+    runs = [
+        {"package": Path(p).name, "threads": t, "environment": r.environment} for (p, t), r in results.items()
+    ]
+    write_json(out / "remote.json", {"target": target.label, "runs": runs})
+
+
+def _ssh(remote: str, identity: str | Path | None, known_hosts: str | Path | None) -> SSH:
+    """The SSH client for `remote`, its key files checked to exist."""
+    target = SSHTarget.parse(remote)
+    for name, f in (("--identity", identity), ("--known-hosts", known_hosts)):
+        if f is not None and not Path(f).is_file():
+            raise RemoteError(f"{name} {f}: no such file")
+    return SSH(
+        target,
+        Path(identity).resolve() if identity else None,
+        Path(known_hosts).resolve() if known_hosts else None,
+    )
+
+
 def bench_remote(
     package_dirs: list[str | Path],
     profiles: list[str | Path | DeviceProfile],
@@ -498,15 +552,8 @@ def bench_remote(
     One remote run per (package, profile threads); the rows are `measured` with "measured on
     user@host:port" in their note. Writes bench.{md,json,png}, predictions and remote.json into `out_dir`.
     Raises RemoteError subclasses naming what to do (auth, unreachable, missing runtime, bad result)."""
-    target = SSHTarget.parse(remote)
-    for name, f in (("--identity", identity), ("--known-hosts", known_hosts)):
-        if f is not None and not Path(f).is_file():
-            raise RemoteError(f"{name} {f}: no such file")
-    ssh = SSH(
-        target,
-        Path(identity).resolve() if identity else None,
-        Path(known_hosts).resolve() if known_hosts else None,
-    )
+    ssh = _ssh(remote, identity, known_hosts)
+    target = ssh.target
     loaded = [p if isinstance(p, DeviceProfile) else load_profile(p, extra_profile_dirs) for p in profiles]
     pkgs = [read_package(d, public_key=public_key) for d in package_dirs]  # refuse before any connection
     if isinstance(problems, list):
@@ -532,50 +579,7 @@ def bench_remote(
                     judging=judging,
                 )  # fmt: skip
                 accuracy.setdefault(str(pkg.path), results[key].accuracy)
-            res = results[key]
-            acc = accuracy[str(pkg.path)]
-            fig = figures_for(
-                profile, res.measurement, res.hardware, package_bytes=pkg.size_bytes,
-                weight_bytes=pkg.weights_bytes, on_target=True,
-            )  # fmt: skip
-            note = (
-                f"measured on {target.label} ({res.hardware.cpu}, {res.environment['machine']}, "
-                f"{res.measurement.threads} threads, median of {res.measurement.repetitions})"
-            )
-            mismatch = _not_this_device(profile, res.environment)
-            if mismatch:
-                log.warning("%s is not a %s: %s", target.label, profile.name, mismatch)
-                note += f"; the device is NOT a {profile.name} by the profile's detect rule ({mismatch})"
-            fig = dataclasses.replace(fig, note=note)
-            report = BenchReport(
-                str(pkg.path), pkg.name, pkg.format, str(pkg.manifest.get("quant", "")), profile.name,
-                profile.source_file, profile.format, profile.budget, pkg.weights_bytes, res.measurement,
-                res.hardware, fig, acc, gate.evaluate(profile.budget, fig, acc),
-            )  # fmt: skip
-            log.info(
-                "%s on %s via %s: %s",
-                pkg.name,
-                profile.name,
-                target.label,
-                "pass" if report.passed else "FAIL",
-            )
-            reports.append(report)
+            reports.append(_report(pkg, profile, results[key], accuracy[str(pkg.path)], target))
     if out_dir is not None:
-        from edge_distill.io import write_json, write_jsonl
-
-        out = Path(out_dir)
-        write_outputs(reports, out)
-        for pkg_path, acc in accuracy.items():
-            if acc is not None:
-                write_jsonl(out / f"{Path(pkg_path).name}.predictions.jsonl", acc.predictions)
-        write_json(
-            out / "remote.json",
-            {
-                "target": target.label,
-                "runs": [
-                    {"package": Path(p).name, "threads": t, "environment": r.environment}
-                    for (p, t), r in results.items()
-                ],
-            },
-        )
+        _write_remote(Path(out_dir), reports, accuracy, results, target)
     return reports

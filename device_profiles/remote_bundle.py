@@ -13,6 +13,7 @@ from typing import IO, Any
 from device_profiles.package import Package
 from device_profiles.remote_runner import PROTOCOL
 from edge_distill.types import Problem, Strategy
+from exporters.formats import get_format
 
 CODE_PACKAGES = ("edge_distill", "exporters", "device_profiles")
 
@@ -44,11 +45,14 @@ def _bundle_bytes(pkg: Package) -> int:
 
 
 def remote_job(
-    problems: list[Problem], *, threads: int | str, timing_question: str, repetitions: int, new_tokens: int,
-    strategy: Strategy | None, timeout_s: float, max_new_tokens: int,
+    pkg: Package, problems: list[Problem], *, threads: int | str, timing_question: str, repetitions: int,
+    new_tokens: int, strategy: Strategy | None, timeout_s: float, max_new_tokens: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """What the device gets (job.json): the questions and their ids only — gold answers stay here."""
+    """What the device gets (job.json): the questions and their ids only — gold answers stay here — and what
+    the package's format row says its runtime needs (checked there before anything is imported)."""
+    fmt = get_format(pkg.format)
     return {
+        "runtime_modules": list(fmt.runtime_modules), "runtime_dists": list(fmt.runtime_dists),
         "protocol": PROTOCOL, "package": "pkg", "threads": threads, "timing_question": timing_question,
         "new_tokens": new_tokens, "repetitions": repetitions, "strategy": strategy.value if strategy else None,
         "questions": [{"id": p.id, "question": p.question} for p in problems],

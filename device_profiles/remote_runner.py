@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 PROTOCOL = 2
-# Modules the runner needs whatever the package (the device dependencies of pyproject) and per runtime.
+# Modules the runner needs whatever the package (the device dependencies of pyproject); the package's runtime
+# modules come in the job (its format row's `runtime_modules`, read on the host: this file stays stdlib-only).
 BASE_MODULES = ("pydantic", "yaml", "psutil", "sympy", "tqdm")
-RUNTIME_MODULES = {"llama.cpp": "llama_cpp", "onnxruntime-genai": "onnxruntime_genai"}
 MAX_RAW_CHARS = 8000  # per completion sent back: the host bounds what it accepts anyway
 
 
@@ -75,22 +75,15 @@ def _lifeline(work: Path) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _missing(runtime: str) -> list[str]:
-    wanted = [*BASE_MODULES, RUNTIME_MODULES.get(runtime, "")]
+def _missing(runtime_modules: list[str]) -> list[str]:
+    wanted = [*BASE_MODULES, *runtime_modules]
     return [m for m in wanted if m and importlib.util.find_spec(m) is None]
-
-
-def _runtime_of(package_dir: Path) -> str:
-    try:
-        return str(json.loads((package_dir / "manifest.json").read_text(encoding="utf-8"))["runtime"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""  # read_package names the problem below
 
 
 def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
     """The measurements of `device_profiles.bench` for one package, on this machine."""
     package_dir = work / job["package"]
-    missing = _missing(_runtime_of(package_dir))
+    missing = _missing([str(m) for m in job.get("runtime_modules", [])])
     if missing:
         return {
             "protocol": PROTOCOL,
@@ -134,8 +127,8 @@ def run(job: dict[str, Any], work: Path) -> dict[str, Any]:
     ]
     from importlib import metadata
 
-    versions = {}  # the runtimes ran in worker processes: report what is installed
-    for dist in ("llama-cpp-python", "onnxruntime-genai", "onnxruntime"):
+    versions = {}  # the runtime ran in worker processes: report what is installed
+    for dist in job.get("runtime_dists", []):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

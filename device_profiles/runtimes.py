@@ -4,8 +4,10 @@ ExecuTorch's Python runtime (.pte).
 A `Session` loads the model file as exported, with the profile's thread count, and offers two things:
 `timed_generate` (greedy, one timestamp per token: TTFT, prefill and decode speed) and `generate` (greedy text
 until EOS, or with `stop_at_answer` until the answer is complete (`edge_distill.stopping`, the rule torch
-decodes the student with), for the accuracy stage). Runtimes are imported inside the sessions, so a device install needs only
-the one it uses. Measurements run in a child process (see `worker.py`) so peak RSS is the model's alone.
+decodes the student with), for the accuracy stage). llama.cpp and ORT GenAI are opened through their runtime
+modules (`edge_distill/runtimes/`), which import the runtime library only when a session opens, so a device
+install needs only the one it uses. The format table names each format's session class (`Format.bench_session`).
+Measurements run in a child process (see `worker.py`) so peak RSS is the model's alone.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Protocol
 
 from edge_distill.errors import EdgeDistillError
+from edge_distill.runtimes import llamacpp
+from edge_distill.runtimes.ortgenai import OrtGenAI
 from edge_distill.stopping import AnswerStop, cut_answer
 
 log = logging.getLogger(__name__)
@@ -61,22 +65,14 @@ class Session(Protocol):
 class LlamaCppSession:
     runtime = "llama.cpp"
 
-    def __init__(self, model_file: Path, threads: int, n_ctx: int = 2048):
-        try:
-            from llama_cpp import Llama
-        except ImportError as e:
-            raise RuntimeMissing(
+    def __init__(self, model_file: Path, threads: int, n_ctx: int = llamacpp.N_CTX_STUDENT):
+        def missing(e: ImportError) -> RuntimeMissing:
+            return RuntimeMissing(
                 "this GGUF package needs llama-cpp-python: pip install 'edge-distill[llamacpp]' "
                 f"(it compiles; see README) ({e})"
-            ) from e
-        self._llm = Llama(
-            model_path=str(model_file),
-            n_ctx=n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            seed=0,
-            verbose=False,
-        )
+            )
+
+        self._llm = llamacpp.open_llama(model_file, threads=threads, n_ctx=n_ctx, seed=0, on_missing=missing)
         self._eos = self._llm.token_eos()
 
     def tokenize(self, text: str) -> list[int]:
@@ -84,7 +80,7 @@ class LlamaCppSession:
 
     def _greedy(self, ids: list[int]):  # noqa: ANN202 - llama_cpp's generator type
         self._llm.reset()  # otherwise generate() reuses the KV cache of a common prefix
-        return self._llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0)
+        return self._llm.generate(ids, **llamacpp.GREEDY)
 
     def timed_generate(self, prompt_ids: list[int], new_tokens: int) -> GenTiming:
         times: list[float] = []
@@ -115,18 +111,13 @@ class OrtGenAISession:
     runtime = "onnxruntime-genai"
 
     def __init__(self, model_dir: Path, threads: int):
-        try:
-            import onnxruntime_genai as og
-        except ImportError as e:
-            raise RuntimeMissing(
+        def missing(e: ImportError) -> RuntimeMissing:
+            return RuntimeMissing(
                 f"this ONNX package needs onnxruntime-genai: pip install 'edge-distill[device]' ({e})"
-            ) from e
-        self._og = og
-        config = og.Config(str(model_dir))
-        session = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-        config.overlay(json.dumps({"model": {"decoder": {"session_options": session}}}))
-        self._model = og.Model(config)
-        self._tok = og.Tokenizer(self._model)
+            )
+
+        self._ort = OrtGenAI(model_dir, threads=threads, on_missing=missing)
+        self._tok = self._ort.tokenizer()
         genai = json.loads((model_dir / "genai_config.json").read_text())["model"]
         self._max_length = int(genai["context_length"])
         eos = genai.get("eos_token_id", [])
@@ -136,13 +127,9 @@ class OrtGenAISession:
         return [int(t) for t in self._tok.encode(text)]
 
     def _generator(self, ids: list[int], new_tokens: int, *, ignore_eos: bool):  # noqa: ANN202
-        params = self._og.GeneratorParams(self._model)
         max_length = min(self._max_length, len(ids) + new_tokens)
-        opts: dict[str, object] = {"max_length": max_length, "do_sample": False}
-        if ignore_eos:
-            opts["min_length"] = max_length  # fixed length for timing, like the llama.cpp loop
-        params.set_search_options(**opts)
-        return self._og.Generator(self._model, params)
+        # ignore_eos: fixed length for timing, like the llama.cpp loop
+        return self._ort.generator(max_length, min_length=max_length if ignore_eos else None)
 
     def timed_generate(self, prompt_ids: list[int], new_tokens: int) -> GenTiming:
         times: list[float] = []
@@ -210,18 +197,28 @@ class ExecuTorchSession:
         return self._program.rss_mb()
 
 
-def open_session(runtime: str, model_path: Path, threads: int) -> Session:
-    """Open the package's model in `runtime`, the session class the format table names for it."""
+def session_ref(runtime: str) -> str:
+    """The "module:Class" of `runtime`'s bench session, as the format table names it (the worker child gets
+    this, so it opens exactly the class the parent's table says)."""
     from exporters.errors import ExportError
     from exporters.formats import format_for_runtime
 
-    t0 = time.perf_counter()
     try:
-        session_cls = format_for_runtime(runtime).load("bench_session")
+        return format_for_runtime(runtime).bench_session
     except ExportError as e:
         raise EdgeDistillError(str(e)) from None
-    session: Session = session_cls(model_path, threads)
+
+
+def open_session(runtime: str, model_path: Path, threads: int, session: str | None = None) -> Session:
+    """Open the package's model in `runtime` with `session` ("module:Class"; default: the class the format
+    table names for the runtime)."""
+    import importlib
+
+    t0 = time.perf_counter()
+    module, _, attr = (session or session_ref(runtime)).partition(":")
+    session_cls = getattr(importlib.import_module(module), attr)
+    opened: Session = session_cls(model_path, threads)
     log.info(
         "loaded %s with %s (%d threads) in %.2fs", model_path.name, runtime, threads, time.perf_counter() - t0
     )
-    return session
+    return opened

@@ -109,7 +109,7 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
 
     baseline = psutil.Process().memory_info().rss / 2**20
     t0 = time.perf_counter()
-    session = open_session(args["runtime"], Path(args["model_path"]), args["threads"])
+    session = open_session(args["runtime"], Path(args["model_path"]), args["threads"], args.get("session"))
     load_s = time.perf_counter() - t0
     if args["mode"] == "generate":
         stop = bool(args.get("stop_at_answer", False))
@@ -165,9 +165,12 @@ def measure(
     timeout_s: float = 1800,
 ) -> RuntimeMeasurement:
     """Load the model in a fresh process and time greedy generation; see `measure_session`."""
+    from device_profiles.runtimes import session_ref
+
     args = {
         "mode": "measure",
         "runtime": runtime,
+        "session": session_ref(runtime),
         "model_path": str(model_path),
         "threads": threads,
         "prompt": prompt,
@@ -190,9 +193,12 @@ def generate(
 ) -> list[str]:
     """Greedy completions for each prompt, in a fresh process: to EOS, or with `stop_at_answer` until the
     answer is complete (`edge_distill.stopping`)."""
+    from device_profiles.runtimes import session_ref
+
     args = {
         "mode": "generate",
         "runtime": runtime,
+        "session": session_ref(runtime),
         "model_path": str(model_path),
         "threads": threads,
         "prompts": prompts,

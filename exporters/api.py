@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from edge_distill.io import atomic_path, check_replaceable, make_dirs
 from exporters import chat_template, gguf_checks, ort_tokenizer, package, parity
 from exporters.errors import ExportError
-from exporters.formats import PROMPT_TEMPLATE, get_format
+from exporters.formats import PROMPT_TEMPLATE, Format, get_format
 from exporters.gguf_writer import write_gguf
 from exporters.merge import check_tokenizer, is_lora_dir, lora_base, prepare_full_model
 from exporters.onnx_export import build_onnx
@@ -65,14 +66,22 @@ def check_request(source: Path, fmt: str, quant: str) -> None:
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """Knobs a format writer may read (each writer ignores the others)."""
+    """What every format writer is given; `format` holds the writer's own options (its row's `options` type,
+    e.g. `OnnxOptions`; None for a format without any)."""
 
     threads: int | None = None
     check_transformers: bool = True
-    onnx_block_size: int = 32
-    onnx_accuracy_level: int = 4
     model_name: str | None = None  # GGUF general.name / general.basename (the run's name)
     chat_template: str | None = None  # the package's chat template (the GGUF carries it)
+    format: Any = None
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    """The onnx row's writer options: onnxruntime-genai builder's int4/int8 MatMulNBits settings."""
+
+    block_size: int = 32
+    accuracy_level: int = 4
 
 
 def run_metadata(run_dir: str | Path) -> dict[str, Any]:
@@ -188,11 +197,8 @@ def write_gguf_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
 def write_onnx_package(full: Path, pkg: Path, work: Path, quant: str, model: Any, tokenizer: Any,
                        ref: parity.Reference, options: WriteOptions) -> tuple[str, dict[str, Any]]:  # fmt: skip
     """The "onnx" row's writer: onnxruntime-genai's builder, then ORT GenAI parity (`model` is None)."""
-    threads, block_size, accuracy_level = (
-        options.threads,
-        options.onnx_block_size,
-        options.onnx_accuracy_level,
-    )
+    onnx = options.format or OnnxOptions()
+    threads, block_size, accuracy_level = options.threads, onnx.block_size, onnx.accuracy_level
     t0, c0 = time.perf_counter(), _cpu_s()
     build_onnx(
         full, pkg, quant, block_size=block_size, accuracy_level=accuracy_level, work_dir=work, threads=threads
@@ -209,11 +215,8 @@ def write_onnx_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
     rt = parity.OrtGenaiRuntime(pkg)
     try:
         report = parity.compare(rt, ref, name="onnxruntime-genai", quant=quant)
-        import onnxruntime_genai as og
-
-        og_tok = og.Tokenizer(rt.model)
         numbers["tokenizer_ort_genai"] = {
-            **parity.check_tokenizer_parity(og_tok.encode, tokenizer, name="ORT GenAI"),
+            **parity.check_tokenizer_parity(rt.tokenize, tokenizer, name="ORT GenAI"),
             "pre_tokenizer_rewritten_for_ort": pre_rewritten,  # see exporters/ort_tokenizer.py
         }
     finally:
@@ -328,13 +331,13 @@ def choose_quant(writer: Any, candidates: tuple[str, ...], full: Path, work: Pat
             "metric": "teacher-forced over exporters.parity.fidelity_texts()"}  # fmt: skip
 
 
-def _finish_package(pkg: Path, template: dict[str, Any], meta: dict[str, Any], extra: dict[str, Any],
+def _finish_package(pkg: Path, f: Format, template: dict[str, Any], meta: dict[str, Any], extra: dict[str, Any],
                     sign_key: Any, eos_token: str | None) -> None:  # fmt: skip
     """Prompt template, manifest, model card (then the manifest again, so it covers the card), signature."""
     (pkg / PROMPT_TEMPLATE).write_text(
         json.dumps(template, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    package.write_prompt_files(pkg, template, extra["model_file"], eos_token)
+    package.write_prompt_files(pkg, template, extra["model_file"], eos_token, f)
     manifest = package.write_manifest(pkg, **meta, extra=extra)
     (pkg / "README.md").write_text(
         package.model_card(manifest, extra["model_file"], template), encoding="utf-8"
@@ -344,6 +347,71 @@ def _finish_package(pkg: Path, template: dict[str, Any], meta: dict[str, Any], e
         from exporters.signing import sign_manifest
 
         sign_manifest(pkg, sign_key)
+
+
+def _torch_reference(
+    source: Path, work: Path, prompts: list[str], parity_tokens: int
+) -> tuple[Path, Any, Any, Any]:
+    """The full model (a LoRA merged into `work`), its torch weights and tokenizer, and the parity reference."""
+    full = prepare_full_model(source, work)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(full)
+    model = AutoModelForCausalLM.from_pretrained(full, dtype=torch.float32)
+    return full, model, tokenizer, parity.torch_reference(model, tokenizer, prompts, parity_tokens)
+
+
+def _write_model(f: Format, quant: str, args: tuple[Any, ...], options: WriteOptions, auto_min_top1: float,
+                 auto_max_nll_ratio: float) -> tuple[str, str, dict[str, Any], dict[str, Any] | None]:  # fmt: skip
+    """Run the row's writer on `args` = (full, pkg, work, model, tokenizer, ref), choosing the quant first for
+    `quant: auto`; returns (quant, model file, the writer's numbers, the auto record or None)."""
+    full, pkg, work, model, tokenizer, ref = args
+    writer = f.load("writer")
+    auto = None
+    if quant == AUTO:
+        auto = choose_quant(
+            writer, f.auto_quants, full, work, model, tokenizer, ref, options,
+            min_top1=auto_min_top1, max_nll_ratio=auto_max_nll_ratio,
+        )  # fmt: skip
+        quant = auto["chosen"]
+    model_file, numbers = writer(full, pkg, work, quant, model, tokenizer, ref, options)
+    return quant, model_file, numbers, auto
+
+
+def _template_and_prompts(prompt_template: dict[str, Any] | None, decoding: dict[str, Any] | None, strategy: str,
+                          parity_prompts: list[str] | int | None) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """The package's prompt template (with its own chat template) and the parity prompts in its format."""
+    template = dict(prompt_template or package.default_prompt_template(decoding, strategy))
+    template["chat_template"] = chat_template.jinja_template(template)  # always the prompt's own
+    if isinstance(parity_prompts, list):
+        return template, parity_prompts
+    return template, default_parity_prompts(parity_prompts or 3, template)
+
+
+def _manifest_extra(numbers: dict[str, Any], quant: str, model_file: str, auto: dict[str, Any] | None,
+                    source_model: str, reference_s: float, t_start: float) -> dict[str, Any]:  # fmt: skip
+    """The manifest's record of the export: model file, source, quantization (read back), fidelity, parity
+    numbers, timings and the `quant: auto` candidates."""
+    quantization = {"requested": AUTO if auto else quant, **numbers.pop("quantization")}
+    quantization["summary"] = summary_line(quant, quantization)
+    timings = {
+        "export_s": numbers.pop("export_s"),
+        "export_cpu_s": numbers.pop("export_cpu_s"),
+        "torch_reference_s": reference_s,
+        "total_s": round(time.perf_counter() - t_start, 2),
+    }
+    extra = {
+        "model_file": model_file,
+        "source_model": source_model,
+        "quantization": quantization,
+        "fidelity": {k: numbers["greedy"].get(k) for k in FIDELITY_KEYS},
+        "parity": numbers,
+        "timings": timings,
+    }
+    if auto is not None:
+        extra["quant_auto"] = auto
+    return extra
 
 
 def export_model(
@@ -362,8 +430,7 @@ def export_model(
     parity_tokens: int = 16,
     archive: bool = False,
     threads: int | None = None,
-    onnx_block_size: int = 32,
-    onnx_accuracy_level: int = 4,
+    format_options: Mapping[str, Any] | None = None,
     check_transformers: bool = True,
     sign_key: Any = None,
     auto_min_top1: float = AUTO_MIN_TOP1,
@@ -380,6 +447,8 @@ def export_model(
     GSM8K-style prompts in the student format (default 3). `sign_key` (an ed25519 private key, see
     exporters.signing) adds manifest.sig inside the same atomic step. `strategy` is the run's
     `eval.strategy`: "auto", or cot/l2m/pot forced after the prompt (the package's chat templates too).
+    `format_options` are the format writer's own knobs (its row's `options` type, e.g. onnx `block_size`,
+    `accuracy_level`); a key the format does not have is refused before any work.
 
     `quant="auto"` exports every candidate of the format (`Format.auto_quants`), measures its fidelity, and
     packages the smallest (by weight bytes) with teacher-forced top-1 agreement >= `auto_min_top1` and NLL
@@ -389,13 +458,8 @@ def export_model(
     check_replaceable(out_dir, package.PACKAGE_KIND, overwrite=overwrite)  # before minutes of work
     check_request(source, fmt, quant)
     f = get_format(fmt)
-    template = dict(prompt_template or package.default_prompt_template(decoding, strategy))
-    template["chat_template"] = chat_template.jinja_template(template)  # always the prompt's own
-    prompts = (
-        parity_prompts
-        if isinstance(parity_prompts, list)
-        else default_parity_prompts(parity_prompts or 3, template)
-    )
+    own_options = f.writer_options(format_options)
+    template, prompts = _template_and_prompts(prompt_template, decoding, strategy, parity_prompts)
     t_start = time.perf_counter()
     make_dirs(out_dir.parent)
     with (
@@ -403,55 +467,22 @@ def export_model(
         atomic_path(out_dir, kind=package.PACKAGE_KIND, overwrite=overwrite) as pkg,
     ):
         work = Path(work_s)
-        full = prepare_full_model(source, work)
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(full)
-        model = AutoModelForCausalLM.from_pretrained(full, dtype=torch.float32)
-        ref = parity.torch_reference(model, tokenizer, prompts, parity_tokens)
+        full, model, tokenizer, ref = _torch_reference(source, work, prompts, parity_tokens)
         reference_s = round(time.perf_counter() - t_start, 2)
         pkg.mkdir()
         if not f.needs_torch_model:
             model = None  # frees the torch weights before a builder that loads its own copy
         name = Path(source_run or source).resolve().name  # the run's name, never "merged" or "final"
-        options = WriteOptions(threads, check_transformers, onnx_block_size, onnx_accuracy_level, name,
-                               template["chat_template"])  # fmt: skip
-        writer = f.load("writer")
-        auto = None
-        if quant == AUTO:
-            auto = choose_quant(
-                writer, f.auto_quants, full, work, model, tokenizer, ref, options,
-                min_top1=auto_min_top1, max_nll_ratio=auto_max_nll_ratio,
-            )  # fmt: skip
-            quant = auto["chosen"]
-        model_file, numbers = writer(full, pkg, work, quant, model, tokenizer, ref, options)
-        quantization = {"requested": AUTO if auto else quant, **numbers.pop("quantization")}
-        quantization["summary"] = summary_line(quant, quantization)
-        timings = {
-            "export_s": numbers.pop("export_s"),
-            "export_cpu_s": numbers.pop("export_cpu_s"),
-            "torch_reference_s": reference_s,
-            "total_s": round(time.perf_counter() - t_start, 2),
-        }
-        meta = dict(
-            fmt=fmt,
-            quant=quant,
-            source_run=source_run,
-            config_digest=config_digest,
-            source_accuracy=source_accuracy,
+        options = WriteOptions(threads, check_transformers, name, template["chat_template"], own_options)
+        quant, model_file, numbers, auto = _write_model(
+            f, quant, (full, pkg, work, model, tokenizer, ref), options, auto_min_top1, auto_max_nll_ratio
         )
-        extra = {
-            "model_file": model_file,
-            "source_model": _stored_source(source, out_dir),
-            "quantization": quantization,
-            "fidelity": {k: numbers["greedy"].get(k) for k in FIDELITY_KEYS},
-            "parity": numbers,
-            "timings": timings,
-        }
-        if auto is not None:
-            extra["quant_auto"] = auto
-        _finish_package(pkg, template, meta, extra, sign_key, tokenizer.eos_token)
+        extra = _manifest_extra(numbers, quant, model_file, auto, _stored_source(source, out_dir),
+                                reference_s, t_start)  # fmt: skip
+        meta = dict(fmt=fmt, quant=quant, source_run=source_run, config_digest=config_digest,
+                    source_accuracy=source_accuracy)  # fmt: skip
+        _finish_package(pkg, f, template, meta, extra, sign_key, tokenizer.eos_token)
+    quantization = extra["quantization"]
     log_file = quantization.get(
         "log"
     )  # the one line that says what the quant really is, and where the log went

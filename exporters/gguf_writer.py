@@ -216,43 +216,14 @@ def _write_with_converter(model_dir: Path, out_path: Path, outtype: str, *, name
     return summary
 
 
-def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: Any = None,
-               name: str | None = None, chat_template: str | None = None) -> GgufSummary:  # fmt: skip
-    """Write `model_dir` (an HF directory with tokenizer.json) as an f32/f16 GGUF at `out_path`.
-
-    Llama and Qwen2 are written here, from `model` when given (the already loaded torch model saves a second
-    load): tensors and metadata equal to llama.cpp's converter (tests/test_export_archs.py). The other
-    architectures of exporters/archs.py are written by that converter (exporters/llama_converter.py).
-    1-D tensors stay f32 like llama.cpp's converter does; 2-D weights get `outtype`. `name` becomes
-    general.name and general.basename (default: the directory's name, no basename); `chat_template`
-    replaces the tokenizer's (the package's: exporters/chat_template.py), for both writers.
-    """
+def _add_hparams(w: Any, cfg: Any, model_dir: Path, arch_name: str, rope: dict[str, Any], outtype: str,
+                 name: str | None) -> None:  # fmt: skip
+    """The model metadata, in the converter's order (the file's bytes follow the order of these calls)."""
     import gguf
 
-    model_dir, out_path = Path(model_dir), Path(out_path)
-    if outtype not in FLOAT_TYPES:
-        raise ExportError(f"gguf outtype {outtype!r}: choose one of {FLOAT_TYPES} (then quantize)")
-    row = archs.check_architecture(model_dir, "gguf")
-    if row.gguf_writer == archs.CONVERTER:
-        return _write_with_converter(model_dir, out_path, outtype, name=name, chat_template=chat_template)
-    config = archs.model_config(model_dir)
-    arch = getattr(gguf.MODEL_ARCH, OWN_ARCHS[row.model_type])
-    if model is None:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    cfg = model.config
-    n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
+    n_head = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
-    theta, rope = _rope(cfg)
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", "llama3", "linear"):
-        raise ExportError(f"{model_dir}: rope type {rope_type!r} is not supported (default, linear, llama3)")
-
-    tokens, types, pre, tokenizer = _vocab(model_dir, cfg.vocab_size)
-    arch_name = gguf.MODEL_ARCH_NAMES[arch]
-    w = gguf.GGUFWriter(out_path, arch_name)
+    theta, _ = _rope(cfg)
     w.add_type(gguf.GGUFType.MODEL)
     w.add_name(name or model_dir.name)
     if name:
@@ -262,21 +233,30 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
     w.add_block_count(cfg.num_hidden_layers)
     w.add_feed_forward_length(cfg.intermediate_size)
     w.add_head_count(n_head)
-    w.add_head_count_kv(n_kv)
+    w.add_head_count_kv(cfg.num_key_value_heads or n_head)
     if arch_name == "llama":  # the converter's LlamaModel writes these; Qwen2Model leaves them to llama.cpp
         w.add_rope_dimension_count(head_dim)
         w.add_vocab_size(cfg.vocab_size)
-    if "head_dim" in config:  # written as the converter does: when config.json names it
+    if "head_dim" in archs.model_config(
+        model_dir
+    ):  # written as the converter does: when config.json names it
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
     w.add_rope_freq_base(theta)
-    if rope_type == "linear":
+    if rope.get("rope_type", rope.get("type", "default")) == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(float(rope["factor"]))
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if outtype == "f16" else gguf.LlamaFileType.ALL_F32)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
+
+def _add_vocab(w: Any, model_dir: Path, vocab: tuple[list[str], list[int], str, Any],
+               chat_template: str | None) -> None:  # fmt: skip
+    """The tokenizer: tokens, their types, the pre-tokenizer, special tokens and the chat template."""
+    import gguf
+
+    tokens, types, pre, tokenizer = vocab
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
@@ -296,18 +276,28 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
         special.chat_template = tokenizer.chat_template
     special.add_to_gguf(w, quiet=True)
 
-    summary = GgufSummary(out_path, arch_name, n_vocab=len(tokens), pre=pre)
+
+def _add_tensors(
+    w: Any, summary: GgufSummary, model: Any, arch: Any, rope: dict[str, Any], outtype: str
+) -> None:
+    """Every weight under its GGUF name (Llama's q/k permuted as the converter does), 2-D ones as `outtype`."""
+    import gguf
+
+    cfg, arch_name = model.config, summary.arch
+    n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
 
     def add(name: str, data: np.ndarray) -> None:
         w.add_tensor(name, data)
         summary.tensors[name] = (tuple(reversed(data.shape)), "F16" if data.dtype == np.float16 else "F32")
 
-    if rope_type == "llama3":  # the converter's extra tensors come first, then the checkpoint's in name order
+    if rope.get("rope_type", rope.get("type", "default")) == "llama3":  # the converter's extra tensors first
+        theta, _ = _rope(cfg)
         add(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS], _llama3_rope_factors(theta, head_dim, rope))
     name_map = gguf.get_tensor_name_map(arch, cfg.num_hidden_layers)
     ftype = np.float16 if outtype == "f16" else np.float32
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
-    for hf_name, t in sorted(model.state_dict().items()):
+    for hf_name, t in sorted(model.state_dict().items()):  # then the checkpoint's, in name order
         if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
             continue
         name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
@@ -319,11 +309,51 @@ def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: 
         elif arch_name == "llama" and hf_name.endswith("k_proj.weight"):
             data = _permute_qk(data, n_kv)
         add(name, data.astype(ftype if data.ndim > 1 else np.float32))
+
+
+def write_gguf(model_dir: Path, out_path: Path, outtype: str = "f16", *, model: Any = None,
+               name: str | None = None, chat_template: str | None = None) -> GgufSummary:  # fmt: skip
+    """Write `model_dir` (an HF directory with tokenizer.json) as an f32/f16 GGUF at `out_path`.
+
+    Llama and Qwen2 are written here, from `model` when given (the already loaded torch model saves a second
+    load): tensors and metadata equal to llama.cpp's converter (tests/test_export_archs.py). The other
+    architectures of exporters/archs.py are written by that converter (exporters/llama_converter.py).
+    1-D tensors stay f32 like llama.cpp's converter does; 2-D weights get `outtype`. `name` becomes
+    general.name and general.basename (default: the directory's name, no basename); `chat_template`
+    replaces the tokenizer's (the package's: exporters/chat_template.py), for both writers.
+    """
+    import gguf
+
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    if outtype not in FLOAT_TYPES:
+        raise ExportError(f"gguf outtype {outtype!r}: choose one of {FLOAT_TYPES} (then quantize)")
+    row = archs.check_architecture(model_dir, "gguf")
+    if row.gguf_writer == archs.CONVERTER:
+        return _write_with_converter(model_dir, out_path, outtype, name=name, chat_template=chat_template)
+    arch = getattr(gguf.MODEL_ARCH, OWN_ARCHS[row.model_type])
+    if model is None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    cfg = model.config
+    _, rope = _rope(cfg)
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", "llama3", "linear"):
+        raise ExportError(f"{model_dir}: rope type {rope_type!r} is not supported (default, linear, llama3)")
+
+    vocab = _vocab(model_dir, cfg.vocab_size)
+    arch_name = gguf.MODEL_ARCH_NAMES[arch]
+    w = gguf.GGUFWriter(out_path, arch_name)
+    _add_hparams(w, cfg, model_dir, arch_name, rope, outtype, name)
+    _add_vocab(w, model_dir, vocab, chat_template)
+    summary = GgufSummary(out_path, arch_name, n_vocab=len(vocab[0]), pre=vocab[2])
+    _add_tensors(w, summary, model, arch, rope, outtype)
     w.add_size_label(gguf.size_label(*w.get_total_parameter_count()))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    logger.info("wrote %s (%s, %d tensors, pre=%s)", out_path, outtype, len(summary.tensors), pre)
+    logger.info("wrote %s (%s, %d tensors, pre=%s)", out_path, outtype, len(summary.tensors), summary.pre)
     return summary

@@ -15,7 +15,7 @@ from typing import Any
 from edge_distill.io import ArtifactKind, atomic_path
 from exporters import chat_template
 from exporters.errors import ExportError
-from exporters.formats import MANIFEST, SIGNATURE, get_format
+from exporters.formats import MANIFEST, SIGNATURE, Format, get_format
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +74,12 @@ def default_prompt_template(decoding: dict[str, Any] | None = None, strategy: st
     return template
 
 
-def write_prompt_files(pkg: Path, template: dict[str, Any], model_file: str, eos_token: str | None) -> None:
+def write_prompt_files(
+    pkg: Path, template: dict[str, Any], model_file: str, eos_token: str | None, fmt: Format
+) -> None:
     """The chat template where HF/ORT GenAI/LM Studio look for it (`chat_template.jinja` and
-    `tokenizer_config.json`), and for a GGUF an Ollama `Modelfile`. The GGUF itself carries the same
-    template in `tokenizer.chat_template` (exporters/gguf_writer.py)."""
+    `tokenizer_config.json`), and for a format whose row says `ollama` (GGUF) an Ollama `Modelfile`. The GGUF
+    itself carries the same template in `tokenizer.chat_template` (exporters/gguf_writer.py)."""
     jinja = template.get("chat_template") or chat_template.jinja_template(template)
     (pkg / "chat_template.jinja").write_text(jinja, encoding="utf-8")
     cfg_path = pkg / "tokenizer_config.json"
@@ -85,7 +87,7 @@ def write_prompt_files(pkg: Path, template: dict[str, Any], model_file: str, eos
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         cfg["chat_template"] = jinja
         cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if model_file.endswith(".gguf"):
+    if fmt.ollama:
         # "Question:" starts the next prompt block: parse_response cuts there too
         stop = [s for s in (eos_token, "Question:") if s]
         (pkg / chat_template.MODELFILE).write_text(
@@ -127,36 +129,46 @@ def _fmt_bytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
-def how_to_prompt(template: dict[str, Any], model_file: str) -> str:
-    """The model card's "How to prompt it" section: the exact prompt, chat front ends, strategies, PoT."""
-    forced = chat_template.forced_strategy(template.get("strategy"))
-    example = chat_template.render(template, "<question>")
-    two_stage = int((template.get("decoding") or {}).get("stages", 1)) == 2
+def _strategy_text(forced: str | None) -> str:
+    """The model card's "Strategy." paragraph for the package's `strategy`."""
     if forced is None:
-        strategy = (
+        return (
             "This package lets the student choose (`strategy: auto`): it answers `[cot]` or `[l2m]` with a last "
             "line `The answer is N.`, or `[pot]` with a Python program that sets `answer`. **A `[pot]` answer "
             "is not a number until the program runs**, so an app without a Python interpreter (a phone app, "
             "say) should use a package exported with `eval.strategy=cot` (or `edge-distill export --strategy "
             "cot`): its template forces `[cot]:` and every answer ends with `The answer is N.`"
         )
-    elif forced == "pot":
-        strategy = (
+    if forced == "pot":
+        return (
             "This package forces `[pot]`: every answer is a Python program that sets `answer`; the number "
             "exists only after the program runs (see below). Apps without Python: export with "
             "`eval.strategy=cot` instead."
         )
-    else:
-        strategy = (
-            f"This package forces `[{forced}]` (exported with `eval.strategy={forced}`): the prompt ends with "
-            f"the tag, the student writes the rationale and a last line `The answer is N.` No Python needed."
-        )
-    pot = (
-        "the program is model output, so hostile: never `exec` it in the app's process. edge-distill runs it "
-        "with `edge_distill.sandbox.run_programs([program])` (a separate interpreter under seccomp/Landlock/"
-        "rlimits, no network, 2 s CPU) and reads the variable `answer`; an app needs an equivalent isolated "
-        "Python (on a phone: an embedded interpreter in its own sandboxed process) or a cot/l2m package."
+    return (
+        f"This package forces `[{forced}]` (exported with `eval.strategy={forced}`): the prompt ends with "
+        f"the tag, the student writes the rationale and a last line `The answer is N.` No Python needed."
     )
+
+
+POT_TEXT = (
+    "the program is model output, so hostile: never `exec` it in the app's process. edge-distill runs it "
+    "with `edge_distill.sandbox.run_programs([program])` (a separate interpreter under seccomp/Landlock/"
+    "rlimits, no network, 2 s CPU) and reads the variable `answer`; an app needs an equivalent isolated "
+    "Python (on a phone: an embedded interpreter in its own sandboxed process) or a cot/l2m package."
+)
+OLLAMA_TEXT = (
+    "\n- **Ollama**: in this directory `ollama create my-solver -f Modelfile` (the same template in Go "
+    'syntax, greedy parameters, stop strings), then `ollama run my-solver "<question>"`. Go templates '
+    "cannot strip blanks: send the question trimmed."
+)
+
+
+def how_to_prompt(template: dict[str, Any], fmt: Format) -> str:
+    """The model card's "How to prompt it" section: the exact prompt, chat front ends, strategies, PoT."""
+    example = chat_template.render(template, "<question>")
+    two_stage = int((template.get("decoding") or {}).get("stages", 1)) == 2
+    strategy = _strategy_text(chat_template.forced_strategy(template.get("strategy")))
     stages = (
         "\n\nThis student decodes in **two stages** (`decoding` in `prompt_template.json`): after the rationale, "
         f"append `{template.get('answer_marker', 'The answer is')}` and generate a few more tokens. A chat front "
@@ -164,28 +176,7 @@ def how_to_prompt(template: dict[str, Any], model_file: str) -> str:
         if two_stage
         else ""
     )
-    if model_file.endswith(".gguf"):
-        where = (
-            "the GGUF's `tokenizer.chat_template`, read by `llama-cli -cnv`, `llama-server --jinja`, LM Studio and "
-            "llama-cpp-python's `create_chat_completion`; also `chat_template.jinja` for transformers"
-        )
-        ollama = (
-            "\n- **Ollama**: in this directory `ollama create my-solver -f Modelfile` (the same template in Go "
-            'syntax, greedy parameters, stop strings), then `ollama run my-solver "<question>"`. Go templates '
-            "cannot strip blanks: send the question trimmed."
-        )
-    elif model_file.endswith(".pte"):
-        where = (
-            "`chat_template.jinja` and `tokenizer_config.json`, for transformers' `apply_chat_template`; "
-            "ExecuTorch's LLM runners take the prompt text itself, so send them the completion text above"
-        )
-        ollama = ""
-    else:
-        where = (
-            "`chat_template.jinja` and `tokenizer_config.json`, read by ORT GenAI's `Tokenizer.apply_chat_template` "
-            "and transformers' `apply_chat_template`"
-        )
-        ollama = ""
+    ollama = OLLAMA_TEXT if fmt.ollama else ""
     return f"""## How to prompt it
 The student learned one plain-text prompt, no chat roles. For the question `<question>` it is exactly:
 
@@ -201,52 +192,37 @@ can do the same to save the tokens a student spends after its answer.
 
 - **Completion APIs**: send that text — `student_prompt` in `prompt_template.json` with the question
   (+ `forced_strategy_suffix` when `strategy` is not `auto`).
-- **Chat front ends**: the package's chat template ({where}) renders a user message into exactly this
+- **Chat front ends**: the package's chat template ({fmt.chat_frontends}) renders a user message into exactly this
   prompt. Send the question alone as the (last) user message: system messages and earlier turns are
   ignored; the student is a single-turn solver.{ollama}
 
 **Strategy.** {strategy}
 
 **Reading the answer.** `[cot]`/`[l2m]`: the number on the `The answer is N.` line
-(`edge_distill.strategies.parse_response`). `[pot]`: {pot}{stages}
+(`edge_distill.strategies.parse_response`). `[pot]`: {POT_TEXT}{stages}
 """
 
 
 def model_card(manifest: dict[str, Any], model_file: str, template: dict[str, Any] | None = None) -> str:
-    """README.md of the package: what it is, how to prompt and run it, parity numbers."""
-    fmt, quant = manifest["format"], manifest["quant"]
+    """README.md of the package: what it is, how to prompt and run it (the format row's text), parity numbers."""
+    fmt, quant = get_format(manifest["format"]), manifest["quant"]
     template = template or default_prompt_template()
     acc = manifest.get("source_accuracy") or {}
     acc_line = f"{acc.get('dev')} on {acc.get('n')} dev problems" if acc else "not recorded"
-    if fmt == "gguf":
-        run = (f"```python\nfrom llama_cpp import Llama\nllm = Llama('{model_file}', n_ctx=2048)\n"
-               "# the GGUF's chat template renders the question into the training prompt\n"
-               "out = llm.create_chat_completion([{'role': 'user', 'content': q}], temperature=0, max_tokens=320)\n"
-               "print(out['choices'][0]['message']['content'])\n```")  # fmt: skip
-    elif fmt == "executorch":
-        run = executorch_howto(model_file)
-    else:
-        run = ("```python\nimport json\nimport onnxruntime_genai as og\nmodel = og.Model('.')\ntok = og.Tokenizer(model)\n"
-               "tpl = json.load(open('prompt_template.json'))\n"
-               "prompt = tpl['student_prompt'].format(question=q.strip())\n"
-               "if tpl.get('strategy', 'auto') != 'auto': prompt += tpl['forced_strategy_suffix'].format(strategy=tpl['strategy'])\n"
-               "params = og.GeneratorParams(model); params.set_search_options(do_sample=False, max_length=512)\n"
-               "gen = og.Generator(model, params); gen.append_tokens(tok.encode(prompt))\n"
-               "while not gen.is_done(): gen.generate_next_token()\nprint(tok.decode(gen.get_sequence(0)))\n```")  # fmt: skip
     parity = manifest.get("parity") or {}
     par = "\n".join(f"- {k}: {v}" for k, v in parity.items()) or "- not run"
     quant_section = quantization_section(manifest)
     files = "\n".join(
         f"| {n} | {_fmt_bytes(m['bytes'])} | `{m['sha256'][:16]}…` |" for n, m in manifest["files"].items()
     )
-    return f"""# edge-distill student — {fmt} {quant}
+    return f"""# edge-distill student — {fmt.name} {quant}
 
 Runtime: {manifest["runtime"]}. Source run: {manifest.get("source_run") or "n/a"};
 config digest: {manifest.get("config_digest") or "n/a"}. Accuracy of the source model: {acc_line}
 (measured with torch before export; quantized accuracy is measured by the device benchmark).
 
-{how_to_prompt(template, model_file)}
-{run}
+{how_to_prompt(template, fmt)}
+{fmt.card(model_file)}
 
 {quant_section}
 ## Parity with the torch model
@@ -257,6 +233,26 @@ config digest: {manifest.get("config_digest") or "n/a"}. Accuracy of the source 
 |---|---|---|
 {files}
 """
+
+
+def llamacpp_howto(model_file: str) -> str:
+    """The gguf row's "how to run it": llama-cpp-python with the GGUF's own chat template."""
+    return (f"```python\nfrom llama_cpp import Llama\nllm = Llama('{model_file}', n_ctx=2048)\n"
+            "# the GGUF's chat template renders the question into the training prompt\n"
+            "out = llm.create_chat_completion([{'role': 'user', 'content': q}], temperature=0, max_tokens=320)\n"
+            "print(out['choices'][0]['message']['content'])\n```")  # fmt: skip
+
+
+def ortgenai_howto(model_file: str) -> str:
+    """The onnx row's "how to run it": ORT GenAI on the package directory, the prompt from prompt_template.json."""
+    del model_file  # ORT GenAI opens the directory (genai_config.json)
+    return ("```python\nimport json\nimport onnxruntime_genai as og\nmodel = og.Model('.')\ntok = og.Tokenizer(model)\n"
+            "tpl = json.load(open('prompt_template.json'))\n"
+            "prompt = tpl['student_prompt'].format(question=q.strip())\n"
+            "if tpl.get('strategy', 'auto') != 'auto': prompt += tpl['forced_strategy_suffix'].format(strategy=tpl['strategy'])\n"
+            "params = og.GeneratorParams(model); params.set_search_options(do_sample=False, max_length=512)\n"
+            "gen = og.Generator(model, params); gen.append_tokens(tok.encode(prompt))\n"
+            "while not gen.is_done(): gen.generate_next_token()\nprint(tok.decode(gen.get_sequence(0)))\n```")  # fmt: skip
 
 
 def executorch_howto(model_file: str) -> str:

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge_distill.runtimes import llamacpp
+from edge_distill.runtimes.ortgenai import OrtGenAI
 from exporters.errors import ParityError
 from exporters.formats import FORMATS
 
@@ -168,18 +170,14 @@ def torch_reference(
 
 
 class LlamaCppRuntime:
-    def __init__(self, gguf_path: Path, threads: int | None = None):
-        from llama_cpp import Llama
+    """A GGUF in llama.cpp (`edge_distill/runtimes/llamacpp.py`), every position's logits kept."""
 
-        n = threads or min(4, os.cpu_count() or 1)
-        self.llm = Llama(
-            str(gguf_path),
-            n_ctx=1024,
-            n_batch=512,
-            n_threads=n,
-            n_threads_batch=n,
+    def __init__(self, gguf_path: Path, threads: int | None = None):
+        self.llm = llamacpp.open_llama(
+            gguf_path,
+            threads=threads or llamacpp.parity_threads(),
+            n_ctx=llamacpp.N_CTX_PARITY,
             logits_all=True,
-            verbose=False,
         )
 
     def greedy(self, ids: list[int], n: int, eos_id: int | None) -> list[int]:
@@ -214,16 +212,15 @@ class LlamaCppRuntime:
 
 
 class OrtGenaiRuntime:
+    """An ONNX package in ORT GenAI (`edge_distill/runtimes/ortgenai.py`), driven with token ids."""
+
     def __init__(self, model_dir: Path):
-        import onnxruntime_genai as og
+        self.ort = OrtGenAI(model_dir)
+        self.model = self.ort.model
+        self._tok: Any = None
 
-        self.og = og
-        self.model = og.Model(str(model_dir))
-
-    def _generator(self, max_length: int):
-        params = self.og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=max_length)
-        return self.og.Generator(self.model, params)
+    def _generator(self, max_length: int):  # noqa: ANN202 - og.Generator
+        return self.ort.generator(max_length)
 
     def greedy(self, ids: list[int], n: int, eos_id: int | None) -> list[int]:
         gen = self._generator(len(ids) + n)
@@ -244,8 +241,15 @@ class OrtGenaiRuntime:
     def nll(self, ids: list[int]) -> float:
         return _nll_from_logits(self.logits(ids), ids)
 
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids as ORT GenAI's own tokenizer (onnxruntime-extensions) makes them."""
+        if self._tok is None:
+            self._tok = self.ort.tokenizer()
+        return [int(t) for t in self._tok.encode(text)]
+
     def close(self) -> None:
         del self.model
+        self.ort.close()
 
 
 class ExecuTorchRuntime:

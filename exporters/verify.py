@@ -7,10 +7,10 @@ A package arrives from elsewhere (a download, a shared drive), so its manifest m
   backslash, colon or control character, and no symlink anywhere on the way (each part is lstat-ed; the
   file is opened with O_NOFOLLOW); so no byte outside the package is ever read or reported on;
 - sizes are compared before hashing, so reading is bounded by what the manifest declares;
-- the format's essential files must be listed: GGUF one top-level .gguf and prompt_template.json; ONNX
-  model.onnx, genai_config.json, tokenizer.json, tokenizer_config.json and prompt_template.json; ExecuTorch
-  model.pte, tokenizer.json, tokenizer_config.json and prompt_template.json; every
-  file genai_config.json names must be a listed file;
+- the format's essential files must be listed (its row's `essential`, `Format.package_problems`): GGUF one
+  top-level .gguf and prompt_template.json; ONNX model.onnx, genai_config.json, tokenizer.json,
+  tokenizer_config.json and prompt_template.json, and every file genai_config.json names must be a listed file
+  (`genai_config_problems`); ExecuTorch model.pte, tokenizer.json, tokenizer_config.json and prompt_template.json;
 - files present but not listed are refused (the runtime could pick them up, e.g. a second .gguf or a
   tokenizer file ORT GenAI looks for by name), except manifest.sig; so is any symlink or special file;
 - with a public key, manifest.sig must be a valid ed25519 signature of the manifest bytes just checked.
@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,17 +30,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from exporters.formats import FORMATS, MANIFEST, PROMPT_TEMPLATE, SIGNATURE
+from exporters.formats import FORMATS, MANIFEST, SIGNATURE
 from exporters.signing import SIGNATURE_BYTES, load_public_key, signature_problem
 
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_FILES = 10_000
 MAX_NAME = 1024
-ESSENTIAL: dict[str, tuple[str, ...]] = {
-    "gguf": (PROMPT_TEMPLATE,),
-    "onnx": ("model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json", PROMPT_TEMPLATE),
-    "executorch": ("model.pte", "tokenizer.json", "tokenizer_config.json", PROMPT_TEMPLATE),
-}
 
 
 class _FileEntry(BaseModel):
@@ -205,24 +201,20 @@ def _genai_filenames(obj: Any, depth: int = 0) -> list[str]:
     return []
 
 
-def _format_problems(root: Path, m: _Manifest) -> list[str]:
-    names = list(m.files)
-    problems = [f"{f}: missing from the manifest ({m.format} essential file)" for f in ESSENTIAL.get(m.format, (PROMPT_TEMPLATE,))
-                if f not in m.files]  # fmt: skip
-    if m.format == "gguf":
-        ggufs = [n for n in names if n.endswith(".gguf")]
-        if len(ggufs) != 1 or "/" in ggufs[0]:
-            problems.append(f"expected exactly one top-level .gguf file in the manifest, found {ggufs[:5]}")
-    elif "genai_config.json" in m.files:
-        raw, _ = _read_capped(root, "genai_config.json", MAX_MANIFEST_BYTES)
-        try:
-            cfg = json.loads(raw) if raw is not None else None
-        except (ValueError, RecursionError):
-            cfg = None
-        for ref in _genai_filenames(cfg):
-            if ref not in m.files:
-                problems.append(f"genai_config.json: names {_show(ref)}, which is not a file of this package")
-    return problems
+def genai_config_problems(root: Path, files: Mapping[str, Any]) -> list[str]:
+    """The onnx row's package check: every file genai_config.json names is a listed file."""
+    if "genai_config.json" not in files:
+        return []  # an essential file: reported missing already
+    raw, _ = _read_capped(root, "genai_config.json", MAX_MANIFEST_BYTES)
+    try:
+        cfg = json.loads(raw) if raw is not None else None
+    except (ValueError, RecursionError):
+        cfg = None
+    return [
+        f"genai_config.json: names {_show(ref)}, which is not a file of this package"
+        for ref in _genai_filenames(cfg)
+        if ref not in files
+    ]
 
 
 def verify(package: str | Path, *, public_key: str | Path | Ed25519PublicKey | None = None) -> VerifyResult:
@@ -247,7 +239,7 @@ def verify(package: str | Path, *, public_key: str | Path | Ed25519PublicKey | N
         return VerifyResult(pkg, False, [f"{MANIFEST}: unsafe path {bad_names[0]}" + (
             f" (+{len(bad_names) - 1} more)" if len(bad_names) > 1 else "")])  # fmt: skip
     problems = [p for name, entry in m.files.items() if (p := _check_file(root, name, entry))]
-    problems += _format_problems(root, m)
+    problems += FORMATS[m.format].package_problems(root, m.files)
     problems += _unlisted(root, set(m.files))
     signed = None
     if key is not None:

@@ -141,7 +141,7 @@ def test_gsm8k_gold_rejects_non_numbers(field: str) -> None:
 
 
 def test_full_gsm8k_gold_answers_parse_and_commas_count() -> None:
-    """Every gold answer of the shipped sample parses; commas are stripped (METHODS.md: 79 train answers)."""
+    """Every gold answer of the shipped sample parses; commas are stripped (docs/methods.md: 79 train answers)."""
     import json
     from importlib.resources import files
 

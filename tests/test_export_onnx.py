@@ -43,7 +43,9 @@ def test_fp32_onnx_greedy_tokens_identical_to_torch(tiny_onnx_model, tmp_path):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_int4_onnx_loads_and_generates(tiny_onnx_model, tmp_path):
-    pkg = export_model(tiny_onnx_model, tmp_path / "onnx-int4", "onnx", "int4", threads=1, onnx_block_size=32)
+    pkg = export_model(
+        tiny_onnx_model, tmp_path / "onnx-int4", "onnx", "int4", threads=1, format_options={"block_size": 32}
+    )
     m = json.loads((pkg / "manifest.json").read_text())
     assert m["parity"]["onnx_options"] == {"block_size": 32, "accuracy_level": 4}
     model = og.Model(str(pkg))

@@ -2,7 +2,7 @@
 FSDP run resumes from its checkpoint to the same result, and the FSDP-saved LoRA adapter merges.
 
 The accelerate FSDP plugin is switched on by the environment `accelerate launch --use_fsdp` sets
-(ACCELERATE_USE_FSDP, FSDP_*), so this is the path README's multi-GPU commands take, on gloo instead of
+(ACCELERATE_USE_FSDP, FSDP_*), so this is the path docs/scaling.md's multi-GPU commands take, on gloo instead of
 NCCL — except that accelerate only enables FSDP on accelerators, so the worker flips its state from
 MULTI_CPU to FSDP (the only test-side shim). SGD (momentum 0.5, constant lr) makes every update a fixed linear function of the gradients, so equal
 adapters mean equal gradients (Adam's first step would hide a gradient scale error); momentum also gives

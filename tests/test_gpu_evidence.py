@@ -15,7 +15,9 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_evidence.py"
 
 
-def _run(tmp_path, arms):
+def _run(tmp_path, arms, monkeypatch):
+    # as `python benchmarks/gpu_evidence.py` runs it: its directory first on sys.path, for its sibling modules
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("gpu_evidence", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -25,8 +27,8 @@ def _run(tmp_path, arms):
     return report
 
 
-def test_tiny_mode_trains_and_samples(tmp_path):
-    report = _run(tmp_path, "ours,sample")
+def test_tiny_mode_trains_and_samples(tmp_path, monkeypatch):
+    report = _run(tmp_path, "ours,sample", monkeypatch)
     rows = {r["arm"]: r for r in report["rows"]}
     assert not any("error" in r for r in rows.values()), rows
     assert rows["ours"]["tokens_per_s"] > 0 and rows["ours"]["peak_mem_mb"] > 0
@@ -36,8 +38,8 @@ def test_tiny_mode_trains_and_samples(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_mode_every_arm_including_trl(tmp_path):
-    report = _run(tmp_path, "ours,ours-padded,trl,precision")
+def test_tiny_mode_every_arm_including_trl(tmp_path, monkeypatch):
+    report = _run(tmp_path, "ours,ours-padded,trl,precision", monkeypatch)
     rows = {r["arm"]: r for r in report["rows"]}
     assert not any("error" in r for r in rows.values()), rows
     if importlib.util.find_spec("trl") is None:

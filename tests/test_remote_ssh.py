@@ -370,14 +370,16 @@ def test_hostile_results_are_refused(package, edit, match):
     assert first["question"] == _problems(2)[0].question
 
 
-def test_gold_answers_never_leave_the_host():
+def test_gold_answers_never_leave_the_host(package):
     problems = _problems(5)
     job = remote_job(
-        problems, threads=4, timing_question="q", repetitions=1, new_tokens=4, strategy=None, timeout_s=600,
+        read_package(package), problems, threads=4, timing_question="q", repetitions=1, new_tokens=4, strategy=None, timeout_s=600,
         max_new_tokens=64,
     )  # fmt: skip
     assert job["questions"] == [{"id": p.id, "question": p.question} for p in problems]
     assert "answer" not in json.dumps(job) and "gold" not in json.dumps(job)
+    # the format row says what the device must have: the preflight checks it before importing anything
+    assert (job["runtime_modules"], job["runtime_dists"]) == (["llama_cpp"], ["llama-cpp-python"])
 
 
 def test_the_runner_generates_and_the_host_judges(package, tmp_path):
@@ -390,7 +392,7 @@ def test_the_runner_generates_and_the_host_judges(package, tmp_path):
     problems = _problems(3)
     shutil.copytree(package, tmp_path / "pkg")
     job = remote_job(
-        problems, threads=1, timing_question=problems[0].question, repetitions=1, new_tokens=4, strategy=None,
+        read_package(package), problems, threads=1, timing_question=problems[0].question, repetitions=1, new_tokens=4, strategy=None,
         timeout_s=600, max_new_tokens=16,
     )  # fmt: skip
     result = remote_runner.run(job, tmp_path)

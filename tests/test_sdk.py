@@ -1,6 +1,7 @@
-"""The Python API (issue 23): cheap to import, typed results, EdgeDistillError subclasses, the README's
-example executed as written (so it cannot drift), and a standalone eval/bench of a run judging exactly as
-the run did (its answers.rel_tol and sandbox.mode, passed down explicitly) on a tiny real run."""
+"""The Python API (issue 23): cheap to import, typed results, EdgeDistillError subclasses, the Python API
+example of docs/usage.md executed as written (so it cannot drift), and a standalone eval/bench of a run
+judging exactly as the run did (its answers.rel_tol and sandbox.mode, passed down explicitly) on a tiny
+real run."""
 
 from __future__ import annotations
 
@@ -81,14 +82,14 @@ sandbox: {{mode: weak}}
 
 
 def _readme_example() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("### Python API") :]
+    text = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8")
+    section = text[text.index("## Python API") :]
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 @pytest.fixture(scope="module")
 def readme_run(tmp_path_factory: pytest.TempPathFactory):
-    """The README's Python API example, executed as written in a directory holding what it names: an
+    """The Python API example of docs/usage.md, executed as written in a directory holding what it names: an
     edge-distill.yaml (a tiny random Llama as the student, a few steps) and SVAMP.json as published."""
     pytest.importorskip("llama_cpp")
     from tests.tiny_models import build_tiny_llama
@@ -101,7 +102,7 @@ def readme_run(tmp_path_factory: pytest.TempPathFactory):
     mp.chdir(work)
     try:
         namespace: dict[str, object] = {}
-        exec(compile(_readme_example(), "README.md (Python API)", "exec"), namespace)  # noqa: S102
+        exec(compile(_readme_example(), "docs/usage.md (Python API)", "exec"), namespace)  # noqa: S102
     finally:
         mp.undo()
     return namespace, work

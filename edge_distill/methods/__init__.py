@@ -1,4 +1,4 @@
-"""SIKeD iterations and FDD rounds: which data each iteration/round trains on (METHODS.md).
+"""SIKeD iterations and FDD rounds: which data each iteration/round trains on (docs/methods.md).
 
 The loops get everything as plain arguments plus stage callables (`Stages`), so the pipeline decides
 the objective (sft/cascod/edit) and the eval, and the loops decide the data. Only `loop.run_methods_from_config`

@@ -1,4 +1,4 @@
-"""FDD: feedback-driven distillation (METHODS.md, "FDD"; no public code, the design beyond the abstract is ours).
+"""FDD: feedback-driven distillation (docs/methods.md, "FDD"; no public code, the design beyond the abstract is ours).
 
 round_0 trains on the teacher data. Each later round: the student solves every training problem
 (greedy or k samples) → easy/hard; the teacher writes a harder variant of each easy problem and a new

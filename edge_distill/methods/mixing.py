@@ -1,6 +1,6 @@
 """SIKeD's data rules as pure functions: filter student samples, mix with teacher data, select, measure.
 
-SIKeD (METHODS.md, "SIKeD" steps 4-5): keep the student's correct samples, one per (question, strategy),
+SIKeD (docs/methods.md, "SIKeD" steps 4-5): keep the student's correct samples, one per (question, strategy),
 where an L2M sample only counts if it really contains sub-questions; mix with the teacher (LLM) data by a
 rule; choose one sample per question by a strategy priority; report the mixing rate
 α = |LLM| / (|LLM| + |student|) of the resulting training set. Synthetic FDD samples are written by the

@@ -7,6 +7,7 @@ Backends (chosen by `siked.sampler`, in one place: `make_sampler`):
   llama-cpp-python on all cores; n samples of one prompt reuse its KV prefix, so only the first pays the
   prompt; `parallel` > 1 decodes that many prompts at once (one llama.cpp context each, threads split);
 - "vllm": `vllm.LLM` on the merged checkpoint (import-guarded: vLLM is CUDA-only and not installed here).
+The llama.cpp and vLLM engines are opened in their runtime modules (`edge_distill/runtimes/`).
 Every backend returns the response text after the prompt, ended where its answer is complete (the stop
 rule of `stopping.py`; vLLM decodes to EOS and is cut afterwards); `sample_student` parses and judges it.
 """
@@ -14,7 +15,6 @@ rule of `stopping.py`; vLLM decodes to EOS and is cut afterwards); `sample_stude
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from edge_distill.errors import ConfigError
-from edge_distill.stopping import AnswerStop, cut_answer
+from edge_distill.runtimes import llamacpp
+from edge_distill.runtimes.llamacpp import available_cores
+from edge_distill.runtimes.vllm import VllmEngine
+from edge_distill.stopping import cut_answer
 from edge_distill.types import DEFAULT_JUDGING, Judging, Problem, Sample, Strategy
 
 log = logging.getLogger(__name__)
@@ -130,17 +133,20 @@ class LlamaCppSampler:
         model_dir: str | Path,
         *,
         gguf_path: str | Path | None = None,
-        n_ctx: int = 2048,
+        n_ctx: int = llamacpp.N_CTX_STUDENT,
         n_threads: int | None = None,
         parallel: int = 1,
     ):
-        try:
-            from llama_cpp import Llama
-        except ImportError as e:
-            raise ConfigError(
+        def missing(_e: ImportError) -> ConfigError:
+            return ConfigError(
                 "siked.sampler=llamacpp needs llama-cpp-python (pip install edge-distill[llamacpp]; "
                 "see README for the portable build) or set siked.sampler=transformers"
-            ) from e
+            )
+
+        try:
+            import llama_cpp  # noqa: F401 - refuse before writing a GGUF nobody can run
+        except ImportError as e:
+            raise missing(e) from e
         model_dir = Path(model_dir)
         path = Path(gguf_path) if gguf_path else model_dir / "student-f16.gguf"
         if not path.is_file():
@@ -157,15 +163,7 @@ class LlamaCppSampler:
         per = max(1, threads // self.parallel)
         self.n_threads = per * self.parallel
         self.contexts = [
-            Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=per,
-                n_threads_batch=per,
-                n_batch=512,
-                verbose=False,
-                logits_all=False,
-            )
+            llamacpp.open_llama(path, threads=per, n_ctx=n_ctx, on_missing=missing)
             for _ in range(self.parallel)
         ]
         self.llm = self.contexts[0]
@@ -178,11 +176,9 @@ class LlamaCppSampler:
                 max_tokens=params.max_new_tokens,
                 temperature=params.temperature,
                 top_p=params.top_p if params.temperature > 0 else 1.0,
-                top_k=0,  # llama.cpp's sampler extras off: the same distribution as transformers
-                min_p=0.0,
-                repeat_penalty=1.0,
                 seed=params.seed + i * params.n + j,
-                stopping_criteria=_answer_complete(llm, prompt),
+                stopping_criteria=llamacpp.answer_stop(llm, prompt),
+                **llamacpp.NEUTRAL_SAMPLING,  # the same distribution as transformers
             )
             texts.append(cut_answer(r["choices"][0]["text"], prompt))
         return texts
@@ -212,105 +208,14 @@ class LlamaCppSampler:
         )
 
 
-class _AnswerComplete:
-    """llama-cpp-python stopping criterion: `stopping.AnswerStop` on the text generated so far. It is called
-    with every token evaluated so far, the first time with just the prompt's; the text grows by the new
-    tokens' pieces (what `detokenize` of them all concatenates)."""
-
-    def __init__(self, llm: Any, prompt: str) -> None:
-        self.llm, self.rule = llm, AnswerStop(prompt)
-        self.start: int | None = None
-        self.text = b""
-
-    def __call__(self, input_ids: Any, _logits: Any) -> bool:
-        if self.start is None:
-            self.start = len(input_ids)
-        new = [int(t) for t in input_ids[self.start :]]
-        self.start += len(new)
-        self.text += self.llm.detokenize(new) if new else b""
-        return self.rule(self.text.decode("utf-8", errors="replace")) is not None
-
-
-def _answer_complete(llm: Any, prompt: str) -> Any:
-    from llama_cpp import StoppingCriteriaList
-
-    return StoppingCriteriaList([_AnswerComplete(llm, prompt)])
-
-
-class VllmSampler:
-    """vLLM on the merged student. Not runnable here (CUDA-only, not installed): import-guarded."""
+class VllmSampler(VllmEngine):
+    """vLLM on the merged student (`runtimes/vllm.py`; not runnable here: CUDA-only, not installed)."""
 
     name = "vllm"
 
-    def __init__(self, model_dir: str | Path, *, tensor_parallel_size: int = 1, key: str = "siked.sampler"):
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise ConfigError(
-                f"{key}=vllm needs vLLM on a CUDA machine (pip install edge-distill[vllm]); "
-                f"set {key}=transformers to use transformers instead"
-            ) from e
-        model_dir = Path(model_dir)
-        if (model_dir / "adapter_config.json").is_file():  # vLLM serves full weights: merge a LoRA once
-            from exporters.merge import prepare_full_model
-
-            model_dir = prepare_full_model(model_dir, model_dir / ".vllm-work")
-        self.llm = LLM(model=str(model_dir), tensor_parallel_size=tensor_parallel_size)
-
-    def sample(
-        self,
-        prompts: list[str],
-        params: SamplingParams,
-        stop: list[str] | None = None,
-        stop_at_answer: bool = True,
-    ) -> list[list[str]]:
-        from vllm import SamplingParams as VSP
-
-        sp = VSP(
-            n=params.n,
-            temperature=params.temperature,
-            top_p=params.top_p if params.temperature > 0 else 1.0,
-            max_tokens=params.max_new_tokens,
-            seed=params.seed,
-            stop=stop or None,
-        )
-        # vLLM schedules all prompts itself (continuous batching, paged KV); it has no per-token hook for
-        # the answer rule, so its texts are cut afterwards (the same text, decoded further)
-        outs = self.llm.generate(prompts, sp, use_tqdm=False)
-        if not stop_at_answer:
-            return [[o.text for o in r.outputs] for r in outs]
-        return [[cut_answer(o.text, p) for o in r.outputs] for p, r in zip(prompts, outs, strict=True)]
-
-    def generate(
-        self,
-        _model: Any,
-        _tokenizer: Any,
-        prompts: list[str],
-        *,
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_new_tokens: int = 256,
-        stop_strings: list[str] | None = None,
-        stop_at_answer: bool = True,
-        **_ignored: Any,
-    ) -> list[list[str]]:
-        """`generation.generate`'s signature on vLLM, so eval (and CasCoD's two-stage decoding) can use it."""
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-        stop = list(stop_strings) if stop_strings else None
-        return self.sample(list(prompts), params, stop=stop, stop_at_answer=stop_at_answer)
-
-    def count_tokens(self, texts: list[str]) -> int:
-        tok = self.llm.get_tokenizer()
-        return sum(len(tok.encode(t, add_special_tokens=False)) for t in texts)
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    def sample(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
+        return self.generate(None, None, prompts, n=params.n, temperature=params.temperature, top_p=params.top_p,
+                             max_new_tokens=params.max_new_tokens, seed=params.seed)  # fmt: skip
 
 
 def make_sampler(backend: SamplerBackend, model_dir: str | Path, **kwargs: Any) -> StudentSampler:

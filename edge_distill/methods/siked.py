@@ -1,4 +1,4 @@
-"""SIKeD: self-guided iterative distillation over strategies (METHODS.md, "SIKeD").
+"""SIKeD: self-guided iterative distillation over strategies (docs/methods.md, "SIKeD").
 
 iter_0 trains on the teacher data (or adopts the model a previous method produced). Each later
 iteration merges the previous student, samples it n times per training question (free strategy

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from edge_distill.errors import TeacherError
+from edge_distill.runtimes import llamacpp as runtime
+from edge_distill.runtimes.llamacpp import NEUTRAL_SAMPLING
 from edge_distill.teachers.live import Generation, LiveTeacher, Request, Sampling
 
 log = logging.getLogger(__name__)
-
-# llama.cpp's sampler extras off: the teacher samples from temperature + top-p only
-NEUTRAL_SAMPLING = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
 
 
 HEAD_BYTES = 16 << 20  # the GGUF header: metadata incl. the whole tokenizer of any current model
@@ -65,9 +64,9 @@ class LlamaCppTeacher(LiveTeacher):
         self,
         model: str,
         *,
-        n_ctx: int = 4096,
+        n_ctx: int = runtime.N_CTX_TEACHER,
         n_threads: int | None = None,
-        n_batch: int = 512,
+        n_batch: int = runtime.N_BATCH,
         **kwargs: Any,
     ):
         path = Path(model).expanduser()
@@ -77,7 +76,7 @@ class LlamaCppTeacher(LiveTeacher):
             )
         super().__init__(str(path.resolve()), **kwargs)
         self.n_ctx, self.n_batch = n_ctx, n_batch
-        self.n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
+        self.n_threads = n_threads or runtime.teacher_threads()
         self._llm: Any = None
         try:
             self._identity = gguf_identity(path)
@@ -90,23 +89,18 @@ class LlamaCppTeacher(LiveTeacher):
 
     def _load(self) -> Any:
         if self._llm is None:
-            try:
-                from llama_cpp import Llama
-            except ImportError:
-                raise TeacherError(
-                    "teacher.backend=llamacpp needs llama-cpp-python: run scripts/setup.sh "
-                    "(or pip install 'edge-distill[llamacpp]')"
-                ) from None
             log.info("loading %s (n_ctx=%d, n_threads=%d)", self.model, self.n_ctx, self.n_threads)
-            self._llm = Llama(
-                model_path=self.model,
+            self._llm = runtime.open_llama(
+                self.model,
+                threads=self.n_threads,
                 n_ctx=self.n_ctx,
                 n_batch=self.n_batch,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
                 # top-k recording reads the logits of every generated token: n_ctx x vocab float32 rows
                 logits_all=self.logprobs > 0,
-                verbose=False,
+                on_missing=lambda _e: TeacherError(
+                    "teacher.backend=llamacpp needs llama-cpp-python: run scripts/setup.sh "
+                    "(or pip install 'edge-distill[llamacpp]')"
+                ),
             )
         return self._llm
 
