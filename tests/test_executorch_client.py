@@ -92,3 +92,35 @@ def test_a_worker_off_the_protocol_is_killed_with_a_clear_error(tmp_path, monkey
     assert worker._proc is None and proc is not None and proc.poll() is not None  # nothing left running
     with pytest.raises(et_rt.ExecuTorchError, match="after close"):
         worker.call("nll", ids=[1, 2])
+
+
+def test_worker_loop_answers_every_request_and_skips_an_oversized_one():
+    """The worker's loop in-process (no ExecuTorch needed for these ops): an oversized line is answered with an
+    error and skipped whole, so the next request still gets its own answer; an unknown op is an error too."""
+    import io
+    import json
+
+    from edge_distill.runtimes.executorch_worker import serve
+
+    big = b'{"op": "hello", "pad": "' + b"x" * (et_rt.MAX_REQUEST_BYTES + 10) + b'"}\n'
+    out = io.BytesIO()
+    serve(io.BytesIO(big + b'{"op": "nope"}\n{"op": "hello"}\nnot json\n{"op": "rss"}\n'), out)
+    answers = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [a["ok"] for a in answers] == [False, False, True, False, True]
+    assert "request over" in answers[0]["error"] and "unknown op 'nope'" in answers[1]["error"]
+    assert answers[4]["result"]["peak_mb"] > 0
+
+
+def test_client_refuses_an_oversized_request_before_sending(tmp_path, monkeypatch):
+    side = tmp_path / et_rt.PACKAGES_DIR
+    (side / "executorch").mkdir(parents=True)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    if importlib.util.find_spec("executorch") is not None:
+        pytest.skip("ExecuTorch is installed in this interpreter itself")
+    worker = et_rt.Worker()  # the real worker module: `hello` needs no ExecuTorch
+    try:
+        with pytest.raises(et_rt.ExecuTorchError, match="a request of .* bytes"):
+            worker.call("encode", text="x" * et_rt.MAX_REQUEST_BYTES)
+        assert worker.call("hello")["pid"] == worker._proc.pid  # still in step
+    finally:
+        worker.close()

@@ -46,6 +46,7 @@ SETUP_HINT = (
     "ExecuTorch is installed by `bash scripts/setup.sh` (into .venv/executorch-packages; "
     "EDGE_DISTILL_EXECUTORCH=0 skips it), or directly with pip install 'edge-distill[executorch]'"
 )
+MAX_REQUEST_BYTES = 8 << 20  # one request line: token ids or a prompt, far below this
 MAX_HEADER_BYTES = 16 << 20  # one JSON answer line (an export report, token lists, a generated text)
 MAX_BLOB_BYTES = 4 << 30  # logits: max_seq_len x vocab x 4 bytes (1,024 x 151,936 x 4 = 0.6 GiB for Qwen)
 START_TIMEOUT_S = 300.0  # interpreter + executorch import on a loaded 2-core machine
@@ -138,8 +139,13 @@ class Worker:
         if proc is None or proc.stdin is None:
             raise ExecuTorchError(f"ExecuTorch worker: {op!r} after close")
         deadline = time.monotonic() + timeout_s
+        request = json.dumps({"op": op, **args}).encode("utf-8") + b"\n"
+        if len(request) > MAX_REQUEST_BYTES:
+            raise ExecuTorchError(
+                f"ExecuTorch worker, {op}: a request of {len(request)} bytes (bound {MAX_REQUEST_BYTES})"
+            )
         try:
-            proc.stdin.write(json.dumps({"op": op, **args}).encode("utf-8") + b"\n")
+            proc.stdin.write(request)
             proc.stdin.flush()
         except (BrokenPipeError, OSError) as e:
             raise self._died(op, f"cannot send the request ({e})") from None

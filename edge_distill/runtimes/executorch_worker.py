@@ -6,7 +6,7 @@ one JSON line `{"ok": true, "result": ..., "nbytes": N}` (or `{"ok": false, "err
 bytes (the float32 logits of `logits`, row-major, shape in `result`). The protocol uses the process's original
 stdout; fd 1 is pointed at stderr first, so whatever a library prints can never corrupt it.
 
-Ops: `hello` (pid, version), `check` (imports what export and runtime need, and reports their versions), `export` (exporters.executorch_pte.build_pte), `open` (a package's model.pte + its
+Ops: `hello` (pid), `check` (imports what export and runtime need, and reports their versions), `export` (exporters.executorch_pte.build_pte), `open` (a package's model.pte + its
 tokenizer.json), `logits`, `nll`, `greedy` (timed, one timestamp per token), `encode`/`decode` (the runners' C++
 HFTokenizer; decoding with Hugging Face `tokenizers`), `generate` (text, optionally cut where the answer is complete,
 `edge_distill.stopping`), `rss` (this process's baseline and peak RSS, for the bench).
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-MAX_REQUEST_BYTES = 8 << 20  # a request is token ids or a prompt: far below this
+from edge_distill.runtimes.executorch import MAX_REQUEST_BYTES
 
 
 def _rss_mb(field: str) -> float:
@@ -128,7 +128,7 @@ class Worker:
 
         op = req.get("op")
         if op == "hello":
-            return {"python": sys.executable, "executorch": version("executorch"), "pid": os.getpid()}, b""
+            return {"python": sys.executable, "pid": os.getpid()}, b""
         if op == "check":  # everything the export and the runtime import, imported now
             import executorch.kernels.quantized  # noqa: F401
             import pytorch_tokenizers.pytorch_tokenizers_cpp  # noqa: F401
@@ -214,6 +214,8 @@ def serve(stdin: Any, proto: Any) -> None:
         blob = b""
         try:
             if len(line) > MAX_REQUEST_BYTES:
+                while line and not line.endswith(b"\n"):  # skip the rest: the next line is the next request
+                    line = stdin.readline(1 << 20)
                 raise ValueError(f"request over {MAX_REQUEST_BYTES} bytes")
             result, blob = worker.handle(json.loads(line))
             header: dict[str, Any] = {"ok": True, "result": result, "nbytes": len(blob)}
