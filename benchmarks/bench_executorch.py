@@ -1,6 +1,8 @@
 """ExecuTorch .pte packages of the SmolLM2 student beside GGUF q4_k_m and ONNX int4: size, bits/weight, fidelity
 to torch (teacher-forced top-1 agreement and NLL ratio over exporters.parity's held-out text) and host decode
 speed, each package run by its own runtime in a fresh process (device_profiles.worker.measure, as `bench`).
+ExecuTorch exports and runs in a worker process of its own (edge_distill/runtimes/executorch.py): its peak RSS is
+that process's plus the measuring process's.
 
     nice -n 19 .venv/bin/python benchmarks/bench_executorch.py --keep /tmp/et-bench
     nice -n 19 .venv/bin/python benchmarks/bench_executorch.py --targets executorch:8da4w --keep /tmp/et-bench

@@ -166,51 +166,35 @@ def _returned(text: str, prompt: str, stop_at_answer: bool) -> str:
 
 class ExecuTorchSession:
     """A package's model.pte in ExecuTorch's Python runtime (XNNPACK), tokenized with the C++ HFTokenizer the
-    Android/iOS runners use. Prefill is one call over the prompt; each decode step is one call with one token."""
+    Android/iOS runners use. ExecuTorch runs in a process of its own (edge_distill/runtimes/executorch.py), so
+    `process_rss_mb` reports that process's memory. Prefill is one call over the prompt; each decode step is one
+    call with one token, timed in that process."""
 
     runtime = "executorch"
 
     def __init__(self, model_file: Path, threads: int):
-        from exporters.errors import ExportError
+        from edge_distill.runtimes.executorch import ExecuTorchMissing, ExecuTorchProgram
 
         try:
-            from exporters.executorch_pte import PteProgram, runner_tokenizer
-
-            self._program = PteProgram(model_file, threads)
-            self._tok = runner_tokenizer(Path(model_file).parent / "tokenizer.json")
-        except ExportError as e:
+            self._program = ExecuTorchProgram(model_file, threads, Path(model_file).parent / "tokenizer.json")
+        except ExecuTorchMissing as e:
             raise RuntimeMissing(str(e)) from None
 
     def tokenize(self, text: str) -> list[int]:
-        return self._tok.encode_ids(text)
-
-    def _greedy(self, ids: list[int], new_tokens: int, *, stop_at_eos: bool):  # noqa: ANN202 - a generator
-        room = self._program.max_seq_len - len(ids)
-        if room < 1:
-            raise EdgeDistillError(
-                f"prompt of {len(ids)} tokens fills the package's KV cache ({self._program.max_seq_len})"
-            )
-        nxt = int(self._program.forward(ids, 0)[-1].argmax())
-        for pos in range(len(ids), len(ids) + min(new_tokens, room)):
-            if stop_at_eos and nxt in self._program.eos_ids:
-                return
-            yield nxt
-            if pos + 1 >= len(ids) + min(new_tokens, room):
-                return
-            nxt = int(self._program.forward([nxt], pos)[-1].argmax())
+        return self._program.encode(text)
 
     def timed_generate(self, prompt_ids: list[int], new_tokens: int) -> GenTiming:
-        times: list[float] = []
-        out: list[int] = []
-        t0 = time.perf_counter()
-        for tok in self._greedy(prompt_ids, new_tokens, stop_at_eos=False):  # fixed length for timing
-            times.append(time.perf_counter() - t0)
-            out.append(tok)
+        out, times = self._program.greedy(
+            prompt_ids, new_tokens, stop_at_eos=False
+        )  # fixed length for timing
         return GenTiming(len(prompt_ids), times, out)
 
-    def generate(self, prompt: str, max_new_tokens: int) -> str:
-        out = list(self._greedy(self.tokenize(prompt), max_new_tokens, stop_at_eos=True))
-        return self._tok.decode(out)
+    def generate(self, prompt: str, max_new_tokens: int, stop_at_answer: bool = False) -> str:
+        return self._program.generate(prompt, max_new_tokens, stop_at_answer)
+
+    def process_rss_mb(self) -> tuple[float, float]:
+        """(before the model was loaded, peak) RSS of the ExecuTorch process, MiB."""
+        return self._program.rss_mb()
 
 
 def session_ref(runtime: str) -> str:

@@ -115,13 +115,19 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
         stop = bool(args.get("stop_at_answer", False))
         return {"texts": [session.generate(p, args["max_new_tokens"], stop) for p in args["prompts"]]}
     result = measure_session(session, args["prompt"], args["new_tokens"], args["repetitions"], args["warmup"])
+    peak = _peak_rss_mb()
+    if hasattr(
+        session, "process_rss_mb"
+    ):  # the runtime's own process (ExecuTorch) holds the model: it counts too
+        other_baseline, other_peak = session.process_rss_mb()
+        baseline, peak = baseline + other_baseline, peak + other_peak
     return {
         "runtime": args["runtime"],
         "model_path": args["model_path"],
         "threads": args["threads"],
         "load_s": load_s,
         **result,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak,
         "baseline_rss_mb": baseline,
     }
 

@@ -32,17 +32,12 @@ class Arch:
 
 
 ALL = frozenset({"gguf", "onnx"})  # every architecture here: the GGUF writers and onnxruntime-genai's builder
-QWEN_ET_NOTE = (
-    "ExecuTorch's runner tokenizer (pytorch-tokenizers 1.5's C++ HFTokenizer) encodes non-ASCII text differently "
-    "from Qwen's tokenizer (3 of 8 check strings on the tiny Qwen2, measured), so the export's tokenizer check "
-    "refuses it"
-)
 ARCHS: dict[str, Arch] = {
     a.model_type: a
     for a in (
         Arch("llama", "LlamaForCausalLM", "Llama (SmolLM2, Llama-3.2)", OWN, ALL | {"executorch"}),
-        Arch("qwen2", "Qwen2ForCausalLM", "Qwen2 (Qwen2.5)", OWN, ALL, {"executorch": QWEN_ET_NOTE}),
-        Arch("qwen3", "Qwen3ForCausalLM", "Qwen3", CONVERTER, ALL, {"executorch": QWEN_ET_NOTE}),
+        Arch("qwen2", "Qwen2ForCausalLM", "Qwen2 (Qwen2.5)", OWN, ALL | {"executorch"}),
+        Arch("qwen3", "Qwen3ForCausalLM", "Qwen3", CONVERTER, ALL | {"executorch"}),
         Arch("gemma3_text", "Gemma3ForCausalLM", "Gemma 3 text (gemma-3-270m, gemma-3-1b)", CONVERTER, ALL),
         Arch("phi3", "Phi3ForCausalLM", "Phi-3 / Phi-4-mini", CONVERTER, ALL),
         Arch("lfm2", "Lfm2ForCausalLM", "LFM2 / LFM2.5 (350M, 700M)", CONVERTER, ALL),

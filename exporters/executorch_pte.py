@@ -13,20 +13,31 @@ optimum-executorch uses): `int8` = int8 weight-only (per output channel) linears
 dynamic activations x int4 weights (groups of 32) linears, XNNPACK's fast CPU kernel, with an int8 embedding.
 A tied LM head is quantized as a linear, the embedding as an embedding: the file holds both.
 
-Environment (measured for executorch 1.5.1 + torchao 0.18.0, 2026-12): the executorch wheel declares no torch
-requirement; `pip install --dry-run` resolves it beside the project's torch 2.13.0+cpu without touching torch, and
-its native runtime (`_C...so`, linked to libtorch) loads and runs with it; greedy tokens of the tiny test model equal
-torch's (tests/test_export_executorch.py). So it can live in the project's venv as the `executorch` extra, but
-it is opt-in (`EDGE_DISTILL_EXECUTORCH=1 bash scripts/setup.sh`): once torchao is installed, transformers imports it
-on every model load (quantizers/quantizer_torchao.py; ~2 s and "Failed to load ..._C_mxfp8...so" on stderr for
-every command), and executorch pulls coremltools, pandas, scikit-learn and hydra. An environment of its own,
-reached through a subprocess, is the planned fix (issue 26).
+Environment: this module's `build_pte` runs inside ExecuTorch's own process (edge_distill/runtimes/executorch.py says
+why and where that environment is: `.venv/executorch-packages`, installed by scripts/setup.sh); the main process only
+calls `check_source` and `runner_tokenizer_json`, which import neither torch nor executorch.
+
+The runners' tokenizer (pytorch-tokenizers 1.5.0's C++ HFTokenizer) mis-implements one step Qwen2/Qwen3 tokenizers
+have, the `NFC` normalizer: it strips combining marks instead of composing them ("Ünïcödé" -> "Unicode", "й" -> "и";
+3 of the 8 check strings of exporters.parity encode differently, measured on the tiny Qwen2). `runner_tokenizer_json`
+drops that step from the package's copy: on text that is already NFC (what keyboards and most text produce) NFC is
+the identity, and the export's tokenizer check then finds the runners' ids equal to Hugging Face's on every check
+string; text in a decomposed form is tokenized as it comes (a valid encoding of the same bytes) instead of losing its
+accents.
+
+Speed (measured on SmolLM2-135M, 2026-12, benchmarks/results/executorch.json): decode is far below llama.cpp's and
+ORT GenAI's (fp32 8.9, int8 3.2 tok/s vs 177 / 307 on the same shared host). The lowered `forward` is fragmented:
+fp32 runs 333 XNNPACK delegate calls and 1,462 portable-kernel ops per call (the transformers attention over the
+static cache: expand_copy, where, index_put, ...); int8 adds 242 `_to_dim_order_copy` (each int8 weight cast to fp32
+every step) and 211 portable `aten::mm`, which XNNPACK does not take, so int8 is slower than fp32. ExecuTorch's own
+custom SDPA / KV-cache ops and an XNNPACK-delegated int8 linear are the known ways out (not done).
 
 torch, transformers, torchao and executorch are imported inside functions: this module is imported on devices.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -48,7 +59,6 @@ RECIPES: dict[str, tuple[str, int] | None] = {
     "int8": ("int8-weight-only", 0),
     "8da4w": ("8da4w", 32),
 }
-INSTALL_HINT = "EDGE_DISTILL_EXECUTORCH=1 bash scripts/setup.sh (or pip install 'edge-distill[executorch]')"
 
 
 def _require_executorch() -> None:
@@ -56,13 +66,41 @@ def _require_executorch() -> None:
         import executorch  # noqa: F401
         import torchao  # noqa: F401
     except ImportError as e:
-        raise ExportError(f"ExecuTorch export needs executorch and torchao: {INSTALL_HINT} ({e})") from e
+        from edge_distill.runtimes.executorch import SETUP_HINT
+
+        raise ExportError(f"ExecuTorch export needs executorch and torchao: {SETUP_HINT} ({e})") from e
 
 
 def check_source(config_dir: Path) -> None:
-    """The executorch format's check_source: an architecture the exporter is tested on, before any work."""
+    """The executorch format's check_source: an architecture the exporter is tested on and an ExecuTorch
+    environment to export in, before any work."""
+    from edge_distill.runtimes.executorch import ExecuTorchMissing, environment
+
     archs.check_architecture(config_dir, "executorch")
-    _require_executorch()
+    try:
+        environment()
+    except ExecuTorchMissing as e:
+        raise ExportError(str(e)) from None
+
+
+def runner_tokenizer_json(path: Path) -> str | None:
+    """Drop the `NFC` normalizer step from the package's tokenizer.json (see the module docstring: the runners'
+    C++ HFTokenizer strips accents there); returns what was dropped, None when the file had no such step."""
+    from edge_distill.io import write_text
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    norm = data.get("normalizer")
+    if not isinstance(norm, dict):
+        return None
+    if norm.get("type") == "NFC":
+        data["normalizer"] = None
+    elif norm.get("type") == "Sequence" and any(n.get("type") == "NFC" for n in norm.get("normalizers", [])):
+        rest = [n for n in norm["normalizers"] if n.get("type") != "NFC"]
+        data["normalizer"] = {**norm, "normalizers": rest} if rest else None
+    else:
+        return None
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=2))
+    return "NFC"
 
 
 def _exportable(model: Any, max_seq_len: int) -> Any:
@@ -264,63 +302,3 @@ def _backend_config(init_pass: Any) -> Any:
     from executorch.exir import ExecutorchBackendConfig
 
     return ExecutorchBackendConfig(passes=[init_pass], do_quant_fusion_and_const_prop=False)
-
-
-class _RunnerTokenizer:
-    def __init__(self, tok: Any, tokenizer_json: Path):
-        from tokenizers import Tokenizer  # pytorch-tokenizers' own dependency
-
-        self.tok = tok
-        self._decoder = Tokenizer.from_file(str(tokenizer_json))
-
-    def encode_ids(self, text: str) -> list[int]:
-        return [
-            int(t) for t in self.tok.encode(text, 0, 0)
-        ]  # no BOS, no EOS: the student's prompts have none
-
-    def decode(self, ids: list[int]) -> str:
-        """Text of generated ids (special tokens skipped). Hugging Face's decoder: the C++ one raises on a byte
-        sequence that is not UTF-8, which model output may be."""
-        return str(self._decoder.decode([int(t) for t in ids], skip_special_tokens=True))
-
-
-def runner_tokenizer(tokenizer_json: Path) -> _RunnerTokenizer:
-    """The tokenizer ExecuTorch's Android/iOS LLM runners use (pytorch-tokenizers' C++ HFTokenizer)."""
-    try:
-        from pytorch_tokenizers.pytorch_tokenizers_cpp import HFTokenizer
-    except ImportError as e:
-        raise ExportError(
-            f"ExecuTorch's tokenizer (pytorch-tokenizers) is missing: {INSTALL_HINT} ({e})"
-        ) from e
-    tok = HFTokenizer()
-    tok.load(str(tokenizer_json))
-    if not tok.is_loaded():
-        raise ExportError(f"{tokenizer_json}: ExecuTorch's HFTokenizer cannot load it")
-    return _RunnerTokenizer(tok, tokenizer_json)
-
-
-class PteProgram:
-    """The `forward` method of a package's model.pte in ExecuTorch's Python runtime (parity and the bench)."""
-
-    def __init__(self, pte_path: Path, threads: int):
-        try:
-            import torch
-            from executorch.extension.pybindings import portable_lib
-            from executorch.runtime import Runtime
-        except ImportError as e:
-            raise ExportError(f"the ExecuTorch runtime is missing: {INSTALL_HINT} ({e})") from e
-        self._torch = torch
-        portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's thread pool, process-wide
-        program = Runtime.get().load_program(Path(pte_path))
-        self.method = program.load_method("forward")
-        self.max_seq_len = int(program.load_method("get_max_seq_len").execute([])[0])
-        eos = program.load_method("get_eos_ids") if "get_eos_ids" in program.method_names else None
-        self.eos_ids = {int(i) for i in eos.execute([])} if eos is not None else set()
-
-    def forward(self, ids: list[int], pos: int) -> Any:
-        """Logits [len(ids), V] (numpy float32) of `ids` placed at cache positions pos, pos+1, ..."""
-        if pos + len(ids) > self.max_seq_len:
-            raise ExportError(f"{pos + len(ids)} tokens exceed the package's KV cache of {self.max_seq_len}")
-        t = self._torch
-        out = self.method.execute([t.tensor([ids], dtype=t.long), t.tensor([pos], dtype=t.long)])[0]
-        return out[0].float().numpy()

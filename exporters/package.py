@@ -261,8 +261,10 @@ def executorch_howto(model_file: str) -> str:
 `forward(tokens: int64[1, T], input_pos: int64[1]) -> logits: float32[1, T, vocab]` (prefill T prompt tokens at
 position 0, then one token per step at its position) and the metadata methods ExecuTorch's LLM runners read
 (`get_max_seq_len` = the cache length, `get_vocab_size`, `use_kv_cache`, `enable_dynamic_shape`, `get_eos_ids`).
-The tokenizer is `tokenizer.json` (Hugging Face format, which the runners' `HFTokenizer` loads). Decode greedily
-(temperature 0) and add no BOS token: the student was trained without one.
+The tokenizer is `tokenizer.json` (Hugging Face format, which the runners' `HFTokenizer` loads; an `NFC` normalizer
+step of the source tokenizer, as Qwen's, is left out of it, because that `HFTokenizer` strips accents there: pass it
+NFC text, as keyboards produce). Decode greedily (temperature 0) and add no BOS token: the student was trained
+without one.
 
 - **Android**: ExecuTorch's `LlmModule` (Kotlin/Java, `org.pytorch.executorch.extension.llm`, in the
   `executorch-android` AAR): `LlmModule("{model_file}", "tokenizer.json", 0f)`, then `generate(prompt, seqLen,
@@ -276,6 +278,7 @@ The tokenizer is `tokenizer.json` (Hugging Face format, which the runners' `HFTo
 - **Python** (`pip install executorch`; edge-distill's bench runs it this way):
 
 ```python
+import executorch.kernels.quantized  # the int8 embedding kernel int8/8da4w programs call
 import torch
 from executorch.runtime import Runtime
 from tokenizers import Tokenizer

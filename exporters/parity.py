@@ -253,31 +253,30 @@ class OrtGenaiRuntime:
 
 
 class ExecuTorchRuntime:
-    """A `.pte` decoder (exporters/executorch_pte.py) in ExecuTorch's Python runtime, driven with token ids."""
+    """A `.pte` decoder (exporters/executorch_pte.py) in ExecuTorch's runtime, driven with token ids. ExecuTorch
+    runs in a process of its own (edge_distill/runtimes/executorch.py); with `tokenizer_json`, `tokenize` is the
+    Android/iOS runners' C++ HFTokenizer."""
 
-    def __init__(self, pte_path: Path, threads: int | None = None):
-        from exporters.executorch_pte import PteProgram
+    def __init__(self, pte_path: Path, threads: int | None = None, tokenizer_json: Path | None = None):
+        from edge_distill.runtimes.executorch import ExecuTorchProgram
 
-        self.program = PteProgram(pte_path, threads or min(4, os.cpu_count() or 1))
+        self.program = ExecuTorchProgram(pte_path, threads or min(4, os.cpu_count() or 1), tokenizer_json)
 
     def logits(self, ids: list[int]) -> np.ndarray:
-        return self.program.forward(ids, 0)
+        return self.program.logits(ids)
 
     def nll(self, ids: list[int]) -> float:
-        return _nll_from_logits(self.logits(ids), ids)
+        return self.program.nll(ids)
 
     def greedy(self, ids: list[int], n: int, eos_id: int | None) -> list[int]:
-        out: list[int] = []
-        nxt = int(self.program.forward(ids, 0)[-1].argmax())
-        for pos in range(len(ids), len(ids) + n):
-            out.append(nxt)
-            if nxt == eos_id or len(out) == n:
-                break
-            nxt = int(self.program.forward([nxt], pos)[-1].argmax())
-        return out
+        out, _ = self.program.greedy(ids, n, stop_at_eos=False)
+        return out[: out.index(eos_id) + 1] if eos_id in out else out  # as the other runtimes: EOS included
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.program.encode(text)
 
     def close(self) -> None:
-        del self.program
+        self.program.close()
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

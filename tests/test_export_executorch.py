@@ -1,20 +1,27 @@
-"""ExecuTorch export (exporters/executorch_pte.py): fp32 greedy tokens equal torch's, quantized variants load and
-generate, the package verifies, and the host bench runs it through ExecuTorch's runtime with the same gate."""
+"""ExecuTorch export (exporters/executorch_pte.py): fp32 greedy tokens equal torch's (tiny Llama, Qwen2, Qwen3),
+quantized variants load and generate, the package verifies, and the host bench runs it through ExecuTorch's runtime
+with the same gate. ExecuTorch runs in its own process (edge_distill/runtimes/executorch.py), installed by
+scripts/setup.sh; the main (test) process never imports it. The tests skip only when setup was told to leave it
+out (EDGE_DISTILL_EXECUTORCH=0); a missing install otherwise fails them with the setup command."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import pytest
 
 from exporters import ExportError, export_model, verify
 
-pytest.importorskip(
-    "executorch",
-    reason="the `executorch` extra is not installed (opt-in: EDGE_DISTILL_EXECUTORCH=1 bash scripts/setup.sh)",
-)
+if os.environ.get("EDGE_DISTILL_EXECUTORCH") == "0":
+    pytest.skip("ExecuTorch left out of setup (EDGE_DISTILL_EXECUTORCH=0)", allow_module_level=True)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _no_executorch_in_this_process() -> None:
+    assert not {m.split(".")[0] for m in sys.modules} & {"executorch", "torchao", "pytorch_tokenizers"}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +59,7 @@ def test_fp32_greedy_tokens_identical_to_torch(fp32_package):
     card = (fp32_package / "README.md").read_text()
     assert "LlmModule" in card and "TextRunner" in card
     assert verify(fp32_package).ok
+    _no_executorch_in_this_process()
 
 
 def test_session_greedy_equals_torch_generate(fp32_package, tiny_model):
@@ -122,12 +130,95 @@ def test_unsupported_architecture_and_quant_refused(tiny_model, tmp_path):
     assert not (tmp_path / "out" / "executorch-fp32").exists()
 
 
-def test_qwen_is_refused_before_any_work_with_the_measured_reason(tmp_path):
-    """ExecuTorch's runner tokenizer disagreed with Qwen's on non-ASCII check strings (measured on the tiny Qwen2,
-    after the .pte was built): Qwen2/Qwen3 are refused up front, saying why."""
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+def test_qwen_fp32_greedy_tokens_identical_to_torch(arch, tmp_path):
+    """Qwen2/Qwen3 tokenizers carry an NFC normalizer, which the runners' C++ HFTokenizer mis-implements (it strips
+    accents): the package's tokenizer.json drops it, and the runners' ids then equal Qwen's on every check string
+    (non-ASCII ones included). The export's parity gate requires identical greedy tokens for fp32."""
+    from tests.tiny_models import build_tiny_arch
+
+    src = build_tiny_arch(tmp_path / arch, arch)
+    if (
+        arch == "qwen3"
+    ):  # as Qwen3 checkpoints ship it (transformers maps only model_type qwen2 to this class)
+        cfg = json.loads((src / "tokenizer_config.json").read_text())
+        (src / "tokenizer_config.json").write_text(json.dumps({**cfg, "tokenizer_class": "Qwen2Tokenizer"}))
+    pkg = export_model(
+        src, tmp_path / "out" / "executorch-fp32", "executorch", "fp32", threads=1, parity_prompts=2
+    )
+    m = json.loads((pkg / "manifest.json").read_text())
+    greedy = m["parity"]["greedy"]
+    assert greedy["tokens_compared"] > 0 and greedy["identical_prompts"] == greedy["n_prompts"] == 2
+    assert m["fidelity"]["top1_agreement"] == 1.0
+    tok = m["parity"]["tokenizer_executorch"]
+    assert tok["mismatches"] == 0 and tok["strings"] >= 8 and tok["normalizer_dropped_for_runner"] == "NFC"
+    assert json.loads((pkg / "tokenizer.json").read_text())["normalizer"] is None
+    assert verify(pkg).ok
+
+
+def test_runner_tokenizer_fix_is_needed_and_sufficient(tmp_path):
+    """Why the NFC step is dropped: with it the runners' HFTokenizer turns "Ünïcödé" into the ids of "Unicode"."""
+    from transformers import AutoTokenizer
+
+    from edge_distill.runtimes.executorch import Worker
+    from exporters.executorch_pte import runner_tokenizer_json
     from tests.tiny_models import build_tiny_arch
 
     src = build_tiny_arch(tmp_path / "qwen2", "qwen2")
-    with pytest.raises(ExportError, match="qwen2.*not supported for EXECUTORCH.*HFTokenizer"):
-        export_model(src, tmp_path / "out" / "executorch-fp32", "executorch", "fp32")
+    tok = AutoTokenizer.from_pretrained(src)
+    tok.save_pretrained(tmp_path / "with_nfc")
+    tok.save_pretrained(tmp_path / "without")
+    assert runner_tokenizer_json(tmp_path / "without" / "tokenizer.json") == "NFC"
+    assert runner_tokenizer_json(tmp_path / "without" / "tokenizer.json") is None  # idempotent
+    text = "Ünïcödé café, Русский й"
+    want = tok(text, add_special_tokens=False)["input_ids"]
+    worker = Worker()
+    try:
+        got = {}
+        for name in ("with_nfc", "without"):
+            got[name] = worker.call(
+                "encode_file", tokenizer=str(tmp_path / name / "tokenizer.json"), text=text
+            )
+    finally:
+        worker.close()
+    assert got["without"] == want
+    assert got["with_nfc"] != want and tok.decode(got["with_nfc"]).startswith("Unicode cafe")
+
+
+def test_worker_errors_timeouts_and_death_are_clear(fp32_package):
+    """The protocol's failure paths, on a real worker: an error inside it comes back as one message (and it lives
+    on), a late answer kills it, a dead one is reported with its exit code."""
+    import signal
+
+    from edge_distill.runtimes.executorch import ExecuTorchError, ExecuTorchProgram
+
+    prog = ExecuTorchProgram(fp32_package / "model.pte", 1)
+    try:
+        with pytest.raises(ExecuTorchError, match="KV cache holds 1024"):
+            prog.logits(list(range(2000)))
+        assert prog.logits([1, 2, 3]).shape == (3, 512)  # still serving
+        with pytest.raises(ExecuTorchError, match="no answer in time"):
+            prog.worker.call("greedy", ids=[1, 2, 3], n=1000, stop_at_eos=False, timeout_s=0.01)
+        with pytest.raises(ExecuTorchError, match="after close"):
+            prog.nll([1, 2, 3])
+    finally:
+        prog.close()
+    prog = ExecuTorchProgram(fp32_package / "model.pte", 1)
+    try:
+        assert prog.worker._proc is not None
+        os.kill(prog.worker._proc.pid, signal.SIGKILL)
+        with pytest.raises(ExecuTorchError, match=r"exited \(exit code -9\)"):
+            prog.nll([1, 2, 3])
+    finally:
+        prog.close()
+
+
+def test_missing_environment_names_the_setup_command(tiny_model, tmp_path, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("executorch") is not None:
+        pytest.skip("ExecuTorch is installed in this interpreter itself")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))  # where setup.sh's directory would be: absent
+    with pytest.raises(ExportError, match=r"ExecuTorch is not installed.*scripts/setup\.sh"):
+        export_model(tiny_model, tmp_path / "out" / "executorch-fp32", "executorch", "fp32")
     assert not (tmp_path / "out" / "executorch-fp32").exists()
