@@ -364,7 +364,9 @@ def train(
     )  # fmt: skip
     if trainer.is_world_process_zero():
         # final_dir stored relative to train_result.json's directory ("final"), so a moved run stays whole
-        write_json(out_dir / "train_result.json", {**result.summary(), "final_dir": to_stored(final, out_dir)})
+        write_json(
+            out_dir / "train_result.json", {**result.summary(), "final_dir": to_stored(final, out_dir)}
+        )
     if result.last_loss is not None and not math.isfinite(result.last_loss):
         logger.warning("training loss is %s at the end: check lr/precision", result.last_loss)
     return result
