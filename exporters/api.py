@@ -143,6 +143,22 @@ def _cpu_s() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
+def _export_times(t0: float, c0: float) -> dict[str, float]:
+    """Wall and CPU seconds since `t0 = time.perf_counter()`, `c0 = _cpu_s()` (a writer's export step)."""
+    return {"export_s": round(time.perf_counter() - t0, 2), "export_cpu_s": round(_cpu_s() - c0, 2)}
+
+
+def _runtime_parity(rt: Any, ref: parity.Reference, tokenizer: Any, quant: str, *, name: str,
+                    tokenizer_name: str) -> tuple[parity.ParityReport, dict[str, Any]]:  # fmt: skip
+    """Every writer's check of its package: teacher-forced parity against torch and the tokenizer check, both
+    through the package's own runtime `rt` (closed afterwards)."""
+    try:
+        report = parity.compare(rt, ref, name=name, quant=quant)
+        return report, parity.check_tokenizer_parity(rt.tokenize, tokenizer, name=tokenizer_name)
+    finally:
+        rt.close()
+
+
 def write_gguf_package(full: Path, pkg: Path, work: Path, quant: str, model: Any, tokenizer: Any,
                        ref: parity.Reference, options: WriteOptions) -> tuple[str, dict[str, Any]]:  # fmt: skip
     """The "gguf" row's writer: f16/f32 GGUF (+ llama.cpp quantizer), read-back checks, llama.cpp parity.
@@ -164,10 +180,7 @@ def write_gguf_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
             if quant in GGUF_FLOATS
             else quantize_gguf(f_path, pkg / name, quant, threads=threads, log=log)
         )
-        numbers: dict[str, Any] = {
-            "export_s": round(time.perf_counter() - t0, 2),
-            "export_cpu_s": round(_cpu_s() - c0, 2),
-        }
+        numbers: dict[str, Any] = _export_times(t0, c0)
         summary.path = path
         numbers["gguf_readback"] = gguf_checks.check_gguf_readback(
             path, summary, exact_types=quant in GGUF_FLOATS
@@ -176,14 +189,10 @@ def write_gguf_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
         fallbacks = fallback_tensors((pkg / LLAMA_LOG).read_text(encoding="utf-8", errors="replace"))
         numbers["quantization"] = {**gguf_quant_report(path), "log": LLAMA_LOG, "fallback": fallbacks}
         with llama_log_to(log):
-            rt = parity.LlamaCppRuntime(path, threads)
-            try:
-                report = parity.compare(rt, ref, name="llama.cpp", quant=quant)
-                numbers["tokenizer_llama_cpp"] = parity.check_tokenizer_parity(
-                    rt.tokenize, tokenizer, name="llama.cpp"
-                )
-            finally:
-                rt.close()
+            report, numbers["tokenizer_llama_cpp"] = _runtime_parity(
+                parity.LlamaCppRuntime(path, threads), ref, tokenizer, quant, name="llama.cpp",
+                tokenizer_name="llama.cpp",
+            )  # fmt: skip
     parity.enforce(report)
     numbers["greedy"] = report.as_dict()
     if check_transformers:
@@ -205,22 +214,20 @@ def write_onnx_package(full: Path, pkg: Path, work: Path, quant: str, model: Any
     )
     # onnxruntime-extensions ignores `Digits` pre-tokenizer steps: give the package's copy the equivalent Splits
     pre_rewritten = ort_tokenizer.rewrite_for_ort(pkg / "tokenizer.json")
-    numbers: dict[str, Any] = {
-        "export_s": round(time.perf_counter() - t0, 2),
-        "export_cpu_s": round(_cpu_s() - c0, 2),
-    }
+    numbers: dict[str, Any] = _export_times(t0, c0)
     if quant in ("int4", "int8"):
         numbers["onnx_options"] = {"block_size": block_size, "accuracy_level": accuracy_level}
     numbers["quantization"] = onnx_quant_report(pkg / "model.onnx")
-    rt = parity.OrtGenaiRuntime(pkg)
-    try:
-        report = parity.compare(rt, ref, name="onnxruntime-genai", quant=quant)
-        numbers["tokenizer_ort_genai"] = {
-            **parity.check_tokenizer_parity(rt.tokenize, tokenizer, name="ORT GenAI"),
-            "pre_tokenizer_rewritten_for_ort": pre_rewritten,  # see exporters/ort_tokenizer.py
-        }
-    finally:
-        rt.close()
+    report, tok = _runtime_parity(
+        parity.OrtGenaiRuntime(pkg),
+        ref,
+        tokenizer,
+        quant,
+        name="onnxruntime-genai",
+        tokenizer_name="ORT GenAI",
+    )
+    # pre_tokenizer_rewritten_for_ort: see exporters/ort_tokenizer.py
+    numbers["tokenizer_ort_genai"] = {**tok, "pre_tokenizer_rewritten_for_ort": pre_rewritten}
     parity.enforce(report)
     numbers["greedy"] = report.as_dict()
     return "model.onnx", numbers
@@ -242,30 +249,23 @@ def write_pte_package(full: Path, pkg: Path, work: Path, quant: str, model: Any,
         report = export_pte(
             full, pkg / et.MODEL_FILE, quant, max_seq_len=et.DEFAULT_MAX_SEQ_LEN, threads=options.threads
         )
-    except (
-        ExecuTorchError
-    ) as e:  # torch.export / lowering failed in the worker: an export error like any other
+    except ExecuTorchError as e:
+        # torch.export / lowering failed in the worker: an export error like any other
         raise ExportError(str(e)) from None
     tokenizer.save_pretrained(pkg)  # tokenizer.json: what the Android/iOS runners load
     dropped = et.runner_tokenizer_json(pkg / "tokenizer.json")
-    numbers: dict[str, Any] = {
-        "export_s": round(time.perf_counter() - t0, 2),
-        "export_cpu_s": round(_cpu_s() - c0, 2),  # the finished ExecuTorch worker included
-    }
+    numbers: dict[str, Any] = _export_times(t0, c0)  # CPU: the finished ExecuTorch worker included
     report["file_bytes"] = (pkg / et.MODEL_FILE).stat().st_size
     report["file_bits_per_weight"] = round(8 * report["file_bytes"] / report["params"], 3)
     numbers["quantization"] = report
     numbers["executorch_options"] = {"max_seq_len": et.DEFAULT_MAX_SEQ_LEN, "backend": "XNNPACK",
                                      "recipe": et.RECIPES[quant]}  # fmt: skip
-    rt = parity.ExecuTorchRuntime(pkg / et.MODEL_FILE, options.threads, pkg / "tokenizer.json")
-    try:
-        report_parity = parity.compare(rt, ref, name="executorch", quant=quant)
-        numbers["tokenizer_executorch"] = {
-            **parity.check_tokenizer_parity(rt.tokenize, tokenizer, name="ExecuTorch HFTokenizer"),
-            "normalizer_dropped_for_runner": dropped,  # see exporters/executorch_pte.py
-        }
-    finally:
-        rt.close()
+    report_parity, tok = _runtime_parity(
+        parity.ExecuTorchRuntime(pkg / et.MODEL_FILE, options.threads, pkg / "tokenizer.json"), ref, tokenizer,
+        quant, name="executorch", tokenizer_name="ExecuTorch HFTokenizer",
+    )  # fmt: skip
+    # normalizer_dropped_for_runner: see exporters/executorch_pte.py
+    numbers["tokenizer_executorch"] = {**tok, "normalizer_dropped_for_runner": dropped}
     parity.enforce(report_parity)
     numbers["greedy"] = report_parity.as_dict()
     return et.MODEL_FILE, numbers

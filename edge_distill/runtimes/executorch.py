@@ -51,9 +51,8 @@ MAX_HEADER_BYTES = 16 << 20  # one JSON answer line (an export report, token lis
 MAX_BLOB_BYTES = 4 << 30  # logits: max_seq_len x vocab x 4 bytes (1,024 x 151,936 x 4 = 0.6 GiB for Qwen)
 START_TIMEOUT_S = 300.0  # interpreter + executorch import on a loaded 2-core machine
 CALL_TIMEOUT_S = 3600.0  # one forward / greedy run / generate
-EXPORT_TIMEOUT_S = (
-    6 * 3600.0
-)  # torch.export + XNNPACK lowering: 43 min measured for SmolLM2-135M on a loaded host
+# torch.export + XNNPACK lowering: 43 min measured for SmolLM2-135M on a loaded host
+EXPORT_TIMEOUT_S = 6 * 3600.0
 
 
 class ExecuTorchError(EdgeDistillError):
@@ -67,9 +66,8 @@ class ExecuTorchMissing(ExecuTorchError):
 @dataclass(frozen=True)
 class Environment:
     python: str
-    pythonpath: (
-        str | None
-    )  # the directory put in front of PYTHONPATH, or None when ExecuTorch imports directly
+    # the directory put in front of PYTHONPATH, or None when ExecuTorch imports directly
+    pythonpath: str | None
 
     @property
     def where(self) -> str:
