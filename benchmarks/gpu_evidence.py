@@ -165,10 +165,11 @@ def arm_ours(args: argparse.Namespace, model_dir: Path, work: Path, *, packed: b
     train(model_dir, examples, work / ("ours" if packed else "ours-padded"), finetune="lora", lora={"r": 16, "alpha": 32},
           batch_size=args.batch, epochs=1, lr=1e-4, warmup_steps=0, save_steps=10**6, logging_steps=1,
           group_by_length=not packed, packing=packed, loss_chunk_size=1024 if packed else 0,
-          precision=_precision(args), resume=False, callbacks=[timer])  # fmt: skip
+          precision=_precision(args), resume=False, callbacks=[timer], cpu_fastpath=args.cpu_fastpath)  # fmt: skip
     tokens = sum(len(e) for e in examples)
     return {"tokens": tokens, "train_s": timer.t1 - timer.t0, "tokens_per_s": tokens / (timer.t1 - timer.t0),
-            "last_loss": timer.losses[-1] if timer.losses else None}  # fmt: skip
+            "last_loss": timer.losses[-1] if timer.losses else None, "losses": timer.losses[:20],
+            "cpu_fastpath": args.cpu_fastpath}  # fmt: skip
 
 
 def arm_trl(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str, Any]:
@@ -292,6 +293,39 @@ def arm_precision(args: argparse.Namespace, model_dir: Path, work: Path) -> dict
     return {"fp32_losses": losses["fp32"], "bf16_losses": losses["bf16"], "max_rel_diff": max(rel)}
 
 
+def linear_flops_per_token(model_dir: Path, *, trainable: str = "lora") -> float:
+    """Matmul FLOPs one trained token costs: 2 per weight of every Linear (LM head included) forward, and
+    again for the input gradient backward; a full fine-tune adds the weight gradient (6 per weight). Adapter
+    and attention-score FLOPs are left out, so the share of the matmul rate below is a lower bound."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return float((4 if trainable == "lora" else 6) * weights)
+
+
+def matmul_gflops(dtype: str = "fp32", n: int = 2048, repeats: int = 5) -> float:
+    """The machine's dense matmul rate (torch, [n,n]x[n,n], best of `repeats`) in the arms' dtype: the
+    ceiling a trainer's GFLOP/s is compared with."""
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a = torch.randn(n, n, device=dev, dtype=dt)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first is a warm-up
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ a
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
 def run_child(args: argparse.Namespace) -> None:
     import torch
 
@@ -315,6 +349,8 @@ def run_child(args: argparse.Namespace) -> None:
     else:
         res = arm_precision(args, model_dir, work)
     res.update(peak_mem_mb=_peak_memory_mb(), wall_s=time.perf_counter() - t0)
+    if args.arm in ("ours", "ours-padded", "trl"):  # all three train the same LoRA
+        res["gflops_per_s"] = res["tokens_per_s"] * linear_flops_per_token(model_dir) / 1e9
     print("RESULT " + json.dumps(res), flush=True)
 
 
@@ -349,6 +385,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n", type=int, default=4, help="samples per prompt (SIKeD-style)")
     ap.add_argument("--sample-batch", type=int, default=64, help="sequences decoded together")
     ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--cpu-fastpath", action=argparse.BooleanOptionalAction, default=True,
+                    help="ours: train.cpu_fastpath (per-example packed attention, fused LoRA; CPU only)")  # fmt: skip
     ap.add_argument("--wheels", type=Path, default=None, help="offline wheel dir with trl (pip download trl)")
     ap.add_argument(
         "--budget-s", type=float, default=450.0, help="skip remaining arms after this many seconds"
@@ -373,11 +411,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ap.error(f"--arms: unknown {sorted(unknown)}; choose from {', '.join(ALL_ARMS)}")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="gpu_evidence."))
     workdir.mkdir(parents=True, exist_ok=True)
+    rate = matmul_gflops(_precision(args))  # before the arms, on the same threads
+    print(f"dense {_precision(args)} matmul: {rate:.1f} GFLOP/s", flush=True)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                    if k in ("steps", "train", "batch", "precision", "precision_steps", "prompts", "n",
                             "sample_batch", "max_new_tokens") ]  # fmt: skip
+    passthrough.append("--cpu-fastpath" if args.cpu_fastpath else "--no-cpu-fastpath")
     for model in args.models.split(","):
         for arm in arms:
             row: dict[str, Any] = {"model": model, "arm": arm}
@@ -399,8 +440,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(_fmt_row(row), flush=True)
     report = {
         "rows": rows,
-        "summary": _summary(rows),
-        "env": _env(),
+        "summary": _summary(rows, rate),
+        "env": _env() | {"matmul_gflops": round(rate, 1), "matmul_dtype": _precision(args)},
         "args": {k: str(v) for k, v in vars(args).items() if k not in ("arm", "model")},
         "wheels": wheels_note,
         "total_s": time.perf_counter() - start,
@@ -418,7 +459,7 @@ def _fmt_row(row: dict[str, Any]) -> str:
     return f"[{row['model']:>13} {row['arm']:>11}] {status} {row.get('wall_s', 0):.1f}s"
 
 
-def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _summary(rows: list[dict[str, Any]], matmul_rate: float) -> list[dict[str, Any]]:
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         got = {r["arm"]: r for r in rows if r["model"] == model and "error" not in r and "skipped" not in r}
@@ -427,6 +468,8 @@ def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if arm in got:
                 s[f"{arm}_tok_s"] = round(got[arm]["tokens_per_s"], 1)
                 s[f"{arm}_peak_mb"] = round(got[arm]["peak_mem_mb"])
+                if "gflops_per_s" in got[arm]:  # the share of the dense matmul rate the trainer reaches
+                    s[f"{arm}_matmul_share"] = round(got[arm]["gflops_per_s"] / matmul_rate, 3)
         if "ours" in got and "trl" in got:
             s["ours_vs_trl"] = round(got["ours"]["tokens_per_s"] / got["trl"]["tokens_per_s"], 2)
         if "sample" in got:

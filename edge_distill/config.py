@@ -278,6 +278,8 @@ class TrainConfig(Section):
         "auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"
     ] = "auto"
     compile: bool = False
+    # CPU only, same math: per-example attention in packed rows, LoRA's scale folded into one addmm (cpu_fastpath.py)
+    cpu_fastpath: bool = True
     liger: bool = False  # Liger kernels (norm/RoPE/MLP) on CUDA when liger-kernel is installed
     logging_steps: int = Field(default=5, ge=1)
     # experiment trackers Trainer reports to (transformers' integrations); [] or [none] = none, [all] =

@@ -26,6 +26,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from edge_distill.config import TrainConfig
+from edge_distill.cpu_fastpath import fuse_lora_linears, register_packed_sdpa
 from edge_distill.errors import ConfigError, ModelError
 from edge_distill.fastpath import ChunkedLossHead, check_liger, mixed_precision_flags, model_load_kwargs
 from edge_distill.io import append_jsonl, write_json, write_jsonl
@@ -222,9 +223,11 @@ def _student_model(model_path: Path, c: TrainConfig) -> tuple[Any, int]:
 
     # fp32 master weights; bf16/fp16 is autocast by Trainer, which keeps small-model fine-tuning stable.
     check_liger(c.liger)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=torch.float32, **model_load_kwargs(c.attn_implementation)
-    )
+    cpu_fast = c.cpu_fastpath and not torch.cuda.is_available()
+    load_kwargs = model_load_kwargs(c.attn_implementation)
+    if cpu_fast and c.packing and c.attn_implementation == "auto":
+        load_kwargs["attn_implementation"] = register_packed_sdpa()
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, **load_kwargs)
     if c.finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -236,6 +239,8 @@ def _student_model(model_path: Path, c: TrainConfig) -> tuple[Any, int]:
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, peft_cfg)
+        if cpu_fast:
+            fuse_lora_linears(model)
         if c.gradient_checkpointing:
             # reentrant checkpointing with frozen embeddings would otherwise cut the graph to the adapters
             model.enable_input_require_grads()

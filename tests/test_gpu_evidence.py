@@ -35,6 +35,28 @@ def test_tiny_mode_trains_and_samples(tmp_path, monkeypatch):
     assert rows["sample"]["continuous_tokens"] > 0 and rows["sample"]["static_tokens"] > 0
     (summary,) = report["summary"]
     assert summary["model"] == "tiny" and "sample_speedup" in summary and "ours_tok_s" in summary
+    # the trainer's GFLOP/s against the dense matmul rate measured on the same machine
+    assert report["env"]["matmul_gflops"] > 0
+    share = rows["ours"]["gflops_per_s"] / report["env"]["matmul_gflops"]
+    assert summary["ours_matmul_share"] == round(share, 3) and 0 < share
+
+
+def test_linear_flops_count_every_linear_weight_once(tmp_path, tiny_model_dir, monkeypatch):
+    """4 FLOPs per Linear weight for LoRA (forward + input gradient), 6 for a full fine-tune; the tied
+    LM head counts (it is a matmul), the embedding lookup does not."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("gpu_evidence", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(tiny_model_dir)
+    h, i, v, layers = c.hidden_size, c.intermediate_size, c.vocab_size, c.num_hidden_layers
+    kv = c.num_key_value_heads * (h // c.num_attention_heads)
+    per_layer = h * h * 2 + h * kv * 2 + 3 * h * i  # q, o; k, v; gate, up, down
+    weights = layers * per_layer + v * h
+    assert mod.linear_flops_per_token(tiny_model_dir) == 4 * weights
+    assert mod.linear_flops_per_token(tiny_model_dir, trainable="full") == 6 * weights
 
 
 @pytest.mark.slow
