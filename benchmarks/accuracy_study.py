@@ -121,9 +121,29 @@ TINY: dict[str, Any] = {
     "siked": {"iterations": 2, "samples_per_question": 1, "limit_questions": 4, "max_new_tokens": 8,
               "sampler_batch_size": 8},
 }  # fmt: skip
-PROTOCOLS = {"cpu": CPU, "gpu": GPU, "tiny": TINY}
+# CPU protocol v2 (2 cores): the same arms on GSM8K's FIRST STEPS (benchmarks/gsm8k_first_step.py derives them
+# from the socratic files given by --gsm8k: 3,488 train / 601 test problems), where a 135M student trained on
+# two cores clears its untrained baseline by enough to rank methods. Sized from the learning curve on that set
+# (`learning_curve.py --train <derived>/train.jsonl --arms cot:full,cot:lora --budgets 128,256
+# --max-new-tokens 96`, 200 dev problems from train, Intel Xeon 2 cores, 2026-12-06): untrained 4/200,
+# cot:full 22/200 after 128 examples and 27/200 after 256. Full fine-tune, 40 steps x 8 = 320 examples;
+# test = all 601 derived test problems (power > 0.9 for 5 points at the measured ~13 % reference).
+CPU_V2: dict[str, Any] = {
+    "data": {"limit_train": 600, "dev_size": 100},
+    "teacher": {"backend": "recorded", "model": "builtin:gsm8k"},
+    "student": {"model": "builtin:smollm2-135m"},
+    "train": {"finetune": "full", "lr": 1e-4, "epochs": 1, "max_steps": 40, "batch_size": 8, "max_length": 384,
+              "warmup_steps": 5, "save_steps": 1000, "packing": True, "precision": "fp32", "logging_steps": 5},
+    "eval": {"split": "dev", "batch_size": 32, "max_new_tokens": 96, "baseline": False, "final_test": False},
+    "siked": {"iterations": 1, "samples_per_question": 2, "limit_questions": 64, "max_new_tokens": 96,
+              "sampler_batch_size": 32, "patience": 1},
+    "fdd": {"rounds": 1, "limit_questions": 64},
+}  # fmt: skip
+PROTOCOLS = {"cpu": CPU, "cpu-v2": CPU_V2, "gpu": GPU, "tiny": TINY}
 # test problems per protocol: the first N of the test file, in file order (None = all of it)
-TEST_LIMIT: dict[str, int | None] = {"cpu": 500, "gpu": None, "tiny": None}
+TEST_LIMIT: dict[str, int | None] = {"cpu": 500, "cpu-v2": None, "gpu": None, "tiny": None}
+# protocols whose data is derived from --gsm8k DIR (the derivation's module, beside this script)
+DERIVED = {"cpu-v2": "gsm8k_first_step"}
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -257,7 +277,53 @@ def eval_phase(args: argparse.Namespace, states: dict[str, Any], ood: list[tuple
             decode_once(cfg, st["model"], problems, st["dir"], f"ood_{name}")
 
 
-def tabulate(args: argparse.Namespace, states: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+def difficulty_of(protocol: str, split: str) -> Any:
+    """problem -> difficulty bucket: operators in the step for a derived protocol's own splits (its problems
+    are one step each), calculator steps of the GSM8K gold solution otherwise (`data.difficulty`)."""
+    from edge_distill.data import difficulty
+
+    if protocol in DERIVED and not split.startswith("ood_"):
+        from gsm8k_first_step import step_ops
+
+        return lambda p: step_ops(p.solution)
+    return difficulty
+
+
+def split_problems(
+    args: argparse.Namespace, states: dict[str, Any], ood: list[tuple[str, list[Any]]]
+) -> dict:
+    """{split: the problems decoded there} over all seeds (dev differs by seed; ids are the source's)."""
+    from edge_distill import stages
+
+    out: dict[str, dict[str, Any]] = {"dev": {}, "test": {}}
+    for key, st in states.items():
+        if "skipped" in st:
+            continue
+        seed = int(key.rsplit("-s", 1)[1])
+        if (args.out / "runs" / f"{REFERENCE}-s{seed}").is_dir():
+            out["dev"].update({p.id: p for p in _dev_problems(args, seed, args.out / "runs", st["cfg"])})
+        out["test"].update({p.id: p for p in stages.load_test(st["cfg"].data)[: args.test_limit]})
+    for name, problems in ood:
+        out[f"ood_{name}"] = {p.id: p for p in problems}
+    return out
+
+
+def by_difficulty(correct: dict[str, bool], problems: dict[str, Any], bucket_of: Any) -> dict[str, Any]:
+    """{bucket: {n, correct, accuracy, ci95}} of one decode; problems without a bucket are left out."""
+    from edge_distill.stats import wilson_ci
+
+    groups: dict[str, list[bool]] = {}
+    for pid, ok in correct.items():
+        b = bucket_of(problems[pid]) if pid in problems else None
+        if b is not None:
+            groups.setdefault(b, []).append(ok)
+    return {b: {"n": len(v), "correct": sum(v), "accuracy": sum(v) / len(v), "ci95": list(wilson_ci(sum(v), len(v)))}
+            for b, v in sorted(groups.items())}  # fmt: skip
+
+
+def tabulate(
+    args: argparse.Namespace, states: dict[str, Any], sets: list[str], problems: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     from edge_distill.stats import mcnemar_power, paired_comparison, wilson_ci
 
     rows: list[dict[str, Any]] = []
@@ -279,6 +345,9 @@ def tabulate(args: argparse.Namespace, states: dict[str, Any], sets: list[str]) 
             entry = {k: s.get(k) for k in ("accuracy", "n", "correct", "per_strategy")}
             entry["ci95"] = list(wilson_ci(s["correct"], s["n"]))
             entry["decode_s"] = s.get("decode_s")
+            entry["by_difficulty"] = by_difficulty(
+                correct_of(st["dir"], split), problems.get(split, {}), difficulty_of(args.protocol, split)
+            )
             ref = states.get(f"{REFERENCE}-s{seed}")
             if arm != REFERENCE and ref and "skipped" not in ref and (ref["dir"] / f"{split}.json").is_file():
                 cmp = paired_comparison(correct_of(ref["dir"], split), correct_of(st["dir"], split))
@@ -358,6 +427,7 @@ def render(rows: list[dict[str, Any]], sets: list[str], design: dict[str, Any]) 
                 f"| {r['arm']} | {r['seed']} | {pct(e['accuracy'])} % ({e['correct']}/{e['n']}) | {e['n']} | "
                 f"{pct(lo)}–{pct(hi)} | {cmp} | {r.get('train_s', 0):.0f} | {r.get('wall_s', 0):.0f} |"
             )
+        lines += render_difficulty(rows, split)
     for split in sets:
         dp = design.get(split)
         if dp:
@@ -365,6 +435,24 @@ def render(rows: list[dict[str, Any]], sets: list[str], design: dict[str, Any]) 
                          f"({100 * dp['reference_accuracy']:.1f} %) at n={dp['n']}: {dp['power']:.2f} "
                          f"(0.8 needs n ≈ {dp['n_for_power_0_8']})")  # fmt: skip
     return "\n".join(lines)
+
+
+def render_difficulty(rows: list[dict[str, Any]], split: str) -> list[str]:
+    """One line per arm: accuracy (correct/n) in each difficulty bucket of `split`."""
+    done = [r for r in rows if "skipped" not in r and split in r["sets"]]
+    buckets = sorted({b for r in done for b in r["sets"][split].get("by_difficulty", {})})
+    if not buckets:
+        return []
+    lines = [f"\n*{split} by difficulty*\n", "| arm | seed | " + " | ".join(buckets) + " |",
+             "|---|---|" + "---|" * len(buckets)]  # fmt: skip
+    for r in done:
+        d = r["sets"][split]["by_difficulty"]
+        cells = [
+            f"{100 * d[b]['accuracy']:.1f} % ({d[b]['correct']}/{d[b]['n']})" if b in d else "–"
+            for b in buckets
+        ]
+        lines.append(f"| {r['arm']} | {r['seed']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(rows: list[dict[str, Any]], sets: list[str], path: Path) -> Path | None:
@@ -470,6 +558,14 @@ def main(argv: list[str] | None = None) -> int:
             convert_smollm2(cache_root() / "models" / SMOLLM2_CACHE_NAME, got["gguf"])
         )
         args.gsm8k = got["gsm8k"]
+    if args.protocol in DERIVED:
+        if not args.gsm8k:
+            raise SystemExit(f"--protocol {args.protocol} derives its problems from GSM8K's socratic files: pass "
+                             "--gsm8k DIR (train_socratic.jsonl, test_socratic.jsonl), e.g. ../shared/datasets/gsm8k")  # fmt: skip
+        from gsm8k_first_step import derive
+
+        derive(args.gsm8k, args.out / "data")
+        args.gsm8k = args.out / "data"
     if args.gsm8k:
         base["data"].update(train=str((args.gsm8k / "train.jsonl").resolve()),
                             test=str((args.gsm8k / "test.jsonl").resolve()))  # fmt: skip
@@ -506,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "all":
         eval_phase(args, states, ood)
         sets += ["test", *(f"ood_{n}" for n, _ in ood)]
-    result = {"setup": setup, **tabulate(args, states, sets)}
+    result = {"setup": setup, **tabulate(args, states, sets, split_problems(args, states, ood))}
     result["setup"]["design_power"] = {s: design_power(result["rows"], s) for s in sets}
     result["setup"].update(wall_s=round(time.time() - t0, 1), loadavg_end=os.getloadavg())
     table = render(result["rows"], sets, result["setup"]["design_power"])

@@ -99,6 +99,10 @@ def test_study_runs_every_arm_pairs_them_and_resumes_without_redoing(tmp_path, t
         assert set(sets) == {"dev", "test", "ood_svamp_like"}, arm
         assert sets["test"]["n"] == 10 and sets["dev"]["n"] == 4 and sets["ood_svamp_like"]["n"] == 2
         lo, hi = sets["test"]["ci95"]
+        by_diff = sets["test"]["by_difficulty"]  # GSM8K test: calculator steps of the gold solution
+        assert set(by_diff) <= {"1-2", "3-4", "5+"} and sum(b["n"] for b in by_diff.values()) == 10
+        assert sum(b["correct"] for b in by_diff.values()) == sets["test"]["correct"]
+        assert sets["ood_svamp_like"]["by_difficulty"] == {}  # no gold solution, no bucket
         assert 0 <= lo <= sets["test"]["accuracy"] <= hi <= 1
         if arm != "sft-cot":  # every arm is paired against the reference on the same problems
             v = sets["test"]["vs_reference"]
@@ -115,6 +119,7 @@ def test_study_runs_every_arm_pairs_them_and_resumes_without_redoing(tmp_path, t
     assert len(set(devs.values())) == 1
     assert js.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "| sft-all | 0 |" in result["table_md"] and "skipped" in result["table_md"]
+    assert "*test by difficulty*" in result["table_md"]
 
     # a second invocation resumes: nothing is trained or decoded again
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("test_predictions.jsonl")}
@@ -184,3 +189,12 @@ def test_payload_travels_in_calls_and_is_verified_before_use(tmp_path):
         sp.assemble(out)
     with pytest.raises(sp.PayloadError, match="exists"):
         sp.make(out, gguf=gguf, gsm8k=gsm, wheels=False, call_mib=budget_mib, part_mib=1)
+
+
+def test_cpu_v2_protocol_needs_gsm8k_to_derive_its_problems(tmp_path):
+    import accuracy_study
+
+    with pytest.raises(SystemExit, match="--gsm8k DIR"):
+        accuracy_study.main(["--protocol", "cpu-v2", "--out", str(tmp_path / "s")])
+    assert accuracy_study.TEST_LIMIT["cpu-v2"] is None  # all derived test problems
+    assert accuracy_study.CPU_V2["train"]["precision"] == "fp32"  # the curve it was sized from ran fp32
