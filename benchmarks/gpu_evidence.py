@@ -162,7 +162,7 @@ def arm_ours(args: argparse.Namespace, model_dir: Path, work: Path, *, packed: b
 
     examples = make_examples(args, model_dir)
     timer = _Timer()
-    train(model_dir, examples, work / ("ours" if packed else "ours-padded"), finetune="lora", lora={"r": 16, "alpha": 32},
+    train(model_dir, examples, work / ("ours" if packed else "ours-padded"), finetune="lora", lora={"r": 16, "alpha": 32, "dropout": args.lora_dropout},
           batch_size=args.batch, epochs=1, lr=1e-4, warmup_steps=0, save_steps=10**6, logging_steps=1,
           group_by_length=not packed, packing=packed, loss_chunk_size=1024 if packed else 0,
           precision=_precision(args), resume=False, callbacks=[timer], cpu_fastpath=args.cpu_fastpath)  # fmt: skip
@@ -194,7 +194,11 @@ def arm_trl(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str, 
                     completion_only_loss=True, disable_tqdm=True)  # fmt: skip
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     peft = LoraConfig(
-        r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+        r=16,
+        lora_alpha=32,
+        lora_dropout=args.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
     )
     timer = _Timer()
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=load_tokenizer(model_dir),
@@ -385,6 +389,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n", type=int, default=4, help="samples per prompt (SIKeD-style)")
     ap.add_argument("--sample-batch", type=int, default=64, help="sequences decoded together")
     ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--lora-dropout", type=float, default=0.05,
+                    help="both trainers' LoRA dropout (0.05 = train.lora.dropout's default; 0 changes the math)")  # fmt: skip
     ap.add_argument("--cpu-fastpath", action=argparse.BooleanOptionalAction, default=True,
                     help="ours: train.cpu_fastpath (per-example packed attention, fused LoRA; CPU only)")  # fmt: skip
     ap.add_argument("--wheels", type=Path, default=None, help="offline wheel dir with trl (pip download trl)")
@@ -417,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                    if k in ("steps", "train", "batch", "precision", "precision_steps", "prompts", "n",
-                            "sample_batch", "max_new_tokens") ]  # fmt: skip
+                            "sample_batch", "max_new_tokens", "lora_dropout") ]  # fmt: skip
     passthrough.append("--cpu-fastpath" if args.cpu_fastpath else "--no-cpu-fastpath")
     for model in args.models.split(","):
         for arm in arms:
