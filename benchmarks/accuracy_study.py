@@ -135,7 +135,9 @@ CPU_V2: dict[str, Any] = {
     "train": {"finetune": "full", "lr": 1e-4, "epochs": 1, "max_steps": 40, "batch_size": 8, "max_length": 384,
               "warmup_steps": 5, "save_steps": 1000, "packing": True, "precision": "fp32", "logging_steps": 5},
     "eval": {"split": "dev", "batch_size": 32, "max_new_tokens": 96, "baseline": False, "final_test": False},
-    "siked": {"iterations": 1, "samples_per_question": 2, "limit_questions": 64, "max_new_tokens": 96,
+    # iterations counts iteration 0 (the sft-all model): 2 = one self-guided round. The committed 2026-12-06
+    # results ran with 1, i.e. without any self-guided round (docs/study.md says so)
+    "siked": {"iterations": 2, "samples_per_question": 2, "limit_questions": 64, "max_new_tokens": 96,
               "sampler_batch_size": 32, "patience": 1},
     "fdd": {"rounds": 1, "limit_questions": 64},
 }  # fmt: skip
