@@ -23,6 +23,8 @@ power of that test to detect a 5-point difference at this n, wall time) printed 
 
     # CPU protocol (2 cores, ~70 min measured; the numbers in docs/study.md; test = the first 500 GSM8K test problems):
     python benchmarks/accuracy_study.py --protocol cpu --gsm8k ../shared/datasets/gsm8k
+    # CPU protocol v2 (2 cores, GSM8K first steps derived from the socratic files; docs/study.md, 2 seeds ~2 h):
+    python benchmarks/accuracy_study.py --protocol cpu-v2 --gsm8k ../shared/datasets/gsm8k --seeds 0 1
     # GPU protocol (one H100/H200, full GSM8K; see --help for --gsm8k and the device payload):
     python benchmarks/accuracy_study.py --protocol gpu --gsm8k ../shared/datasets/gsm8k
     # any base-config key, for every arm:  --set train.lr=3e-4 --set eval.max_new_tokens=256
