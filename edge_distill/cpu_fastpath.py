@@ -26,18 +26,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from edge_distill.packing import example_spans
+
 PACKED_SDPA = "edge_packed_sdpa"
 
 
 def _packed_spans(position_ids: torch.Tensor | None, length: int) -> list[tuple[int, int]] | None:
     """[start, end) of each example of a packed [1, T] row (positions restart at 0), or None when the row
     is not packed (a single example, or positions that do not start at 0)."""
-    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[0] != 1:
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape != (1, length):
         return None
-    starts = (position_ids[0] == 0).nonzero().flatten().tolist()
-    if len(starts) < 2 or starts[0] != 0 or position_ids.shape[1] != length:
-        return None
-    return list(zip(starts, starts[1:] + [length], strict=True))
+    spans = example_spans(position_ids)
+    return spans if len(spans) > 1 and spans[0][0] == 0 else None
 
 
 def packed_sdpa(
