@@ -162,14 +162,14 @@ def arm_ours(args: argparse.Namespace, model_dir: Path, work: Path, *, packed: b
 
     examples = make_examples(args, model_dir)
     timer = _Timer()
-    train(model_dir, examples, work / ("ours" if packed else "ours-padded"), finetune="lora", lora={"r": 16, "alpha": 32, "dropout": args.lora_dropout},
+    train(model_dir, examples, work / ("ours" if packed else "ours-padded"), finetune="lora", lora={"r": 16, "alpha": 32, "dropout": args.lora_dropout, "dropout_draws": args.dropout_draws},
           batch_size=args.batch, epochs=1, lr=1e-4, warmup_steps=0, save_steps=10**6, logging_steps=1,
           group_by_length=not packed, packing=packed, loss_chunk_size=1024 if packed else 0,
           precision=_precision(args), resume=False, callbacks=[timer], cpu_fastpath=args.cpu_fastpath)  # fmt: skip
     tokens = sum(len(e) for e in examples)
     return {"tokens": tokens, "train_s": timer.t1 - timer.t0, "tokens_per_s": tokens / (timer.t1 - timer.t0),
             "last_loss": timer.losses[-1] if timer.losses else None, "losses": timer.losses[:20],
-            "cpu_fastpath": args.cpu_fastpath}  # fmt: skip
+            "cpu_fastpath": args.cpu_fastpath, "dropout_draws": args.dropout_draws}  # fmt: skip
 
 
 def arm_trl(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str, Any]:
@@ -393,6 +393,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="both trainers' LoRA dropout (0.05 = train.lora.dropout's default; 0 changes the math)")  # fmt: skip
     ap.add_argument("--cpu-fastpath", action=argparse.BooleanOptionalAction, default=True,
                     help="ours: train.cpu_fastpath (per-example packed attention, fused LoRA; CPU only)")  # fmt: skip
+    ap.add_argument("--dropout-draws", default="fast", choices=["fast", "torch"],
+                    help="ours, CPU fast path: train.lora.dropout_draws (fast: 16-bit fields; torch: nn.Dropout's)")  # fmt: skip
     ap.add_argument("--wheels", type=Path, default=None, help="offline wheel dir with trl (pip download trl)")
     ap.add_argument(
         "--budget-s", type=float, default=450.0, help="skip remaining arms after this many seconds"
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                    if k in ("steps", "train", "batch", "precision", "precision_steps", "prompts", "n",
-                            "sample_batch", "max_new_tokens", "lora_dropout") ]  # fmt: skip
+                            "sample_batch", "max_new_tokens", "lora_dropout", "dropout_draws") ]  # fmt: skip
     passthrough.append("--cpu-fastpath" if args.cpu_fastpath else "--no-cpu-fastpath")
     for model in args.models.split(","):
         for arm in arms:

@@ -58,11 +58,16 @@ def _cpu() -> str:
     return f"{name}, {os.cpu_count()} cores, {isa}"
 
 
-def parse_arm(text: str) -> tuple[str, str]:
-    strategies, _, finetune = text.partition(":")
-    if strategies not in ("cot", "l2m", "pot", "all") or finetune not in ("lora", "full"):
-        raise SystemExit(f"--arms: {text!r} is not STRATEGIES:FINETUNE (cot|l2m|pot|all : lora|full)")
-    return strategies, finetune
+def parse_arm(text: str) -> tuple[str, str, str]:
+    """STRATEGIES:FINETUNE[:torch] -> (strategies, finetune, LoRA dropout draws: fast | torch)."""
+    parts = text.split(":")
+    strategies, finetune, rest = parts[0], parts[1] if len(parts) > 1 else "", parts[2:]
+    draws = rest[0] if rest else "fast"
+    if (strategies not in ("cot", "l2m", "pot", "all") or finetune not in ("lora", "full") or len(rest) > 1
+            or draws not in ("fast", "torch") or (rest and finetune != "lora")):  # fmt: skip
+        raise SystemExit(f"--arms: {text!r} is not STRATEGIES:FINETUNE[:torch] (cot|l2m|pot|all : lora|full; "
+                         ":torch = LoRA with nn.Dropout's own draws)")  # fmt: skip
+    return strategies, finetune, draws
 
 
 def arm_strategies(name: str) -> list[str]:
@@ -83,14 +88,14 @@ def teacher_samples(pool: list[Any], strategies: list[str]) -> list[Any]:
 
 
 def train_arm(model_dir: Path, samples: list[Any], finetune: str, budgets: list[int], out: Path,
-              args: argparse.Namespace, horizon: int) -> dict[int, tuple[Path, float]]:  # fmt: skip
+              args: argparse.Namespace, horizon: int, draws: str = "fast") -> dict[int, tuple[Path, float]]:  # fmt: skip
     """Train once up to max(budgets) examples; save a copy at each budget. {budget: (dir, train seconds)}.
 
     The data always holds `horizon` (the largest budget of the curve) examples, so the seeded shuffle is
     the same whichever budgets are trained now: a copy at budget b is the same model in every run."""
     from transformers import TrainerCallback
 
-    from edge_distill.config import TrainConfig
+    from edge_distill.config import LoraConfig, TrainConfig
     from edge_distill.models import load_tokenizer
     from edge_distill.objectives.sft import build_sft_examples
     from edge_distill.training import train
@@ -119,6 +124,7 @@ def train_arm(model_dir: Path, samples: list[Any], finetune: str, budgets: list[
         finetune=finetune, lr=args.lr or LRS[finetune], batch_size=args.batch, epochs=1,
         max_steps=max(at_step), max_length=args.max_length, warmup_steps=args.warmup, scheduler="constant",
         save_steps=10**6, logging_steps=5, packing=args.packing, precision=args.precision,
+        lora=LoraConfig(dropout_draws=draws),
     )  # fmt: skip
     train(model_dir, examples, out / "train", cfg, seed=args.seed, resume=False, callbacks=[SaveAt()])
     return saved
@@ -237,6 +243,20 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def draws_paired(correct: dict[str, dict[int, dict[str, bool]]]) -> dict[str, list[dict[str, Any]]]:
+    """Each `X:lora:torch` arm against `X:lora` (fast draws), per budget, on the same dev problems: what the
+    dropout draws change in accuracy (paired: exact McNemar, bootstrap CI of fast − torch)."""
+    from edge_distill.stats import paired_comparison
+
+    out = {}
+    for arm, by_budget in correct.items():
+        fast = correct.get(arm.removesuffix(":torch")) if arm.endswith(":torch") else None
+        if fast:
+            out[arm.removesuffix(":torch")] = [{"budget": b, **paired_comparison(by_budget[b], fast[b])}
+                                               for b in sorted(by_budget) if b in fast]  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", default="builtin:gsm8k-sample", help="train source (dev is carved from it)")
@@ -281,9 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         "arms": {},
     }  # fmt: skip
     result["untrained"].pop("vs_untrained")
-    for strategies, finetune in arms:
-        arm = f"{strategies}:{finetune}"
-        arm_dir = work / f"{strategies}-{finetune}-b{args.batch}-s{args.seed}"
+    correct: dict[str, dict[int, dict[str, bool]]] = {}  # arm -> budget -> {problem id: correct}
+    for strategies, finetune, draws in arms:
+        arm = f"{strategies}:{finetune}" + (":torch" if draws == "torch" else "")
+        suffix = "-torch-draws" if draws == "torch" else ""
+        arm_dir = work / f"{strategies}-{finetune}-b{args.batch}-s{args.seed}{suffix}"
         arm_dir.mkdir(parents=True, exist_ok=True)
         trained_file = arm_dir / "trained.json"
         done = json.loads(trained_file.read_text()) if trained_file.is_file() else {}
@@ -294,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             # run would: a new budget costs only its own steps.
             samples = teacher_samples(pool, arm_strategies(strategies))
             log.info("%s: %d teacher samples; training up to %d examples", arm, len(samples), max(missing))
-            saved = train_arm(model_dir, samples, finetune, missing, arm_dir, args, horizon=max(budgets))
+            saved = train_arm(model_dir, samples, finetune, missing, arm_dir, args, max(budgets), draws)
             done |= {str(b): {"dir": d.name, "train_s": round(s, 1)} for b, (d, s) in saved.items()}
             trained_file.write_text(json.dumps(done))
         pts = []
@@ -310,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                 "%s @ %d: %d/%d, well-formed %.0f %%", arm, b, pt["correct"], pt["n"], 100 * pt["well_formed"]
             )
             pts.append(pt)
+            correct.setdefault(arm, {})[b] = {r["id"]: bool(r["correct"]) for r in got["predictions"]}
         result["arms"][arm] = pts
+        result["draws_paired"] = draws_paired(correct)
         _write(result, Path(args.out))
     _write(result, Path(args.out))
     print(table(result))

@@ -184,6 +184,9 @@ class LoraConfig(Section):
     alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    # CPU fast path: "fast" = the dropout law from 16-bit fields (p rounded to 2^-16, 3x cheaper draws),
+    # "torch" = nn.Dropout's own draws, for bit-for-bit runs against PEFT (cpu_fastpath.py)
+    dropout_draws: Literal["fast", "torch"] = "fast"
 
 
 class CascodConfig(Section):
@@ -278,7 +281,7 @@ class TrainConfig(Section):
         "auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"
     ] = "auto"
     compile: bool = False
-    # CPU only, same math: per-example attention in packed rows, LoRA's scale folded into one addmm (cpu_fastpath.py)
+    # CPU only: per-example attention in packed rows, one addmm per LoRA linear, lora.dropout_draws (cpu_fastpath.py)
     cpu_fastpath: bool = True
     liger: bool = False  # Liger kernels (norm/RoPE/MLP) on CUDA when liger-kernel is installed
     logging_steps: int = Field(default=5, ge=1)

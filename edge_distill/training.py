@@ -240,7 +240,7 @@ def _student_model(model_path: Path, c: TrainConfig) -> tuple[Any, int]:
         )
         model = get_peft_model(model, peft_cfg)
         if cpu_fast:
-            fuse_lora_linears(model)
+            fuse_lora_linears(model, c.lora.dropout_draws)
         if c.gradient_checkpointing:
             # reentrant checkpointing with frozen embeddings would otherwise cut the graph to the adapters
             model.enable_input_require_grads()

@@ -1,6 +1,7 @@
 """train.cpu_fastpath: per-example attention in packed rows and the fused LoRA linear give the numbers the
-plain paths give (fp32 bound of tests/fp32_tolerance.py), draw the same dropout units, fall back where they
-do not apply, and leave nothing of themselves in a saved model."""
+plain paths give (fp32 bound of tests/fp32_tolerance.py), draw the same dropout units with
+`lora.dropout_draws: torch` and the same dropout law with `fast`, fall back where they do not apply, and leave
+nothing of themselves in a saved model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import pytest
 import torch
 from test_training import FAST, _GradCapture  # tests/ is on sys.path (pytest rootdir import mode)
 
-from edge_distill.cpu_fastpath import PACKED_SDPA, _packed_spans, fuse_lora_linears, register_packed_sdpa
+from edge_distill.cpu_fastpath import (
+    PACKED_SDPA,
+    _packed_spans,
+    fast_dropout_keep,
+    fuse_lora_linears,
+    register_packed_sdpa,
+)
 from edge_distill.objectives.examples import Example
 from edge_distill.packing import PackedCollator
 from edge_distill.training import train
@@ -80,7 +87,7 @@ def test_packed_attention_falls_back_to_sdpa_for_padded_batches_and_generation(t
     assert torch.equal(g1, g2)
 
 
-def _lora_pair(model_dir, dropout):
+def _lora_pair(model_dir, dropout, draws="torch"):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
@@ -91,7 +98,7 @@ def _lora_pair(model_dir, dropout):
             if "lora_B" in n:
                 p.normal_(0.0, 0.05)
     fused = copy.deepcopy(plain)
-    assert fuse_lora_linears(fused) == 2 * 7  # 2 layers x q, k, v, o, gate, up, down
+    assert fuse_lora_linears(fused, draws) == 2 * 7  # 2 layers x q, k, v, o, gate, up, down
     return plain, fused
 
 
@@ -136,7 +143,8 @@ def test_a_training_step_is_the_same_with_and_without_the_fastpath(
     for on in (False, True):
         cap = _GradCapture()
         r = train(tiny_model_dir, examples, tmp_path / str(on), max_steps=2, batch_size=3, packing=True,
-                  finetune=finetune, cpu_fastpath=on, callbacks=[cap], **{**FAST, "lora": {"dropout": 0.1}})  # fmt: skip
+                  finetune=finetune, cpu_fastpath=on, callbacks=[cap],
+                  **{**FAST, "lora": {"dropout": 0.1, "dropout_draws": "torch"}})  # fmt: skip
         grads[on], losses[on] = cap.grads, [x for _, x in r.losses]
         saved = list(r.final_dir.glob("*.json"))
         assert saved and not any(PACKED_SDPA in f.read_text() for f in saved)  # loads without this module
@@ -144,3 +152,64 @@ def test_a_training_step_is_the_same_with_and_without_the_fastpath(
     for k, g in grads[False].items():
         assert_fp32_close(grads[True][k], g, terms, msg=k)
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3])
+def test_fast_dropout_draws_the_dropout_law_with_p_rounded_to_16_bits(p):
+    x = torch.ones(1000, 1001)  # an odd size: the last 64-bit word is only partly used
+    torch.manual_seed(5)
+    keep, kept = fast_dropout_keep(x, p)
+    assert keep.shape == x.shape and keep.dtype == x.dtype
+    assert set(keep.unique().tolist()) <= {0.0, 1.0}
+    assert kept == 1 - round(p * 65536) / 65536 and abs(kept - (1 - p)) <= 2**-17
+    # the share kept, overall and in each of the four 16-bit fields of a word (a field that is not uniform,
+    # e.g. a sign bit random_ never sets, moves its share far outside 6 standard errors)
+    flat = keep.reshape(-1)
+    for part in [flat, *(flat[i::4] for i in range(4))]:
+        se = (kept * (1 - kept) / part.numel()) ** 0.5
+        assert abs(part.mean().item() - kept) < 6 * se
+    # seeded like every other draw, and a new mask on each call
+    torch.manual_seed(5)
+    assert torch.equal(fast_dropout_keep(x, p)[0], keep)
+    assert not torch.equal(fast_dropout_keep(x, p)[0], keep)
+
+
+def test_fast_dropout_leaves_probabilities_16_bits_cannot_hold_to_bernoulli():
+    x = torch.ones(8, 8)
+    assert fast_dropout_keep(x, 1e-6) is None and fast_dropout_keep(x, 1 - 1e-6) is None
+    assert fast_dropout_keep(x, 2**-16) is not None
+
+
+def test_fused_lora_with_fast_draws_applies_its_mask_and_rescales(tiny_model_dir):
+    plain, fused = _lora_pair(tiny_model_dir, 0.3, draws="fast")
+    layer = fused.base_model.model.model.layers[0].self_attn.q_proj
+    x = torch.randn(2, 5, layer.in_features)
+    layer.train()
+    torch.manual_seed(11)
+    got = layer(x)
+    torch.manual_seed(11)
+    keep, kept = fast_dropout_keep(x, 0.3)
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    want = layer.base_layer(x) + (x * keep) @ a.T @ b.T * (layer.scaling["default"] / kept)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    # unbiased: the mean output over n draws is the no-dropout output, within 6 standard errors per element
+    layer.eval()
+    with torch.no_grad():
+        clean = layer(x)
+        layer.train()
+        outs = torch.stack([layer(x) for _ in range(300)])
+    se = outs.std(0) / 300**0.5
+    assert ((outs.mean(0) - clean).abs() <= 6 * se + 1e-6).all()
+
+
+def test_a_training_run_with_fast_draws_starts_where_the_torch_draws_start(
+    tiny_model_dir, examples, tmp_path
+):
+    """LoRA B is 0 at init, so the first loss cannot depend on the draws; later ones do (other numbers)."""
+    losses = {}
+    for draws in ("torch", "fast"):
+        r = train(tiny_model_dir, examples, tmp_path / draws, max_steps=3, batch_size=1, packing=True,
+                  finetune="lora", cpu_fastpath=True, **{**FAST, "lora": {"dropout": 0.3, "dropout_draws": draws}})  # fmt: skip
+        losses[draws] = [x for _, x in r.losses]
+    assert losses["fast"][0] == pytest.approx(losses["torch"][0], rel=1e-6)
+    assert losses["fast"][1:] != losses["torch"][1:]
