@@ -28,6 +28,9 @@ power of that test to detect a 5-point difference at this n, wall time) printed 
     # GPU protocol (one H100/H200, full GSM8K; see --help for --gsm8k and the device payload):
     python benchmarks/accuracy_study.py --protocol gpu --gsm8k ../shared/datasets/gsm8k
     # any base-config key, for every arm:  --set train.lr=3e-4 --set eval.max_new_tokens=256
+    # an extra arm: an arm with its own keys, in its own run dirs, beside the arms already run (they resume):
+    python benchmarks/accuracy_study.py --protocol cpu-v2 --gsm8k ../shared/datasets/gsm8k --seeds 0 1 \
+        --arms siked --variant siked-pot-first=siked 'siked.priority=[pot,cot,l2m]'
 """
 
 from __future__ import annotations
@@ -77,6 +80,27 @@ ARM_NAMES = [a.name for a in ARMS]
 
 # protocols (base configs, test sizes, derived data) live in study_protocols.py, beside this script
 from study_protocols import CPU_V2, DERIVED, PROTOCOLS, TEST_LIMIT, TINY  # noqa: E402, F401 (CPU_V2, TINY: tests)
+
+
+def parse_variant(spec: list[str], known: list[Arm]) -> Arm:
+    """`--variant NAME=ARM KEY=VALUE...`: a new arm NAME, the arm ARM with these config keys on top (it keeps
+    ARM's reuse: a SIKeD variant still starts from the sft-all model)."""
+    import re
+
+    name, sep, of = spec[0].partition("=")
+    base = next((a for a in known if a.name == of and a.name != "untrained"), None)
+    usage = (
+        "expected NAME=ARM KEY=VALUE..., e.g. --variant siked-pot-first=siked 'siked.priority=[pot,cot,l2m]'"
+    )
+    if not sep or base is None:
+        raise SystemExit(f"--variant {' '.join(spec)}: {usage} (ARM: one of {', '.join(ARM_NAMES[1:])})")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", name) or name in {a.name for a in known}:
+        raise SystemExit(f"--variant {spec[0]}: NAME must be new, lowercase letters, digits and '-'")
+    if len(spec) < 2:
+        raise SystemExit(f"--variant {spec[0]}: give at least one KEY=VALUE ({usage})")
+    keys = parse_set(spec[1:])
+    note = f"{of} with " + ", ".join(f"{k}={v}" for k, v in keys.items())
+    return Arm(name, {**base.keys, **keys}, reuse=base.reuse, live_teacher=base.live_teacher, note=note)
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -172,8 +196,8 @@ def train_phase(
             log.info("=== arm %s (seed %d) ===", arm.name, seed)
             t0 = time.perf_counter()
             run = run_pipeline(cfg, resume=True)
-            states[key] = {"cfg": cfg, "dir": run.path / "eval", "run": run.path,
-                           "phase_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            states[key] = {"cfg": cfg, "dir": run.path / "eval", "run": run.path, "builds_on": arm.reuse,
+                           "note": arm.note, "phase_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     return states
 
 
@@ -268,7 +292,9 @@ def tabulate(
             continue
         walls = _stage_walls(st["run"]) if "run" in st else {}
         row["train_s"] = round(walls.get("train", 0.0) + walls.get("methods", 0.0), 1)
-        row["builds_on"] = next((a.reuse for a in ARMS if a.name == arm), None)
+        row["builds_on"] = st.get("builds_on")
+        if st.get("note"):
+            row["note"] = st["note"]
         row["sets"] = {}
         for split in sets:
             f = st["dir"] / f"{split}.json"
@@ -456,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="base-config key, every arm"
     )
+    ap.add_argument("--variant", nargs="+", action="append", default=[], metavar="SPEC",
+                    help="NAME=ARM KEY=VALUE...: an extra arm NAME, ARM with these config keys, in its own run "
+                         "dirs (e.g. --variant siked-pot-first=siked 'siked.priority=[pot,cot,l2m]')")  # fmt: skip
     ap.add_argument("--ood", nargs="*", default=[], metavar="FILE", help="extra eval sets (any loader shape)")
     ap.add_argument("--gsm8k", type=Path, help="dir with full GSM8K train.jsonl/test.jsonl (gpu protocol; "
                     "cpu: its test gives the 500 problems the protocol is sized for)")  # fmt: skip
@@ -512,12 +541,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.test_limit < 1:
         raise SystemExit(f"--test-limit {args.test_limit}: must be >= 1")
     user = parse_set(args.set)
-    wanted = set(args.arms) | {REFERENCE}
-    if "untrained" in wanted or any(a.reuse for a in ARMS if a.name in wanted):
-        wanted |= {a.reuse for a in ARMS if a.name in wanted and a.reuse}
-    arms = [a for a in ARMS if a.name in wanted]
+    known = list(ARMS)
+    for spec in args.variant:
+        known.append(parse_variant(spec, known))
+    wanted = set(args.arms) | {REFERENCE} | {a.name for a in known[len(ARMS) :]}
+    if "untrained" in wanted or any(a.reuse for a in known if a.name in wanted):
+        wanted |= {a.reuse for a in known if a.name in wanted and a.reuse}
+    arms = [a for a in known if a.name in wanted]
     # the untrained arm reads the reference's dev split: run it after the reference
-    arms.sort(key=lambda a: (a.name == "untrained", ARM_NAMES.index(a.name)))
+    arms.sort(key=lambda a: (a.name == "untrained", known.index(a)))
 
     from edge_distill import stages
     from edge_distill.config import DataConfig

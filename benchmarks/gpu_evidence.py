@@ -162,14 +162,14 @@ def arm_ours(args: argparse.Namespace, model_dir: Path, work: Path, *, packed: b
 
     examples = make_examples(args, model_dir)
     timer = _Timer()
-    train(model_dir, examples, work / ("ours" if packed else "ours-padded"), finetune="lora", lora={"r": 16, "alpha": 32, "dropout": args.lora_dropout, "dropout_draws": args.dropout_draws},
+    train(model_dir, examples, work / ("ours" if packed else "ours-padded"), finetune="lora", lora={"r": 16, "alpha": 32, "dropout": args.lora_dropout, "dropout_draws": args.dropout_draws, "top_layers": args.top_layers},
           batch_size=args.batch, epochs=1, lr=1e-4, warmup_steps=0, save_steps=10**6, logging_steps=1,
           group_by_length=not packed, packing=packed, loss_chunk_size=1024 if packed else 0,
           precision=_precision(args), resume=False, callbacks=[timer], cpu_fastpath=args.cpu_fastpath)  # fmt: skip
     tokens = sum(len(e) for e in examples)
     return {"tokens": tokens, "train_s": timer.t1 - timer.t0, "tokens_per_s": tokens / (timer.t1 - timer.t0),
             "last_loss": timer.losses[-1] if timer.losses else None, "losses": timer.losses[:20],
-            "cpu_fastpath": args.cpu_fastpath, "dropout_draws": args.dropout_draws}  # fmt: skip
+            "cpu_fastpath": args.cpu_fastpath, "dropout_draws": args.dropout_draws, "top_layers": args.top_layers}  # fmt: skip
 
 
 def arm_trl(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str, Any]:
@@ -297,17 +297,29 @@ def arm_precision(args: argparse.Namespace, model_dir: Path, work: Path) -> dict
     return {"fp32_losses": losses["fp32"], "bf16_losses": losses["bf16"], "max_rel_diff": max(rel)}
 
 
-def linear_flops_per_token(model_dir: Path, *, trainable: str = "lora") -> float:
+def linear_flops_per_token(
+    model_dir: Path, *, trainable: str = "lora", top_layers: int | None = None
+) -> float:
     """Matmul FLOPs one trained token costs: 2 per weight of every Linear (LM head included) forward, and
     again for the input gradient backward; a full fine-tune adds the weight gradient (6 per weight). Adapter
-    and attention-score FLOPs are left out, so the share of the matmul rate below is a lower bound."""
+    and attention-score FLOPs are left out, so the share of the matmul rate below is a lower bound. With
+    LoRA on the `top_layers` only, the backward runs through those layers and the LM head alone."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from edge_distill.training import lora_target_modules
+
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
-    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    return float((4 if trainable == "lora" else 6) * weights)
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    weights = sum(m.weight.numel() for m in linears.values())
+    if trainable != "lora" or top_layers is None:
+        return float((4 if trainable == "lora" else 6) * weights)
+    head = model.get_output_embeddings().weight.numel()
+    backward = (
+        sum(linears[n].weight.numel() for n in lora_target_modules(model, "all-linear", top_layers)) + head
+    )
+    return float(2 * weights + 2 * backward)
 
 
 def matmul_gflops(dtype: str = "fp32", n: int = 2048, repeats: int = 5) -> float:
@@ -354,7 +366,8 @@ def run_child(args: argparse.Namespace) -> None:
         res = arm_precision(args, model_dir, work)
     res.update(peak_mem_mb=_peak_memory_mb(), wall_s=time.perf_counter() - t0)
     if args.arm in ("ours", "ours-padded", "trl"):  # all three train the same LoRA
-        res["gflops_per_s"] = res["tokens_per_s"] * linear_flops_per_token(model_dir) / 1e9
+        top = args.top_layers if args.arm != "trl" else None
+        res["gflops_per_s"] = res["tokens_per_s"] * linear_flops_per_token(model_dir, top_layers=top) / 1e9
     print("RESULT " + json.dumps(res), flush=True)
 
 
@@ -395,6 +408,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="ours: train.cpu_fastpath (per-example packed attention, fused LoRA; CPU only)")  # fmt: skip
     ap.add_argument("--dropout-draws", default="fast", choices=["fast", "torch"],
                     help="ours, CPU fast path: train.lora.dropout_draws (fast: 16-bit fields; torch: nn.Dropout's)")  # fmt: skip
+    ap.add_argument("--top-layers", type=int, default=None, metavar="N",
+                    help="ours: train.lora.top_layers (LoRA on the top N decoder layers only; changes the math)")  # fmt: skip
     ap.add_argument("--wheels", type=Path, default=None, help="offline wheel dir with trl (pip download trl)")
     ap.add_argument(
         "--budget-s", type=float, default=450.0, help="skip remaining arms after this many seconds"
@@ -427,6 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    if k in ("steps", "train", "batch", "precision", "precision_steps", "prompts", "n",
                             "sample_batch", "max_new_tokens", "lora_dropout", "dropout_draws") ]  # fmt: skip
     passthrough.append("--cpu-fastpath" if args.cpu_fastpath else "--no-cpu-fastpath")
+    passthrough += [f"--top-layers={args.top_layers}"] if args.top_layers else []
     for model in args.models.split(","):
         for arm in arms:
             row: dict[str, Any] = {"model": model, "arm": arm}

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger("learning_curve")
 
@@ -58,16 +58,45 @@ def _cpu() -> str:
     return f"{name}, {os.cpu_count()} cores, {isa}"
 
 
-def parse_arm(text: str) -> tuple[str, str, str]:
-    """STRATEGIES:FINETUNE[:torch] -> (strategies, finetune, LoRA dropout draws: fast | torch)."""
+class Arm(NamedTuple):
+    strategies: str  # cot | l2m | pot | all
+    finetune: str  # lora | full
+    draws: str = "fast"  # LoRA dropout draws (train.lora.dropout_draws)
+    top: int | None = None  # LoRA on the top N decoder layers only (train.lora.top_layers)
+
+    @property
+    def name(self) -> str:
+        """`STRATEGIES:FINETUNE[:torch][:topN]`, as --arms spells it."""
+        return (
+            f"{self.strategies}:{self.finetune}"
+            + (":torch" if self.draws == "torch" else "")
+            + (f":top{self.top}" if self.top else "")
+        )
+
+    @property
+    def base(self) -> str:
+        """The arm a LoRA variant is paired with: the same strategies and finetune, default options."""
+        return f"{self.strategies}:{self.finetune}"
+
+    @property
+    def dir_suffix(self) -> str:
+        return ("-torch-draws" if self.draws == "torch" else "") + (f"-top{self.top}" if self.top else "")
+
+
+def parse_arm(text: str) -> Arm:
+    """STRATEGIES:FINETUNE[:torch][:topN]: `torch` = LoRA with nn.Dropout's own draws, `topN` = LoRA on the
+    top N decoder layers only (both LoRA only)."""
     parts = text.split(":")
-    strategies, finetune, rest = parts[0], parts[1] if len(parts) > 1 else "", parts[2:]
-    draws = rest[0] if rest else "fast"
-    if (strategies not in ("cot", "l2m", "pot", "all") or finetune not in ("lora", "full") or len(rest) > 1
-            or draws not in ("fast", "torch") or (rest and finetune != "lora")):  # fmt: skip
-        raise SystemExit(f"--arms: {text!r} is not STRATEGIES:FINETUNE[:torch] (cot|l2m|pot|all : lora|full; "
-                         ":torch = LoRA with nn.Dropout's own draws)")  # fmt: skip
-    return strategies, finetune, draws
+    strategies, finetune, opts = parts[0], parts[1] if len(parts) > 1 else "", parts[2:]
+    draws = "torch" if "torch" in opts else "fast"
+    tops = [o for o in opts if o.startswith("top") and o[3:].isdigit() and int(o[3:]) > 0]
+    ok = (strategies in ("cot", "l2m", "pot", "all") and finetune in ("lora", "full")
+          and len(opts) == len(set(opts)) == (draws == "torch") + len(tops) and len(tops) <= 1
+          and (not opts or finetune == "lora"))  # fmt: skip
+    if not ok:
+        raise SystemExit(f"--arms: {text!r} is not STRATEGIES:FINETUNE[:torch][:topN] (cot|l2m|pot|all : "
+                         "lora|full; LoRA only: torch = nn.Dropout's own draws, topN = the top N layers)")  # fmt: skip
+    return Arm(strategies, finetune, draws, int(tops[0][3:]) if tops else None)
 
 
 def arm_strategies(name: str) -> list[str]:
@@ -88,7 +117,7 @@ def teacher_samples(pool: list[Any], strategies: list[str]) -> list[Any]:
 
 
 def train_arm(model_dir: Path, samples: list[Any], finetune: str, budgets: list[int], out: Path,
-              args: argparse.Namespace, horizon: int, draws: str = "fast") -> dict[int, tuple[Path, float]]:  # fmt: skip
+              args: argparse.Namespace, horizon: int, draws: str = "fast", top: int | None = None) -> dict[int, tuple[Path, float]]:  # fmt: skip
     """Train once up to max(budgets) examples; save a copy at each budget. {budget: (dir, train seconds)}.
 
     The data always holds `horizon` (the largest budget of the curve) examples, so the seeded shuffle is
@@ -124,7 +153,7 @@ def train_arm(model_dir: Path, samples: list[Any], finetune: str, budgets: list[
         finetune=finetune, lr=args.lr or LRS[finetune], batch_size=args.batch, epochs=1,
         max_steps=max(at_step), max_length=args.max_length, warmup_steps=args.warmup, scheduler="constant",
         save_steps=10**6, logging_steps=5, packing=args.packing, precision=args.precision,
-        lora=LoraConfig(dropout_draws=draws),
+        lora=LoraConfig(dropout_draws=draws, top_layers=top),
     )  # fmt: skip
     train(model_dir, examples, out / "train", cfg, seed=args.seed, resume=False, callbacks=[SaveAt()])
     return saved
@@ -243,17 +272,19 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def draws_paired(correct: dict[str, dict[int, dict[str, bool]]]) -> dict[str, list[dict[str, Any]]]:
-    """Each `X:lora:torch` arm against `X:lora` (fast draws), per budget, on the same dev problems: what the
-    dropout draws change in accuracy (paired: exact McNemar, bootstrap CI of fast − torch)."""
+def variants_paired(correct: dict[str, dict[int, dict[str, bool]]]) -> dict[str, list[dict[str, Any]]]:
+    """Each LoRA variant arm (`X:lora:torch`, `X:lora:topN`, ...) against its base arm `X:lora`, per budget,
+    on the same dev problems: what the option changes in accuracy (paired: exact McNemar, bootstrap CI of
+    base − variant; `first` = the variant, `second` = the base)."""
     from edge_distill.stats import paired_comparison
 
     out = {}
-    for arm, by_budget in correct.items():
-        fast = correct.get(arm.removesuffix(":torch")) if arm.endswith(":torch") else None
-        if fast:
-            out[arm.removesuffix(":torch")] = [{"budget": b, **paired_comparison(by_budget[b], fast[b])}
-                                               for b in sorted(by_budget) if b in fast]  # fmt: skip
+    for name, by_budget in correct.items():
+        arm = parse_arm(name)
+        base = correct.get(arm.base) if name != arm.base else None
+        if base:
+            out[name] = [{"budget": b, **paired_comparison(by_budget[b], base[b])}
+                         for b in sorted(by_budget) if b in base]  # fmt: skip
     return out
 
 
@@ -302,10 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     result["untrained"].pop("vs_untrained")
     correct: dict[str, dict[int, dict[str, bool]]] = {}  # arm -> budget -> {problem id: correct}
-    for strategies, finetune, draws in arms:
-        arm = f"{strategies}:{finetune}" + (":torch" if draws == "torch" else "")
-        suffix = "-torch-draws" if draws == "torch" else ""
-        arm_dir = work / f"{strategies}-{finetune}-b{args.batch}-s{args.seed}{suffix}"
+    for spec in arms:
+        arm, strategies, finetune = spec.name, spec.strategies, spec.finetune
+        arm_dir = work / f"{strategies}-{finetune}-b{args.batch}-s{args.seed}{spec.dir_suffix}"
         arm_dir.mkdir(parents=True, exist_ok=True)
         trained_file = arm_dir / "trained.json"
         done = json.loads(trained_file.read_text()) if trained_file.is_file() else {}
@@ -316,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
             # run would: a new budget costs only its own steps.
             samples = teacher_samples(pool, arm_strategies(strategies))
             log.info("%s: %d teacher samples; training up to %d examples", arm, len(samples), max(missing))
-            saved = train_arm(model_dir, samples, finetune, missing, arm_dir, args, max(budgets), draws)
+            saved = train_arm(
+                model_dir, samples, finetune, missing, arm_dir, args, max(budgets), spec.draws, spec.top
+            )
             done |= {str(b): {"dir": d.name, "train_s": round(s, 1)} for b, (d, s) in saved.items()}
             trained_file.write_text(json.dumps(done))
         pts = []
@@ -334,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             pts.append(pt)
             correct.setdefault(arm, {})[b] = {r["id"]: bool(r["correct"]) for r in got["predictions"]}
         result["arms"][arm] = pts
-        result["draws_paired"] = draws_paired(correct)
+        result["variants_paired"] = variants_paired(correct)
         _write(result, Path(args.out))
     _write(result, Path(args.out))
     print(table(result))

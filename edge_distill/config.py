@@ -187,6 +187,9 @@ class LoraConfig(Section):
     # CPU fast path: "fast" = the dropout law from 16-bit fields (p rounded to 2^-16, 3x cheaper draws),
     # "torch" = nn.Dropout's own draws, for bit-for-bit runs against PEFT (cpu_fastpath.py)
     dropout_draws: Literal["fast", "torch"] = "fast"
+    # opt-in, changes the math: adapt only the top N decoder layers. The layers below stay frozen, so the
+    # backward pass stops at the lowest adapted layer (docs/scaling.md: speed and dev accuracy measured)
+    top_layers: int | None = Field(default=None, ge=1)
 
 
 class CascodConfig(Section):

@@ -235,7 +235,7 @@ def _student_model(model_path: Path, c: TrainConfig) -> tuple[Any, int]:
             r=c.lora.r,
             lora_alpha=c.lora.alpha,
             lora_dropout=c.lora.dropout,
-            target_modules=c.lora.target_modules,
+            target_modules=lora_target_modules(model, c.lora.target_modules, c.lora.top_layers),
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, peft_cfg)
@@ -245,6 +245,39 @@ def _student_model(model_path: Path, c: TrainConfig) -> tuple[Any, int]:
             # reentrant checkpointing with frozen embeddings would otherwise cut the graph to the adapters
             model.enable_input_require_grads()
     return model, sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def lora_target_modules(model: Any, targets: list[str] | str, top: int | None) -> list[str] | str:
+    """PEFT's target_modules: `targets` as configured, or with `train.lora.top_layers` the full names of the
+    matching Linear layers in the top `top` decoder layers (PEFT takes no layer subset with "all-linear")."""
+    if top is None:
+        return targets
+    n = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    stack = next(
+        (name for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n),
+        None,
+    )
+    if not isinstance(n, int) or stack is None:
+        raise ConfigError("train.lora.top_layers: cannot find this student's decoder layers; remove the key")
+    if top > n:
+        raise ConfigError(f"train.lora.top_layers: {top}, but the student has {n} decoder layers; use 1..{n}")
+    head = model.get_output_embeddings()
+
+    def wanted(name: str) -> bool:
+        if targets == "all-linear":
+            return True
+        return any(name == t or name.endswith("." + t) for t in targets)  # PEFT's rule for a list
+
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and m is not head and name.startswith(stack + "."):
+            if int(name[len(stack) + 1 :].split(".", 1)[0]) >= n - top and wanted(name):
+                out.append(name)
+    if not out:
+        raise ConfigError(
+            f"train.lora.top_layers: no layer of train.lora.target_modules {targets} in the top {top}"
+        )
+    return out
 
 
 def _training_args(

@@ -76,6 +76,20 @@ def test_reuse_sft_is_refused_for_objectives_that_cannot_use_it():
 
 
 # ---------------------------------------------------------------------------------------------- the study
+def test_variant_spec_names_a_new_arm_built_on_a_known_one():
+    import accuracy_study as st
+
+    arm = st.parse_variant(["siked-pot=siked", "siked.priority=[pot,cot,l2m]", "siked.mixing=all"], st.ARMS)
+    assert arm.name == "siked-pot" and arm.reuse == "sft-all"
+    assert arm.keys == {**next(a for a in st.ARMS if a.name == "siked").keys,
+                        "siked.priority": ["pot", "cot", "l2m"], "siked.mixing": "all"}  # fmt: skip
+    for spec, match in ((["siked-pot=nope", "a=1"], "NAME=ARM"), (["siked-pot=untrained", "a=1"], "NAME=ARM"),
+                        (["sft-all=siked", "a=1"], "must be new"), (["Bad Name=siked", "a=1"], "must be new"),
+                        (["siked-pot=siked"], "at least one KEY=VALUE"), (["x=siked", "novalue"], "KEY=VALUE")):  # fmt: skip
+        with pytest.raises(SystemExit, match=match):
+            st.parse_variant(spec, st.ARMS)
+
+
 @pytest.mark.slow
 def test_study_runs_every_arm_pairs_them_and_resumes_without_redoing(tmp_path, tiny_model_dir):
     import accuracy_study
@@ -126,6 +140,22 @@ def test_study_runs_every_arm_pairs_them_and_resumes_without_redoing(tmp_path, t
     assert len(stamps) == 6
     assert accuracy_study.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("test_predictions.jsonl")} == stamps
+
+    # a variant arm joins the finished study: its own run (still built on sft-all), nothing else redone
+    variant = ["--arms", "siked", "--variant", "siked-pot=siked", "siked.priority=[pot,cot,l2m]"]
+    assert accuracy_study.main(argv + variant) == 0
+    new = {p: p.stat().st_mtime_ns for p in out.rglob("test_predictions.jsonl")}
+    assert {p: t for p, t in new.items() if p in stamps} == stamps and len(new) == 7
+    from edge_distill.config import load_config
+
+    assert [s.value for s in load_config(runs / "siked-pot-s0" / "config.yaml").siked.priority] == [
+        "pot",
+        "cot",
+        "l2m",
+    ]
+    got = {r["arm"]: r for r in json.loads(js.read_text())["rows"]}
+    assert got["siked-pot"]["builds_on"] == "sft-all" and "siked.priority" in got["siked-pot"]["note"]
+    assert got["siked-pot"]["sets"]["test"]["vs_reference"]["n"] == 10
 
 
 @pytest.mark.slow

@@ -306,3 +306,52 @@ def test_an_objectives_compute_loss_hook_replaces_weighted_ce(tiny_model_dir, to
     assert calls and set(calls) == {3.0}
     for (_, a), (_, b) in zip(ref.losses, hooked.losses, strict=True):
         assert b == pytest.approx(0.5 * a, rel=1e-4)
+
+
+def test_lora_top_layers_adapts_only_the_top_layers_and_stops_the_backward_there(
+    tiny_model_dir, tok, tmp_path
+):
+    """train.lora.top_layers (opt-in): adapters on the top N decoder layers only; the layers below carry no
+    graph (their outputs need no gradient), the run learns, and the adapter merges."""
+    from edge_distill.config import LoraConfig, TrainConfig
+    from edge_distill.training import _student_model
+
+    model, n_trainable = _student_model(
+        tiny_model_dir, TrainConfig(lora=LoraConfig(top_layers=1, dropout=0.0))
+    )
+    names = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert names and all(".layers.1." in k for k in names), names
+    everywhere, _ = _student_model(tiny_model_dir, TrainConfig(lora=LoraConfig(dropout=0.0)))
+    assert n_trainable * 2 == sum(p.numel() for p in everywhere.parameters() if p.requires_grad)
+    needs_grad = {}
+    layers = model.get_base_model().model.layers
+    hooks = [layer.register_forward_hook(lambda m, a, out, i=i: needs_grad.__setitem__(i, out[0].requires_grad))
+             for i, layer in enumerate(layers)]  # fmt: skip
+    model.train()
+    model(input_ids=torch.tensor([_examples(tok)[0].input_ids]))
+    for h in hooks:
+        h.remove()
+    assert needs_grad == {0: False, 1: True}
+
+    r = train(tiny_model_dir, _examples(tok), tmp_path / "run", max_steps=30, batch_size=2, lr=1e-2,
+              **{**FAST, "lora": {"dropout": 0.0, "top_layers": 1}})  # fmt: skip
+    assert r.last_loss < 0.3 * r.first_loss, r.losses
+    merged = merge_lora(r.final_dir, tmp_path / "merged")
+    ids = torch.tensor([_examples(tok)[0].input_ids])
+    from edge_distill.models import load_model
+
+    assert torch.allclose(load_model(merged)(ids).logits, load_model(r.final_dir)(ids).logits, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("lora", "match"),
+    [
+        ({"top_layers": 3}, "student has 2 decoder layers"),
+        ({"top_layers": 1, "target_modules": ["nope"]}, "no layer"),
+    ],
+)
+def test_lora_top_layers_rejects_what_the_student_does_not_have(tiny_model_dir, tok, tmp_path, lora, match):
+    from edge_distill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"train\.lora\.top_layers.*{match}"):
+        train(tiny_model_dir, _examples(tok), tmp_path / "run", max_steps=1, **{**FAST, "lora": lora})
