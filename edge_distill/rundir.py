@@ -12,6 +12,7 @@ run (its config.yaml names it) and that is, after resolving symlinks, directly i
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -106,14 +107,35 @@ def _saved_config(path: Path) -> dict[str, Any]:
 _LEGACY_DEFAULTS = {"question_field": "question", "answer_field": "answer", "id_field": "id"}
 
 
+# Keys added after runs were written, with the value that does what those runs did: a run started before
+# train.lora.dropout_draws existed drew nn.Dropout's masks, so it resumes with `torch`, not today's `fast`.
+_ADDED_KEYS = {("train", "lora", "dropout_draws"): "torch"}
+
+
 def _legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    saved = copy.deepcopy(saved)
     data = saved.get("data")
     if isinstance(data, dict):
-        saved = {
-            **saved,
-            "data": {k: None if _LEGACY_DEFAULTS.get(k, object()) == v else v for k, v in data.items()},
-        }
+        saved["data"] = {k: None if _LEGACY_DEFAULTS.get(k, object()) == v else v for k, v in data.items()}
+    for (*path, key), value in _ADDED_KEYS.items():
+        node = saved
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key not in node:
+            node[key] = value
     return saved
+
+
+def _dotted(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _inert(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """A key that cannot change this run's results: the LoRA settings of a full fine-tune."""
+    full = _dotted(old, "train.finetune") == _dotted(new, "train.finetune") == "full"
+    return full and key.startswith("train.lora.")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -240,10 +262,11 @@ class RunDir:
         new = self.cfg.model_dump(mode="json")
         diff = diff_keys(old, new)
         self.changed_sections = {k.split(".")[0] for k in diff if k.split(".")[0] in _RESUME_TOLERANT}
-        changed = [k for k in diff if k.split(".")[0] not in _RESUME_TOLERANT]
+        changed = [k for k in diff if k.split(".")[0] not in _RESUME_TOLERANT and not _inert(k, old, new)]
         if changed:
+            was = ", ".join(f"{k}: {_dotted(old, k)!r} -> {_dotted(new, k)!r}" for k in changed)
             raise StageError(
-                f"cannot resume {self.path}: the config changed since the run started ({', '.join(changed)}). "
+                f"cannot resume {self.path}: the config changed since the run started ({was}). "
                 "Restore those values, use --overwrite, or set name=<new name>"
             )
 

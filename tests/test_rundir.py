@@ -101,6 +101,28 @@ def test_a_run_with_no_finished_stage_does_not_block_a_rerun(tmp_path):
         _run(runs, "x", "data.limit_train=5", resume=True)
 
 
+def test_resume_reads_keys_added_since_as_what_the_run_did_and_ignores_inert_ones(tmp_path):
+    """A run written before train.lora.dropout_draws existed drew nn.Dropout's masks: it resumes with `torch`
+    and refuses today's default `fast` (naming both values); a full fine-tune ignores LoRA settings."""
+    import yaml
+
+    runs = tmp_path / "runs"
+    for name, finetune in (("lora", "lora"), ("full", "full")):
+        run = _run(runs, name, f"train.finetune={finetune}")
+        run.mark_done("data", 1.0)
+        saved = yaml.safe_load((run.path / "config.yaml").read_text())
+        del saved["train"]["lora"]["dropout_draws"]  # as an older version wrote it
+        (run.path / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(StageError, match=r"train\.lora\.dropout_draws: 'torch' -> 'fast'"):
+        _run(runs, "lora", "train.finetune=lora", resume=True)
+    assert _run(runs, "lora", "train.finetune=lora", "train.lora.dropout_draws=torch", resume=True).done(
+        "data"
+    )
+    assert _run(runs, "full", "train.finetune=full", "train.lora.r=4", resume=True).done("data")
+    with pytest.raises(StageError, match=r"train\.finetune: 'full' -> 'lora'"):
+        _run(runs, "full", "train.finetune=lora", resume=True)
+
+
 def test_damaged_stages_file_is_one_message(tmp_path):
     run = _run(tmp_path, "x")
     run._stages_file.write_bytes(b'{"data": {"finished": ')
