@@ -341,7 +341,8 @@ class EvalConfig(Section):
 class SikedConfig(Section):
     # iterations counted from iteration 0 (teacher data only): 3 = iter_0 + two self-guided iterations
     iterations: int = Field(default=3, ge=1)
-    mixing: Literal["adaptive", "all", "standard"] = "adaptive"
+    # adaptive | all | standard (SIKeD's rules); teacher = the control: rounds on teacher data only, no sampling
+    mixing: Literal["adaptive", "all", "standard", "teacher"] = "adaptive"
     samples_per_question: int = Field(default=10, ge=1)
     temperature: float = Field(default=0.7, ge=0.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)

@@ -75,8 +75,9 @@ def test_mixing_rules_properties(teacher, student_raw):
     assert len(adaptive) == len(student) + sum((t.problem_id, t.strategy) not in solved for t in teacher)
     assert mix(teacher, student, "all") == list(teacher) + student
     assert mix(teacher, student, "standard") == student
+    assert mix(teacher, student, "teacher") == list(teacher)  # the control: no student data
 
-    for rule in ("adaptive", "all", "standard"):
+    for rule in ("adaptive", "all", "standard", "teacher"):
         train, rec = build_iteration_data(
             teacher, student_raw, rule=rule, priority=PRIORITY, l2m_check=has_sub
         )
@@ -91,6 +92,8 @@ def test_mixing_rules_properties(teacher, student_raw):
         assert rec["alpha"] == expected
         if rule == "standard":
             assert rec["alpha"] in (0.0, None)
+        if rule == "teacher":
+            assert rec["alpha"] in (1.0, None) and rec["student_correct"] == len(student)
 
 
 @settings(max_examples=200, deadline=None)

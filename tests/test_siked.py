@@ -110,7 +110,7 @@ def _inputs(tmp_path: Path, fake: FakeStages, calls: list[str]) -> MethodInputs:
     )
 
 
-@pytest.mark.parametrize("rule", ["adaptive", "all", "standard"])
+@pytest.mark.parametrize("rule", ["adaptive", "all", "standard", "teacher"])
 def test_iteration_records_add_up_for_each_mixing_rule(tmp_path, rule):
     fake, calls = FakeStages([0.2, 0.5]), []
     result = _run(tmp_path, fake, calls, rule)
@@ -128,7 +128,11 @@ def test_iteration_records_add_up_for_each_mixing_rule(tmp_path, rule):
     solved = {"p0", "p2", "p3", "p4"}
     if rule == "standard":
         assert {t["problem_id"] for t in train} == solved and r1["alpha"] == 0.0
-    else:
+    if rule == "teacher":  # the control: the teacher's data again, the student never sampled
+        assert calls == [] and r1["student_samples"] == 0 and r1["student_strategy_mix"] == {}
+        assert len(train) == N and r1["alpha"] == 1.0 and {t["source"] for t in train} == {"teacher"}
+        assert {t["strategy"] for t in train} == {"cot"}  # one per question by priority, as for SIKeD's rules
+    elif rule != "standard":
         assert len(train) == N
         student_ids = {t["problem_id"] for t in train if t["source"] == "student"}
         # CoT outranks L2M: the student's CoT wins (over the teacher's on a tie), but p3, which the student
@@ -137,8 +141,9 @@ def test_iteration_records_add_up_for_each_mixing_rule(tmp_path, rule):
         assert {(t["problem_id"], t["source"], t["strategy"]) for t in train if t["problem_id"] == "p3"} == {
             ("p3", "teacher", "cot")
         }
-    assert set(r1["student_strategy_mix"]) == {"cot", "l2m", "pot", "none"}
-    assert sum(r1["student_strategy_mix"].values()) == pytest.approx(1.0)
+    if rule != "teacher":
+        assert set(r1["student_strategy_mix"]) == {"cot", "l2m", "pot", "none"}
+        assert sum(r1["student_strategy_mix"].values()) == pytest.approx(1.0)
     assert r1["dev"]["per_strategy"] == {"cot": 0.5}
     # iteration 1 starts from iteration 0's model; only dev problems were ever evaluated
     assert Path(fake.trained[1][1]) == tmp_path / r0["model"]
@@ -233,7 +238,7 @@ def tiny_run(tmp_path: Path, tiny_model_dir: Path, methods: list[str], **section
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule", ["adaptive", "all", "standard"])
+@pytest.mark.parametrize("rule", ["adaptive", "all", "standard", "teacher"])
 def test_end_to_end_two_iterations_select_on_dev_only(tmp_path, tiny_model_dir, monkeypatch, rule):
     from edge_distill import pipeline, stages
     from edge_distill.methods.loop import run_methods_from_config
@@ -260,7 +265,8 @@ def test_end_to_end_two_iterations_select_on_dev_only(tmp_path, tiny_model_dir, 
         assert rec["alpha"] == (n_llm / rec["train_size"] if rec["train_size"] else None)
         assert rec["dev"]["n"] == len(dev_ids)
     rec1 = json.loads((run.path / "iter_1" / "record.json").read_text())
-    assert rec1["sampler"]["samples"] == 2 * 4 and rec1["rule"] == rule
+    assert rec1["rule"] == rule
+    assert (rec1["sampler"] == {}) if rule == "teacher" else (rec1["sampler"]["samples"] == 2 * 4)
     assert summary["model"] in {
         str(run.path / json.loads((run.path / f"iter_{k}" / "record.json").read_text())["model"])
         for k in (0, 1)

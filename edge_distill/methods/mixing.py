@@ -15,8 +15,8 @@ from typing import Literal
 
 from edge_distill.types import Sample, Strategy
 
-MixingRule = Literal["adaptive", "all", "standard"]
-MIXING_RULES: tuple[str, ...] = ("adaptive", "all", "standard")
+MixingRule = Literal["adaptive", "all", "standard", "teacher"]
+MIXING_RULES: tuple[str, ...] = ("adaptive", "all", "standard", "teacher")
 LLM_SOURCES = frozenset({"teacher", "synthetic"})
 # On a strategy tie (only possible with mixing="all") the student's own sample wins: it is on-policy.
 _SOURCE_RANK = {"student": 0, "teacher": 1, "synthetic": 2}
@@ -59,8 +59,12 @@ def mix(teacher: Sequence[Sample], student: Sequence[Sample], rule: MixingRule) 
     """Combine teacher and (filtered) student samples by SIKeD's rule.
 
     adaptive: all student samples + teacher samples for (question, strategy) pairs the student did not solve;
-    all: every teacher and every student sample; standard: student samples only (pure self-training).
+    all: every teacher and every student sample; standard: student samples only (pure self-training);
+    teacher: teacher samples only — not a SIKeD rule but its control: the same round without the student's
+    own samples (what self-guidance adds over training again on the teacher data).
     """
+    if rule == "teacher":
+        return list(teacher)
     if rule == "standard":
         return list(student)
     if rule == "all":

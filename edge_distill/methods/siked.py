@@ -156,7 +156,8 @@ def _iteration(
         write_json(step / "sampler.json", stats.to_dict())
         return samples
 
-    student_raw = cached_samples(step / "student_samples.jsonl", draw)
+    # the "teacher" control rule uses no student samples: none are drawn
+    student_raw = [] if params.mixing == "teacher" else cached_samples(step / "student_samples.jsonl", draw)
     data, record = build_iteration_data(
         teacher, student_raw, rule=params.mixing, priority=tuple(params.priority)
     )
