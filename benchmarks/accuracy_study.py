@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -85,8 +86,6 @@ from study_protocols import CPU_V2, DERIVED, PROTOCOLS, TEST_LIMIT, TINY  # noqa
 def parse_variant(spec: list[str], known: list[Arm]) -> Arm:
     """`--variant NAME=ARM KEY=VALUE...`: a new arm NAME, the arm ARM with these config keys on top (it keeps
     ARM's reuse: a SIKeD variant still starts from the sft-all model)."""
-    import re
-
     name, sep, of = spec[0].partition("=")
     base = next((a for a in known if a.name == of and a.name != "untrained"), None)
     usage = (

@@ -109,7 +109,14 @@ _LEGACY_DEFAULTS = {"question_field": "question", "answer_field": "answer", "id_
 
 # Keys added after runs were written, with the value that does what those runs did: a run started before
 # train.lora.dropout_draws existed drew nn.Dropout's masks, so it resumes with `torch`, not today's `fast`.
-_ADDED_KEYS = {("train", "lora", "dropout_draws"): "torch"}
+_ADDED_KEYS = {"train.lora.dropout_draws": "torch"}
+
+
+def _dotted(tree: Any, key: str) -> Any:
+    """tree["a"]["b"] for key "a.b"; None where a level is missing or not a mapping."""
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 def _legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:
@@ -117,19 +124,12 @@ def _legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     data = saved.get("data")
     if isinstance(data, dict):
         saved["data"] = {k: None if _LEGACY_DEFAULTS.get(k, object()) == v else v for k, v in data.items()}
-    for (*path, key), value in _ADDED_KEYS.items():
-        node = saved
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
+    for dotted, value in _ADDED_KEYS.items():
+        section, _, key = dotted.rpartition(".")
+        node = _dotted(saved, section)
         if isinstance(node, dict) and key not in node:
             node[key] = value
     return saved
-
-
-def _dotted(tree: Any, key: str) -> Any:
-    for part in key.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
 
 
 def _inert(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
