@@ -98,15 +98,22 @@ class _ChunkedLinearCE(torch.autograd.Function):
             logits = (h @ wt.T).float()  # [c, V]
             if bias is not None:
                 logits = logits + bias.float()
-            lse = torch.logsumexp(logits, dim=-1)
-            ce = lse - logits.gather(1, y[:, None]).squeeze(1)
+            # logsumexp by hand, in place: torch.logsumexp allocates and passes over [c, V] about four
+            # times; max, one exp pass and a sum do it, and the exp pass is the softmax the gradient
+            # needs (measured: 576 -> 533 ms for a [563, 49152] chunk on a 2-core EPYC, same values
+            # within fp32 rounding).
+            picked = logits.gather(1, y[:, None]).squeeze(1)
+            top = logits.amax(dim=-1)
+            exps = logits.sub_(top[:, None]).exp_()  # the logits buffer, now exp(logit - max)
+            norm = exps.sum(dim=-1)
+            ce = top + norm.log() - picked
             ww = w[s : s + chunk_size]
             if nll_cap is not None:
                 ww = ww * ~((ww < 0) & (ce > nll_cap))
             total += (ww * ce).sum()
             if need_h or need_w or need_b:
-                # d(w·CE)/dlogits = w·(softmax - onehot), built in place in the logits buffer
-                g = logits.sub_(lse[:, None]).exp_().mul_(ww[:, None])
+                # d(w·CE)/dlogits = w·(softmax - onehot), built in place in the same buffer
+                g = exps.mul_((ww / norm)[:, None])
                 g[torch.arange(len(y), device=g.device), y] -= ww
                 if need_b:
                     grad_b += g.sum(0)
