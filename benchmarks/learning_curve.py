@@ -68,9 +68,7 @@ class Arm(NamedTuple):
     def name(self) -> str:
         """`STRATEGIES:FINETUNE[:torch][:topN]`, as --arms spells it."""
         return (
-            f"{self.strategies}:{self.finetune}"
-            + (":torch" if self.draws == "torch" else "")
-            + (f":top{self.top}" if self.top else "")
+            self.base + (":torch" if self.draws == "torch" else "") + (f":top{self.top}" if self.top else "")
         )
 
     @property
